@@ -1,0 +1,260 @@
+//! The agent's configuration: one serde type, parsed from a `&str` so tests never touch
+//! the environment, validated once at start-up with errors that name the field.
+//!
+//! Defaults are stated on each field. Unknown fields are errors: a misspelt key must not
+//! silently leave enforcement at a default.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::PathBuf,
+};
+
+use serde::Deserialize;
+
+/// The agent's config file (YAML; JSON is YAML too).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// Address the agent listens on. Default `0.0.0.0:6443`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the kernel sends intercepted connections. Default: the listen address's IP
+    /// when it is specific, and the listen port.
+    #[serde(default)]
+    pub redirect: Redirect,
+    /// API server addresses to intercept (`ip:port`, `[v6]:port`). Default: none; the
+    /// endpoint discovery adds the `kubernetes` Service and its endpoints.
+    #[serde(default)]
+    pub targets: Vec<SocketAddr>,
+    /// The cgroup v2 directory whose subtree is intercepted: `auto` (the kubelet's
+    /// kubepods cgroup, either driver) or a path. Default `auto`.
+    #[serde(default)]
+    pub cgroup: CgroupSetting,
+    /// Further cgroups whose connections are never redirected, besides the agent's own.
+    /// Default: none.
+    #[serde(default)]
+    pub exempt_cgroups: Vec<PathBuf>,
+    /// The bpffs mount under which `kgate/v1` pins are kept. Default `/sys/fs/bpf`.
+    #[serde(default = "default_bpffs")]
+    pub bpffs: PathBuf,
+    /// The real API server.
+    pub upstream: Upstream,
+}
+
+/// The address intercepted connections are rewritten to.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Redirect {
+    /// IPv4 address for IPv4 (and IPv4-mapped) connects. Default: the listen IP if IPv4.
+    pub ipv4: Option<Ipv4Addr>,
+    /// IPv6 address for IPv6 connects. Default: the listen IP if IPv6. Without one,
+    /// IPv6 connects to targets are refused.
+    pub ipv6: Option<Ipv6Addr>,
+    /// Port. Default: the listen port.
+    pub port: Option<u16>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CgroupSetting {
+    /// Detect the kubelet's pod cgroup.
+    #[default]
+    Auto,
+    Path(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for CgroupSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(if s == "auto" {
+            Self::Auto
+        } else {
+            Self::Path(s.into())
+        })
+    }
+}
+
+/// The upstream API server.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Upstream {
+    /// `host:port` of the API server (an endpoint address, not the Service IP).
+    pub address: String,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 6443))
+}
+
+fn default_bpffs() -> PathBuf {
+    PathBuf::from("/sys/fs/bpf")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config: {0}")]
+    Parse(#[from] serde_yaml::Error),
+    #[error("config field `{field}`: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// The resolved redirect address that the kernel programs use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedirectTo {
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub port: u16,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Parses and validates a config document.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = serde_yaml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| ConfigError::Invalid {
+            field,
+            message: message.into(),
+        };
+        if self.listen.port() == 0 {
+            return Err(invalid(
+                "listen",
+                "needs a fixed port: the kernel redirects to it",
+            ));
+        }
+        let to = self.redirect_to();
+        if to.ipv4.is_none() && to.ipv6.is_none() {
+            return Err(invalid(
+                "redirect",
+                "set redirect.ipv4 or redirect.ipv6 (the listen address is unspecified, so \
+                 the node address pods can reach must be given)",
+            ));
+        }
+        if to.ipv4.is_some_and(|ip| ip.is_unspecified())
+            || to.ipv6.is_some_and(|ip| ip.is_unspecified())
+        {
+            return Err(invalid(
+                "redirect",
+                "must be a specific address, not 0.0.0.0 or ::",
+            ));
+        }
+        if let Some(t) = self
+            .targets
+            .iter()
+            .find(|t| t.port() == 0 || t.ip().is_unspecified())
+        {
+            return Err(invalid(
+                "targets",
+                &format!("{t} is not a connectable address"),
+            ));
+        }
+        if self.upstream.address.trim().is_empty() {
+            return Err(invalid("upstream.address", "must not be empty"));
+        }
+        if let CgroupSetting::Path(p) = &self.cgroup
+            && !p.is_absolute()
+        {
+            return Err(invalid("cgroup", "must be `auto` or an absolute path"));
+        }
+        Ok(())
+    }
+
+    /// The redirect address with defaults filled in from the listen address.
+    pub fn redirect_to(&self) -> RedirectTo {
+        let listen_ip = self.listen.ip();
+        let from_listen_v4 = match listen_ip {
+            IpAddr::V4(ip) if !ip.is_unspecified() => Some(ip),
+            _ => None,
+        };
+        let from_listen_v6 = match listen_ip {
+            IpAddr::V6(ip) if !ip.is_unspecified() => Some(ip),
+            _ => None,
+        };
+        RedirectTo {
+            ipv4: self.redirect.ipv4.or(from_listen_v4),
+            ipv6: self.redirect.ipv6.or(from_listen_v6),
+            port: self.redirect.port.unwrap_or(self.listen.port()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "upstream: {address: '10.0.0.1:6443'}\nredirect: {ipv4: 10.0.0.5}\n";
+
+    #[test]
+    fn defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:6443".parse().unwrap());
+        assert_eq!(c.bpffs, PathBuf::from("/sys/fs/bpf"));
+        assert_eq!(c.cgroup, CgroupSetting::Auto);
+        let to = c.redirect_to();
+        assert_eq!(to.ipv4, Some(Ipv4Addr::new(10, 0, 0, 5)));
+        assert_eq!(to.ipv6, None);
+        assert_eq!(to.port, 6443);
+    }
+
+    #[test]
+    fn redirect_defaults_to_a_specific_listen_address() {
+        let c = Config::parse("listen: '[fd00::1]:7443'\nupstream: {address: a:1}\n").unwrap();
+        let to = c.redirect_to();
+        assert_eq!(to.ipv6, Some("fd00::1".parse().unwrap()));
+        assert_eq!(to.port, 7443);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                "upstream: {address: a:1}\nredirect: {ipv4: 10.0.0.5}\ntargetz: []\n",
+                "targetz",
+            ),
+            ("upstream: {address: a:1}\n", "`redirect`"),
+            (
+                "upstream: {address: a:1}\nredirect: {ipv4: 0.0.0.0}\n",
+                "`redirect`",
+            ),
+            (
+                "upstream: {address: a:1}\nredirect: {ipv4: 10.0.0.5}\nlisten: '0.0.0.0:0'\n",
+                "`listen`",
+            ),
+            (
+                "upstream: {address: a:1}\nredirect: {ipv4: 10.0.0.5}\ntargets: ['10.96.0.1:0']\n",
+                "`targets`",
+            ),
+            (
+                "upstream: {address: ''}\nredirect: {ipv4: 10.0.0.5}\n",
+                "`upstream.address`",
+            ),
+            (
+                "upstream: {address: a:1}\nredirect: {ipv4: 10.0.0.5}\ncgroup: relative/x\n",
+                "`cgroup`",
+            ),
+            (
+                "upstream: {address: a:1}\nredirect: {ipv4: 10.0.0.5, prot: 1}\n",
+                "prot",
+            ),
+            (
+                "upstream: {address: a:1}\nredirect: {ipv4: 'not-an-ip'}\n",
+                "redirect.ipv4",
+            ),
+            ("redirect: {ipv4: 10.0.0.5}\n", "upstream"),
+        ];
+        for (text, needle) in cases {
+            let err = Config::parse(text).unwrap_err().to_string();
+            assert!(
+                err.contains(needle),
+                "{text:?}: error {err:?} does not name {needle}"
+            );
+        }
+    }
+}

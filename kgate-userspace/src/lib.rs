@@ -1,0 +1,13 @@
+//! kgate: the node agent and admin CLI of a Kubernetes API policy gateway.
+//!
+//! The agent's request path is a fixed sequence of stages; see [`agent`] for the order.
+//! Plumbing sits beside the stages: [`config`], [`ebpf`] (the only module that talks to
+//! aya) and [`cgroup`] (cgroup v2 paths and pod UIDs).
+
+pub mod agent;
+#[path = "cgroup_tmp.rs"]
+pub mod cgroup;
+pub mod config;
+pub mod ebpf;
+pub mod request_info;
+pub mod status;

@@ -1,0 +1,104 @@
+//! The `kgate` binary: `kgate agent` runs the node agent; the other subcommands are the
+//! admin CLI.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use kgate::{agent, config::Config, ebpf};
+
+#[derive(Parser)]
+#[command(
+    name = "kgate",
+    version,
+    about = "Policy gateway between Kubernetes workloads and the API server"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "KGATE_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node agent: attach the kernel programs and serve redirected connections.
+    Agent {
+        /// The agent's config file (YAML).
+        #[arg(long, short, env = "KGATE_CONFIG")]
+        config: PathBuf,
+        /// Validate the config and exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Remove kgate's kernel programs and pins (uninstall). Stop the agent first.
+    Detach {
+        /// The bpffs mount holding kgate's pins.
+        #[arg(long, default_value = "/sys/fs/bpf")]
+        bpffs: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kgate: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Agent { config, check } => {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let parsed =
+                Config::parse(&text).with_context(|| format!("in {}", config.display()))?;
+            if check {
+                println!("{}: ok", config.display());
+                return Ok(());
+            }
+            let debug_logs = tracing::enabled!(tracing::Level::DEBUG);
+            let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            runtime.block_on(agent::run(parsed, debug_logs))?;
+            Ok(())
+        }
+        Command::Detach { bpffs } => {
+            if ebpf::detach(&bpffs)? {
+                println!("kgate detached: pins under {} removed", bpffs.display());
+            } else {
+                println!("kgate was not attached (no pins under {})", bpffs.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
+}

@@ -1,0 +1,4 @@
+//! Test support for kgate: network-namespace and cgroup topologies for the kernel tests,
+//! and a faithful Kubernetes API-server double.
+pub mod double;
+pub mod topology;

@@ -1,0 +1,305 @@
+//! The kernel redirect, end to end: real cgroup programs, a pod in its own netns with no
+//! route out, the real `kgate agent` on the node side.
+//!
+//! These need root. `cargo xtask test` runs them (CI is root); plain `cargo test` skips
+//! them through the ignore reason.
+
+use std::{fs, path::PathBuf, process::Output, time::Duration};
+
+use kgate_tests::topology::{NODE_IP4, POD_IP4, Process, Topology};
+use serde_json::Value;
+
+const AGENT_PORT: u16 = 7443;
+const UPSTREAM: &str = "10.213.0.1:16443";
+const OTHER: &str = "10.213.0.1:16444";
+const CLUSTER_IP: &str = "10.96.0.1:443";
+const CLUSTER_IP6: &str = "[fd00:96::1]:443";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn kgate_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("KGATE_BIN") {
+        return bin.into();
+    }
+    // target/<profile>/deps/ebpf-<hash> → target/<profile>/kgate
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("kgate");
+    assert!(
+        bin.exists(),
+        "{} missing: build it first (`cargo xtask test` does)",
+        bin.display()
+    );
+    bin
+}
+
+fn probe_bin() -> PathBuf {
+    env!("CARGO_BIN_EXE_kgate-probe").into()
+}
+
+/// A topology with the upstream echo servers running on the node side.
+struct Rig {
+    topo: Topology,
+    config: PathBuf,
+}
+
+impl Rig {
+    fn new(tag: &str) -> Self {
+        let topo = Topology::create(tag).expect("topology");
+        fs::create_dir_all(&topo.dir).unwrap();
+        let config = topo.dir.join("agent.yaml");
+        fs::write(
+            &config,
+            format!(
+                "listen: '[::]:{AGENT_PORT}'\n\
+                 redirect: {{ipv4: {NODE_IP4}, ipv6: 'fd00:6b67::1'}}\n\
+                 targets: ['{CLUSTER_IP}', '{UPSTREAM}', '{CLUSTER_IP6}']\n\
+                 cgroup: {}\n\
+                 bpffs: {}\n\
+                 upstream: {{address: '{UPSTREAM}'}}\n",
+                topo.cgroup_root.display(),
+                topo.bpffs.display()
+            ),
+        )
+        .unwrap();
+        for addr in [UPSTREAM, OTHER] {
+            let mut cmd = topo.node_command(probe_bin());
+            cmd.args(["serve", addr]);
+            let server = topo.spawn(cmd).unwrap();
+            server.output.wait_for("listening", WAIT).unwrap();
+        }
+        Self { topo, config }
+    }
+
+    fn start_agent(&self) -> Process {
+        let mut cmd = self.topo.agent_command(kgate_bin());
+        cmd.args(["--log-format", "json", "agent", "--config"])
+            .arg(&self.config);
+        let agent = self.topo.spawn(cmd).unwrap();
+        agent.output.wait_for("agent listening", WAIT).unwrap();
+        agent
+    }
+
+    fn pod_connect(&self, addr: &str) -> Value {
+        let mut cmd = self.topo.pod_command(probe_bin());
+        let out = cmd.args(["connect", addr, "hello"]).output().unwrap();
+        parse_probe(&out)
+    }
+
+    fn pin_dir(&self) -> PathBuf {
+        self.topo.bpffs.join("kgate/v1")
+    }
+}
+
+fn parse_probe(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "probe output {stdout:?} ({e}); stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The reply of a connection that reached the upstream echo server through the agent:
+/// the upstream sees the agent (node side) as its peer, never the pod.
+fn assert_via_agent(result: &Value, dialled: &str) {
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(
+        result["peer"], dialled,
+        "getpeername must show the original destination: {result}"
+    );
+    let reply = result["reply"].as_str().unwrap();
+    assert!(
+        reply.starts_with(&format!("from {NODE_IP4}:")),
+        "not relayed by the agent: {reply}"
+    );
+    assert!(reply.ends_with(&format!("at {UPSTREAM}: hello")), "{reply}");
+}
+
+fn accepted_lines(agent: &Process) -> Vec<Value> {
+    agent
+        .output
+        .lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "accepted redirected connection")
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root (CAP_BPF, netns, cgroups): run by `cargo xtask test`"]
+fn cluster_ip_and_endpoint_are_redirected_with_their_origin() {
+    let rig = Rig::new("redirect");
+    let agent = rig.start_agent();
+
+    assert_via_agent(&rig.pod_connect(CLUSTER_IP), CLUSTER_IP);
+    // An endpoint address is a target too: the pod cannot skip the Service IP to escape.
+    assert_via_agent(&rig.pod_connect(UPSTREAM), UPSTREAM);
+
+    let accepted = accepted_lines(&agent);
+    assert_eq!(accepted.len(), 2, "{accepted:?}");
+    let pod_cgroup = format!(
+        "/{}",
+        rig.topo
+            .pod_cgroup
+            .strip_prefix(kgate_tests::topology::cgroup2_mount().unwrap())
+            .unwrap()
+            .display()
+    );
+    for (line, dst) in accepted.iter().zip([CLUSTER_IP, UPSTREAM]) {
+        assert_eq!(line["dst"], dst, "{line}");
+        assert_eq!(line["cgroup"], pod_cgroup.as_str(), "{line}");
+        assert_eq!(line["comm"], "kgate-probe", "{line}");
+        assert!(line["pid"].as_u64().unwrap() > 1, "{line}");
+        assert!(line["netns_cookie"].as_u64().unwrap() > 0, "{line}");
+    }
+}
+
+#[test]
+#[ignore = "needs root (CAP_BPF, netns, cgroups): run by `cargo xtask test`"]
+fn ipv6_and_v4_mapped_connects_are_redirected() {
+    let rig = Rig::new("v6");
+    let _agent = rig.start_agent();
+    let mapped = "[::ffff:10.96.0.1]:443";
+    assert_via_agent(&rig.pod_connect(mapped), mapped);
+    assert_via_agent(&rig.pod_connect(CLUSTER_IP6), CLUSTER_IP6);
+}
+
+#[test]
+#[ignore = "needs root (CAP_BPF, netns, cgroups): run by `cargo xtask test`"]
+fn unlisted_destinations_are_untouched() {
+    let rig = Rig::new("untouched");
+    let agent = rig.start_agent();
+    // A node address that is not a target: reached directly, the server sees the pod.
+    let direct = rig.pod_connect(OTHER);
+    assert_eq!(direct["ok"], true, "{direct}");
+    assert_eq!(direct["peer"], OTHER);
+    assert!(
+        direct["reply"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("from {POD_IP4}:")),
+        "{direct}"
+    );
+    // Another ClusterIP: not redirected, and the pod has no route for it.
+    let other_ip = rig.pod_connect("10.96.0.2:443");
+    assert_eq!(other_ip["ok"], false, "{other_ip}");
+    assert_eq!(other_ip["kind"], "NetworkUnreachable", "{other_ip}");
+    assert!(accepted_lines(&agent).is_empty());
+}
+
+#[test]
+#[ignore = "needs root (CAP_BPF, netns, cgroups): run by `cargo xtask test`"]
+fn connections_without_an_origin_are_refused() {
+    let rig = Rig::new("noorigin");
+    let agent = rig.start_agent();
+    // A node process outside the pod cgroup connects to the agent directly.
+    let out = rig
+        .topo
+        .node_command(probe_bin())
+        .args(["connect", &format!("{NODE_IP4}:{AGENT_PORT}")])
+        .output()
+        .unwrap();
+    let result = parse_probe(&out);
+    // The agent closes without relaying: no reply line.
+    assert!(result["reply"] == "" || result["ok"] == false, "{result}");
+    agent.output.wait_for("no origin record", WAIT).unwrap();
+}
+
+#[test]
+#[ignore = "needs root (CAP_BPF, netns, cgroups): run by `cargo xtask test`"]
+fn enforcement_survives_the_agent_and_detach_removes_it() {
+    let rig = Rig::new("restart");
+    let agent = rig.start_agent();
+    assert_via_agent(&rig.pod_connect(CLUSTER_IP), CLUSTER_IP);
+    assert_eq!(rig.topo.stop(&agent).unwrap(), Some(0));
+
+    // No agent: the redirect stays, so the connect is refused, never passed through.
+    let refused = rig.pod_connect(CLUSTER_IP);
+    assert_eq!(refused["kind"], "ConnectionRefused", "{refused}");
+    let refused = rig.pod_connect(UPSTREAM);
+    assert_eq!(
+        refused["kind"], "ConnectionRefused",
+        "endpoint must not be reachable directly: {refused}"
+    );
+
+    // A new agent re-uses the same pins.
+    let agent = rig.start_agent();
+    agent
+        .output
+        .wait_for("re-using pinned kernel programs", WAIT)
+        .unwrap();
+    assert_via_agent(&rig.pod_connect(CLUSTER_IP), CLUSTER_IP);
+    assert_eq!(rig.topo.stop(&agent).unwrap(), Some(0));
+
+    // Uninstall: direct connections work again and no pin is left.
+    let out = std::process::Command::new(kgate_bin())
+        .args(["detach", "--bpffs"])
+        .arg(&rig.topo.bpffs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!rig.pin_dir().exists());
+    let direct = rig.pod_connect(UPSTREAM);
+    assert_eq!(direct["ok"], true, "{direct}");
+    assert!(
+        direct["reply"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("from {POD_IP4}:")),
+        "{direct}"
+    );
+}
+
+#[test]
+#[ignore = "needs root (CAP_BPF, netns, cgroups): run by `cargo xtask test`"]
+fn a_bad_cgroup_fails_clearly_and_leaves_nothing_attached() {
+    let rig = Rig::new("badcg");
+    let config = fs::read_to_string(&rig.config).unwrap();
+    let missing = rig.topo.cgroup_root.join("does-not-exist");
+    fs::write(
+        &rig.config,
+        config.replace(
+            &format!("cgroup: {}", rig.topo.cgroup_root.display()),
+            &format!("cgroup: {}", missing.display()),
+        ),
+    )
+    .unwrap();
+    let mut cmd = rig.topo.agent_command(kgate_bin());
+    cmd.args(["agent", "--config"]).arg(&rig.config);
+    let agent = rig.topo.spawn(cmd).unwrap();
+    assert_eq!(rig.topo.wait(&agent, WAIT).unwrap(), Some(1));
+    agent
+        .output
+        .wait_for("is not a cgroup v2 directory", WAIT)
+        .unwrap();
+    assert!(!rig.pin_dir().exists(), "pins left behind");
+}
+
+#[test]
+fn a_config_error_names_the_field() {
+    let dir = std::env::temp_dir().join(format!("kgate-badcfg-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("agent.yaml");
+    fs::write(
+        &config,
+        "upstream: {address: 'a:1'}\nredirect: {ipv4: 10.0.0.1}\ntargetz: []\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(kgate_bin())
+        .args(["agent", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown field `targetz`"), "{stderr}");
+}

@@ -1,0 +1,107 @@
+//! `cargo xtask …`: kgate's project commands. `setup` installs the toolchain pieces,
+//! `test` runs every test (the kernel tests too, as root), `demo` shows the main job.
+
+mod demo;
+mod toolchain;
+
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install rust-src, bpf-linker and Debian packages (idempotent).
+    Setup,
+    /// Build everything, including the kernel programs.
+    Build,
+    /// Run all tests; the kernel tests run when root (CI is root).
+    Test {
+        /// Extra arguments for the test harness (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Run the demo: a pod's connection to the API server lands in kgate.
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup => toolchain::setup(),
+        Cmd::Build => {
+            toolchain::setup()?;
+            build()
+        }
+        Cmd::Test { args } => {
+            toolchain::setup()?;
+            test(&args)
+        }
+        Cmd::Demo => {
+            toolchain::setup()?;
+            build()?;
+            demo::run()
+        }
+    }
+}
+
+fn build() -> anyhow::Result<()> {
+    step("building kgate (kernel programs and agent) and the test tools");
+    run_cmd(cargo().args([
+        "build",
+        "--package",
+        "kgate",
+        "--package",
+        "kgate-tests",
+        "--bins",
+    ]))
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    build()?;
+    let root = kgate_tests::topology::is_root();
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--"]);
+    if root {
+        cmd.arg("--include-ignored");
+    } else {
+        eprintln!("xtask: not root: the kernel tests are skipped (they run in CI, which is root)");
+    }
+    cmd.args(args);
+    step("running the tests");
+    run_cmd(&mut cmd)
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Progress for the slow steps, on stderr.
+pub fn step(what: &str) {
+    eprintln!("\x1b[1mxtask:\x1b[0m {what}");
+}
+
+pub fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+pub fn cmd_output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
