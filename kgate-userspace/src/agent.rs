@@ -5,27 +5,30 @@
 //! sets the redirect address before the targets, so no target is ever live without
 //! somewhere to go.
 //!
-//! Per connection: **accept** (look up the kernel's origin record; a connection without
-//! one did not come through kgate's redirect and is refused) → relay to the upstream.
-//! The L7 stages (tls, identify, authorize, approve, forward, mask, record) replace the
-//! relay in the proxy module.
+//! Each accepted connection then goes through the request path in [`crate::proxy`].
 
 use std::{
-    collections::HashMap,
     io,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
+    time::Duration,
 };
 
-use kgate_common::{Origin, TargetKind};
-use tokio::net::{TcpListener, TcpStream};
-use tracing::{Instrument, debug, info, info_span, warn};
+use kgate_common::TargetKind;
+use tokio::net::TcpListener;
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
     cgroup::{self, CgroupError},
-    config::{CgroupSetting, Config},
-    ebpf::{self, AttachOptions, EbpfError, OriginTable},
+    config::{CgroupSetting, Config, ConfigError},
+    ebpf::{self, AttachOptions, EbpfError},
+    proxy::{
+        self, Proxy,
+        accept::CgroupNames,
+        forward::{ForwardError, Upstream},
+        tls::{ServingCert, TlsError},
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,12 @@ pub enum AgentError {
     OwnCgroupFailed(#[source] io::Error),
     #[error("exempt cgroup {0}: {1}")]
     ExemptCgroupFailed(PathBuf, #[source] io::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("serving certificate: {0}")]
+    Tls(#[from] TlsError),
+    #[error("upstream: {0}")]
+    Upstream(#[from] ForwardError),
     #[error("cannot listen on {0}: {1}")]
     ListenFailed(SocketAddr, #[source] io::Error),
 }
@@ -81,24 +90,29 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         "enforcing"
     );
 
+    let serving = ServingCert::load(&config.tls.cert_file, &config.tls.key_file)?;
+    serving.spawn_reloader(Duration::from_secs(config.tls.reload_seconds));
+    let upstream_uri = config.upstream_uri()?;
+    let proxy = Arc::new(Proxy {
+        origins: enforcement.origins(),
+        cgroups: CgroupNames::new(mount),
+        tls: serving.acceptor()?,
+        upstream: Upstream::new(&config.upstream, upstream_uri)?,
+    });
+
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| AgentError::ListenFailed(config.listen, e))?;
-    info!(listen = %config.listen, upstream = %config.upstream.address, "agent listening");
+    info!(listen = %config.listen, upstream = %config.upstream.server, "agent listening");
 
-    let ctx = Arc::new(ConnContext {
-        origins: enforcement.origins(),
-        upstream: config.upstream.address.clone(),
-        cgroup_root: mount,
-        cgroup_names: Mutex::default(),
-    });
     let serve = async {
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
-                    let ctx = ctx.clone();
+                    let proxy = proxy.clone();
                     tokio::spawn(
-                        serve_connection(ctx, stream, peer).instrument(info_span!("conn", %peer)),
+                        proxy::serve_connection(proxy, stream, peer)
+                            .instrument(info_span!("conn", %peer)),
                     );
                 }
                 // Running out of fds must not kill the agent: log and keep accepting.
@@ -112,83 +126,6 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
     }
     drop(enforcement);
     Ok(())
-}
-
-/// What every connection task shares.
-struct ConnContext {
-    origins: OriginTable,
-    upstream: String,
-    cgroup_root: PathBuf,
-    /// cgroup id → path, so the tree is walked once per cgroup, not per connection.
-    cgroup_names: Mutex<HashMap<u64, Option<PathBuf>>>,
-}
-
-impl ConnContext {
-    fn cgroup_name(&self, id: u64) -> Option<PathBuf> {
-        let mut names = self
-            .cgroup_names
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        names
-            .entry(id)
-            .or_insert_with(|| cgroup::find_cgroup_by_id(&self.cgroup_root, id))
-            .clone()
-    }
-}
-
-async fn serve_connection(ctx: Arc<ConnContext>, client: TcpStream, peer: SocketAddr) {
-    let origin = match accept(&ctx, peer) {
-        Ok(origin) => origin,
-        Err(reason) => {
-            warn!(reason, "connection refused");
-            return;
-        }
-    };
-    let mut upstream = match TcpStream::connect(&ctx.upstream).await {
-        Ok(upstream) => upstream,
-        Err(error) => {
-            warn!(%error, upstream = %ctx.upstream, "upstream connect failed");
-            return;
-        }
-    };
-    let mut client = client;
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((up, down)) => debug!(up, down, pid = origin.pid(), "connection closed"),
-        Err(error) => debug!(%error, "connection ended with an error"),
-    }
-}
-
-/// The **accept** stage: the kernel's origin record for this connection, or a refusal.
-fn accept(ctx: &ConnContext, peer: SocketAddr) -> Result<Origin, &'static str> {
-    let origin = match ctx.origins.take(peer) {
-        Ok(Some(origin)) => origin,
-        Ok(None) => {
-            return Err("no origin record: the connection did not come through kgate's redirect");
-        }
-        Err(error) => {
-            warn!(%error, "origin lookup failed");
-            return Err("origin lookup failed");
-        }
-    };
-    let cgroup = ctx.cgroup_name(origin.cgroup_id);
-    info!(
-        dst = %origin.destination(),
-        pid = origin.pid(),
-        comm = origin.comm(),
-        cgroup_id = origin.cgroup_id,
-        cgroup = %cgroup.as_deref().map_or_else(|| "?".into(), |p| display_cgroup(&ctx.cgroup_root, p)),
-        netns_cookie = origin.netns_cookie,
-        "accepted redirected connection"
-    );
-    Ok(origin)
-}
-
-/// A cgroup path relative to the cgroup2 mount, as /proc/PID/cgroup shows it.
-fn display_cgroup(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root).map_or_else(
-        |_| path.display().to_string(),
-        |rel| format!("/{}", rel.display()),
-    )
 }
 
 fn join_cgroup(mount: &Path, rel: &str) -> PathBuf {

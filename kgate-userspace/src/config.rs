@@ -37,8 +37,24 @@ pub struct Config {
     /// The bpffs mount under which `kgate/v1` pins are kept. Default `/sys/fs/bpf`.
     #[serde(default = "default_bpffs")]
     pub bpffs: PathBuf,
+    /// The serving certificate pods see.
+    pub tls: Tls,
     /// The real API server.
     pub upstream: Upstream,
+}
+
+/// The agent's serving certificate: signed by the cluster CA, with the SANs of the
+/// `kubernetes` Service (`kgate cert issue` makes one).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Tls {
+    /// PEM certificate chain. Re-read when it changes, without dropping connections.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// How often to check the files for a new certificate, in seconds. Default 10.
+    #[serde(default = "default_reload_seconds")]
+    pub reload_seconds: u64,
 }
 
 /// The address intercepted connections are rewritten to.
@@ -77,12 +93,32 @@ impl<'de> Deserialize<'de> for CgroupSetting {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Upstream {
-    /// `host:port` of the API server (an endpoint address, not the Service IP).
-    pub address: String,
+    /// `https://host:port` of the API server: an endpoint address, not the Service IP
+    /// (which the agent could reach too, since its cgroup is exempt, but an endpoint
+    /// saves a kube-proxy hop).
+    pub server: String,
+    /// CA bundle that signs the API server's certificate. Default: the pod's
+    /// service-account CA, `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`.
+    #[serde(default = "default_ca_file")]
+    pub ca_file: PathBuf,
+    /// Name to verify the API server's certificate against. Default: the host of
+    /// `server`.
+    pub server_name: Option<String>,
+    /// Client certificate and key for the agent's own requests. Default: none.
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 6443))
+}
+
+fn default_reload_seconds() -> u64 {
+    10
+}
+
+fn default_ca_file() -> PathBuf {
+    PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
 }
 
 fn default_bpffs() -> PathBuf {
@@ -155,8 +191,15 @@ impl Config {
                 &format!("{t} is not a connectable address"),
             ));
         }
-        if self.upstream.address.trim().is_empty() {
-            return Err(invalid("upstream.address", "must not be empty"));
+        self.upstream_uri()?;
+        if self.upstream.client_cert_file.is_some() != self.upstream.client_key_file.is_some() {
+            return Err(invalid(
+                "upstream.clientCertFile",
+                "clientCertFile and clientKeyFile go together",
+            ));
+        }
+        if self.tls.reload_seconds == 0 {
+            return Err(invalid("tls.reloadSeconds", "must be at least 1"));
         }
         if let CgroupSetting::Path(p) = &self.cgroup
             && !p.is_absolute()
@@ -164,6 +207,32 @@ impl Config {
             return Err(invalid("cgroup", "must be `auto` or an absolute path"));
         }
         Ok(())
+    }
+
+    /// The upstream server as a URI: `https`, a host, no path.
+    pub fn upstream_uri(&self) -> Result<http::Uri, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            field: "upstream.server",
+            message,
+        };
+        let uri: http::Uri = self
+            .upstream
+            .server
+            .parse()
+            .map_err(|e| invalid(format!("{:?} is not a URL: {e}", self.upstream.server)))?;
+        if uri.scheme_str() != Some("https") || uri.host().is_none() {
+            return Err(invalid(format!(
+                "{:?} must be https://host[:port]",
+                self.upstream.server
+            )));
+        }
+        if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+            return Err(invalid(format!(
+                "{:?} must not have a path",
+                self.upstream.server
+            )));
+        }
+        Ok(uri)
     }
 
     /// The redirect address with defaults filled in from the listen address.
@@ -189,7 +258,12 @@ impl Config {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = "upstream: {address: '10.0.0.1:6443'}\nredirect: {ipv4: 10.0.0.5}\n";
+    const TLS: &str = "tls: {certFile: /c, keyFile: /k}\n";
+    const MINIMAL: &str = "upstream: {server: 'https://10.0.0.1:6443'}\nredirect: {ipv4: 10.0.0.5}\ntls: {certFile: /c, keyFile: /k}\n";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!("{text}{TLS}"))
+    }
 
     #[test]
     fn defaults() {
@@ -205,7 +279,7 @@ mod tests {
 
     #[test]
     fn redirect_defaults_to_a_specific_listen_address() {
-        let c = Config::parse("listen: '[fd00::1]:7443'\nupstream: {address: a:1}\n").unwrap();
+        let c = parse("listen: '[fd00::1]:7443'\nupstream: {server: 'https://a:1'}\n").unwrap();
         let to = c.redirect_to();
         assert_eq!(to.ipv6, Some("fd00::1".parse().unwrap()));
         assert_eq!(to.port, 7443);
@@ -215,46 +289,62 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             (
-                "upstream: {address: a:1}\nredirect: {ipv4: 10.0.0.5}\ntargetz: []\n",
+                "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\ntargetz: []\n",
                 "targetz",
             ),
-            ("upstream: {address: a:1}\n", "`redirect`"),
+            ("upstream: {server: 'https://a:1'}\n", "`redirect`"),
             (
-                "upstream: {address: a:1}\nredirect: {ipv4: 0.0.0.0}\n",
+                "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 0.0.0.0}\n",
                 "`redirect`",
             ),
             (
-                "upstream: {address: a:1}\nredirect: {ipv4: 10.0.0.5}\nlisten: '0.0.0.0:0'\n",
+                "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\nlisten: '0.0.0.0:0'\n",
                 "`listen`",
             ),
             (
-                "upstream: {address: a:1}\nredirect: {ipv4: 10.0.0.5}\ntargets: ['10.96.0.1:0']\n",
+                "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\ntargets: ['10.96.0.1:0']\n",
                 "`targets`",
             ),
             (
-                "upstream: {address: ''}\nredirect: {ipv4: 10.0.0.5}\n",
-                "`upstream.address`",
+                "upstream: {server: ''}\nredirect: {ipv4: 10.0.0.5}\n",
+                "`upstream.server`",
             ),
             (
-                "upstream: {address: a:1}\nredirect: {ipv4: 10.0.0.5}\ncgroup: relative/x\n",
+                "upstream: {server: 'http://a:1'}\nredirect: {ipv4: 10.0.0.5}\n",
+                "`upstream.server`",
+            ),
+            (
+                "upstream: {server: 'https://a:1/api'}\nredirect: {ipv4: 10.0.0.5}\n",
+                "`upstream.server`",
+            ),
+            (
+                "upstream: {server: 'https://a:1', clientKeyFile: /k}\nredirect: {ipv4: 10.0.0.5}\n",
+                "`upstream.clientCertFile`",
+            ),
+            (
+                "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\ncgroup: relative/x\n",
                 "`cgroup`",
             ),
             (
-                "upstream: {address: a:1}\nredirect: {ipv4: 10.0.0.5, prot: 1}\n",
+                "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5, prot: 1}\n",
                 "prot",
             ),
             (
-                "upstream: {address: a:1}\nredirect: {ipv4: 'not-an-ip'}\n",
+                "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 'not-an-ip'}\n",
                 "redirect.ipv4",
             ),
             ("redirect: {ipv4: 10.0.0.5}\n", "upstream"),
         ];
         for (text, needle) in cases {
-            let err = Config::parse(text).unwrap_err().to_string();
+            let err = parse(text).unwrap_err().to_string();
             assert!(
                 err.contains(needle),
                 "{text:?}: error {err:?} does not name {needle}"
             );
         }
+        let no_key =
+            "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\ntls: {certFile: /c}\n";
+        let err = Config::parse(no_key).unwrap_err().to_string();
+        assert!(err.contains("tls") && err.contains("keyFile"), "{err}");
     }
 }

@@ -1,6 +1,6 @@
 //! kgate: the node agent and admin CLI of a Kubernetes API policy gateway.
 //!
-//! The agent's request path is a fixed sequence of stages; see [`agent`] for the order.
+//! The agent's request path is a fixed sequence of stages; see [`proxy`] for the order.
 //! Plumbing sits beside the stages: [`config`], [`ebpf`] (the only module that talks to
 //! aya) and [`cgroup`] (cgroup v2 paths and pod UIDs).
 
@@ -9,5 +9,8 @@ pub mod agent;
 pub mod cgroup;
 pub mod config;
 pub mod ebpf;
+pub mod proxy;
+#[path = "request_info_tmp.rs"]
 pub mod request_info;
+#[path = "status_tmp.rs"]
 pub mod status;

@@ -1,4 +1,5 @@
 //! Test support for kgate: network-namespace and cgroup topologies for the kernel tests,
 //! and a faithful Kubernetes API-server double.
 pub mod double;
+pub mod pki;
 pub mod topology;

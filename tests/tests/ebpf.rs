@@ -6,7 +6,10 @@
 
 use std::{fs, path::PathBuf, process::Output, time::Duration};
 
-use kgate_tests::topology::{NODE_IP4, POD_IP4, Process, Topology};
+use kgate_tests::{
+    pki::Ca,
+    topology::{NODE_IP4, POD_IP4, Process, Topology},
+};
 use serde_json::Value;
 
 const AGENT_PORT: u16 = 7443;
@@ -50,6 +53,12 @@ impl Rig {
         let topo = Topology::create(tag).expect("topology");
         fs::create_dir_all(&topo.dir).unwrap();
         let config = topo.dir.join("agent.yaml");
+        let ca = Ca::new("test cluster CA").unwrap();
+        fs::write(topo.dir.join("ca.crt"), ca.cert_pem()).unwrap();
+        ca.issue_kgate(&[NODE_IP4.into()])
+            .unwrap()
+            .write(&topo.dir, "tls")
+            .unwrap();
         fs::write(
             &config,
             format!(
@@ -58,9 +67,11 @@ impl Rig {
                  targets: ['{CLUSTER_IP}', '{UPSTREAM}', '{CLUSTER_IP6}']\n\
                  cgroup: {}\n\
                  bpffs: {}\n\
-                 upstream: {{address: '{UPSTREAM}'}}\n",
+                 tls: {{certFile: {dir}/tls.crt, keyFile: {dir}/tls.key}}\n\
+                 upstream: {{server: 'https://{UPSTREAM}', caFile: {dir}/ca.crt}}\n",
                 topo.cgroup_root.display(),
-                topo.bpffs.display()
+                topo.bpffs.display(),
+                dir = topo.dir.display(),
             ),
         )
         .unwrap();
@@ -103,9 +114,12 @@ fn parse_probe(out: &Output) -> Value {
     })
 }
 
-/// The reply of a connection that reached the upstream echo server through the agent:
-/// the upstream sees the agent (node side) as its peer, never the pod.
-fn assert_via_agent(result: &Value, dialled: &str) {
+/// A connection that the kernel redirected to the agent: the client still sees the
+/// address it dialled, and the agent recorded the origin. The probe speaks plain text,
+/// so what answers is the agent's TLS stage: a TLS alert record (0x15, version 3.x).
+fn assert_redirected(rig: &Rig, agent: &Process, dialled: &str) -> Value {
+    let before = accepted_lines(agent).len();
+    let result = rig.pod_connect(dialled);
     assert_eq!(result["ok"], true, "{result}");
     assert_eq!(
         result["peer"], dialled,
@@ -113,10 +127,32 @@ fn assert_via_agent(result: &Value, dialled: &str) {
     );
     let reply = result["reply"].as_str().unwrap();
     assert!(
-        reply.starts_with(&format!("from {NODE_IP4}:")),
-        "not relayed by the agent: {reply}"
+        reply.starts_with("\u{15}\u{3}"),
+        "expected kgate's TLS alert, got {result}"
     );
-    assert!(reply.ends_with(&format!("at {UPSTREAM}: hello")), "{reply}");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let accepted = accepted_lines(agent);
+        if accepted.len() > before {
+            let line = accepted[before].clone();
+            // The agent names an IPv4-mapped destination by its IPv4 address.
+            let canonical = |a: &str| {
+                let a: std::net::SocketAddr = a.parse().unwrap();
+                std::net::SocketAddr::new(a.ip().to_canonical(), a.port())
+            };
+            assert_eq!(
+                canonical(line["dst"].as_str().unwrap()),
+                canonical(dialled),
+                "{line}"
+            );
+            return line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent did not record {dialled}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn accepted_lines(agent: &Process) -> Vec<Value> {
@@ -135,22 +171,16 @@ fn cluster_ip_and_endpoint_are_redirected_with_their_origin() {
     let rig = Rig::new("redirect");
     let agent = rig.start_agent();
 
-    assert_via_agent(&rig.pod_connect(CLUSTER_IP), CLUSTER_IP);
+    let via_service = assert_redirected(&rig, &agent, CLUSTER_IP);
     // An endpoint address is a target too: the pod cannot skip the Service IP to escape.
-    assert_via_agent(&rig.pod_connect(UPSTREAM), UPSTREAM);
+    let via_endpoint = assert_redirected(&rig, &agent, UPSTREAM);
 
-    let accepted = accepted_lines(&agent);
-    assert_eq!(accepted.len(), 2, "{accepted:?}");
+    let mount = kgate_tests::topology::cgroup2_mount().unwrap();
     let pod_cgroup = format!(
         "/{}",
-        rig.topo
-            .pod_cgroup
-            .strip_prefix(kgate_tests::topology::cgroup2_mount().unwrap())
-            .unwrap()
-            .display()
+        rig.topo.pod_cgroup.strip_prefix(mount).unwrap().display()
     );
-    for (line, dst) in accepted.iter().zip([CLUSTER_IP, UPSTREAM]) {
-        assert_eq!(line["dst"], dst, "{line}");
+    for line in [via_service, via_endpoint] {
         assert_eq!(line["cgroup"], pod_cgroup.as_str(), "{line}");
         assert_eq!(line["comm"], "kgate-probe", "{line}");
         assert!(line["pid"].as_u64().unwrap() > 1, "{line}");
@@ -162,10 +192,9 @@ fn cluster_ip_and_endpoint_are_redirected_with_their_origin() {
 #[ignore = "needs root (CAP_BPF, netns, cgroups): run by `cargo xtask test`"]
 fn ipv6_and_v4_mapped_connects_are_redirected() {
     let rig = Rig::new("v6");
-    let _agent = rig.start_agent();
-    let mapped = "[::ffff:10.96.0.1]:443";
-    assert_via_agent(&rig.pod_connect(mapped), mapped);
-    assert_via_agent(&rig.pod_connect(CLUSTER_IP6), CLUSTER_IP6);
+    let agent = rig.start_agent();
+    assert_redirected(&rig, &agent, "[::ffff:10.96.0.1]:443");
+    assert_redirected(&rig, &agent, CLUSTER_IP6);
 }
 
 #[test]
@@ -214,7 +243,7 @@ fn connections_without_an_origin_are_refused() {
 fn enforcement_survives_the_agent_and_detach_removes_it() {
     let rig = Rig::new("restart");
     let agent = rig.start_agent();
-    assert_via_agent(&rig.pod_connect(CLUSTER_IP), CLUSTER_IP);
+    assert_redirected(&rig, &agent, CLUSTER_IP);
     assert_eq!(rig.topo.stop(&agent).unwrap(), Some(0));
 
     // No agent: the redirect stays, so the connect is refused, never passed through.
@@ -232,7 +261,7 @@ fn enforcement_survives_the_agent_and_detach_removes_it() {
         .output
         .wait_for("re-using pinned kernel programs", WAIT)
         .unwrap();
-    assert_via_agent(&rig.pod_connect(CLUSTER_IP), CLUSTER_IP);
+    assert_redirected(&rig, &agent, CLUSTER_IP);
     assert_eq!(rig.topo.stop(&agent).unwrap(), Some(0));
 
     // Uninstall: direct connections work again and no pin is left.
@@ -290,7 +319,7 @@ fn a_config_error_names_the_field() {
     let config = dir.join("agent.yaml");
     fs::write(
         &config,
-        "upstream: {address: 'a:1'}\nredirect: {ipv4: 10.0.0.1}\ntargetz: []\n",
+        "upstream: {server: 'https://a:1'}\ntls: {certFile: /c, keyFile: /k}\nredirect: {ipv4: 10.0.0.1}\ntargetz: []\n",
     )
     .unwrap();
     let out = std::process::Command::new(kgate_bin())

@@ -1,0 +1,373 @@
+//! The **forward** stage: sends a checked request to the real API server over a pooled
+//! rustls connection and streams the response back, bodies unbuffered both ways.
+//!
+//! - HTTP/2 upstream when the API server offers it (many watches share one
+//!   connection); protocol upgrades (exec, attach, port-forward over SPDY/3.1 or
+//!   WebSocket) go over a separate HTTP/1.1 pool, since h2 cannot carry them.
+//! - No proxy timeout: watches, `logs -f` and exec streams last as long as both ends
+//!   want. Dead peers are found by TCP and HTTP/2 keep-alives, not by a deadline.
+//! - Hop-by-hop headers (RFC 9110 §7.6.1) are dropped both ways; headers a client
+//!   could use to claim another identity or address (`X-Forwarded-*`, `Forwarded`,
+//!   `X-Real-Ip`) are dropped and `X-Forwarded-For` set to what the kernel saw.
+//!
+//! Not here: deciding whether a request may go (authorize) or rewriting the response
+//! (mask); this stage only moves bytes it was handed.
+
+use std::{fs, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version,
+    header::{self, CONNECTION, HOST, UPGRADE},
+    uri::PathAndQuery,
+};
+use hyper::body::Incoming;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+};
+use rustls::{
+    ClientConfig, RootCertStore,
+    pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
+};
+use tracing::debug;
+
+use super::{
+    body::{self, Body},
+    record::StreamTap,
+};
+use crate::config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("reading {0}: {1}")]
+    ReadFailed(String, #[source] std::io::Error),
+    #[error("{0}: {1}")]
+    BadCredential(String, String),
+    #[error("upstream TLS configuration: {0}")]
+    TlsConfigFailed(#[source] rustls::Error),
+    #[error("invalid upstream server name {0:?}")]
+    BadServerName(String),
+    /// The API server could not be reached or broke the exchange: the upstream side's
+    /// fault, a 503 for the client.
+    #[error("upstream API server unavailable: {0}")]
+    Upstream(#[source] hyper_util::client::legacy::Error),
+    /// The request could not be rebuilt for upstream: the client's fault, a 400.
+    #[error("request cannot be forwarded: {0}")]
+    BadRequest(String),
+}
+
+/// Pooled clients to the real API server.
+pub struct Upstream {
+    base: Uri,
+    pooled: Client<HttpsConnector<HttpConnector>, Body>,
+    http1: Client<HttpsConnector<HttpConnector>, Body>,
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    pub fn new(cfg: &config::Upstream, base: Uri) -> Result<Self, ForwardError> {
+        let tls = client_tls(cfg)?;
+        let server_name = match &cfg.server_name {
+            Some(name) => Some(
+                ServerName::try_from(name.clone())
+                    .map_err(|_| ForwardError::BadServerName(name.clone()))?,
+            ),
+            None => None,
+        };
+        let connector = |tls: ClientConfig, h2: bool| {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            // Finds dead API servers under idle watches without a request deadline.
+            http.set_keepalive(Some(Duration::from_secs(30)));
+            http.set_connect_timeout(Some(Duration::from_secs(10)));
+            let builder = HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_only();
+            let builder = match &server_name {
+                Some(name) => {
+                    builder.with_server_name_resolver(FixedServerNameResolver::new(name.clone()))
+                }
+                None => builder,
+            };
+            if h2 {
+                builder.enable_all_versions().wrap_connector(http)
+            } else {
+                builder.enable_http1().wrap_connector(http)
+            }
+        };
+        let pooled = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_while_idle(true)
+            .build(connector(tls.clone(), true));
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector(tls, false));
+        Ok(Self {
+            base,
+            pooled,
+            http1,
+        })
+    }
+
+    /// Forwards `req`, which came from `client`. For an upgrade, the client's and the
+    /// upstream's upgraded streams are relayed in a task of their own, through `tap`.
+    pub async fn forward(
+        &self,
+        client: SocketAddr,
+        mut req: Request<Incoming>,
+        tap: StreamTap,
+    ) -> Result<Response<Body>, ForwardError> {
+        let upgrade = upgrade_protocol(req.headers()).is_some();
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let upstream_req = self.upstream_request(client, req, upgrade)?;
+
+        let pool = if upgrade { &self.http1 } else { &self.pooled };
+        let mut response = pool
+            .request(upstream_req)
+            .await
+            .map_err(ForwardError::Upstream)?;
+
+        if let Some(client_upgrade) = client_upgrade
+            && response.status() == StatusCode::SWITCHING_PROTOCOLS
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(relay(client_upgrade, upstream_upgrade, tap));
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers, true);
+            return Ok(Response::from_parts(parts, body::stream(body)));
+        }
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        Ok(Response::from_parts(parts, body::stream(body)))
+    }
+
+    fn upstream_request(
+        &self,
+        client: SocketAddr,
+        req: Request<Incoming>,
+        upgrade: bool,
+    ) -> Result<Request<Body>, ForwardError> {
+        let (mut parts, incoming) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut uri = self.base.clone().into_parts();
+        uri.path_and_query = Some(path);
+        parts.uri = Uri::from_parts(uri).map_err(|e| ForwardError::BadRequest(e.to_string()))?;
+        // The pool picks h2 or HTTP/1.1 by ALPN; the request itself must not insist.
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers, upgrade);
+        // The URI's authority becomes Host / :authority.
+        parts.headers.remove(HOST);
+        for name in UNTRUSTED {
+            parts.headers.remove(*name);
+        }
+        parts.headers.insert(
+            HeaderName::from_static("x-forwarded-for"),
+            HeaderValue::from_str(&client.ip().to_string())
+                .expect("an IP address is a valid header value"),
+        );
+        Ok(Request::from_parts(parts, body::stream(incoming)))
+    }
+}
+
+/// The upgrade protocol a request asks for, if any (HTTP/1.1 only; h2 has no Upgrade).
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<&str> {
+    let connection_upgrade = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !connection_upgrade {
+        return None;
+    }
+    headers.get(UPGRADE).and_then(|v| v.to_str().ok())
+}
+
+/// Upgrade protocols that the API server speaks for exec, attach and port-forward.
+pub fn is_supported_upgrade(protocol: &str) -> bool {
+    protocol.eq_ignore_ascii_case("SPDY/3.1") || protocol.eq_ignore_ascii_case("websocket")
+}
+
+/// Headers a client must not be able to set: they claim a source address or a proxy
+/// hop that kgate did not see.
+const UNTRUSTED: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// Removes hop-by-hop headers: the standard ones and any that `Connection` names. For
+/// an upgrade, `Connection: Upgrade` and `Upgrade` are end-to-end by necessity.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(upgrade && name == UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ] {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// Relays an upgraded connection both ways until both sides close.
+async fn relay(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    tap: StreamTap,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(error) => {
+            debug!(%error, "upgrade did not complete");
+            return;
+        }
+    };
+    let result = tap
+        .relay(TokioIo::new(client), TokioIo::new(upstream))
+        .await;
+    debug!(?result, "upgraded stream closed");
+}
+
+fn client_tls(cfg: &config::Upstream) -> Result<ClientConfig, ForwardError> {
+    let mut roots = RootCertStore::empty();
+    let ca = read(&cfg.ca_file)?;
+    for cert in CertificateDer::pem_slice_iter(&ca) {
+        let cert = cert.map_err(|e| {
+            ForwardError::BadCredential(cfg.ca_file.display().to_string(), e.to_string())
+        })?;
+        roots.add(cert).map_err(|e| {
+            ForwardError::BadCredential(cfg.ca_file.display().to_string(), e.to_string())
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(ForwardError::BadCredential(
+            cfg.ca_file.display().to_string(),
+            "no CA certificate".into(),
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(ForwardError::TlsConfigFailed)?
+        .with_root_certificates(roots);
+    match (&cfg.client_cert_file, &cfg.client_key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(&read(cert_file)?)
+                    .filter_map(Result::ok)
+                    .collect();
+            let key = PrivateKeyDer::from_pem_slice(&read(key_file)?).map_err(|e| {
+                ForwardError::BadCredential(key_file.display().to_string(), e.to_string())
+            })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(ForwardError::TlsConfigFailed)
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ForwardError> {
+    fs::read(path).map_err(|e| ForwardError::ReadFailed(path.display().to_string(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-custom"),
+            ("keep-alive", "timeout=5"),
+            ("x-custom", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic x"),
+            ("upgrade", "websocket"),
+            ("authorization", "Bearer t"),
+            ("accept", "application/json"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<_> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["authorization", "accept"]);
+    }
+
+    #[test]
+    fn upgrades_keep_their_upgrade_headers() {
+        let mut h = headers(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "SPDY/3.1"),
+            ("x-stream-protocol-version", "v4.channel.k8s.io"),
+        ]);
+        assert_eq!(upgrade_protocol(&h), Some("SPDY/3.1"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "Upgrade");
+        assert_eq!(h["upgrade"], "SPDY/3.1");
+        assert_eq!(h["x-stream-protocol-version"], "v4.channel.k8s.io");
+    }
+
+    #[test]
+    fn upgrade_needs_connection_upgrade() {
+        assert_eq!(
+            upgrade_protocol(&headers(&[("upgrade", "websocket")])),
+            None
+        );
+        assert_eq!(
+            upgrade_protocol(&headers(&[
+                ("connection", "keep-alive, Upgrade"),
+                ("upgrade", "websocket")
+            ])),
+            Some("websocket")
+        );
+        assert!(is_supported_upgrade("SPDY/3.1"));
+        assert!(is_supported_upgrade("WebSocket"));
+        assert!(!is_supported_upgrade("h2c"));
+    }
+}

@@ -1,0 +1,161 @@
+//! The request path. Each stage is a module; [`serve_connection`] and [`handle`] are
+//! their order, top to bottom:
+//!
+//! 1. [`accept`]: the kernel's origin record for the connection, or refuse it;
+//! 2. [`tls`]: terminate TLS (h2 and http/1.1);
+//! 3. [`identify`]: who is calling;
+//! 4. [`authorize`]: the request's Kubernetes attributes, and the decision;
+//! 5. approve: hold for a human (the policy issue adds it here);
+//! 6. [`forward`]: to the real API server, streaming, upgrades included;
+//! 7. mask: rewrite sensitive response fields (the masking issue adds it here);
+//! 8. [`record`]: what happened.
+//!
+//! Every refusal a client sees is a Kubernetes `Status` with the right HTTP code.
+
+pub mod accept;
+pub mod authorize;
+pub mod body;
+pub mod forward;
+pub mod identify;
+pub mod record;
+pub mod tls;
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Instant};
+
+use http::{Request, Response, header::CONTENT_TYPE};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, warn};
+
+use self::{
+    accept::{CgroupNames, Connection},
+    body::Body,
+    forward::{ForwardError, Upstream},
+    record::StreamTap,
+};
+use crate::{ebpf::OriginTable, status::Status};
+
+/// Largest request head accepted, as the API server's default (Go's 1 MiB).
+const MAX_HEADER_BYTES: usize = 1 << 20;
+
+/// What every connection shares.
+pub struct Proxy {
+    pub origins: OriginTable,
+    pub cgroups: CgroupNames,
+    pub tls: TlsAcceptor,
+    pub upstream: Upstream,
+}
+
+/// Serves one TCP connection from accept to close.
+pub async fn serve_connection(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAddr) {
+    let conn = match accept::accept(&proxy.origins, &proxy.cgroups, peer) {
+        Ok(conn) => Arc::new(conn),
+        Err(reason) => {
+            warn!(reason, "connection refused");
+            return;
+        }
+    };
+    tracing::info!(
+        dst = %conn.origin.destination(),
+        pid = conn.origin.pid(),
+        comm = conn.origin.comm(),
+        cgroup_id = conn.origin.cgroup_id,
+        cgroup = conn.cgroup.as_deref().unwrap_or("?"),
+        netns_cookie = conn.origin.netns_cookie,
+        "accepted redirected connection"
+    );
+    let _ = tcp.set_nodelay(true);
+    let tls = match proxy.tls.accept(tcp).await {
+        Ok(tls) => tls,
+        Err(error) => {
+            debug!(%error, "TLS handshake failed");
+            return;
+        }
+    };
+    let service = service_fn(move |req| {
+        let (proxy, conn) = (proxy.clone(), conn.clone());
+        async move { Ok::<_, Infallible>(handle(proxy, conn, req).await) }
+    });
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(MAX_HEADER_BYTES);
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        // Finds clients that vanished under a quiet watch; no deadline on the stream.
+        .keep_alive_interval(std::time::Duration::from_secs(30));
+    if let Err(error) = http
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .await
+    {
+        debug!(%error, "connection ended with an error");
+    }
+}
+
+/// One request through the stages, in order.
+async fn handle(
+    proxy: Arc<Proxy>,
+    conn: Arc<Connection>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let info = match authorize::attributes(req.method(), req.uri()) {
+        Ok(info) => info,
+        Err(status) => {
+            debug!(path = %req.uri(), message = status.message, "unparseable request");
+            return respond(&status);
+        }
+    };
+    let caller = identify::identify(&conn, req.headers());
+    if let Err(status) = authorize::authorize(&info, req.headers()) {
+        let response = respond(&status);
+        record::request(
+            &caller.conn,
+            &info,
+            response.status(),
+            started.elapsed(),
+            Some(&status.message),
+        );
+        return response;
+    }
+    // approve: requests that policy holds wait here for a human.
+    let tap = StreamTap::new(format!("{} {}", info.verb, info.path));
+    let response = match proxy.upstream.forward(conn.peer, req, tap).await {
+        Ok(response) => response,
+        Err(error) => {
+            warn!(%error, "forward failed");
+            respond(&forward_status(&error))
+        }
+    };
+    // mask: sensitive response fields are rewritten here.
+    record::request(
+        &caller.conn,
+        &info,
+        response.status(),
+        started.elapsed(),
+        None,
+    );
+    response
+}
+
+fn forward_status(error: &ForwardError) -> Status {
+    match error {
+        ForwardError::BadRequest(_) => Status::bad_request(format!("kgate: {error}")),
+        _ => Status::service_unavailable(format!("kgate: {error}")),
+    }
+}
+
+/// A refusal as the API server would send it: a `Status` body with its HTTP code.
+pub fn respond(status: &Status) -> Response<Body> {
+    Response::builder()
+        .status(status.http_status())
+        .header(CONTENT_TYPE, "application/json")
+        .body(body::full(status.to_json()))
+        .expect("a Status response is always valid")
+}

@@ -1,0 +1,92 @@
+//! The **record** stage: one structured log event per request and per upgraded stream,
+//! with who (kernel origin), what (request attributes), the outcome and the latency.
+//!
+//! Not yet here: durable storage, audit.k8s.io/v1 events and frame-level stream
+//! capture (the session recording issue). [`StreamTap`] is where upgraded streams pass
+//! through, so that capture has one place to go.
+
+use std::{io, time::Duration};
+
+use http::StatusCode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::info;
+
+use super::accept::Connection;
+use crate::request_info::RequestInfo;
+
+/// Logs a finished request (for a watch or stream: its response head).
+pub fn request(
+    conn: &Connection,
+    info: &RequestInfo,
+    status: StatusCode,
+    latency: Duration,
+    refused: Option<&str>,
+) {
+    info!(
+        pid = conn.origin.pid(),
+        comm = conn.origin.comm(),
+        cgroup = conn.cgroup.as_deref().unwrap_or("?"),
+        verb = %info.verb,
+        api_group = %info.api_group,
+        resource = %info.resource,
+        subresource = %info.subresource,
+        namespace = %info.namespace,
+        name = %info.name,
+        path = %info.path,
+        status = status.as_u16(),
+        latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        refused,
+        "request"
+    );
+}
+
+/// The relay of one upgraded stream (exec, attach, port-forward).
+#[derive(Debug)]
+pub struct StreamTap {
+    what: String,
+}
+
+impl StreamTap {
+    pub fn new(what: String) -> Self {
+        Self { what }
+    }
+
+    /// Copies both ways until each side has closed its half; returns the byte counts
+    /// (client → upstream, upstream → client).
+    pub async fn relay<C, U>(self, client: C, upstream: U) -> io::Result<(u64, u64)>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        U: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+        let (up, down) = tokio::join!(
+            copy_half(&mut client_read, &mut upstream_write),
+            copy_half(&mut upstream_read, &mut client_write),
+        );
+        let (up, down) = (up?, down?);
+        info!(stream = %self.what, bytes_in = up, bytes_out = down, "stream closed");
+        Ok((up, down))
+    }
+}
+
+/// Copies until EOF, then half-closes the writer so the far side sees the EOF too
+/// (kubectl exec's stdin EOF must reach the process).
+async fn copy_half<R, W>(reader: &mut R, writer: &mut W) -> io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            writer.shutdown().await?;
+            return Ok(total);
+        }
+        writer.write_all(&buf[..n]).await?;
+        writer.flush().await?;
+        total += n as u64;
+    }
+}
