@@ -5,7 +5,6 @@
 //! aya) and [`cgroup`] (cgroup v2 paths and pod UIDs).
 
 pub mod agent;
-#[path = "cgroup_tmp.rs"]
 pub mod cgroup;
 pub mod config;
 pub mod ebpf;

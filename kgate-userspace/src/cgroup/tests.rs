@@ -1,0 +1,172 @@
+use super::*;
+
+const UID: &str = "1234abcd-5678-90ef-abcd-1234567890ab";
+const CID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn pod(uid: &str, cid: Option<&str>, runtime: Option<&'static str>) -> Option<PodCgroup> {
+    Some(PodCgroup {
+        pod_uid: uid.into(),
+        container_id: cid.map(Into::into),
+        runtime,
+    })
+}
+
+#[test]
+fn kubelet_paths() {
+    let u = UID.replace('-', "_");
+    let cases: Vec<(String, Option<PodCgroup>)> = vec![
+        // systemd driver, each QoS class
+        (
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/cri-containerd-{CID}.scope"
+            ),
+            pod(UID, Some(CID), Some("containerd")),
+        ),
+        (
+            format!(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/crio-{CID}.scope"
+            ),
+            pod(UID, Some(CID), Some("cri-o")),
+        ),
+        (
+            format!("/kubepods.slice/kubepods-pod{u}.slice/docker-{CID}.scope"),
+            pod(UID, Some(CID), Some("docker")),
+        ),
+        // the pod-level cgroup itself
+        (
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice"),
+            pod(UID, None, None),
+        ),
+        // cgroupfs driver
+        (
+            format!("/kubepods/burstable/pod{UID}/{CID}"),
+            pod(UID, Some(CID), None),
+        ),
+        (
+            format!("/kubepods/besteffort/pod{UID}/{CID}"),
+            pod(UID, Some(CID), None),
+        ),
+        (
+            format!("/kubepods/pod{UID}/{CID}"),
+            pod(UID, Some(CID), None),
+        ),
+        (format!("/kubepods/pod{UID}"), pod(UID, None, None)),
+        // nested roots (kind, k3s), /proc/PID/cgroup line prefix, upper case
+        (
+            format!(
+                "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{u}.slice/cri-containerd-{CID}.scope"
+            ),
+            pod(UID, Some(CID), Some("containerd")),
+        ),
+        (
+            format!("0::/kubelet/kubepods/burstable/pod{UID}/{CID}\n"),
+            pod(UID, Some(CID), None),
+        ),
+        (
+            format!("/kubepods/pod{}/{CID}", UID.to_uppercase()),
+            pod(UID, Some(CID), None),
+        ),
+        // containerd's "slice:prefix:id" form
+        (
+            format!(
+                "/system.slice/containerd.service/kubepods-burstable-pod{u}.slice:cri-containerd:{CID}"
+            ),
+            pod(UID, Some(CID), Some("containerd")),
+        ),
+        // not pods, or malformed
+        (
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/crio-conmon-{CID}.scope"
+            ),
+            None,
+        ),
+        ("/system.slice/containerd.service".into(), None),
+        ("/user.slice/user-0.slice/session-1.scope".into(), None),
+        ("/".into(), None),
+        ("".into(), None),
+        (format!("/pod{UID}/{CID}"), None), // no kubepods ancestor
+        ("/kubepods/burstable/pod1234/abc".into(), None),
+        (format!("/kubepods/burstable/pod{}/{CID}", &UID[..35]), None),
+        (
+            format!("/kubepods/burstable/pod{}/{CID}", UID.replace('a', "g")),
+            None,
+        ),
+        (format!("/kubepods/burstable/pod{UID}/{}", &CID[..63]), None),
+        (
+            format!("/kubepods.slice/kubepods-pod{u}.slice/unknown-{CID}.scope"),
+            None,
+        ),
+        (
+            format!("/kubepods.slice/kubepods-pod{u}.slice:cri-containerd:short"),
+            None,
+        ),
+        ("/kubepods.slice/kubepods-pod.slice".into(), None),
+    ];
+    for (path, want) in cases {
+        assert_eq!(pod_uid_from_cgroup_path(&path), want, "{path}");
+    }
+}
+
+#[test]
+fn cgroup2_mount_from_mountinfo() {
+    let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+                  32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
+                  41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+    assert_eq!(
+        parse_cgroup2_mount(hybrid),
+        Some(PathBuf::from("/sys/fs/cgroup/unified"))
+    );
+    let unified =
+        "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+    assert_eq!(
+        parse_cgroup2_mount(unified),
+        Some(PathBuf::from("/sys/fs/cgroup"))
+    );
+    let escaped = "30 23 0:26 / /mnt/my\\040cgroups rw - cgroup2 none rw\n";
+    assert_eq!(
+        parse_cgroup2_mount(escaped),
+        Some(PathBuf::from("/mnt/my cgroups"))
+    );
+    assert_eq!(
+        parse_cgroup2_mount("32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw\n"),
+        None
+    );
+    assert_eq!(parse_cgroup2_mount("garbage\n\n - \n"), None);
+}
+
+#[test]
+fn unified_line_of_proc_cgroup() {
+    assert_eq!(
+        parse_unified_cgroup("4:memory:/x\n0::/kubepods/pod1\n"),
+        Some("/kubepods/pod1")
+    );
+    assert_eq!(parse_unified_cgroup("0::/\n"), Some("/"));
+    assert_eq!(parse_unified_cgroup("4:memory:/x\n"), None);
+}
+
+#[test]
+fn kubepods_detection() {
+    let root = std::env::temp_dir().join(format!("kgate-cgroup-test-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(&root).unwrap();
+    let err = kubepods_cgroup(&root).unwrap_err().to_string();
+    assert!(
+        err.contains("kubepods.slice") && err.contains("kubelet/kubepods"),
+        "{err}"
+    );
+    fs::create_dir_all(root.join("kubepods")).unwrap();
+    assert_eq!(kubepods_cgroup(&root).unwrap(), root.join("kubepods"));
+    fs::create_dir_all(root.join("kubepods.slice")).unwrap();
+    assert_eq!(kubepods_cgroup(&root).unwrap(), root.join("kubepods.slice"));
+    let deep = root.join("kubepods.slice/a/b");
+    fs::create_dir_all(&deep).unwrap();
+    assert_eq!(
+        find_cgroup_by_id(&root, cgroup_id(&deep).unwrap()),
+        Some(deep)
+    );
+    assert_eq!(
+        find_cgroup_by_id(&root, cgroup_id(&root).unwrap()),
+        Some(root.clone())
+    );
+    fs::remove_dir_all(&root).unwrap();
+}
