@@ -3,6 +3,8 @@ use super::*;
 const UID: &str = "1234abcd-5678-90ef-abcd-1234567890ab";
 const CID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
+/// The expected parse of a path that names a pod (table rows compare Options).
+#[allow(clippy::unnecessary_wraps)]
 fn pod(uid: &str, cid: Option<&str>, runtime: Option<&'static str>) -> Option<PodCgroup> {
     Some(PodCgroup {
         pod_uid: uid.into(),
