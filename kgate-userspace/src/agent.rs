@@ -22,7 +22,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::{
     cgroup::{self, CgroupError},
     config::{CgroupSetting, Config, ConfigError},
-    ebpf::{self, AttachOptions, EbpfError},
+    ebpf::{self, AttachOptions, EbpfError, Enforcement},
     proxy::{
         self, Proxy,
         accept::CgroupNames,
@@ -53,51 +53,27 @@ pub enum AgentError {
 
 /// Runs the agent until SIGINT or SIGTERM. The kernel programs stay attached on exit.
 pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
-    let mount = cgroup::cgroup2_mount()?;
-    let attach_to = match &config.cgroup {
-        CgroupSetting::Auto => cgroup::kubepods_cgroup(&mount)?,
-        CgroupSetting::Path(path) => path.clone(),
-    };
-    let mut enforcement = ebpf::attach(&AttachOptions {
-        cgroup: attach_to.clone(),
-        bpffs: config.bpffs.clone(),
-        debug_logs,
-    })?;
-    enforcement.spawn_log_forwarder();
-
-    let own = cgroup::cgroup_path_for_pid(std::process::id())
-        .map(|rel| join_cgroup(&mount, rel.as_ref()))
-        .map_err(AgentError::OwnCgroupFailed)?;
-    for dir in std::iter::once(&own).chain(&config.exempt_cgroups) {
-        let id =
-            cgroup::cgroup_id(dir).map_err(|e| AgentError::ExemptCgroupFailed(dir.clone(), e))?;
-        enforcement.exempt(id)?;
-        info!(cgroup = %dir.display(), id, "exempt from redirection");
-    }
-    let redirect = config.redirect_to();
-    enforcement.set_redirect(redirect)?;
-    let targets: Vec<_> = config
-        .targets
-        .iter()
-        .map(|t| (*t, TargetKind::Extra))
-        .collect();
-    enforcement.sync_targets(&targets)?;
-    info!(
-        cgroup = %attach_to.display(),
-        reused = enforcement.reused(),
-        ipv4 = ?redirect.ipv4, ipv6 = ?redirect.ipv6, port = redirect.port,
-        targets = ?config.targets,
-        "enforcing"
-    );
-
+    // Everything that can be wrong with the inputs is found before the kernel programs
+    // are attached, so bad input leaves nothing behind.
     let serving = ServingCert::load(&config.tls.cert_file, &config.tls.key_file)?;
+    let upstream = Upstream::new(&config.upstream, config.upstream_uri()?)?;
+
+    let (enforcement, cgroup_root) = if config.kernel {
+        let mount = cgroup::cgroup2_mount()?;
+        (Some(enforce(&config, &mount, debug_logs)?), Some(mount))
+    } else {
+        warn!(
+            "kernel programs disabled (`kernel: false`): kgate is a standalone proxy and nothing forces traffic through it"
+        );
+        (None, cgroup::cgroup2_mount().ok())
+    };
     serving.spawn_reloader(Duration::from_secs(config.tls.reload_seconds));
-    let upstream_uri = config.upstream_uri()?;
     let proxy = Arc::new(Proxy {
-        origins: enforcement.origins(),
-        cgroups: CgroupNames::new(mount),
+        origins: enforcement.as_ref().map(Enforcement::origins),
+        direct_clients: config.direct_clients,
+        cgroups: CgroupNames::new(cgroup_root),
         tls: serving.acceptor()?,
-        upstream: Upstream::new(&config.upstream, upstream_uri)?,
+        upstream,
     });
 
     let listener = TcpListener::bind(config.listen)
@@ -126,6 +102,48 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
     }
     drop(enforcement);
     Ok(())
+}
+
+/// Attaches (or re-uses) the kernel programs and fills their maps from the config.
+fn enforce(config: &Config, mount: &Path, debug_logs: bool) -> Result<Enforcement, AgentError> {
+    let attach_to = match &config.cgroup {
+        CgroupSetting::Auto => cgroup::kubepods_cgroup(mount)?,
+        CgroupSetting::Path(path) => path.clone(),
+    };
+    let mut enforcement = ebpf::attach(&AttachOptions {
+        cgroup: attach_to.clone(),
+        bpffs: config.bpffs.clone(),
+        debug_logs,
+    })?;
+    enforcement.spawn_log_forwarder();
+
+    // The agent's own cgroup first: its upstream connections must never loop back.
+    let own = cgroup::cgroup_path_for_pid(std::process::id())
+        .map(|rel| join_cgroup(mount, rel.as_ref()))
+        .map_err(AgentError::OwnCgroupFailed)?;
+    for dir in std::iter::once(&own).chain(&config.exempt_cgroups) {
+        let id =
+            cgroup::cgroup_id(dir).map_err(|e| AgentError::ExemptCgroupFailed(dir.clone(), e))?;
+        enforcement.exempt(id)?;
+        info!(cgroup = %dir.display(), id, "exempt from redirection");
+    }
+    // Somewhere to go before anything is intercepted.
+    let redirect = config.redirect_to();
+    enforcement.set_redirect(redirect)?;
+    let targets: Vec<_> = config
+        .targets
+        .iter()
+        .map(|t| (*t, TargetKind::Extra))
+        .collect();
+    enforcement.sync_targets(&targets)?;
+    info!(
+        cgroup = %attach_to.display(),
+        reused = enforcement.reused(),
+        ipv4 = ?redirect.ipv4, ipv6 = ?redirect.ipv6, port = redirect.port,
+        targets = ?config.targets,
+        "enforcing"
+    );
+    Ok(enforcement)
 }
 
 fn join_cgroup(mount: &Path, rel: &str) -> PathBuf {

@@ -34,6 +34,17 @@ pub struct Config {
     /// Default: none.
     #[serde(default)]
     pub exempt_cgroups: Vec<PathBuf>,
+    /// Attach the kernel programs. Default `true`. With `false` kgate is a standalone
+    /// proxy that clients must be pointed at (development, tests); nothing forces
+    /// traffic through it, and `directClients` must be `allow`.
+    #[serde(default = "default_true")]
+    pub kernel: bool,
+    /// Connections that carry no kernel origin record (host processes dialling the
+    /// agent, or every client in standalone mode): `refuse` or `allow`. Default
+    /// `refuse`: a pod that found the agent's address cannot skip the redirect's
+    /// attribution.
+    #[serde(default)]
+    pub direct_clients: DirectClients,
     /// The bpffs mount under which `kgate/v1` pins are kept. Default `/sys/fs/bpf`.
     #[serde(default = "default_bpffs")]
     pub bpffs: PathBuf,
@@ -68,6 +79,14 @@ pub struct Redirect {
     pub ipv6: Option<Ipv6Addr>,
     /// Port. Default: the listen port.
     pub port: Option<u16>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum DirectClients {
+    #[default]
+    Refuse,
+    Allow,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -111,6 +130,10 @@ pub struct Upstream {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 6443))
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_reload_seconds() -> u64 {
@@ -165,8 +188,14 @@ impl Config {
                 "needs a fixed port: the kernel redirects to it",
             ));
         }
+        if !self.kernel && self.direct_clients == DirectClients::Refuse {
+            return Err(invalid(
+                "directClients",
+                "must be `allow` when `kernel` is false: no client would have an origin record",
+            ));
+        }
         let to = self.redirect_to();
-        if to.ipv4.is_none() && to.ipv6.is_none() {
+        if self.kernel && to.ipv4.is_none() && to.ipv6.is_none() {
             return Err(invalid(
                 "redirect",
                 "set redirect.ipv4 or redirect.ipv6 (the listen address is unspecified, so \

@@ -1,7 +1,7 @@
 //! The **accept** stage: binds a TCP connection to the kernel's record of where it came
 //! from. A connection with no record did not come through kgate's redirect (a host
 //! process, or a pod dialling the agent directly) and is refused before any byte is
-//! read from it.
+//! read from it, unless the config allows direct clients.
 
 use std::{
     collections::HashMap,
@@ -12,14 +12,16 @@ use std::{
 
 use kgate_common::Origin;
 
-use crate::{cgroup, ebpf::OriginTable};
+use crate::{cgroup, config::DirectClients, ebpf::OriginTable};
 
 /// What the kernel says about a connection.
 #[derive(Clone, Debug)]
 pub struct Connection {
     /// The client's address as the agent sees it.
     pub peer: SocketAddr,
-    pub origin: Origin,
+    /// `None` for a direct client (no redirect), accepted only with
+    /// `directClients: allow`.
+    pub origin: Option<Origin>,
     /// The client's cgroup, relative to the cgroup2 mount (as /proc/PID/cgroup shows
     /// it), when it still exists.
     pub cgroup: Option<String>,
@@ -27,12 +29,13 @@ pub struct Connection {
 
 /// Names cgroups by id, walking the cgroup tree once per new id.
 pub struct CgroupNames {
-    root: PathBuf,
+    root: Option<PathBuf>,
     names: Mutex<HashMap<u64, Option<String>>>,
 }
 
 impl CgroupNames {
-    pub fn new(root: PathBuf) -> Self {
+    /// `root` is the cgroup2 mount; without one, no cgroup is named.
+    pub fn new(root: Option<PathBuf>) -> Self {
         Self {
             root,
             names: Mutex::default(),
@@ -40,40 +43,49 @@ impl CgroupNames {
     }
 
     fn name(&self, id: u64) -> Option<String> {
+        let root = self.root.as_deref()?;
         let mut names = self
             .names
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         names
             .entry(id)
-            .or_insert_with(|| {
-                cgroup::find_cgroup_by_id(&self.root, id).map(|p| relative(&self.root, &p))
-            })
+            .or_insert_with(|| cgroup::find_cgroup_by_id(root, id).map(|p| relative(root, &p)))
             .clone()
     }
 }
 
-/// The origin of the connection from `peer`, or why it is refused.
+/// The origin of the connection from `peer`, or why it is refused. `origins` is `None`
+/// when the kernel programs are not attached (standalone mode).
 pub fn accept(
-    origins: &OriginTable,
+    origins: Option<&OriginTable>,
+    direct: DirectClients,
     names: &CgroupNames,
     peer: SocketAddr,
 ) -> Result<Connection, &'static str> {
-    let origin = match origins.take(peer) {
-        Ok(Some(origin)) => origin,
-        Ok(None) => {
-            return Err("no origin record: the connection did not come through kgate's redirect");
-        }
+    let origin = match origins.map(|o| o.take(peer)).transpose() {
+        Ok(origin) => origin.flatten(),
         Err(error) => {
+            // Fail closed: without the lookup there is no telling who this is.
             tracing::warn!(%error, "origin lookup failed");
             return Err("origin lookup failed");
         }
     };
-    Ok(Connection {
-        peer,
-        origin,
-        cgroup: names.name(origin.cgroup_id),
-    })
+    match (origin, direct) {
+        (Some(origin), _) => Ok(Connection {
+            peer,
+            origin: Some(origin),
+            cgroup: names.name(origin.cgroup_id),
+        }),
+        (None, DirectClients::Allow) => Ok(Connection {
+            peer,
+            origin: None,
+            cgroup: None,
+        }),
+        (None, DirectClients::Refuse) => {
+            Err("no origin record: the connection did not come through kgate's redirect")
+        }
+    }
 }
 
 fn relative(root: &Path, path: &Path) -> String {

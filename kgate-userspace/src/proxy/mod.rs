@@ -38,14 +38,16 @@ use self::{
     forward::{ForwardError, Upstream},
     record::StreamTap,
 };
-use crate::{ebpf::OriginTable, status::Status};
+use crate::{config::DirectClients, ebpf::OriginTable, status::Status};
 
 /// Largest request head accepted, as the API server's default (Go's 1 MiB).
 const MAX_HEADER_BYTES: usize = 1 << 20;
 
 /// What every connection shares.
 pub struct Proxy {
-    pub origins: OriginTable,
+    /// `None` in standalone mode (no kernel programs).
+    pub origins: Option<OriginTable>,
+    pub direct_clients: DirectClients,
     pub cgroups: CgroupNames,
     pub tls: TlsAcceptor,
     pub upstream: Upstream,
@@ -53,22 +55,30 @@ pub struct Proxy {
 
 /// Serves one TCP connection from accept to close.
 pub async fn serve_connection(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAddr) {
-    let conn = match accept::accept(&proxy.origins, &proxy.cgroups, peer) {
+    let conn = match accept::accept(
+        proxy.origins.as_ref(),
+        proxy.direct_clients,
+        &proxy.cgroups,
+        peer,
+    ) {
         Ok(conn) => Arc::new(conn),
         Err(reason) => {
             warn!(reason, "connection refused");
             return;
         }
     };
-    tracing::info!(
-        dst = %conn.origin.destination(),
-        pid = conn.origin.pid(),
-        comm = conn.origin.comm(),
-        cgroup_id = conn.origin.cgroup_id,
-        cgroup = conn.cgroup.as_deref().unwrap_or("?"),
-        netns_cookie = conn.origin.netns_cookie,
-        "accepted redirected connection"
-    );
+    match &conn.origin {
+        Some(origin) => tracing::info!(
+            dst = %origin.destination(),
+            pid = origin.pid(),
+            comm = origin.comm(),
+            cgroup_id = origin.cgroup_id,
+            cgroup = conn.cgroup.as_deref().unwrap_or("?"),
+            netns_cookie = origin.netns_cookie,
+            "accepted redirected connection"
+        ),
+        None => debug!("accepted direct connection (no origin record)"),
+    }
     let _ = tcp.set_nodelay(true);
     let tls = match proxy.tls.accept(tcp).await {
         Ok(tls) => tls,

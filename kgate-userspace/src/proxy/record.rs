@@ -11,6 +11,8 @@ use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::info;
 
+use kgate_common::Origin;
+
 use super::accept::Connection;
 use crate::request_info::RequestInfo;
 
@@ -23,8 +25,8 @@ pub fn request(
     refused: Option<&str>,
 ) {
     info!(
-        pid = conn.origin.pid(),
-        comm = conn.origin.comm(),
+        pid = conn.origin.map(|o| o.pid()),
+        comm = conn.origin.as_ref().map(Origin::comm),
         cgroup = conn.cgroup.as_deref().unwrap_or("?"),
         verb = %info.verb,
         api_group = %info.api_group,

@@ -1,0 +1,498 @@
+//! A faithful Kubernetes API-server double: HTTPS (h2 and http/1.1), bearer-token
+//! authentication, discovery, core/v1 namespaces, pods, secrets, configmaps,
+//! serviceaccounts and apps/v1 deployments (with `scale`), watches, `as=Table`, pod
+//! logs and exec over WebSocket. The real `kubectl` and kube-rs work against it.
+//!
+//! It records every request it receives (method, path, user, notable headers) so that
+//! proxy tests can assert what reached "the API server".
+//!
+//! Not here: authorization (every authenticated user may do anything), admission,
+//! protobuf, server-side apply, SPDY and port-forward, token issuance and review.
+
+mod api;
+mod resources;
+mod store;
+mod streams;
+mod table;
+
+use std::{
+    collections::HashSet,
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::UnsyncBoxBody};
+use hyper::{body::Frame, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+
+use self::store::Store;
+pub use self::streams::LOG_INTERVAL;
+use crate::pki::Ca;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The API server's request body limit (3 MiB).
+const MAX_BODY: usize = 3 << 20;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Interval of BOOKMARK events on watches that allow them.
+    pub bookmark_interval: Duration,
+    /// Extra IP SANs for the serving certificate (the listen IP is always included).
+    pub extra_ips: Vec<IpAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 0).into(),
+            bookmark_interval: Duration::from_secs(1),
+            extra_ips: Vec::new(),
+        }
+    }
+}
+
+/// One request as it reached the double.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub user: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+struct State {
+    store: Store,
+    tokens: Mutex<HashSet<String>>,
+    requests: Mutex<Vec<Logged>>,
+    bookmark_interval: Duration,
+}
+
+/// A running double; stops when dropped.
+pub struct Handle {
+    addr: SocketAddr,
+    ca_pem: String,
+    token: String,
+    state: Arc<State>,
+    task: JoinHandle<()>,
+}
+
+pub struct ApiServer;
+
+impl ApiServer {
+    /// Starts the double on the current tokio runtime.
+    pub async fn start(config: Config) -> anyhow::Result<Handle> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let ca = Ca::new("apiserver-double CA")?;
+        let mut ips = vec![addr.ip(), IpAddr::from([127, 0, 0, 1])];
+        ips.extend(&config.extra_ips);
+        let pair = ca.issue(&["kubernetes", "kubernetes.default.svc", "localhost"], &ips)?;
+        let tls = tls_acceptor(&pair.cert_pem, &pair.key_pem)?;
+        let token = format!("admin-{:016x}", rand_u64());
+        let state = Arc::new(State {
+            store: Store::new(),
+            tokens: Mutex::new(HashSet::from([token.clone()])),
+            requests: Mutex::default(),
+            bookmark_interval: config.bookmark_interval,
+        });
+        seed(&state.store);
+        let serve_state = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (tls, state) = (tls.clone(), serve_state.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = tls.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(route(state, req).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Handle {
+            addr,
+            ca_pem: ca.cert_pem(),
+            token,
+            state,
+            task,
+        })
+    }
+}
+
+impl Handle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// A token with full access.
+    pub fn admin_token(&self) -> &str {
+        &self.token
+    }
+
+    /// Makes another bearer token valid.
+    pub fn add_token(&self, token: &str) {
+        self.state.tokens.lock().unwrap().insert(token.to_owned());
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Logged> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Creates an object directly (no HTTP), as a controller would.
+    pub fn create(&self, resource: &str, namespace: &str, object: Value) -> anyhow::Result<Value> {
+        let r = resources::RESOURCES
+            .iter()
+            .find(|r| r.name == resource)
+            .ok_or_else(|| anyhow::anyhow!("unknown resource {resource}"))?;
+        self.state
+            .store
+            .create(r.name, namespace, object)
+            .map_err(|_| anyhow::anyhow!("{resource} exists"))
+    }
+
+    /// Replaces an object directly (no HTTP).
+    pub fn update(
+        &self,
+        resource: &str,
+        namespace: &str,
+        mut object: Value,
+    ) -> anyhow::Result<Value> {
+        let r = resources::RESOURCES
+            .iter()
+            .find(|r| r.name == resource)
+            .ok_or_else(|| anyhow::anyhow!("unknown resource {resource}"))?;
+        object["metadata"]["resourceVersion"] = json!("");
+        self.state
+            .store
+            .update(r.name, namespace, object)
+            .map_err(|_| anyhow::anyhow!("{resource} missing"))
+    }
+
+    /// Inserts `count` ConfigMaps of about `size` bytes each into `namespace`.
+    pub fn insert_configmaps(&self, namespace: &str, count: usize, size: usize) {
+        let filler = "x".repeat(size);
+        for i in 0..count {
+            let obj = json!({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": format!("bulk-{i:07}")}, "data": {"blob": filler}});
+            let _ = self.state.store.create("configmaps", namespace, obj);
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A buffered request (upgrades keep their connection in `upgrade`).
+pub struct Req {
+    pub method: Method,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+impl Req {
+    pub fn query(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn query_all(&self, key: &str) -> Vec<&str> {
+        self.query
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn accept(&self) -> String {
+        self.header("accept").unwrap_or_default().to_owned()
+    }
+}
+
+async fn route(
+    state: Arc<State>,
+    mut req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<Body> {
+    let upgrade = req
+        .headers()
+        .contains_key(header::UPGRADE)
+        .then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                "request body too large",
+            );
+        }
+    };
+    let query_str = parts.uri.query().unwrap_or_default().to_owned();
+    let req = Req {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        query: form_urlencoded::parse(query_str.as_bytes())
+            .into_owned()
+            .collect(),
+        headers: parts.headers,
+        body,
+        upgrade,
+    };
+    let user = authenticate(&state, &req);
+    log(
+        &state,
+        &req,
+        &query_str,
+        user.as_ref().ok().and_then(Clone::clone),
+    );
+    let user = match user {
+        Ok(user) => user,
+        Err(response) => return response,
+    };
+    let path = req.path.trim_end_matches('/');
+    let anonymous_ok = matches!(path, "/version" | "/healthz" | "/livez" | "/readyz");
+    if user.is_none() && !anonymous_ok {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "forbidden: User \"system:anonymous\" cannot {} path \"{}\"",
+                req.method.as_str().to_lowercase(),
+                req.path
+            ),
+        );
+    }
+    match path {
+        "/version" => json_response(StatusCode::OK, &resources::version()),
+        "/healthz" | "/livez" | "/readyz" => {
+            response(StatusCode::OK, "text/plain; charset=utf-8", full("ok"))
+        }
+        "/api" => json_response(StatusCode::OK, &resources::api_versions()),
+        "/apis" => json_response(StatusCode::OK, &resources::api_groups()),
+        "/api/v1" => json_response(
+            StatusCode::OK,
+            &resources::resource_list("", "v1").expect("served"),
+        ),
+        _ => {
+            let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+            match segs.as_slice() {
+                ["apis", g, v] => match resources::resource_list(g, v) {
+                    Some(list) => json_response(StatusCode::OK, &list),
+                    None => status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        "the server could not find the requested resource",
+                    ),
+                },
+                ["api" | "apis", ..] => api::handle(&state, req),
+                _ => status(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ),
+            }
+        }
+    }
+}
+
+/// `Ok(Some(user))` for a valid token, `Ok(None)` for no credentials (anonymous),
+/// `Err(401)` for a token that is not valid.
+fn authenticate(state: &State, req: &Req) -> Result<Option<String>, hyper::Response<Body>> {
+    let Some(auth) = req.header("authorization") else {
+        return Ok(None);
+    };
+    let token = auth.strip_prefix("Bearer ").unwrap_or_default().trim();
+    if state.tokens.lock().unwrap().contains(token) {
+        let user = if token.starts_with("admin-") {
+            "kubernetes-admin".to_owned()
+        } else {
+            format!("token:{}", &token[..token.len().min(12)])
+        };
+        Ok(Some(user))
+    } else {
+        Err(status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+        ))
+    }
+}
+
+fn log(state: &State, req: &Req, query: &str, user: Option<String>) {
+    let notable = |k: &str| {
+        k.starts_with("impersonate-")
+            || k.starts_with("x-forwarded")
+            || matches!(
+                k,
+                "audit-id" | "forwarded" | "x-real-ip" | "upgrade" | "accept"
+            )
+    };
+    let headers = req
+        .headers
+        .iter()
+        .filter(|(k, _)| notable(k.as_str()))
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    state.requests.lock().unwrap().push(Logged {
+        method: req.method.to_string(),
+        path: req.path.clone(),
+        query: query.to_owned(),
+        user,
+        headers,
+    });
+}
+
+fn seed(store: &Store) {
+    for ns in ["default", "kube-system", "demo"] {
+        let _ = store.create("namespaces", "", json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": ns}, "status": {"phase": "Active"}}));
+    }
+    let objects = [
+        (
+            "serviceaccounts",
+            json!({"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {"name": "bot"}}),
+        ),
+        (
+            "pods",
+            json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "web-0", "labels": {"app": "web"}},
+            "spec": {"nodeName": "node-1", "serviceAccountName": "bot", "containers": [{"name": "app", "image": "nginx:1.27"}]},
+            "status": {"phase": "Running", "podIP": "10.213.0.2", "containerStatuses": [{"name": "app", "ready": true, "restartCount": 0}]}}),
+        ),
+        (
+            "secrets",
+            json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "db-creds"}, "type": "Opaque",
+            "data": {"username": "YWRtaW4=", "password": "czNjcjN0LXBhc3N3b3Jk"}}),
+        ),
+        (
+            "configmaps",
+            json!({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "app-config"}, "data": {"mode": "demo"}}),
+        ),
+        (
+            "deployments",
+            json!({"kind": "Deployment", "apiVersion": "apps/v1", "metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}}}),
+        ),
+    ];
+    for (resource, obj) in objects {
+        let resource = resources::RESOURCES
+            .iter()
+            .find(|r| r.name == resource)
+            .expect("served")
+            .name;
+        let _ = store.create(resource, "demo", obj);
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+fn tls_acceptor(cert_pem: &str, key_pem: &str) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+// === responses ===
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
+/// A body fed by a channel: what watches, logs and big lists write into.
+pub fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, BoxError>(Frame::data(b)), rx))
+    });
+    (tx, StreamBody::new(stream).boxed_unsync())
+}
+
+pub fn response(code: StatusCode, content_type: &str, body: Body) -> hyper::Response<Body> {
+    hyper::Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(body)
+        .expect("valid response")
+}
+
+pub fn json_response(code: StatusCode, value: &Value) -> hyper::Response<Body> {
+    response(
+        code,
+        "application/json",
+        full(serde_json::to_vec(value).unwrap_or_default()),
+    )
+}
+
+/// A `Status` failure as the real server writes it.
+pub fn status(code: StatusCode, reason: &str, message: &str) -> hyper::Response<Body> {
+    json_response(
+        code,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()}),
+    )
+}

@@ -1,0 +1,164 @@
+//! The resources the double serves and the discovery documents that describe them
+//! (`/api`, `/api/v1`, `/apis`, `/apis/GROUP/VERSION`), shaped as the real server's.
+
+use serde_json::{Value, json};
+
+#[derive(Debug)]
+pub struct Resource {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub name: &'static str,
+    pub singular: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+    pub short: &'static [&'static str],
+    pub subresources: &'static [&'static str],
+}
+
+const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+pub const RESOURCES: &[Resource] = &[
+    Resource {
+        group: "",
+        version: "v1",
+        name: "namespaces",
+        singular: "namespace",
+        kind: "Namespace",
+        namespaced: false,
+        short: &["ns"],
+        subresources: &["status"],
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        name: "pods",
+        singular: "pod",
+        kind: "Pod",
+        namespaced: true,
+        short: &["po"],
+        subresources: &["status", "log", "exec", "attach", "portforward"],
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        name: "secrets",
+        singular: "secret",
+        kind: "Secret",
+        namespaced: true,
+        short: &[],
+        subresources: &[],
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        name: "configmaps",
+        singular: "configmap",
+        kind: "ConfigMap",
+        namespaced: true,
+        short: &["cm"],
+        subresources: &[],
+    },
+    Resource {
+        group: "",
+        version: "v1",
+        name: "serviceaccounts",
+        singular: "serviceaccount",
+        kind: "ServiceAccount",
+        namespaced: true,
+        short: &["sa"],
+        subresources: &["token"],
+    },
+    Resource {
+        group: "apps",
+        version: "v1",
+        name: "deployments",
+        singular: "deployment",
+        kind: "Deployment",
+        namespaced: true,
+        short: &["deploy"],
+        subresources: &["status", "scale"],
+    },
+];
+
+pub fn find(group: &str, version: &str, name: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.name == name)
+}
+
+impl Resource {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+}
+
+pub fn version() -> Value {
+    json!({
+        "major": "1", "minor": "32", "gitVersion": "v1.32.4-kgate-double", "gitCommit": "0000000",
+        "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23",
+        "compiler": "gc", "platform": "linux/amd64"
+    })
+}
+
+pub fn api_versions() -> Value {
+    json!({
+        "kind": "APIVersions", "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "10.213.0.1:16443"}]
+    })
+}
+
+pub fn api_groups() -> Value {
+    json!({
+        "kind": "APIGroupList", "apiVersion": "v1",
+        "groups": [{
+            "name": "apps",
+            "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
+            "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}
+        }]
+    })
+}
+
+/// The APIResourceList of a group version, or `None` if the double does not serve it.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let members: Vec<&Resource> = RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .collect();
+    let first = members.first()?;
+    let mut resources = Vec::new();
+    for r in &members {
+        resources.push(json!({
+            "name": r.name, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
+            "verbs": VERBS, "shortNames": r.short, "storageVersionHash": "double",
+        }));
+        for sub in r.subresources {
+            let (kind, verbs): (&str, &[&str]) = match *sub {
+                "scale" => ("Scale", &["get", "patch", "update"]),
+                "log" => ("Pod", &["get"]),
+                "exec" | "attach" | "portforward" => ("PodExecOptions", &["create", "get"]),
+                "token" => ("TokenRequest", &["create"]),
+                _ => (r.kind, &["get", "patch", "update"]),
+            };
+            resources.push(json!({
+                "name": format!("{}/{sub}", r.name), "singularName": "", "namespaced": r.namespaced,
+                "kind": kind, "verbs": verbs,
+            }));
+        }
+    }
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": first.api_version(), "resources": resources}),
+    )
+}
