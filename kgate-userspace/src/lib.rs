@@ -9,7 +9,5 @@ pub mod cgroup;
 pub mod config;
 pub mod ebpf;
 pub mod proxy;
-#[path = "request_info_tmp.rs"]
 pub mod request_info;
-#[path = "status_tmp.rs"]
 pub mod status;

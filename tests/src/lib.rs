@@ -2,5 +2,6 @@
 //! and a faithful Kubernetes API-server double.
 pub mod apiserver;
 pub mod double;
+pub mod harness;
 pub mod pki;
 pub mod topology;

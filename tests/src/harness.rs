@@ -1,0 +1,257 @@
+//! What the proxy tests share: the `kgate` binary run as a standalone agent in front of
+//! the API-server double, kubeconfigs, the real kubectl, and an HTTPS client.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+
+use crate::pki::Ca;
+
+/// The `kgate` binary: `KGATE_BIN`, or next to the test executable's `deps/`.
+pub fn kgate_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("KGATE_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join("kgate");
+    assert!(
+        bin.exists(),
+        "{} missing: build it first (`cargo xtask test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "kgate-{tag}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// `kgate agent` in standalone mode (no kernel programs, direct clients allowed) in
+/// front of `upstream`; killed on drop.
+pub struct Agent {
+    pub addr: SocketAddr,
+    pub ca_pem: String,
+    pub dir: PathBuf,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    pub fn standalone(upstream: &str, upstream_ca_pem: &str) -> anyhow::Result<Self> {
+        let dir = scratch_dir("agent");
+        let ca = Ca::new("kgate test cluster CA")?;
+        ca.issue_kgate(&[])?.write(&dir, "tls")?;
+        fs::write(dir.join("upstream-ca.crt"), upstream_ca_pem)?;
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let config = dir.join("agent.yaml");
+        fs::write(
+            &config,
+            format!(
+                "listen: '{addr}'\nkernel: false\ndirectClients: allow\n\
+                 tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key, reloadSeconds: 1}}\n\
+                 upstream: {{server: '{upstream}', caFile: {d}/upstream-ca.crt}}\n",
+                d = dir.display()
+            ),
+        )?;
+        let mut child = Command::new(kgate_bin())
+            .args(["--log-format", "json", "agent", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning kgate")?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (stderr, sink) = (child.stderr.take().expect("piped"), lines.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let agent = Self {
+            addr,
+            ca_pem: ca.cert_pem(),
+            dir,
+            child,
+            lines,
+        };
+        agent.wait_for("agent listening", Duration::from_secs(20))?;
+        Ok(agent)
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log().into_iter().find(|l| l.contains(needle)) {
+                return Ok(line);
+            }
+            if Instant::now() > deadline {
+                bail!("agent never logged {needle:?}:\n{}", self.log().join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Peak resident memory of the agent (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes a kubeconfig for `server` and returns its path.
+pub fn kubeconfig(dir: &Path, server: &str, ca_pem: &str, token: &str) -> PathBuf {
+    fs::create_dir_all(dir).expect("kubeconfig dir");
+    fs::write(dir.join("ca.crt"), ca_pem).expect("ca");
+    let path = dir.join("kubeconfig");
+    fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: '{server}', certificate-authority: {}}}\n\
+             users:\n- name: u\n  user: {{token: '{token}'}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u, namespace: demo}}\ncurrent-context: x\n",
+            dir.join("ca.crt").display()
+        ),
+    )
+    .expect("kubeconfig");
+    path
+}
+
+/// The real kubectl with a kubeconfig.
+pub struct Kubectl {
+    pub config: PathBuf,
+}
+
+impl Kubectl {
+    pub fn new(dir: &Path, server: &str, ca_pem: &str, token: &str) -> Self {
+        Self {
+            config: kubeconfig(dir, server, ca_pem, token),
+        }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig").arg(&self.config);
+        cmd
+    }
+
+    /// Runs to completion: (success, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self
+            .command()
+            .args(["--request-timeout", "20s"])
+            .args(args)
+            .output()
+            .expect("kubectl runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs and insists on success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.run(args);
+        assert!(ok, "kubectl {args:?} failed: {stderr}");
+        stdout
+    }
+}
+
+pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// An HTTPS client trusting `ca_pem`, HTTP/2 only or HTTP/1.1 only.
+pub fn https_client(ca_pem: &str, http2: bool) -> HttpsClient {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()).flatten() {
+        roots.add(cert).expect("CA certificate");
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only();
+    let connector = if http2 {
+        builder.enable_http2().build()
+    } else {
+        builder.enable_http1().build()
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    client.http2_only(http2);
+    client.build(connector)
+}
+
+/// Reads a whole response body as text.
+pub async fn text(body: hyper::body::Incoming) -> String {
+    String::from_utf8_lossy(
+        &body
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default(),
+    )
+    .into_owned()
+}

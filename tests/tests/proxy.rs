@@ -1,0 +1,412 @@
+//! Real Kubernetes traffic through kgate (standalone agent, direct connection) to the
+//! API-server double: kubectl reads, writes, watches, exec and logs; streaming of large
+//! lists with bounded agent memory; long idle watches; HTTP/2 multiplexing; malformed
+//! and forbidden requests refused with a Kubernetes Status.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use kgate_tests::{
+    apiserver::{ApiServer, Config, Handle},
+    harness::{Agent, Kubectl, https_client, scratch_dir, text},
+};
+use serde_json::{Value, json};
+
+struct Setup {
+    server: Handle,
+    agent: Agent,
+}
+
+async fn setup() -> Setup {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let agent = Agent::standalone(&server.url(), server.ca_pem()).unwrap();
+    Setup { server, agent }
+}
+
+impl Setup {
+    fn kubectl(&self, tag: &str) -> Kubectl {
+        Kubectl::new(
+            &scratch_dir(tag),
+            &self.agent.url(),
+            &self.agent.ca_pem,
+            self.server.admin_token(),
+        )
+    }
+
+    fn request(&self, method: Method, path: &str) -> http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.agent.url()))
+            .header(
+                "authorization",
+                format!("Bearer {}", self.server.admin_token()),
+            )
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_reads_and_writes_through_kgate() {
+    let s = setup().await;
+    let k = s.kubectl("rw");
+    blocking(move || {
+        let pods = k.ok(&["get", "pods"]);
+        assert!(pods.contains("web-0") && pods.contains("Running"), "{pods}");
+        let yaml = k.ok(&["get", "pod", "web-0", "-o", "yaml"]);
+        assert!(yaml.contains("nodeName: node-1"), "{yaml}");
+        let manifest = k.config.with_file_name("cm.yaml");
+        std::fs::write(
+            &manifest,
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: through}\ndata: {a: '1'}\n",
+        )
+        .unwrap();
+        k.ok(&[
+            "create",
+            "--validate=false",
+            "-f",
+            manifest.to_str().unwrap(),
+        ]);
+        k.ok(&[
+            "patch",
+            "configmap",
+            "through",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"b":"2"}}"#,
+        ]);
+        assert_eq!(
+            k.ok(&["get", "cm", "through", "-o", "jsonpath={.data.b}"]),
+            "2"
+        );
+        k.ok(&["scale", "deployment", "web", "--replicas=2"]);
+        k.ok(&["delete", "configmap", "through"]);
+        let (ok, _, err) = k.run(&["get", "configmap", "through"]);
+        assert!(
+            !ok && err.contains("(NotFound)"),
+            "upstream Status must reach kubectl intact: {err}"
+        );
+    })
+    .await;
+    // The API server saw kgate's X-Forwarded-For, and each request exactly once.
+    let seen = s.server.requests();
+    let patch = seen
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with("/configmaps/through"))
+        .collect::<Vec<_>>();
+    assert_eq!(patch.len(), 1, "{seen:?}");
+    assert!(
+        patch[0]
+            .headers
+            .contains(&("x-forwarded-for".into(), "127.0.0.1".into())),
+        "{:?}",
+        patch[0]
+    );
+    assert_eq!(patch[0].user.as_deref(), Some("kubernetes-admin"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_watch_receives_events() {
+    let s = setup().await;
+    let k = s.kubectl("watch");
+    let mut child = k
+        .command()
+        .args(["get", "pods", "-w", "-o", "name"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = blocking(move || {
+        use std::io::BufRead;
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut lines = Vec::new();
+        let mut line = String::new();
+        // The initial listing first.
+        reader.read_line(&mut line).unwrap();
+        lines.push(std::mem::take(&mut line));
+        (reader, lines)
+    })
+    .await;
+    let (mut reader, mut lines) = lines;
+    // Then a change made on the server side arrives as a watch event.
+    s.server.create("pods", "demo", json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "late-1"}, "spec": {"containers": [{"name": "app"}]}})).unwrap();
+    let lines = blocking(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        lines.push(line);
+        lines
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(lines, ["pod/web-0\n", "pod/late-1\n"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_and_logs_stream_through_kgate() {
+    let s = setup().await;
+    let k = s.kubectl("exec");
+    blocking(move || {
+        let (ok, out, err) = k.run(&["exec", "web-0", "--", "echo", "through", "kgate"]);
+        assert!(ok && out == "through kgate\n", "{out} {err}");
+        // stdin crosses the upgraded stream, and its EOF ends `cat`.
+        let mut child = k
+            .command()
+            .args(["exec", "-i", "web-0", "--", "cat"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"hello over websocket\n")
+            .unwrap();
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "hello over websocket\n"
+        );
+        // Exit codes come back through the error channel.
+        let out = k
+            .command()
+            .args(["exec", "web-0", "--", "sh", "-c", "exit 3"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        // logs -f keeps streaming: more lines than the non-follow output has.
+        let mut child = k
+            .command()
+            .args(["logs", "-f", "web-0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        for _ in 0..13 {
+            line.clear();
+            std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(line, "line 13\n");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_200_mb_list_streams_with_bounded_agent_memory() {
+    let s = setup().await;
+    s.server.insert_configmaps("demo", 2000, 100 * 1024);
+    let client = https_client(&s.agent.ca_pem, false);
+    let req = s
+        .request(Method::GET, "/api/v1/namespaces/demo/configmaps")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let mut response = client.request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut total = 0usize;
+    while let Some(frame) = response.body_mut().frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            total += data.len();
+        }
+    }
+    assert!(total > 200_000_000, "only {total} bytes");
+    let rss = s.agent.peak_rss_kib();
+    assert!(
+        rss > 0 && rss < 96 * 1024,
+        "agent peak RSS {rss} KiB for a {total}-byte list: it buffered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_survives_long_idle_gaps() {
+    let s = setup().await;
+    let client = https_client(&s.agent.ca_pem, true);
+    let req = s
+        .request(
+            Method::GET,
+            "/api/v1/namespaces/demo/configmaps?watch=true&resourceVersion=0",
+        )
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let mut response = client.request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // The initial ADDED event for app-config.
+    let first = response
+        .body_mut()
+        .frame()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("app-config"));
+    // Nothing at all for longer than common proxy idle timeouts (60 s), then an event.
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    s.server
+        .create(
+            "configmaps",
+            "demo",
+            json!({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "after-idle"}}),
+        )
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), response.body_mut().frame())
+        .await
+        .expect("event after idle gap")
+        .unwrap()
+        .unwrap();
+    let event: Value = serde_json::from_slice(next.data_ref().unwrap()).unwrap();
+    assert_eq!(event["type"], "ADDED");
+    assert_eq!(event["object"]["metadata"]["name"], "after-idle");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_watches_share_one_http2_connection() {
+    let s = setup().await;
+    let client = Arc::new(https_client(&s.agent.ca_pem, true));
+    let mut watches = Vec::new();
+    for _ in 0..100 {
+        let req = s.request(Method::GET, "/api/v1/namespaces/demo/secrets?watch=1&resourceVersion=0&fieldSelector=metadata.name%3Dfan-out").body(Full::new(Bytes::new())).unwrap();
+        watches.push(tokio::spawn({
+            let client = client.clone();
+            async move {
+                let mut response = client.request(req).await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                let frame = response.body_mut().frame().await.unwrap().unwrap();
+                serde_json::from_slice::<Value>(frame.data_ref().unwrap()).unwrap()
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.server
+        .create(
+            "secrets",
+            "demo",
+            json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "fan-out"}}),
+        )
+        .unwrap();
+    let started = Instant::now();
+    for watch in watches {
+        let event = tokio::time::timeout(Duration::from_secs(20), watch)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(event["object"]["metadata"]["name"], "fan-out");
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // One client connection carried all of them.
+    let connections = s
+        .agent
+        .log()
+        .iter()
+        .filter(|l| l.contains("accepted direct connection"))
+        .count();
+    assert!(
+        connections <= 2,
+        "{connections} connections for 100 watches"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_are_kubernetes_statuses() {
+    let s = setup().await;
+    let client = https_client(&s.agent.ca_pem, false);
+    let cases = [
+        (
+            s.request(Method::GET, "/api/v1/namespaces/demo/pods")
+                .header("impersonate-user", "system:admin"),
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "impersonate-user",
+        ),
+        (
+            s.request(
+                Method::GET,
+                "/api/v1/namespaces/demo/pods/web-0/exec?command=sh",
+            )
+            .header("connection", "Upgrade")
+            .header("upgrade", "h2c"),
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "h2c",
+        ),
+        (
+            s.request(Method::GET, "/api/v1/namespaces/%zz/pods"),
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "path",
+        ),
+    ];
+    for (req, code, reason, needle) in cases {
+        let response = client
+            .request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), code);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let body: Value = serde_json::from_str(&text(response.into_body()).await).unwrap();
+        assert_eq!(body["kind"], "Status");
+        assert_eq!(body["apiVersion"], "v1");
+        assert_eq!(body["status"], "Failure");
+        assert_eq!(body["reason"], reason);
+        assert_eq!(body["code"], code.as_u16());
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("kgate: ") && message.contains(needle),
+            "{message}"
+        );
+    }
+    // None of those reached the API server.
+    assert!(
+        s.server
+            .requests()
+            .iter()
+            .all(|r| !r.path.contains("%zz") && !r.path.ends_with("/exec"))
+    );
+    // A client-supplied X-Forwarded-For never reaches upstream.
+    let req = s
+        .request(Method::GET, "/api/v1/namespaces/demo/pods")
+        .header("x-forwarded-for", "6.6.6.6")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(client.request(req).await.unwrap().status(), StatusCode::OK);
+    let last = s.server.requests().pop().unwrap();
+    assert!(
+        last.headers
+            .contains(&("x-forwarded-for".into(), "127.0.0.1".into()))
+            && !last.headers.iter().any(|(_, v)| v.contains("6.6.6.6")),
+        "{last:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_upstream_is_a_503_status() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let ca = server.ca_pem().to_owned();
+    let url = server.url();
+    drop(server);
+    let agent = Agent::standalone(&url, &ca).unwrap();
+    let client = https_client(&agent.ca_pem, false);
+    let req = Request::get(format!("{}/api/v1/pods", agent.url()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = serde_json::from_str(&text(response.into_body()).await).unwrap();
+    assert_eq!(body["reason"], "ServiceUnavailable");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("kgate: upstream API server unavailable"),
+        "{body}"
+    );
+}
