@@ -332,3 +332,105 @@ fn a_config_error_names_the_field() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown field `targetz`"), "{stderr}");
 }
+
+#[test]
+#[ignore = "needs root (CAP_BPF, netns, cgroups): run by `cargo xtask test`"]
+fn kubectl_in_a_pod_reaches_the_api_server_only_through_kgate() {
+    let topo = Topology::create("kubectl").unwrap();
+    let dir = topo.dir.clone();
+    let endpoint = "10.213.0.1:16445";
+    // The API server (double) on the node side.
+    let mut double = topo.node_command(env!("CARGO_BIN_EXE_apiserver-double"));
+    double
+        .args(["--listen", endpoint, "--cert-dir"])
+        .arg(dir.join("apiserver"));
+    topo.spawn(double)
+        .unwrap()
+        .output
+        .wait_for("listening on", WAIT)
+        .unwrap();
+    let token = fs::read_to_string(dir.join("apiserver/token")).unwrap();
+
+    // kgate, with a serving certificate from the "cluster CA" that pods trust.
+    let ca = Ca::new("cluster CA").unwrap();
+    ca.issue_kgate(&[NODE_IP4.into()])
+        .unwrap()
+        .write(&dir, "tls")
+        .unwrap();
+    let config = dir.join("agent.yaml");
+    fs::write(
+        &config,
+        format!(
+            "listen: '{NODE_IP4}:{AGENT_PORT}'\ntargets: ['{CLUSTER_IP}', '{endpoint}']\n\
+             cgroup: {}\nbpffs: {}\n\
+             tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key}}\n\
+             upstream: {{server: 'https://{endpoint}', caFile: {d}/apiserver/ca.crt}}\n",
+            topo.cgroup_root.display(),
+            topo.bpffs.display(),
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = topo.agent_command(kgate_bin());
+    cmd.args(["--log-format", "json", "agent", "--config"])
+        .arg(&config);
+    let agent = topo.spawn(cmd).unwrap();
+    agent.output.wait_for("agent listening", WAIT).unwrap();
+
+    // An in-cluster-style kubeconfig: the Service IP, the cluster CA, the pod's token.
+    let kubeconfig = kgate_tests::harness::kubeconfig(
+        &dir.join("pod"),
+        &format!("https://{CLUSTER_IP}"),
+        &ca.cert_pem(),
+        &token,
+    );
+    let kubectl = |args: &[&str]| {
+        let out = topo
+            .pod_command("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--request-timeout", "20s"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, pods, err) = kubectl(&["get", "pods"]);
+    assert!(ok && pods.contains("web-0"), "{pods} {err}");
+    let (ok, out, err) = kubectl(&["exec", "web-0", "--", "echo", "from the pod"]);
+    assert!(ok && out == "from the pod\n", "{out} {err}");
+
+    // Every connection came from kubectl in the pod; none from the agent's own
+    // upstream connections, although the endpoint it dials is a target.
+    let accepted = accepted_lines(&agent);
+    assert!(!accepted.is_empty());
+    assert!(
+        accepted.iter().all(|l| l["comm"] == "kubectl"),
+        "{accepted:?}"
+    );
+
+    // Dialling the API server's endpoint directly, with the API server's own CA, still
+    // lands in kgate: the certificate presented is kgate's, which that CA did not sign.
+    let direct = kgate_tests::harness::kubeconfig(
+        &dir.join("direct"),
+        &format!("https://{endpoint}"),
+        &fs::read_to_string(dir.join("apiserver/ca.crt")).unwrap(),
+        &token,
+    );
+    let out = topo
+        .pod_command("kubectl")
+        .arg("--kubeconfig")
+        .arg(&direct)
+        .args(["--request-timeout", "10s", "get", "pods"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("certificate"),
+        "the pod reached the API server directly: {err}"
+    );
+}

@@ -1,18 +1,24 @@
-//! `cargo xtask demo`: a pod's connection to the API server's ClusterIP lands in the kgate
-//! agent, which names the pod's cgroup, process and the address it dialled.
+//! `cargo xtask demo`: the real kubectl, inside a "pod", talks to the API server's
+//! ClusterIP; the kernel redirects it into kgate, which knows the pod and process and
+//! forwards to the API server (the project's double). Then the agent stops and the pod
+//! is refused, not let through.
 //!
 //! Runs on an embedded default: a "node" and a "pod" network namespace joined by a veth
-//! pair (the pod has no route out), a cgroup for the pod, a private bpffs, an upstream
-//! stand-in on the node side, and the real `kgate agent`. Everything is removed at the end.
+//! pair (the pod has no route out), a cgroup for the pod, a private bpffs, the double
+//! and `kgate agent` on the node side. Everything is removed at the end.
 
-use std::{fs, path::PathBuf, time::Duration};
+use std::{fs, path::PathBuf, process::Command, time::Duration};
 
 use anyhow::Context;
-use kgate_tests::topology::{NODE_IP4, Topology};
+use kgate_tests::{
+    harness::kubeconfig,
+    pki::Ca,
+    topology::{NODE_IP4, Topology},
+};
 
 use crate::step;
 
-const UPSTREAM: &str = "10.213.0.1:16443";
+const ENDPOINT: &str = "10.213.0.1:16443";
 const CLUSTER_IP: &str = "10.96.0.1:443";
 
 fn bin(name: &str) -> PathBuf {
@@ -26,78 +32,158 @@ pub fn run() -> anyhow::Result<()> {
         kgate_tests::topology::is_root(),
         "the demo attaches eBPF programs: run it as root"
     );
-    let (kgate, probe) = (bin("kgate"), bin("kgate-probe"));
+    let kgate = bin("kgate");
     step("creating a node and a pod (network namespaces, cgroup, bpffs)");
     let topo = Topology::create("demo")?;
-    let config = topo.dir.join("agent.yaml");
+    let dir = topo.dir.clone();
+    println!(
+        "  pod:  netns {} (10.213.0.2, no default route), cgroup {}",
+        topo.pod_ns,
+        topo.pod_cgroup.display()
+    );
+    println!("  node: netns {} (10.213.0.1)", topo.node_ns);
+
+    step(&format!(
+        "starting the API server (the project's double) on the node at {ENDPOINT}"
+    ));
+    let mut double = topo.node_command(bin("apiserver-double"));
+    double
+        .args(["--listen", ENDPOINT, "--cert-dir"])
+        .arg(dir.join("apiserver"));
+    topo.spawn(double)?
+        .output
+        .wait_for("listening on", Duration::from_secs(20))?;
+    let token = fs::read_to_string(dir.join("apiserver/token"))?;
+
+    step("starting `kgate agent`: attaches the kernel programs to the pod cgroup");
+    let ca = Ca::new("demo cluster CA")?;
+    ca.issue_kgate(&[NODE_IP4.into()])?.write(&dir, "tls")?;
+    let config = dir.join("agent.yaml");
     fs::write(
         &config,
         format!(
             "# kgate agent config (demo)\n\
              listen: '{NODE_IP4}:7443'\n\
-             targets: ['{CLUSTER_IP}', '{UPSTREAM}']\n\
-             cgroup: {}\n\
-             bpffs: {}\n\
-             upstream: {{address: '{UPSTREAM}'}}\n",
-            topo.cgroup_root.display(),
-            topo.bpffs.display()
+             targets: ['{CLUSTER_IP}', '{ENDPOINT}']\n\
+             cgroup: {cg}\n\
+             bpffs: {bpffs}\n\
+             tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key}}\n\
+             upstream: {{server: 'https://{ENDPOINT}', caFile: {d}/apiserver/ca.crt}}\n",
+            cg = topo.cgroup_root.display(),
+            bpffs = topo.bpffs.display(),
+            d = dir.display()
         ),
     )?;
-    println!(
-        "  pod netns {} (10.213.0.2, no default route), cgroup {}",
-        topo.pod_ns,
-        topo.pod_cgroup.display()
-    );
-    println!(
-        "  node netns {} (10.213.0.1): agent on :7443, API server stand-in on {UPSTREAM}",
-        topo.node_ns
-    );
-
-    let mut upstream = topo.node_command(&probe);
-    upstream.args(["serve", UPSTREAM]);
-    topo.spawn(upstream)?
-        .output
-        .wait_for("listening", Duration::from_secs(10))?;
-
-    step("starting `kgate agent` (attaches the kernel programs to the pod cgroup)");
     let mut cmd = topo.agent_command(&kgate);
-    cmd.args(["agent", "--config"])
-        .arg(&config)
-        .env("NO_COLOR", "1");
+    cmd.args(["agent", "--config"]).arg(&config);
     let agent = topo.spawn(cmd)?;
     agent
         .output
         .wait_for("agent listening", Duration::from_secs(20))
         .context("agent did not start")?;
 
-    step(&format!(
-        "the pod connects to the API server's ClusterIP {CLUSTER_IP}"
-    ));
-    let out = topo
-        .pod_command(&probe)
-        .args(["connect", CLUSTER_IP, "GET /version"])
-        .output()?;
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).context("probe output")?;
-    println!(
-        "  pod sees peer {} and gets back: {}",
-        result["peer"], result["reply"]
+    // What a pod has: the Service address, the cluster CA, its token.
+    let kubeconfig = kubeconfig(
+        &dir.join("pod"),
+        &format!("https://{CLUSTER_IP}"),
+        &ca.cert_pem(),
+        &token,
     );
-    let accepted = agent
+    let kubectl = |args: &[&str]| -> anyhow::Result<String> {
+        let out = topo
+            .pod_command("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--request-timeout", "15s"])
+            .args(args)
+            .output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(text
+            .trim_end()
+            .lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    };
+    for args in [
+        &["get", "pods", "-n", "demo"][..],
+        &["get", "pods", "-n", "demo", "-w", "--request-timeout", "2s"],
+        &[
+            "get",
+            "secret",
+            "db-creds",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.data}",
+        ],
+        &["delete", "configmap", "app-config", "-n", "demo"],
+        &[
+            "exec",
+            "web-0",
+            "-n",
+            "demo",
+            "--",
+            "echo",
+            "hello from inside the pod",
+        ],
+    ] {
+        step(&format!("in the pod: kubectl {}", args.join(" ")));
+        println!("{}", kubectl(args)?);
+    }
+    step("what the agent knows about those connections (from the kernel, not the client)");
+    for line in agent
         .output
-        .wait_for("accepted redirected connection", Duration::from_secs(5))?;
-    println!("  agent: {}", accepted.trim());
+        .lines()
+        .iter()
+        .filter(|l| l.contains("accepted redirected connection"))
+        .take(2)
+    {
+        println!("  {}", line.trim());
+    }
+    step("what the agent recorded per request");
+    for line in agent
+        .output
+        .lines()
+        .iter()
+        .filter(|l| l.contains(" request ") || l.contains("kgate::proxy::record"))
+        .take(6)
+    {
+        println!("  {}", line.trim());
+    }
+
+    step("the pod dials the API server's endpoint directly: it still lands in kgate");
+    let direct = kubeconfig_direct(&dir, &token)?;
+    let out = topo
+        .pod_command("kubectl")
+        .arg("--kubeconfig")
+        .arg(&direct)
+        .args(["--request-timeout", "5s", "get", "pods", "-n", "demo"])
+        .output()?;
+    println!(
+        "    {}",
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or_default()
+    );
 
     step("stopping the agent: enforcement stays (fail closed)");
     topo.stop(&agent)?;
-    let out = topo
-        .pod_command(&probe)
-        .args(["connect", CLUSTER_IP])
-        .output()?;
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    println!("  pod connect without an agent: {}", result["error"]);
+    println!(
+        "{}",
+        kubectl(&["get", "pods", "-n", "demo"])?
+            .lines()
+            .last()
+            .unwrap_or_default()
+    );
 
     step("detaching and cleaning up");
-    let status = std::process::Command::new(&kgate)
+    let status = Command::new(&kgate)
         .args(["detach", "--bpffs"])
         .arg(&topo.bpffs)
         .status()?;
@@ -105,4 +191,15 @@ pub fn run() -> anyhow::Result<()> {
     drop(topo);
     println!("demo done");
     Ok(())
+}
+
+/// A kubeconfig for the endpoint itself, trusting only the API server's own CA.
+fn kubeconfig_direct(dir: &std::path::Path, token: &str) -> anyhow::Result<PathBuf> {
+    let ca = fs::read_to_string(dir.join("apiserver/ca.crt"))?;
+    Ok(kubeconfig(
+        &dir.join("direct"),
+        &format!("https://{ENDPOINT}"),
+        &ca,
+        token,
+    ))
 }
