@@ -410,3 +410,119 @@ async fn an_unreachable_upstream_is_a_503_status() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_rs_lists_gets_and_watches_through_kgate() {
+    use futures_util::StreamExt as _;
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+    use kube::{Api, Client, api::ListParams, runtime::watcher};
+
+    let s = setup().await;
+    let kubeconfig = kgate_tests::harness::kubeconfig(
+        &scratch_dir("kube-rs"),
+        &s.agent.url(),
+        &s.agent.ca_pem,
+        s.server.admin_token(),
+    );
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = Client::try_from(config).unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "demo");
+    let listed = pods.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        listed
+            .items
+            .iter()
+            .filter_map(|p| p.metadata.name.as_deref())
+            .collect::<Vec<_>>(),
+        ["web-0"]
+    );
+    let web = pods.get("web-0").await.unwrap();
+    assert_eq!(web.spec.unwrap().node_name.as_deref(), Some("node-1"));
+    let missing = pods.get("nope").await.unwrap_err();
+    assert!(
+        matches!(&missing, kube::Error::Api(s) if s.code == 404 && s.reason == "NotFound"),
+        "{missing:?}"
+    );
+
+    // A kube-runtime watcher (list, then watch) sees an object created later.
+    let configmaps: Api<ConfigMap> = Api::namespaced(client, "demo");
+    let mut events = watcher(configmaps, watcher::Config::default()).boxed();
+    let server = &s.server;
+    let created = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.create("configmaps", "demo", json!({"kind": "ConfigMap", "apiVersion": "v1", "metadata": {"name": "from-kube-rs-test"}})).unwrap();
+    };
+    let seen = async {
+        while let Some(event) = events.next().await {
+            if let watcher::Event::Apply(cm) = event.unwrap()
+                && cm.metadata.name.as_deref() == Some("from-kube-rs-test")
+            {
+                return true;
+            }
+        }
+        false
+    };
+    let ((), seen) = tokio::join!(created, tokio::time::timeout(Duration::from_secs(20), seen));
+    assert!(seen.unwrap(), "the watcher never saw the new ConfigMap");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_serving_certificate_is_served_without_dropping_connections() {
+    let s = setup().await;
+    let old = https_client(&s.agent.ca_pem, true);
+    let get = |client: &kgate_tests::harness::HttpsClient| {
+        let req = s
+            .request(Method::GET, "/api/v1/namespaces/demo/pods")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        client.request(req)
+    };
+    assert_eq!(get(&old).await.unwrap().status(), StatusCode::OK);
+
+    // Rotate to a certificate from another CA; the agent checks every second.
+    let rotated = kgate_tests::pki::Ca::new("rotated CA").unwrap();
+    rotated
+        .issue_kgate(&[])
+        .unwrap()
+        .write(&s.agent.dir, "tls")
+        .unwrap();
+    s.agent
+        .wait_for("serving certificate reloaded", Duration::from_secs(10))
+        .unwrap();
+
+    // New connections get the new certificate; the open h2 connection keeps working.
+    let fresh = https_client(&rotated.cert_pem(), true);
+    assert_eq!(get(&fresh).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        get(&old).await.unwrap().status(),
+        StatusCode::OK,
+        "the established connection was dropped"
+    );
+    assert!(
+        get(&https_client(&s.agent.ca_pem, true)).await.is_err(),
+        "a new connection still got the old certificate"
+    );
+
+    // A broken replacement is refused and the current certificate kept.
+    std::fs::write(s.agent.dir.join("tls.key"), "not a key").unwrap();
+    s.agent
+        .wait_for(
+            "cannot be used; keeping the old one",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(
+        get(&https_client(&rotated.cert_pem(), true))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}

@@ -1,6 +1,7 @@
 //! `cargo xtask …`: kgate's project commands. `setup` installs the toolchain pieces,
 //! `test` runs every test (the kernel tests too, as root), `demo` shows the main job.
 
+mod bench;
 mod demo;
 mod toolchain;
 
@@ -30,6 +31,8 @@ enum Cmd {
     },
     /// Run the demo: a pod's connection to the API server lands in kgate.
     Demo,
+    /// Benchmark kgate against direct access to the same API server, in one run.
+    Bench,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +45,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test { args } => {
             toolchain::setup()?;
             test(&args)
+        }
+        Cmd::Bench => {
+            toolchain::setup()?;
+            bench::run()
         }
         Cmd::Demo => {
             toolchain::setup()?;
@@ -78,7 +85,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     run_cmd(&mut cmd)
 }
 
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 

@@ -1,0 +1,220 @@
+//! `cargo xtask bench`: kgate's added latency and throughput, measured side by side
+//! with direct access to the same API server (the project's double) in one run.
+//!
+//! 1 KiB GETs of one ConfigMap over warm connections, HTTP/2 and HTTP/1.1: latency at
+//! concurrency 1, throughput at concurrency 32; then kgate's peak RSS. Everything runs
+//! on loopback on this machine (kgate standalone: the kernel redirect costs once per
+//! connection, not per request, and warm connections exclude it). Client, kgate and
+//! API server share the machine's cores, so absolute figures are pessimistic; the
+//! direct column is the baseline of the same run.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use kgate_tests::{harness::free_port, pki::Ca};
+use serde_json::Value;
+
+use crate::{run_cmd, step};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn release_bin(name: &str) -> PathBuf {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    target.join("release").join(name)
+}
+
+pub fn run() -> anyhow::Result<()> {
+    step("building release binaries (kgate, the API-server double, the load client)");
+    run_cmd(crate::cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "kgate",
+        "--package",
+        "kgate-tests",
+        "--bins",
+    ]))?;
+    let dir = std::env::temp_dir().join(format!("kgate-bench-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    let result = measure(&dir);
+    let _ = fs::remove_dir_all(&dir);
+    result
+}
+
+fn measure(dir: &Path) -> anyhow::Result<()> {
+    step("starting the API-server double and kgate (standalone) on loopback");
+    let api_addr = format!("127.0.0.1:{}", free_port());
+    let double = spawn(
+        Command::new(release_bin("apiserver-double"))
+            .args(["--listen", &api_addr, "--cert-dir"])
+            .arg(dir.join("api")),
+    )?;
+    wait_for_file(&dir.join("api/token"))?;
+    let token = fs::read_to_string(dir.join("api/token"))?;
+    let ca = Ca::new("bench CA")?;
+    ca.issue_kgate(&[])?.write(dir, "tls")?;
+    fs::write(dir.join("kgate-ca.crt"), ca.cert_pem())?;
+    let kgate_addr = format!("127.0.0.1:{}", free_port());
+    fs::write(
+        dir.join("agent.yaml"),
+        format!(
+            "listen: '{kgate_addr}'\nkernel: false\ndirectClients: allow\n\
+             tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key}}\n\
+             upstream: {{server: 'https://{api_addr}', caFile: {d}/api/ca.crt}}\n",
+            d = dir.display()
+        ),
+    )?;
+    let agent = spawn(
+        Command::new(release_bin("kgate"))
+            .args(["agent", "--config"])
+            .arg(dir.join("agent.yaml"))
+            .env("RUST_LOG", "warn"),
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The object: a ConfigMap of about 1 KiB, created through the API.
+    let manifest = dir.join("cm.json");
+    fs::write(
+        &manifest,
+        format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"bench-1k"}},"data":{{"blob":"{}"}}}}"#,
+            "x".repeat(900)
+        ),
+    )?;
+    let kubeconfig = kgate_tests::harness::kubeconfig(
+        &dir.join("kube"),
+        &format!("https://{api_addr}"),
+        &fs::read_to_string(dir.join("api/ca.crt"))?,
+        &token,
+    );
+    run_cmd(
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["create", "--validate=false", "-n", "demo", "-f"])
+            .arg(&manifest)
+            .stdout(Stdio::null()),
+    )?;
+    let path = "/api/v1/namespaces/demo/configmaps/bench-1k";
+
+    println!(
+        "\n{:<10} {:<6} {:>12} {:>12} {:>12} {:>10}",
+        "protocol", "path", "p50 µs", "p99 µs", "req/s (c=32)", ""
+    );
+    let mut summary = Vec::new();
+    for (label, flag) in [("HTTP/2", "--h2"), ("HTTP/1.1", "--h1")] {
+        let mut rows = Vec::new();
+        for (via, base, ca_file) in [
+            ("direct", &api_addr, dir.join("api/ca.crt")),
+            ("kgate", &kgate_addr, dir.join("kgate-ca.crt")),
+        ] {
+            let url = format!("https://{base}{path}");
+            let latency = load(&url, &ca_file, &token, flag, 3000, 1)?;
+            let throughput = load(&url, &ca_file, &token, flag, 20_000, 32)?;
+            let row = (
+                latency["p50_us"].as_u64().unwrap_or(0),
+                latency["p99_us"].as_u64().unwrap_or(0),
+                throughput["rps"].as_f64().unwrap_or(0.0),
+            );
+            println!(
+                "{label:<10} {via:<6} {:>12} {:>12} {:>12.0}",
+                row.0, row.1, row.2
+            );
+            rows.push(row);
+        }
+        let (direct, kgate) = (rows[0], rows[1]);
+        summary.push(format!(
+            "{label}: kgate adds {} µs at p50 and {} µs at p99; throughput {:.0}% of direct",
+            kgate.0.saturating_sub(direct.0),
+            kgate.1.saturating_sub(direct.1),
+            100.0 * kgate.2 / direct.2.max(1.0)
+        ));
+    }
+    let rss = peak_rss_kib(agent.0.id());
+    println!();
+    for line in summary {
+        println!("{line}");
+    }
+    println!(
+        "kgate peak RSS: {:.1} MiB",
+        f64::from(u32::try_from(rss).unwrap_or(u32::MAX)) / 1024.0
+    );
+    drop(agent);
+    drop(double);
+    Ok(())
+}
+
+fn load(
+    url: &str,
+    ca: &Path,
+    token: &str,
+    flag: &str,
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<Value> {
+    let out = Command::new(release_bin("kgate-bench"))
+        .args(["--url", url, "--ca"])
+        .arg(ca)
+        .args([
+            "--token",
+            token,
+            flag,
+            "--requests",
+            &requests.to_string(),
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "load client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("load client output")
+}
+
+fn spawn(cmd: &mut Command) -> anyhow::Result<Killed> {
+    Ok(Killed(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    ))
+}
+
+fn wait_for_file(path: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        if Instant::now() > deadline {
+            bail!("{} did not appear", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    Ok(())
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
