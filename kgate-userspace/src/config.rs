@@ -172,7 +172,13 @@ pub struct RedirectTo {
 impl Config {
     /// Parses and validates a config document.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = serde_yaml::from_str(text)?;
+        Self::parse_with(text, |_| {})
+    }
+
+    /// Parses, applies command-line overrides, then validates the result.
+    pub fn parse_with(text: &str, overrides: impl FnOnce(&mut Self)) -> Result<Self, ConfigError> {
+        let mut config: Self = serde_yaml::from_str(text)?;
+        overrides(&mut config);
         config.validate()?;
         Ok(config)
     }
@@ -312,6 +318,15 @@ mod tests {
         let to = c.redirect_to();
         assert_eq!(to.ipv6, Some("fd00::1".parse().unwrap()));
         assert_eq!(to.port, 7443);
+    }
+
+    #[test]
+    fn overrides_apply_before_validation() {
+        let text = "upstream: {server: 'https://a:1'}\ntls: {certFile: /c, keyFile: /k}\n";
+        assert!(Config::parse(text).is_err(), "no redirect address anywhere");
+        let c = Config::parse_with(text, |c| c.redirect.ipv4 = Some(Ipv4Addr::new(10, 1, 2, 3)))
+            .unwrap();
+        assert_eq!(c.redirect_to().ipv4, Some(Ipv4Addr::new(10, 1, 2, 3)));
     }
 
     #[test]

@@ -37,6 +37,10 @@ enum Command {
         /// Validate the config and exit.
         #[arg(long)]
         check: bool,
+        /// Overrides `redirect.ipv4`: the node address pods reach the agent on (a
+        /// DaemonSet passes its `status.hostIP`).
+        #[arg(long, env = "KGATE_REDIRECT_IPV4")]
+        redirect_ipv4: Option<std::net::Ipv4Addr>,
     },
     /// Remove kgate's kernel programs and pins (uninstall). Stop the agent first.
     Detach {
@@ -60,11 +64,19 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Agent { config, check } => {
+        Command::Agent {
+            config,
+            check,
+            redirect_ipv4,
+        } => {
             let text = std::fs::read_to_string(&config)
                 .with_context(|| format!("reading {}", config.display()))?;
-            let parsed =
-                Config::parse(&text).with_context(|| format!("in {}", config.display()))?;
+            let parsed = Config::parse_with(&text, |c| {
+                if let Some(ip) = redirect_ipv4 {
+                    c.redirect.ipv4 = Some(ip);
+                }
+            })
+            .with_context(|| format!("in {}", config.display()))?;
             if check {
                 println!("{}: ok", config.display());
                 return Ok(());

@@ -1,0 +1,49 @@
+//! deploy/ renders with the real kubectl (kustomize), and the agent config it ships is
+//! one that kgate accepts once the DaemonSet supplies the node IP.
+
+use std::process::Command;
+
+#[test]
+fn manifests_render_and_ship_a_valid_agent_config() {
+    let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+    let out = Command::new("kubectl")
+        .args(["kustomize", deploy])
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    for kind in [
+        "kind: Namespace",
+        "kind: ServiceAccount",
+        "kind: ConfigMap",
+        "kind: DaemonSet",
+    ] {
+        assert!(rendered.contains(kind), "{kind} missing from:\n{rendered}");
+    }
+    assert!(
+        rendered.matches("namespace: kgate-system").count() >= 3,
+        "{rendered}"
+    );
+
+    let config = std::fs::read_to_string(format!("{deploy}/configmap.yaml")).unwrap();
+    let text = config.split_once("config.yaml: |\n").unwrap().1;
+    let text: String = text
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        kgate::config::Config::parse(&text).is_err(),
+        "without the node IP the config must be refused"
+    );
+    let parsed =
+        kgate::config::Config::parse_with(&text, |c| c.redirect.ipv4 = Some([10, 0, 0, 5].into()))
+            .unwrap();
+    assert_eq!(parsed.listen.port(), 7443);
+    let daemonset = std::fs::read_to_string(format!("{deploy}/daemonset.yaml")).unwrap();
+    assert!(daemonset.contains("containerPort: 7443") && daemonset.contains("KGATE_REDIRECT_IPV4"));
+}
