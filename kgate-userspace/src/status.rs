@@ -74,6 +74,16 @@ impl Status {
         )
     }
 
+    /// 431: the request head is larger than the API server accepts (1 MiB). metav1
+    /// has no reason of its own for it; RequestEntityTooLarge is the nearest.
+    pub fn header_too_large(message: String) -> Self {
+        Self::failure(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "RequestEntityTooLarge",
+            message,
+        )
+    }
+
     /// 429 with a retry hint, as the API server's priority and fairness sends.
     pub fn too_many_requests(message: String, retry_after_seconds: u32) -> Self {
         let mut status = Self::failure(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message);

@@ -364,6 +364,24 @@ async fn refusals_are_kubernetes_statuses() {
             "{message}"
         );
     }
+    // A request head over the API server's 1 MiB limit.
+    let huge = s
+        .request(Method::GET, "/api/v1/namespaces/demo/pods")
+        .header("x-padding", "a".repeat(1_500_000));
+    let response = client
+        .request(huge.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    let body: Value = serde_json::from_str(&text(response.into_body()).await).unwrap();
+    assert_eq!(
+        (body["kind"].as_str(), body["code"].as_u64()),
+        (Some("Status"), Some(431)),
+        "{body}"
+    );
     // None of those reached the API server.
     assert!(
         s.server

@@ -42,6 +42,9 @@ use crate::{config::DirectClients, ebpf::OriginTable, status::Status};
 
 /// Largest request head accepted, as the API server's default (Go's 1 MiB).
 const MAX_HEADER_BYTES: usize = 1 << 20;
+/// hyper's own read limit sits above it, so that a head between the two gets a
+/// Kubernetes Status from [`handle`] rather than hyper's bare 431.
+const HYPER_HEADER_LIMIT: usize = 2 * MAX_HEADER_BYTES;
 
 /// What every connection shares.
 pub struct Proxy {
@@ -94,10 +97,10 @@ pub async fn serve_connection(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAdd
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
-        .max_buf_size(MAX_HEADER_BYTES);
+        .max_buf_size(HYPER_HEADER_LIMIT);
     http.http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(HYPER_HEADER_LIMIT).unwrap_or(u32::MAX))
         // Finds clients that vanished under a quiet watch; no deadline on the stream.
         .keep_alive_interval(std::time::Duration::from_secs(30));
     if let Err(error) = http
@@ -115,6 +118,17 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
+    let head_bytes = req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head_bytes > MAX_HEADER_BYTES {
+        return respond(&Status::header_too_large(format!(
+            "kgate: request headers of {head_bytes} bytes exceed the limit of {MAX_HEADER_BYTES}"
+        )));
+    }
     let info = match authorize::attributes(req.method(), req.uri()) {
         Ok(info) => info,
         Err(status) => {
