@@ -138,14 +138,7 @@ impl Agent {
 
     /// Peak resident memory of the agent (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0)
+        peak_rss_kib(self.child.id())
     }
 }
 
@@ -155,6 +148,18 @@ impl Drop for Agent {
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Peak resident memory (VmHWM) of a process, in KiB; 0 if it cannot be read.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Writes a kubeconfig for `server` and returns its path.

@@ -1,64 +1,26 @@
 //! The API-server double against the real kubectl, directly (no kgate): the double
 //! must be faithful before kgate is judged against it.
 
-use std::{fs, path::PathBuf, process::Command};
+use std::{fs, process::Command};
 
-use kgate_tests::apiserver::{ApiServer, Config, Handle};
+use kgate_tests::{
+    apiserver::{ApiServer, Config, Handle},
+    harness::{Kubectl, kubeconfig, scratch_dir},
+};
 
-pub fn kubeconfig(dir: &std::path::Path, server: &str, ca_pem: &str, token: &str) -> PathBuf {
-    fs::create_dir_all(dir).unwrap();
-    fs::write(dir.join("ca.crt"), ca_pem).unwrap();
-    let path = dir.join("kubeconfig");
-    fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: '{server}', certificate-authority: {}}}\n\
-             users:\n- name: u\n  user: {{token: '{token}'}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u, namespace: demo}}\ncurrent-context: x\n",
-            dir.join("ca.crt").display()
-        ),
+fn kubectl(server: &Handle, tag: &str) -> Kubectl {
+    Kubectl::new(
+        &scratch_dir(tag),
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
     )
-    .unwrap();
-    path
-}
-
-struct Kubectl {
-    config: PathBuf,
-}
-
-impl Kubectl {
-    fn new(server: &Handle, tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("kgate-double-{tag}-{}", std::process::id()));
-        Self {
-            config: kubeconfig(&dir, &server.url(), server.ca_pem(), server.admin_token()),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.config)
-            .args(["--request-timeout", "20s"])
-            .args(args)
-            .output()
-            .expect("kubectl runs");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, stdout, stderr) = self.run(args);
-        assert!(ok, "kubectl {args:?} failed: {stderr}");
-        stdout
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_reads_and_writes() {
     let server = ApiServer::start(Config::default()).await.unwrap();
-    let k = Kubectl::new(&server, "rw");
+    let k = kubectl(&server, "rw");
     tokio::task::spawn_blocking(move || {
         let pods = k.ok(&["get", "pods"]);
         assert!(pods.contains("web-0") && pods.contains("Running"), "{pods}");
@@ -128,7 +90,7 @@ async fn kubectl_reads_and_writes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unauthenticated_and_bad_tokens() {
     let server = ApiServer::start(Config::default()).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("kgate-double-auth-{}", std::process::id()));
+    let dir = scratch_dir("double-auth");
     let bad = kubeconfig(&dir, &server.url(), server.ca_pem(), "not-a-token");
     let out = tokio::task::spawn_blocking(move || {
         Command::new("kubectl")

@@ -7,6 +7,7 @@
 use std::{fs, path::PathBuf, process::Output, time::Duration};
 
 use kgate_tests::{
+    harness::kgate_bin,
     pki::Ca,
     topology::{NODE_IP4, POD_IP4, Process, Topology},
 };
@@ -18,25 +19,6 @@ const OTHER: &str = "10.213.0.1:16444";
 const CLUSTER_IP: &str = "10.96.0.1:443";
 const CLUSTER_IP6: &str = "[fd00:96::1]:443";
 const WAIT: Duration = Duration::from_secs(20);
-
-fn kgate_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("KGATE_BIN") {
-        return bin.into();
-    }
-    // target/<profile>/deps/ebpf-<hash> → target/<profile>/kgate
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join("kgate");
-    assert!(
-        bin.exists(),
-        "{} missing: build it first (`cargo xtask test` does)",
-        bin.display()
-    );
-    bin
-}
 
 fn probe_bin() -> PathBuf {
     env!("CARGO_BIN_EXE_kgate-probe").into()

@@ -16,7 +16,10 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use kgate_tests::{harness::free_port, pki::Ca};
+use kgate_tests::{
+    harness::{free_port, peak_rss_kib},
+    pki::Ca,
+};
 use serde_json::Value;
 
 use crate::{run_cmd, step};
@@ -206,15 +209,4 @@ fn wait_for_file(path: &Path) -> anyhow::Result<()> {
     }
     std::thread::sleep(Duration::from_millis(100));
     Ok(())
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }

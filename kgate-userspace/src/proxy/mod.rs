@@ -118,7 +118,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
-    let head_bytes = req.uri().to_string().len()
+    let head_bytes = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
         + req
             .headers()
             .iter()
