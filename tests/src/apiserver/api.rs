@@ -37,6 +37,15 @@ pub fn handle(state: &Arc<State>, req: Req) -> hyper::Response<Body> {
         target.name.as_deref(),
         target.subresource.as_deref(),
     ) {
+        (&Method::POST, None, None) if r.name == "tokenreviews" => token_review(state, &req),
+        _ if r.name == "tokenreviews" => status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        ),
+        (&Method::POST, Some(name), Some("token")) if r.name == "serviceaccounts" => {
+            token_request(state, &target, name, &req)
+        }
         (&Method::GET, None, None) if is_true(req.query("watch")) => watch(state, &target, &req),
         (&Method::GET, None, None) => list(state, &target, &req),
         (&Method::POST, None, None) => create(state, &target, &req),
@@ -594,6 +603,142 @@ fn scale(state: &State, t: &Target, name: &str, req: &Req) -> hyper::Response<Bo
         Ok(d) => json_response(StatusCode::OK, &as_scale(&d)),
         Err(_) => not_found(t.resource, name),
     }
+}
+
+// === tokens ===
+
+fn token_request(state: &State, t: &Target, name: &str, req: &Req) -> hyper::Response<Body> {
+    let Some(sa) = state.store.get("serviceaccounts", &t.namespace, name) else {
+        return not_found(t.resource, name);
+    };
+    let body: Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(e) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("invalid TokenRequest: {e}"),
+            );
+        }
+    };
+    let spec = &body["spec"];
+    let expiration = spec["expirationSeconds"].as_u64().unwrap_or(3600);
+    if expiration < 600 {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "TokenRequest.authentication.k8s.io \"\" is invalid: spec.expirationSeconds: Invalid value: may not specify a duration less than 10 minutes",
+        );
+    }
+    let mut audiences: Vec<String> = spec["audiences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    if audiences.is_empty() {
+        audiences.push(state.signer.issuer.clone());
+    }
+    let bound = &spec["boundObjectRef"];
+    let pod = match bound["kind"].as_str() {
+        None => None,
+        Some("Pod") => {
+            let pod_name = bound["name"].as_str().unwrap_or_default();
+            let Some(pod) = state.store.get("pods", &t.namespace, pod_name) else {
+                return not_found(resources::find("", "v1", "pods").expect("served"), pod_name);
+            };
+            let uid = pod["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            Some((
+                pod_name.to_owned(),
+                uid,
+                pod["spec"]["nodeName"].as_str().map(str::to_owned),
+            ))
+        }
+        Some(other) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("cannot bind token to object of kind {other}"),
+            );
+        }
+    };
+    let subject = super::Subject {
+        namespace: t.namespace.clone(),
+        service_account: name.to_owned(),
+        service_account_uid: sa["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        pod,
+    };
+    let (token, exp) = state.signer.mint(&subject, &audiences, expiration);
+    let exp = super::store::rfc3339(exp);
+    json_response(
+        StatusCode::CREATED,
+        &json!({
+            "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": t.namespace, "creationTimestamp": super::store::now()},
+            "spec": {"audiences": audiences, "expirationSeconds": expiration, "boundObjectRef": spec["boundObjectRef"]},
+            "status": {"token": token, "expirationTimestamp": exp},
+        }),
+    )
+}
+
+fn token_review(state: &State, req: &Req) -> hyper::Response<Body> {
+    let body: Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(e) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("invalid TokenReview: {e}"),
+            );
+        }
+    };
+    let token = body["spec"]["token"].as_str().unwrap_or_default();
+    let wanted: Vec<&str> = body["spec"]["audiences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let status_body = match state.signer.verify(token) {
+        Ok(claims) => {
+            let token_aud: Vec<&str> = claims["aud"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let audiences: Vec<&str> = if wanted.is_empty() {
+                token_aud.clone()
+            } else {
+                wanted
+                    .iter()
+                    .copied()
+                    .filter(|a| token_aud.contains(a))
+                    .collect()
+            };
+            if audiences.is_empty() {
+                json!({"authenticated": false, "error": "token audiences do not match the requested audiences"})
+            } else {
+                json!({"authenticated": true, "user": super::tokens::review_user(&claims), "audiences": audiences})
+            }
+        }
+        Err(why) => {
+            json!({"authenticated": false, "error": format!("[invalid bearer token, {why}]")})
+        }
+    };
+    json_response(
+        StatusCode::CREATED,
+        &json!({
+            "kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": null}, "spec": body["spec"], "status": status_body,
+        }),
+    )
 }
 
 // === selectors ===

@@ -14,6 +14,7 @@ mod resources;
 mod store;
 mod streams;
 mod table;
+mod tokens;
 
 use std::{
     collections::HashSet,
@@ -34,8 +35,9 @@ use hyper_util::{
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 
-use self::store::Store;
 pub use self::streams::LOG_INTERVAL;
+pub use self::tokens::{DEFAULT_ISSUER, Subject};
+use self::{store::Store, tokens::Signer};
 use crate::pki::Ca;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -75,6 +77,7 @@ pub struct Logged {
 
 struct State {
     store: Store,
+    signer: Signer,
     tokens: Mutex<HashSet<String>>,
     requests: Mutex<Vec<Logged>>,
     bookmark_interval: Duration,
@@ -104,6 +107,7 @@ impl ApiServer {
         let token = format!("admin-{:016x}", rand_u64());
         let state = Arc::new(State {
             store: Store::new(),
+            signer: Signer::new(DEFAULT_ISSUER),
             tokens: Mutex::new(HashSet::from([token.clone()])),
             requests: Mutex::default(),
             bookmark_interval: config.bookmark_interval,
@@ -161,6 +165,30 @@ impl Handle {
     /// Makes another bearer token valid.
     pub fn add_token(&self, token: &str) {
         self.state.tokens.lock().unwrap().insert(token.to_owned());
+    }
+
+    /// A service-account token as TokenRequest would issue it.
+    pub fn mint_token(
+        &self,
+        subject: &Subject,
+        audiences: &[String],
+        expiration_seconds: u64,
+    ) -> String {
+        self.state
+            .signer
+            .mint(subject, audiences, expiration_seconds)
+            .0
+    }
+
+    /// A JWT with arbitrary claims, signed with the double's key (for broken tokens).
+    pub fn sign_claims(&self, claims: &Value) -> String {
+        self.state.signer.sign(claims)
+    }
+
+    /// The object stored for `resource`/`namespace`/`name`.
+    pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        let r = resources::RESOURCES.iter().find(|r| r.name == resource)?;
+        self.state.store.get(r.name, namespace, name)
     }
 
     /// Every request received so far.
@@ -314,6 +342,10 @@ async fn route(
             StatusCode::OK,
             &resources::resource_list("", "v1").expect("served"),
         ),
+        "/.well-known/openid-configuration" => {
+            json_response(StatusCode::OK, &state.signer.openid_configuration())
+        }
+        "/openid/v1/jwks" => json_response(StatusCode::OK, &state.signer.jwks()),
         _ => {
             let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
             match segs.as_slice() {
@@ -349,13 +381,15 @@ fn authenticate(state: &State, req: &Req) -> Result<Option<String>, hyper::Respo
         } else {
             format!("token:{}", &token[..token.len().min(12)])
         };
-        Ok(Some(user))
-    } else {
-        Err(status(
+        return Ok(Some(user));
+    }
+    match state.signer.verify(token) {
+        Ok(claims) => Ok(claims["sub"].as_str().map(str::to_owned)),
+        Err(_) => Err(status(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             "Unauthorized",
-        ))
+        )),
     }
 }
 

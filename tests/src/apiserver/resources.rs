@@ -87,6 +87,16 @@ pub const RESOURCES: &[Resource] = &[
         short: &["deploy"],
         subresources: &["status", "scale"],
     },
+    Resource {
+        group: "authentication.k8s.io",
+        version: "v1",
+        name: "tokenreviews",
+        singular: "tokenreview",
+        kind: "TokenReview",
+        namespaced: false,
+        short: &[],
+        subresources: &[],
+    },
 ];
 
 pub fn find(group: &str, version: &str, name: &str) -> Option<&'static Resource> {
@@ -121,13 +131,19 @@ pub fn api_versions() -> Value {
 }
 
 pub fn api_groups() -> Value {
+    let groups: Vec<Value> = ["apps", "authentication.k8s.io"]
+        .iter()
+        .map(|g| {
+            json!({
+                "name": g,
+                "versions": [{"groupVersion": format!("{g}/v1"), "version": "v1"}],
+                "preferredVersion": {"groupVersion": format!("{g}/v1"), "version": "v1"}
+            })
+        })
+        .collect();
     json!({
         "kind": "APIGroupList", "apiVersion": "v1",
-        "groups": [{
-            "name": "apps",
-            "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
-            "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}
-        }]
+        "groups": groups
     })
 }
 
@@ -140,9 +156,14 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let first = members.first()?;
     let mut resources = Vec::new();
     for r in &members {
+        let verbs: &[&str] = if r.name == "tokenreviews" {
+            &["create"]
+        } else {
+            &VERBS
+        };
         resources.push(json!({
             "name": r.name, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-            "verbs": VERBS, "shortNames": r.short, "storageVersionHash": "double",
+            "verbs": verbs, "shortNames": r.short, "storageVersionHash": "double",
         }));
         for sub in r.subresources {
             let (kind, verbs): (&str, &[&str]) = match *sub {

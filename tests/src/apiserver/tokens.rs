@@ -1,0 +1,187 @@
+//! Service-account tokens as the API server issues them: ES256 JWTs shaped like
+//! projected tokens (iss, aud, exp, iat, nbf, sub and the `kubernetes.io` claims), the
+//! OIDC discovery document and JWKS that verify them, TokenRequest and TokenReview.
+//!
+//! Not here: legacy Secret-based tokens, key rotation with overlapping keys, RS256.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+use ring::{
+    rand::SystemRandom,
+    signature::{
+        ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
+        UnparsedPublicKey,
+    },
+};
+use serde_json::{Value, json};
+
+pub const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// The signing key and issuer of a double.
+pub struct Signer {
+    key: EcdsaKeyPair,
+    kid: String,
+    pub issuer: String,
+    rng: SystemRandom,
+}
+
+/// Who a token is for.
+#[derive(Clone, Debug)]
+pub struct Subject {
+    pub namespace: String,
+    pub service_account: String,
+    pub service_account_uid: String,
+    /// (name, uid, node name) of the pod the token is bound to.
+    pub pod: Option<(String, String, Option<String>)>,
+}
+
+impl Signer {
+    pub fn new(issuer: &str) -> Self {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .expect("key generation");
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("fresh key");
+        let kid = B64.encode(
+            &ring::digest::digest(&ring::digest::SHA256, key.public_key().as_ref()).as_ref()[..16],
+        );
+        Self {
+            key,
+            kid,
+            issuer: issuer.to_owned(),
+            rng,
+        }
+    }
+
+    /// Signs arbitrary claims (tests use this for broken tokens too).
+    pub fn sign(&self, claims: &Value) -> String {
+        let header = json!({"alg": "ES256", "kid": self.kid});
+        let input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
+        let signature = self.key.sign(&self.rng, input.as_bytes()).expect("signing");
+        format!("{input}.{}", B64.encode(signature.as_ref()))
+    }
+
+    /// A projected-token-shaped JWT.
+    pub fn mint(
+        &self,
+        subject: &Subject,
+        audiences: &[String],
+        expiration_seconds: u64,
+    ) -> (String, u64) {
+        let now = now();
+        let exp = now + expiration_seconds;
+        let mut k8s = json!({
+            "namespace": subject.namespace,
+            "serviceaccount": {"name": subject.service_account, "uid": subject.service_account_uid},
+        });
+        if let Some((name, uid, node)) = &subject.pod {
+            k8s["pod"] = json!({"name": name, "uid": uid});
+            if let Some(node) = node {
+                k8s["node"] = json!({"name": node, "uid": format!("node-uid-{node}")});
+            }
+        }
+        let claims = json!({
+            "iss": self.issuer, "aud": audiences, "exp": exp, "iat": now, "nbf": now,
+            "sub": format!("system:serviceaccount:{}:{}", subject.namespace, subject.service_account),
+            "jti": format!("{:x}", now ^ 0x5eed), "kubernetes.io": k8s,
+        });
+        (self.sign(&claims), exp)
+    }
+
+    /// The claims of a token this signer issued and that is valid now, or why not.
+    pub fn verify(&self, token: &str) -> Result<Value, &'static str> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(claims), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("not a JWT");
+        };
+        let signature = B64.decode(sig).map_err(|_| "bad signature encoding")?;
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.key.public_key().as_ref())
+            .verify(format!("{header}.{claims}").as_bytes(), &signature)
+            .map_err(|_| "invalid signature")?;
+        let claims: Value = serde_json::from_slice(&B64.decode(claims).map_err(|_| "bad claims")?)
+            .map_err(|_| "bad claims")?;
+        let now = now();
+        if claims["iss"] != self.issuer {
+            return Err("wrong issuer");
+        }
+        if claims["exp"].as_u64().is_none_or(|exp| exp <= now) {
+            return Err("token has expired");
+        }
+        if claims["nbf"].as_u64().is_some_and(|nbf| nbf > now + 60) {
+            return Err("token not yet valid");
+        }
+        Ok(claims)
+    }
+
+    pub fn openid_configuration(&self) -> Value {
+        json!({
+            "issuer": self.issuer,
+            "jwks_uri": format!("{}/openid/v1/jwks", self.issuer),
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+        })
+    }
+
+    pub fn jwks(&self) -> Value {
+        // An uncompressed P-256 point: 0x04 || x (32) || y (32).
+        let point = self.key.public_key().as_ref();
+        json!({"keys": [{
+            "use": "sig", "kty": "EC", "crv": "P-256", "alg": "ES256", "kid": self.kid,
+            "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]),
+        }]})
+    }
+}
+
+/// The TokenReview user of verified claims, as the API server reports it.
+pub fn review_user(claims: &Value) -> Value {
+    let k8s = &claims["kubernetes.io"];
+    let ns = k8s["namespace"].as_str().unwrap_or_default();
+    let mut extra = serde_json::Map::new();
+    if let Some(pod) = k8s["pod"].as_object() {
+        extra.insert(
+            "authentication.kubernetes.io/pod-name".into(),
+            json!([pod["name"]]),
+        );
+        extra.insert(
+            "authentication.kubernetes.io/pod-uid".into(),
+            json!([pod["uid"]]),
+        );
+    }
+    if let Some(node) = k8s["node"].as_object() {
+        extra.insert(
+            "authentication.kubernetes.io/node-name".into(),
+            json!([node["name"]]),
+        );
+        extra.insert(
+            "authentication.kubernetes.io/node-uid".into(),
+            json!([node["uid"]]),
+        );
+    }
+    if let Some(jti) = claims["jti"].as_str() {
+        extra.insert(
+            "authentication.kubernetes.io/credential-id".into(),
+            json!([format!("JTI={jti}")]),
+        );
+    }
+    json!({
+        "username": claims["sub"],
+        "uid": k8s["serviceaccount"]["uid"],
+        "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"],
+        "extra": extra,
+    })
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
