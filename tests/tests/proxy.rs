@@ -309,8 +309,9 @@ async fn many_watches_share_one_http2_connection() {
         .iter()
         .filter(|l| l.contains("accepted direct connection"))
         .count();
+    // At least one (so the log is really read), and nowhere near one per watch.
     assert!(
-        connections <= 2,
+        (1..=2).contains(&connections),
         "{connections} connections for 100 watches"
     );
 }

@@ -80,7 +80,7 @@ pub async fn serve_connection(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAdd
             netns_cookie = origin.netns_cookie,
             "accepted redirected connection"
         ),
-        None => debug!("accepted direct connection (no origin record)"),
+        None => tracing::info!("accepted direct connection (no origin record)"),
     }
     let _ = tcp.set_nodelay(true);
     let tls = match proxy.tls.accept(tcp).await {
