@@ -60,8 +60,13 @@ pub enum ForwardError {
 /// Pooled clients to the real API server.
 pub struct Upstream {
     base: Uri,
+    /// HTTP/2 when the API server offers it: for HTTP/2 clients.
     pooled: Client<HttpsConnector<HttpConnector>, Body>,
+    /// HTTP/1.1, pooled: HTTP/1.1 clients keep their own connection-level
+    /// parallelism instead of queueing on one upstream h2 connection.
     http1: Client<HttpsConnector<HttpConnector>, Body>,
+    /// HTTP/1.1, never reused: each upgrade takes its connection over.
+    upgrades: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
 // === impl Upstream ===
@@ -106,12 +111,17 @@ impl Upstream {
             .http2_keep_alive_while_idle(true)
             .build(connector(tls.clone(), true));
         let http1 = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(connector(tls.clone(), false));
+        let upgrades = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build(connector(tls, false));
         Ok(Self {
             base,
             pooled,
             http1,
+            upgrades,
         })
     }
 
@@ -124,10 +134,15 @@ impl Upstream {
         tap: StreamTap,
     ) -> Result<Response<Body>, ForwardError> {
         let upgrade = upgrade_protocol(req.headers()).is_some();
+        let client_http1 = req.version() <= Version::HTTP_11;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let upstream_req = self.upstream_request(client, req, upgrade)?;
 
-        let pool = if upgrade { &self.http1 } else { &self.pooled };
+        let pool = match (upgrade, client_http1) {
+            (true, _) => &self.upgrades,
+            (false, true) => &self.http1,
+            (false, false) => &self.pooled,
+        };
         let mut response = pool
             .request(upstream_req)
             .await
