@@ -8,8 +8,9 @@
 //! never a guess.
 
 use std::{
+    ffi::OsString,
     fs, io,
-    os::unix::fs::MetadataExt,
+    os::unix::{ffi::OsStringExt, fs::MetadataExt},
     path::{Path, PathBuf},
 };
 
@@ -21,8 +22,12 @@ pub enum CgroupError {
         "no cgroup2 filesystem is mounted: kgate needs the unified cgroup hierarchy (cgroup v2)"
     )]
     NoCgroup2,
-    #[error("no kubelet pod cgroup under {mount}: tried {tried}; set `cgroup` in the config")]
-    KubepodsNotFound { mount: PathBuf, tried: String },
+    #[error(
+        "no kubelet pod cgroup under {}: tried {}; set `cgroup` in the config",
+        mount.display(),
+        tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    KubepodsNotFound { mount: PathBuf, tried: Vec<PathBuf> },
 }
 
 /// What a kubelet cgroup path says about a pod.
@@ -32,17 +37,40 @@ pub struct PodCgroup {
     pub pod_uid: String,
     /// The container's runtime ID, when the path goes down to a container.
     pub container_id: Option<String>,
-    /// `containerd`, `cri-o` or `docker`, when the path names it.
-    pub runtime: Option<&'static str>,
+    /// The runtime, when the path's naming says which (cgroupfs paths of containerd
+    /// and Docker are bare IDs).
+    pub runtime: Option<ContainerRuntime>,
 }
 
-/// Where the kubelet puts pods, relative to the cgroup2 mount, by cgroup driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerRuntime {
+    Containerd,
+    CriO,
+    Docker,
+}
+
+impl ContainerRuntime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Containerd => "containerd",
+            Self::CriO => "cri-o",
+            Self::Docker => "docker",
+        }
+    }
+}
+
+/// Where the kubelet puts pods, relative to the cgroup2 mount: the systemd driver,
+/// the cgroupfs driver, and both under the `kubelet` root that kind and others use.
 const KUBEPODS_CANDIDATES: [&str; 4] = [
     "kubepods.slice",
     "kubepods",
     "kubelet.slice/kubelet-kubepods.slice",
     "kubelet/kubepods",
 ];
+
+/// Deepest cgroup level [`find_cgroup_by_id`] looks at below its root; kubelet paths
+/// are at most 5 deep, nested runtimes (kind, systemd in a pod) add a few.
+const MAX_SEARCH_DEPTH: u32 = 12;
 
 /// The cgroup2 mount point of this process's mount namespace.
 pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
@@ -51,15 +79,27 @@ pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
     parse_cgroup2_mount(&info).ok_or(CgroupError::NoCgroup2)
 }
 
-/// The mount point of the first cgroup2 filesystem in a mountinfo text.
+/// The mount point of the cgroup2 filesystem in a mountinfo text: the first one that
+/// mounts the hierarchy's root, else the first one.
 pub fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        // "36 35 98:0 / /mnt/a rw,noatime master:1 - cgroup2 cgroup2 rw": the fields
-        // after " - " start with the filesystem type; the mount point is field 5.
-        let (pre, post) = line.split_once(" - ")?;
-        (post.split_whitespace().next()? == "cgroup2")
-            .then(|| pre.split_whitespace().nth(4).map(unescape_mountinfo))?
-    })
+    // "36 35 98:0 / /mnt/a rw,noatime master:1 - cgroup2 cgroup2 rw": the fields after
+    // " - " start with the filesystem type; field 4 is the mounted root, 5 the point.
+    let mounts: Vec<(&str, &str)> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            if post.split_whitespace().next()? != "cgroup2" {
+                return None;
+            }
+            let mut fields = pre.split_whitespace().skip(3);
+            Some((fields.next()?, fields.next()?))
+        })
+        .collect();
+    let (_, point) = mounts
+        .iter()
+        .find(|(root, _)| *root == "/")
+        .or(mounts.first())?;
+    Some(unescape_mountinfo(point))
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
@@ -84,19 +124,19 @@ fn unescape_mountinfo(field: &str) -> PathBuf {
         out.push(bytes[i]);
         i += 1;
     }
-    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+    PathBuf::from(OsString::from_vec(out))
 }
 
 /// The kubelet's pod cgroup under a cgroup2 mount, for either cgroup driver.
 pub fn kubepods_cgroup(mount: &Path) -> Result<PathBuf, CgroupError> {
-    KUBEPODS_CANDIDATES
-        .iter()
-        .map(|c| mount.join(c))
-        .find(|p| p.is_dir())
-        .ok_or_else(|| CgroupError::KubepodsNotFound {
+    let tried: Vec<PathBuf> = KUBEPODS_CANDIDATES.iter().map(|c| mount.join(c)).collect();
+    match tried.iter().find(|p| p.is_dir()) {
+        Some(found) => Ok(found.clone()),
+        None => Err(CgroupError::KubepodsNotFound {
             mount: mount.to_owned(),
-            tried: KUBEPODS_CANDIDATES.join(", "),
-        })
+            tried,
+        }),
+    }
 }
 
 /// A process's cgroup v2 path (relative to the mount, starting with `/`).
@@ -123,11 +163,12 @@ pub fn cgroup_id(path: &Path) -> io::Result<u64> {
     Ok(fs::metadata(path)?.ino())
 }
 
-/// Finds the cgroup directory with `id` under `root`, at most 12 levels down (kubelet
-/// paths are at most 5 deep).
+/// Finds the cgroup directory with `id` at or under `root`, at most
+/// `MAX_SEARCH_DEPTH` (12) levels down. Unreadable directories are skipped: a cgroup can
+/// vanish while the walk runs.
 pub fn find_cgroup_by_id(root: &Path, id: u64) -> Option<PathBuf> {
     fn walk(dir: &Path, id: u64, depth: u32) -> Option<PathBuf> {
-        if depth > 12 {
+        if depth >= MAX_SEARCH_DEPTH {
             return None;
         }
         for entry in fs::read_dir(dir).ok()?.flatten() {
@@ -151,25 +192,35 @@ pub fn find_cgroup_by_id(root: &Path, id: u64) -> Option<PathBuf> {
 }
 
 /// The pod (and container) that a kubelet cgroup path names, or `None`.
+///
+/// Takes a path relative to the cgroup2 mount, a `0::/…` line of /proc/PID/cgroup, or
+/// a whole /proc/PID/cgroup text. The first pod segment below a kubepods segment names
+/// the pod; the segment after it, when there is one, must name a container (a process
+/// in a cgroup nested below a container belongs to that container).
 pub fn pod_uid_from_cgroup_path(path: &str) -> Option<PodCgroup> {
     let path = path.trim();
-    let path = path.strip_prefix("0::").unwrap_or(path);
+    let path = parse_unified_cgroup(path).unwrap_or(path);
+    if path.contains('\n') {
+        return None;
+    }
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let kubepods_at = segments.iter().position(|s| s.contains("kubepods"))?;
+    let kubepods_at = segments.iter().position(|s| is_kubepods_segment(s))?;
     for (i, segment) in segments.iter().enumerate().skip(kubepods_at) {
         // containerd with the systemd driver, as /proc/PID/cgroup can show it:
         // "kubepods-burstable-pod<uid>.slice:cri-containerd:<id>".
         if let Some((slice, rest)) = segment.split_once(':') {
-            let pod_uid = pod_from_segment(slice)?;
+            let pod_uid = pod_from_systemd_slice(slice)?;
             let (prefix, id) = rest.split_once(':')?;
             let runtime = runtime_for_prefix(prefix)?;
-            return valid_container_id(id).then(|| PodCgroup {
+            return is_container_id(id).then(|| PodCgroup {
                 pod_uid,
                 container_id: Some(id.to_owned()),
                 runtime: Some(runtime),
             });
         }
-        if let Some(pod_uid) = pod_from_segment(segment) {
+        let pod_uid =
+            pod_from_systemd_slice(segment).or_else(|| pod_from_cgroupfs_dir(&segments[..=i]));
+        if let Some(pod_uid) = pod_uid {
             let (container_id, runtime) = match segments.get(i + 1) {
                 None => (None, None),
                 Some(next) => {
@@ -187,49 +238,77 @@ pub fn pod_uid_from_cgroup_path(path: &str) -> Option<PodCgroup> {
     None
 }
 
-/// `kubepods-burstable-pod<uid_underscored>.slice` (systemd) or `pod<uid>` (cgroupfs).
-fn pod_from_segment(segment: &str) -> Option<String> {
-    let raw = if let Some(slice) = segment.strip_suffix(".slice") {
-        let (_, uid) = slice.rsplit_once("-pod")?;
-        uid.replace('_', "-")
-    } else {
-        segment.strip_prefix("pod")?.to_owned()
+/// A segment that starts the kubelet's tree: `kubepods` (cgroupfs), `kubepods.slice`,
+/// a nested root's `kubelet-kubepods.slice`, or a pod slice in containerd's
+/// `slice:prefix:id` form.
+fn is_kubepods_segment(segment: &str) -> bool {
+    let name = segment.split(':').next().unwrap_or(segment);
+    let name = name.strip_suffix(".slice").unwrap_or(name);
+    name.split('-').any(|word| word == "kubepods")
+}
+
+/// `<parent>-pod<uid with underscores>.slice`, where the parent slice is a kubepods or
+/// QoS slice (`kubepods`, `kubepods-burstable`, `kubelet-kubepods-besteffort`, …).
+fn pod_from_systemd_slice(segment: &str) -> Option<String> {
+    let name = segment.strip_suffix(".slice")?;
+    let (parent, uid) = name.rsplit_once("-pod")?;
+    let parent_ok = parent.split('-').any(|word| word == "kubepods")
+        && matches!(
+            parent.rsplit('-').next(),
+            Some("kubepods" | "burstable" | "besteffort")
+        );
+    // systemd reserves '-' for nesting: the kubelet writes the UID's dashes as '_'.
+    (parent_ok && !uid.contains('-'))
+        .then(|| canonical_uid(&uid.replace('_', "-")))
+        .flatten()
+}
+
+/// `pod<uid>` directly under `kubepods`, or under its `burstable`/`besteffort` QoS
+/// directory; `path` ends with the candidate segment.
+fn pod_from_cgroupfs_dir(path: &[&str]) -> Option<String> {
+    let uid = match path {
+        [.., "kubepods", pod] | [.., "kubepods", "burstable" | "besteffort", pod] => {
+            pod.strip_prefix("pod")?
+        }
+        _ => return None,
     };
-    canonical_uid(&raw)
+    canonical_uid(uid)
 }
 
-/// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `docker-<id>.scope`, or a bare id.
-fn container_from_segment(segment: &str) -> Option<(Option<&'static str>, &str)> {
-    if let Some(scope) = segment.strip_suffix(".scope") {
-        let (prefix, id) = scope.rsplit_once('-')?;
-        let runtime = runtime_for_prefix(prefix)?;
-        return valid_container_id(id).then_some((Some(runtime), id));
+/// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `docker-<id>.scope` (systemd);
+/// `crio-<id>` or a bare id (cgroupfs).
+fn container_from_segment(segment: &str) -> Option<(Option<ContainerRuntime>, &str)> {
+    if is_container_id(segment) {
+        return Some((None, segment));
     }
-    valid_container_id(segment).then_some((None, segment))
+    let name = segment.strip_suffix(".scope").unwrap_or(segment);
+    let (prefix, id) = name.rsplit_once('-')?;
+    let runtime = runtime_for_prefix(prefix)?;
+    is_container_id(id).then_some((Some(runtime), id))
 }
 
-fn runtime_for_prefix(prefix: &str) -> Option<&'static str> {
+fn runtime_for_prefix(prefix: &str) -> Option<ContainerRuntime> {
     match prefix {
-        "cri-containerd" => Some("containerd"),
-        "crio" => Some("cri-o"),
-        "docker" => Some("docker"),
+        "cri-containerd" => Some(ContainerRuntime::Containerd),
+        "crio" => Some(ContainerRuntime::CriO),
+        "docker" => Some(ContainerRuntime::Docker),
         // crio-conmon-<id> is CRI-O's monitor process, not the container.
         _ => None,
     }
 }
 
-fn valid_container_id(id: &str) -> bool {
+fn is_container_id(id: &str) -> bool {
     id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A UID in the 8-4-4-4-12 hex form, lowercased.
 fn canonical_uid(raw: &str) -> Option<String> {
-    let groups: Vec<&str> = raw.split('-').collect();
-    let shape_ok = groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()));
+    let mut groups = raw.split('-');
+    let shape_ok = [8, 4, 4, 4, 12].iter().all(|&len| {
+        groups
+            .next()
+            .is_some_and(|g| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
+    }) && groups.next().is_none();
     shape_ok.then(|| raw.to_ascii_lowercase())
 }
 

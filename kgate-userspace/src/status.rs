@@ -1,72 +1,118 @@
 //! Refusals as the API server writes them: a `metav1.Status` (kind Status, status
-//! Failure, a reason from `metav1.StatusReason`, the HTTP code) whose message names
-//! kgate, so that kubectl prints "Error from server (Forbidden): kgate: …".
+//! Failure, a `metav1.StatusReason`, the HTTP code) whose message starts with `kgate: `,
+//! so that kubectl prints "Error from server (Forbidden): kgate: …" and client-go's
+//! `errors.IsForbidden`, `IsTooManyRequests`, … classify it as they would the server's.
+//!
+//! Each constructor picks the code and reason that kube-apiserver (or its aggregator,
+//! for proxying) sends in the same situation. Where the API server has no equivalent
+//! (a 502, a 431), the reason is the one client-go itself derives from that code.
+//!
+//! Not here: writing the response (see `proxy::respond`), or choosing which refusal a
+//! failure deserves (the stage that failed decides).
+
+use std::fmt;
 
 use bytes::Bytes;
 use http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// A failure `Status`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// The `Status` object of a failed request (`metav1.Status`). Absent fields
+/// deserialize to their defaults, so an upstream Status parses too.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Status {
-    pub api_version: &'static str,
-    pub kind: &'static str,
-    pub metadata: Metadata,
-    pub status: &'static str,
+    pub kind: String,
+    pub api_version: String,
+    pub metadata: ListMeta,
+    pub status: String,
     pub message: String,
-    pub reason: &'static str,
+    pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<Details>,
+    pub details: Option<StatusDetails>,
     pub code: u16,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Metadata {}
+/// Always empty on a refusal; kubectl and client-go expect the key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListMeta {}
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// `metav1.StatusDetails`: what the refusal is about, and when to retry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Details {
-    #[serde(skip_serializing_if = "Option::is_none")]
+pub struct StatusDetails {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    /// For a refused resource request, the resource (as the API server fills it in).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<StatusCause>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_seconds: Option<u32>,
 }
 
+/// `metav1.StatusCause`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusCause {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub field: String,
+}
+
+/// Every message a client sees from kgate starts with this.
+const MESSAGE_PREFIX: &str = "kgate: ";
+
+// === impl Status ===
+
 impl Status {
-    fn failure(code: StatusCode, reason: &'static str, message: String) -> Self {
+    fn failure(code: StatusCode, reason: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        let message = if message.starts_with(MESSAGE_PREFIX) {
+            message
+        } else {
+            format!("{MESSAGE_PREFIX}{message}")
+        };
         Self {
-            api_version: "v1",
-            kind: "Status",
-            metadata: Metadata {},
-            status: "Failure",
+            kind: "Status".to_owned(),
+            api_version: "v1".to_owned(),
+            metadata: ListMeta {},
+            status: "Failure".to_owned(),
             message,
-            reason,
+            reason: reason.to_owned(),
             details: None,
             code: code.as_u16(),
         }
     }
 
-    /// 400: the request cannot be understood or checked.
-    pub fn bad_request(message: String) -> Self {
+    /// 400 BadRequest: the request cannot be understood or checked.
+    pub fn bad_request(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::BAD_REQUEST, "BadRequest", message)
     }
 
-    /// 401: no valid credentials.
-    pub fn unauthorized(message: String) -> Self {
+    /// 401 Unauthorized: no credentials, or credentials that do not authenticate.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::UNAUTHORIZED, "Unauthorized", message)
     }
 
-    /// 403: policy refuses the request.
-    pub fn forbidden(message: String) -> Self {
+    /// 403 Forbidden: policy refuses the request. See [`Status::for_resource`].
+    pub fn forbidden(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::FORBIDDEN, "Forbidden", message)
     }
 
-    /// 406: the client accepts no format kgate can check.
-    pub fn not_acceptable(message: String) -> Self {
+    /// 406 NotAcceptable: the client accepts no format kgate can check (the API
+    /// server's content negotiation answers an unservable `Accept` the same way).
+    pub fn not_acceptable(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::NOT_ACCEPTABLE, "NotAcceptable", message)
     }
 
-    /// 413: the request body is larger than kgate will hold.
-    pub fn request_entity_too_large(message: String) -> Self {
+    /// 413 RequestEntityTooLarge: the body is larger than kgate will hold, as the
+    /// API server answers a body over its own limit.
+    pub fn request_entity_too_large(message: impl Into<String>) -> Self {
         Self::failure(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
@@ -76,7 +122,7 @@ impl Status {
 
     /// 431: the request head is larger than the API server accepts (1 MiB). metav1
     /// has no reason of its own for it; RequestEntityTooLarge is the nearest.
-    pub fn header_too_large(message: String) -> Self {
+    pub fn header_too_large(message: impl Into<String>) -> Self {
         Self::failure(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "RequestEntityTooLarge",
@@ -84,23 +130,31 @@ impl Status {
         )
     }
 
-    /// 429 with a retry hint, as the API server's priority and fairness sends.
-    pub fn too_many_requests(message: String, retry_after_seconds: u32) -> Self {
-        let mut status = Self::failure(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message);
-        status.details = Some(Details {
-            retry_after_seconds: Some(retry_after_seconds),
-        });
-        status
+    /// 429 TooManyRequests with `details.retryAfterSeconds`, as the API server's
+    /// max-in-flight and priority-and-fairness filters send it. The response should
+    /// also carry a `Retry-After` header: see [`Status::retry_after_seconds`].
+    pub fn too_many_requests(message: impl Into<String>, retry_after_seconds: u32) -> Self {
+        Self::failure(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
+            .with_retry_after(retry_after_seconds)
     }
 
-    /// 500: kgate itself failed.
-    pub fn internal_error(message: String) -> Self {
+    /// 500 InternalError: kgate itself failed. The API server also lists the error as
+    /// a cause; the message already says it, so kgate does not repeat it.
+    pub fn internal_error(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
     }
 
-    /// 503: the API server (or kgate's recorder) cannot be reached. The API server's
-    /// own proxy answers an unreachable backend this way, and clients retry on it.
-    pub fn service_unavailable(message: String) -> Self {
+    /// 502 with reason InternalError: the API server answered, but not with HTTP that
+    /// kgate could pass on. metav1 has no bad-gateway reason; InternalError is what
+    /// client-go derives from a bare 502, so clients classify it the same either way.
+    pub fn bad_gateway(message: impl Into<String>) -> Self {
+        Self::failure(StatusCode::BAD_GATEWAY, "InternalError", message)
+    }
+
+    /// 503 ServiceUnavailable: the API server cannot be reached (or a component kgate
+    /// needs is down). The aggregator answers an unreachable backend this way, and
+    /// clients treat it as transient.
+    pub fn service_unavailable(message: impl Into<String>) -> Self {
         Self::failure(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
@@ -108,20 +162,54 @@ impl Status {
         )
     }
 
-    /// 504: a held request timed out (e.g. waiting for approval).
-    pub fn timeout(message: String) -> Self {
+    /// 504 Timeout: a request kgate held (e.g. waiting for approval) or forwarded did
+    /// not complete in time, as the API server's request-timeout filter answers.
+    pub fn gateway_timeout(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::GATEWAY_TIMEOUT, "Timeout", message)
+    }
+
+    /// Names the refused object the way the API server's `NewForbidden` does: the
+    /// group, the resource (in `kind`) and the name, each when known.
+    #[must_use]
+    pub fn for_resource(mut self, group: &str, resource: &str, name: &str) -> Self {
+        let details = self.details.get_or_insert_with(StatusDetails::default);
+        group.clone_into(&mut details.group);
+        resource.clone_into(&mut details.kind);
+        name.clone_into(&mut details.name);
+        self
+    }
+
+    #[must_use]
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+        self.details
+            .get_or_insert_with(StatusDetails::default)
+            .retry_after_seconds = Some(seconds);
+        self
+    }
+
+    /// The value for a `Retry-After` header, when the refusal has one.
+    pub fn retry_after_seconds(&self) -> Option<u32> {
+        self.details.as_ref()?.retry_after_seconds
     }
 
     pub fn http_status(&self) -> StatusCode {
         StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
+    /// The JSON body (`application/json`).
     pub fn to_json(&self) -> Bytes {
-        // A struct of strings and integers always serializes.
+        // Strings, integers and optional structs of them always serialize.
         Bytes::from(serde_json::to_vec(self).unwrap_or_default())
     }
 }
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.code, self.reason, self.message)
+    }
+}
+
+impl std::error::Error for Status {}
 
 #[cfg(test)]
 mod tests {
@@ -129,47 +217,99 @@ mod tests {
 
     use super::*;
 
+    fn body(status: &Status) -> Value {
+        serde_json::from_slice(&status.to_json()).expect("a Status is JSON")
+    }
+
     #[test]
-    fn statuses_have_the_api_server_shape() {
+    fn refusals_have_the_api_server_shape() {
         let cases = [
-            (Status::bad_request("kgate: x".into()), 400, "BadRequest"),
-            (Status::unauthorized("kgate: x".into()), 401, "Unauthorized"),
-            (Status::forbidden("kgate: x".into()), 403, "Forbidden"),
+            (Status::bad_request("kgate: x"), 400, "BadRequest"),
+            (Status::unauthorized("kgate: x"), 401, "Unauthorized"),
+            (Status::forbidden("kgate: x"), 403, "Forbidden"),
+            (Status::not_acceptable("kgate: x"), 406, "NotAcceptable"),
             (
-                Status::not_acceptable("kgate: x".into()),
-                406,
-                "NotAcceptable",
-            ),
-            (
-                Status::request_entity_too_large("kgate: x".into()),
+                Status::request_entity_too_large("kgate: x"),
                 413,
                 "RequestEntityTooLarge",
             ),
             (
-                Status::internal_error("kgate: x".into()),
-                500,
-                "InternalError",
+                Status::header_too_large("kgate: x"),
+                431,
+                "RequestEntityTooLarge",
             ),
+            (Status::internal_error("kgate: x"), 500, "InternalError"),
+            (Status::bad_gateway("kgate: x"), 502, "InternalError"),
             (
-                Status::service_unavailable("kgate: x".into()),
+                Status::service_unavailable("kgate: x"),
                 503,
                 "ServiceUnavailable",
             ),
-            (Status::timeout("kgate: x".into()), 504, "Timeout"),
+            (Status::gateway_timeout("kgate: x"), 504, "Timeout"),
         ];
         for (status, code, reason) in cases {
-            assert_eq!(status.http_status().as_u16(), code);
-            let v: Value = serde_json::from_slice(&status.to_json()).unwrap();
+            assert_eq!(status.http_status().as_u16(), code, "{reason}");
+            assert_eq!(status.retry_after_seconds(), None);
             assert_eq!(
-                v,
-                json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-                       "message": "kgate: x", "reason": reason, "code": code})
+                body(&status),
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                       "status": "Failure", "message": "kgate: x", "reason": reason,
+                       "code": code}),
+                "{reason}"
             );
         }
-        let v: Value =
-            serde_json::from_slice(&Status::too_many_requests("kgate: slow".into(), 5).to_json())
-                .unwrap();
-        assert_eq!(v["details"], json!({"retryAfterSeconds": 5}));
-        assert_eq!(v["code"], 429);
+    }
+
+    #[test]
+    fn too_many_requests_says_when_to_retry() {
+        let status = Status::too_many_requests("kgate: slow down", 5);
+        assert_eq!(status.retry_after_seconds(), Some(5));
+        assert_eq!(
+            body(&status),
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                   "status": "Failure", "message": "kgate: slow down",
+                   "reason": "TooManyRequests", "details": {"retryAfterSeconds": 5},
+                   "code": 429})
+        );
+    }
+
+    #[test]
+    fn forbidden_names_the_object() {
+        let status = Status::forbidden("kgate: rule no-secrets denies get secrets")
+            .for_resource("", "secrets", "db");
+        assert_eq!(
+            body(&status)["details"],
+            json!({"name": "db", "kind": "secrets"})
+        );
+        let status = Status::forbidden("x").for_resource("apps", "deployments", "");
+        assert_eq!(
+            body(&status)["details"],
+            json!({"group": "apps", "kind": "deployments"})
+        );
+    }
+
+    #[test]
+    fn every_message_names_kgate_once() {
+        assert_eq!(Status::forbidden("denied").message, "kgate: denied");
+        assert_eq!(Status::forbidden("kgate: denied").message, "kgate: denied");
+        assert_eq!(
+            Status::internal_error(String::from("boom")).to_string(),
+            "500 (InternalError): kgate: boom"
+        );
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let status = Status::gateway_timeout("approval timed out").with_retry_after(30);
+        let back: Status = serde_json::from_slice(&status.to_json()).unwrap();
+        assert_eq!(back, status);
+        // An API server Status with a cause parses too.
+        let upstream: Status = serde_json::from_value(json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "boom", "reason": "InternalError", "code": 500,
+            "details": {"causes": [{"message": "boom"}]}
+        }))
+        .unwrap();
+        assert_eq!(upstream.details.unwrap().causes[0].message, "boom");
     }
 }

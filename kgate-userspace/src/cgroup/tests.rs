@@ -5,7 +5,7 @@ const CID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abc
 
 /// The expected parse of a path that names a pod (table rows compare Options).
 #[allow(clippy::unnecessary_wraps)]
-fn pod(uid: &str, cid: Option<&str>, runtime: Option<&'static str>) -> Option<PodCgroup> {
+fn pod(uid: &str, cid: Option<&str>, runtime: Option<ContainerRuntime>) -> Option<PodCgroup> {
     Some(PodCgroup {
         pod_uid: uid.into(),
         container_id: cid.map(Into::into),
@@ -22,17 +22,17 @@ fn kubelet_paths() {
             format!(
                 "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/cri-containerd-{CID}.scope"
             ),
-            pod(UID, Some(CID), Some("containerd")),
+            pod(UID, Some(CID), Some(ContainerRuntime::Containerd)),
         ),
         (
             format!(
                 "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/crio-{CID}.scope"
             ),
-            pod(UID, Some(CID), Some("cri-o")),
+            pod(UID, Some(CID), Some(ContainerRuntime::CriO)),
         ),
         (
             format!("/kubepods.slice/kubepods-pod{u}.slice/docker-{CID}.scope"),
-            pod(UID, Some(CID), Some("docker")),
+            pod(UID, Some(CID), Some(ContainerRuntime::Docker)),
         ),
         // the pod-level cgroup itself
         (
@@ -58,7 +58,7 @@ fn kubelet_paths() {
             format!(
                 "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{u}.slice/cri-containerd-{CID}.scope"
             ),
-            pod(UID, Some(CID), Some("containerd")),
+            pod(UID, Some(CID), Some(ContainerRuntime::Containerd)),
         ),
         (
             format!("0::/kubelet/kubepods/burstable/pod{UID}/{CID}\n"),
@@ -73,7 +73,46 @@ fn kubelet_paths() {
             format!(
                 "/system.slice/containerd.service/kubepods-burstable-pod{u}.slice:cri-containerd:{CID}"
             ),
-            pod(UID, Some(CID), Some("containerd")),
+            pod(UID, Some(CID), Some(ContainerRuntime::Containerd)),
+        ),
+        (
+            format!(
+                "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/cri-containerd-{CID}.scope"
+            ),
+            pod(UID, Some(CID), Some(ContainerRuntime::Containerd)),
+        ),
+        (
+            format!("/kubepods.slice/kubepods-pod{u}.slice"),
+            pod(UID, None, None),
+        ),
+        // a process in a cgroup nested below its container belongs to that container
+        (
+            format!("/kubepods.slice/kubepods-pod{u}.slice/crio-{CID}.scope/container"),
+            pod(UID, Some(CID), Some(ContainerRuntime::CriO)),
+        ),
+        (
+            format!("/kubepods/burstable/pod{UID}/{CID}/init.scope"),
+            pod(UID, Some(CID), None),
+        ),
+        // CRI-O with the cgroupfs driver
+        (
+            format!("/kubepods/burstable/pod{UID}/crio-{CID}"),
+            pod(UID, Some(CID), Some(ContainerRuntime::CriO)),
+        ),
+        (
+            format!("/kubepods/burstable/pod{UID}/crio-conmon-{CID}"),
+            None,
+        ),
+        // the host's view of a kind node, and a whole /proc/PID/cgroup text
+        (
+            format!(
+                "/system.slice/docker-{CID}.scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-pod{u}.slice/cri-containerd-{CID}.scope"
+            ),
+            pod(UID, Some(CID), Some(ContainerRuntime::Containerd)),
+        ),
+        (
+            format!("12:memory:/x\n1:name=systemd:/y\n0::/kubepods/besteffort/pod{UID}/{CID}\n"),
+            pod(UID, Some(CID), None),
         ),
         // not pods, or malformed
         (
@@ -103,10 +142,42 @@ fn kubelet_paths() {
             None,
         ),
         ("/kubepods.slice/kubepods-pod.slice".into(), None),
+        ("/kubepods.slice".into(), None),
+        ("/kubepods/burstable".into(), None),
+        ("12:memory:/kubepods/pod1\n4:cpu:/x\n".into(), None),
+        // dashes in a systemd slice's UID would be nesting; underscores in cgroupfs
+        (
+            format!("/kubepods.slice/kubepods-pod{UID}.slice/cri-containerd-{CID}.scope"),
+            None,
+        ),
+        (format!("/kubepods/burstable/pod{u}/{CID}"), None),
+        // pod directories where the kubelet never puts them
+        (format!("/kubepods/other/pod{UID}/{CID}"), None),
+        (format!("/system.slice/pod{UID}/{CID}"), None),
+        (format!("/kubepods.slice/system-pod{u}.slice"), None),
+        (
+            format!("/kubepods.slice/kubepods-guaranteed-pod{u}.slice"),
+            None,
+        ),
+        // a UID with a sixth group, or a missing one
+        (format!("/kubepods/pod{UID}-0000/{CID}"), None),
+        ("/kubepods/pod1234abcd-5678-90ef-abcd/x".into(), None),
+        (format!("/kubepods/pod{UID}/{CID}0"), None),
+        (
+            format!("/kubepods/pod{UID}/cri-containerd-{CID}.scope.extra"),
+            None,
+        ),
     ];
     for (path, want) in cases {
         assert_eq!(pod_uid_from_cgroup_path(&path), want, "{path}");
     }
+    let names = [
+        ContainerRuntime::Containerd,
+        ContainerRuntime::CriO,
+        ContainerRuntime::Docker,
+    ]
+    .map(ContainerRuntime::as_str);
+    assert_eq!(names, ["containerd", "cri-o", "docker"]);
 }
 
 #[test]
@@ -134,6 +205,20 @@ fn cgroup2_mount_from_mountinfo() {
         None
     );
     assert_eq!(parse_cgroup2_mount("garbage\n\n - \n"), None);
+    // a bind mount of a subtree comes second to a mount of the whole hierarchy
+    let subtree_first = "50 23 0:26 /kubepods /host/pods rw - cgroup2 cgroup2 rw\n\
+                         30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+    assert_eq!(
+        parse_cgroup2_mount(subtree_first),
+        Some(PathBuf::from("/sys/fs/cgroup"))
+    );
+    assert_eq!(
+        parse_cgroup2_mount("50 23 0:26 /kubepods /host/pods rw - cgroup2 cgroup2 rw\n"),
+        Some(PathBuf::from("/host/pods"))
+    );
+    // optional fields before the separator, a backslash and a tab escaped
+    let fields = "30 23 0:26 / /a\\134b\\011c rw shared:4 master:1 - cgroup2 none rw\n";
+    assert_eq!(parse_cgroup2_mount(fields), Some(PathBuf::from("/a\\b\tc")));
 }
 
 #[test]
@@ -152,9 +237,21 @@ fn kubepods_detection() {
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(&root).unwrap();
     let err = kubepods_cgroup(&root).unwrap_err().to_string();
-    assert!(
-        err.contains("kubepods.slice") && err.contains("kubelet/kubepods"),
-        "{err}"
+    for tried in KUBEPODS_CANDIDATES {
+        assert!(
+            err.contains(&root.join(tried).display().to_string()),
+            "{err}"
+        );
+    }
+    fs::create_dir_all(root.join("kubelet/kubepods")).unwrap();
+    assert_eq!(
+        kubepods_cgroup(&root).unwrap(),
+        root.join("kubelet/kubepods")
+    );
+    fs::create_dir_all(root.join("kubelet.slice/kubelet-kubepods.slice")).unwrap();
+    assert_eq!(
+        kubepods_cgroup(&root).unwrap(),
+        root.join("kubelet.slice/kubelet-kubepods.slice")
     );
     fs::create_dir_all(root.join("kubepods")).unwrap();
     assert_eq!(kubepods_cgroup(&root).unwrap(), root.join("kubepods"));
@@ -169,6 +266,21 @@ fn kubepods_detection() {
     assert_eq!(
         find_cgroup_by_id(&root, cgroup_id(&root).unwrap()),
         Some(root.clone())
+    );
+    // a file is not a cgroup, and the walk stops at its depth bound
+    fs::write(root.join("kubepods.slice/cgroup.procs"), "").unwrap();
+    let file_id = cgroup_id(&root.join("kubepods.slice/cgroup.procs")).unwrap();
+    assert_eq!(find_cgroup_by_id(&root, file_id), None);
+    let deepest = (2..=MAX_SEARCH_DEPTH).fold(root.join("1"), |p, level| p.join(level.to_string()));
+    let too_deep = deepest.join("x");
+    fs::create_dir_all(&too_deep).unwrap();
+    assert_eq!(
+        find_cgroup_by_id(&root, cgroup_id(&too_deep).unwrap()),
+        None
+    );
+    assert_eq!(
+        find_cgroup_by_id(&root, cgroup_id(&deepest).unwrap()),
+        Some(deepest)
     );
     fs::remove_dir_all(&root).unwrap();
 }
