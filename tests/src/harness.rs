@@ -48,14 +48,31 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-pub fn scratch_dir(tag: &str) -> PathBuf {
+/// A fresh directory under the temp dir, removed with its contents when dropped.
+pub fn scratch_dir(tag: &str) -> ScratchDir {
     let dir = std::env::temp_dir().join(format!(
         "kgate-{tag}-{}-{}",
         std::process::id(),
         free_port()
     ));
     fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    ScratchDir(dir)
+}
+
+pub struct ScratchDir(PathBuf);
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// `kgate agent` in standalone mode (no kernel programs, direct clients allowed) in
@@ -63,7 +80,7 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
 pub struct Agent {
     pub addr: SocketAddr,
     pub ca_pem: String,
-    pub dir: PathBuf,
+    pub dir: ScratchDir,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
 }
@@ -146,7 +163,6 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -179,15 +195,17 @@ pub fn kubeconfig(dir: &Path, server: &str, ca_pem: &str, token: &str) -> PathBu
     path
 }
 
-/// The real kubectl with a kubeconfig.
+/// The real kubectl with a kubeconfig in a directory of its own.
 pub struct Kubectl {
     pub config: PathBuf,
+    _dir: ScratchDir,
 }
 
 impl Kubectl {
-    pub fn new(dir: &Path, server: &str, ca_pem: &str, token: &str) -> Self {
+    pub fn new(dir: ScratchDir, server: &str, ca_pem: &str, token: &str) -> Self {
         Self {
-            config: kubeconfig(dir, server, ca_pem, token),
+            config: kubeconfig(&dir, server, ca_pem, token),
+            _dir: dir,
         }
     }
 

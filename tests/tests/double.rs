@@ -10,7 +10,7 @@ use kgate_tests::{
 
 fn kubectl(server: &Handle, tag: &str) -> Kubectl {
     Kubectl::new(
-        &scratch_dir(tag),
+        scratch_dir(tag),
         &server.url(),
         server.ca_pem(),
         server.admin_token(),

@@ -31,7 +31,7 @@ async fn setup() -> Setup {
 impl Setup {
     fn kubectl(&self, tag: &str) -> Kubectl {
         Kubectl::new(
-            &scratch_dir(tag),
+            scratch_dir(tag),
             &self.agent.url(),
             &self.agent.ca_pem,
             self.server.admin_token(),
@@ -437,8 +437,9 @@ async fn kube_rs_lists_gets_and_watches_through_kgate() {
     use kube::{Api, Client, api::ListParams, runtime::watcher};
 
     let s = setup().await;
+    let dir = scratch_dir("kube-rs");
     let kubeconfig = kgate_tests::harness::kubeconfig(
-        &scratch_dir("kube-rs"),
+        &dir,
         &s.agent.url(),
         &s.agent.ca_pem,
         s.server.admin_token(),
