@@ -3,7 +3,7 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -277,4 +277,57 @@ pub async fn text(body: hyper::body::Incoming) -> String {
             .unwrap_or_default(),
     )
     .into_owned()
+}
+
+/// A child process killed (and reaped) on drop, whatever the test's outcome.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `kubectl port-forward pod/POD :REMOTE` (with `env`) and returns it with the
+/// local port it listens on.
+pub fn port_forward(k: &Kubectl, env: &[(&str, &str)], pod: &str, remote: u16) -> (Killed, u16) {
+    let mut child = Killed(
+        k.command()
+            .args(["port-forward", &format!("pod/{pod}"), &format!(":{remote}")])
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl port-forward starts"),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("port-forward prints its address");
+    // "Forwarding from 127.0.0.1:PORT -> REMOTE"
+    let port = line
+        .strip_prefix("Forwarding from 127.0.0.1:")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected port-forward output {line:?}"));
+    (child, port)
+}
+
+/// Sends `payload` to 127.0.0.1:`port` and reads as many bytes back (the double's
+/// container ports echo).
+pub fn echo_round_trip(port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("local port");
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    conn.write_all(payload).unwrap();
+    let mut back = vec![0; payload.len()];
+    conn.read_exact(&mut back).expect("the echo");
+    back
 }

@@ -34,8 +34,8 @@ async fn kubectl_reads_and_writes() {
             "jsonpath={.data.password}",
         ]);
         assert_eq!(secret, "czNjcjN0LXBhc3N3b3Jk");
-        // A manifest goes as JSON; `kubectl create configmap` would send protobuf,
-        // which the double refuses (415).
+        // A manifest goes as JSON (`kubectl create configmap` sends protobuf: see
+        // double_fidelity.rs).
         let manifest = k.config.with_file_name("cm.yaml");
         fs::write(
             &manifest,

@@ -13,7 +13,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use kgate_tests::{
     apiserver::{ApiServer, Config, Handle},
-    harness::{Agent, Kubectl, https_client, scratch_dir, text},
+    harness::{Agent, Kubectl, echo_round_trip, https_client, port_forward, scratch_dir, text},
 };
 use serde_json::{Value, json};
 
@@ -199,6 +199,79 @@ async fn exec_and_logs_stream_through_kgate() {
         assert_eq!(line, "line 13\n");
     })
     .await;
+}
+
+/// SPDY/3.1 (what kubectl before 1.31, client-go's remotecommand and most operators
+/// speak) and WebSocket port-forward cross kgate unharmed: stdin, exit codes, and
+/// several port-forward connections at once, each its own stream pair.
+#[tokio::test(flavor = "multi_thread")]
+async fn spdy_exec_and_port_forward_through_kgate() {
+    let s = setup().await;
+    let k = s.kubectl("spdy");
+    let Setup { server, agent } = s;
+    let server = Arc::new(server);
+    blocking(move || {
+        let _agent = agent;
+        let spdy_exec = [("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")];
+        let from = server.requests().len();
+        let mut child = k
+            .command()
+            .args(["exec", "-i", "web-0", "--", "cat"])
+            .envs(spdy_exec)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"hello over spdy\n").unwrap();
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello over spdy\n");
+        let out = k
+            .command()
+            .args(["exec", "web-0", "--", "sh", "-c", "exit 7"])
+            .envs(spdy_exec)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(7), "{out:?}");
+        assert_eq!(upgrades(&server, from, "/exec"), ["SPDY/3.1", "SPDY/3.1"]);
+
+        for (env, upgrade) in [
+            (
+                &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")][..],
+                "SPDY/3.1",
+            ),
+            (&[][..], "websocket"),
+        ] {
+            let from = server.requests().len();
+            let (child, port) = port_forward(&k, env, "web-0", 8080);
+            let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+            assert_eq!(echo_round_trip(port, &big), big, "{upgrade}");
+            let a = std::thread::spawn(move || echo_round_trip(port, b"first"));
+            let b = std::thread::spawn(move || echo_round_trip(port, b"second"));
+            assert_eq!(a.join().unwrap(), b"first", "{upgrade}");
+            assert_eq!(b.join().unwrap(), b"second", "{upgrade}");
+            drop(child);
+            assert_eq!(upgrades(&server, from, "/portforward"), [upgrade]);
+        }
+    })
+    .await;
+}
+
+/// The `Upgrade` header of every request the double saw since `from` whose path ends
+/// with `suffix`.
+fn upgrades(server: &Handle, from: usize, suffix: &str) -> Vec<String> {
+    server.requests()[from..]
+        .iter()
+        .filter(|r| r.path.ends_with(suffix))
+        .map(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == "upgrade")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

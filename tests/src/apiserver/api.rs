@@ -1,7 +1,8 @@
-//! Resource requests under `/api/v1` and `/apis/GROUP/VERSION`: get, list (limit,
-//! continue, label and field selectors), create, update, patch, delete,
-//! deletecollection, watch, the `scale` subresource, and `as=Table`, with the status
-//! codes and `Status` bodies the real server sends.
+//! Resource requests under `/api/v1` and `/apis/GROUP/VERSION`: the path parsed into
+//! resource, namespace, name and subresource and dispatched; get, list (limit,
+//! continue, selectors), watch, create, update, patch and deletecollection here, with
+//! the status codes and `Status` bodies the real server sends. Single deletes, the
+//! `scale` subresource, tokens and reviews have their own modules.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,19 +12,21 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::{
-    Body, Req, State, json_response,
+    Body, Req, State, authn, delete, json_response,
     resources::{self, Resource},
+    reviews, scale,
+    selector::Selector,
     status,
     store::StoreError,
-    streams, table,
+    strategic, streams, table,
 };
 
 /// A parsed resource path.
-struct Target {
-    resource: &'static Resource,
-    namespace: String,
-    name: Option<String>,
-    subresource: Option<String>,
+pub struct Target {
+    pub resource: &'static Resource,
+    pub namespace: String,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
 }
 
 pub fn handle(state: &Arc<State>, req: Req) -> hyper::Response<Body> {
@@ -37,14 +40,15 @@ pub fn handle(state: &Arc<State>, req: Req) -> hyper::Response<Body> {
         target.name.as_deref(),
         target.subresource.as_deref(),
     ) {
-        (&Method::POST, None, None) if r.name == "tokenreviews" => token_review(state, &req),
-        _ if r.name == "tokenreviews" => status(
+        (&Method::POST, None, None) if r.name == "tokenreviews" => authn::token_review(state, &req),
+        (&Method::POST, None, None) if resources::is_review(r.name) => reviews::answer(r, &req),
+        _ if resources::is_review(r.name) => status(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource",
         ),
         (&Method::POST, Some(name), Some("token")) if r.name == "serviceaccounts" => {
-            token_request(state, &target, name, &req)
+            authn::token_request(state, &target.namespace, name, &req)
         }
         (&Method::GET, None, None) if is_true(req.query("watch")) => watch(state, &target, &req),
         (&Method::GET, None, None) => list(state, &target, &req),
@@ -63,13 +67,10 @@ pub fn handle(state: &Arc<State>, req: Req) -> hyper::Response<Body> {
         (&Method::PUT, Some(name), None) => update(state, &target, name, &req),
         (&Method::PATCH, Some(name), None) => patch(state, &target, name, &req),
         (&Method::DELETE, Some(name), None) => {
-            match state.store.delete(r.name, &target.namespace, name) {
-                Ok(obj) => json_response(StatusCode::OK, &obj),
-                Err(_) => not_found(r, name),
-            }
+            delete::one(state, &target.namespace, target.resource, name, &req)
         }
         (_, Some(name), Some("scale")) if r.name == "deployments" => {
-            scale(state, &target, name, &req)
+            scale::serve(state, &target, name, &req)
         }
         (_, Some(name), Some(sub @ ("log" | "exec" | "attach" | "portforward")))
             if r.name == "pods" =>
@@ -132,7 +133,7 @@ fn parse(path: &str) -> Result<Target, hyper::Response<Body>> {
     })
 }
 
-fn is_true(v: Option<&str>) -> bool {
+pub fn is_true(v: Option<&str>) -> bool {
     matches!(v, Some("true" | "1"))
 }
 
@@ -142,8 +143,18 @@ pub fn not_found(r: &Resource, name: &str) -> hyper::Response<Body> {
         "NotFound",
         &format!("{}{} \"{name}\" not found", r.name, group_suffix(r)),
     );
-    body["details"] = json!({"name": name, "group": r.group, "kind": r.name});
+    body["details"] = details(r, name);
     json_response(StatusCode::NOT_FOUND, &body)
+}
+
+/// StatusDetails: `kind` holds the resource (the real server's quirk), and an empty
+/// group is left out (omitempty).
+pub fn details(r: &Resource, name: &str) -> Value {
+    let mut details = json!({"name": name, "kind": r.name});
+    if !r.group.is_empty() {
+        details["group"] = json!(r.group);
+    }
+    details
 }
 
 fn group_suffix(r: &Resource) -> String {
@@ -340,26 +351,7 @@ fn watch(state: &Arc<State>, t: &Target, req: &Req) -> hyper::Response<Body> {
 // === writes ===
 
 fn read_object(req: &Req, r: &Resource) -> Result<Value, hyper::Response<Body>> {
-    let media = req
-        .header("content-type")
-        .unwrap_or("application/json")
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    if media != "application/json" && media != "*/*" {
-        return Err(status(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            &format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json (this double does not decode {media})"
-            ),
-        ));
-    }
-    let mut obj: Value = serde_json::from_slice(&req.body).map_err(|e| {
-        status(StatusCode::BAD_REQUEST, "BadRequest", &format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml ({e}; content-type {:?})", req.header("content-type")))
-    })?;
+    let mut obj = req.decode_body()?;
     if !obj.is_object() || !obj["metadata"].is_object() {
         return Err(status(
             StatusCode::BAD_REQUEST,
@@ -380,12 +372,67 @@ fn read_object(req: &Req, r: &Resource) -> Result<Value, hyper::Response<Body>> 
             ),
         ));
     }
+    if req.query("fieldValidation") == Some("Strict")
+        && let Some(field) = unknown_field(r, &obj)
+    {
+        return Err(status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!(
+                "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: unknown field \"{field}\"",
+                kind = r.kind,
+                v = r.version
+            ),
+        ));
+    }
     obj["kind"] = json!(r.kind);
     obj["apiVersion"] = json!(r.api_version());
     if r.name == "secrets" {
         fold_string_data(&mut obj);
     }
     Ok(obj)
+}
+
+/// The first field of `obj` that its kind does not have, at the top level or in
+/// `metadata` (the double has no schemas for deeper levels; the real server checks
+/// every level).
+fn unknown_field(r: &Resource, obj: &Value) -> Option<String> {
+    const META: &[&str] = &[
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+    ];
+    let own: &[&str] = match r.name {
+        "configmaps" => &["data", "binaryData", "immutable"],
+        "secrets" => &["data", "stringData", "type", "immutable"],
+        "serviceaccounts" => &[
+            "secrets",
+            "imagePullSecrets",
+            "automountServiceAccountToken",
+        ],
+        _ => &["spec", "status"],
+    };
+    let top = obj.as_object()?.keys().find(|k| {
+        !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") && !own.contains(&k.as_str())
+    });
+    let meta = obj["metadata"]
+        .as_object()?
+        .keys()
+        .find(|k| !META.contains(&k.as_str()))
+        .map(|k| format!("metadata.{k}"));
+    top.cloned().or(meta)
 }
 
 /// `stringData` is write-only: merged into `data` as base64, never stored.
@@ -444,7 +491,7 @@ fn create(state: &State, t: &Target, req: &Req) -> hyper::Response<Body> {
                 "AlreadyExists",
                 &format!("{}{} \"{name}\" already exists", r.name, group_suffix(r)),
             );
-            body["details"] = json!({"name": name, "group": r.group, "kind": r.name});
+            body["details"] = details(r, &name);
             json_response(StatusCode::CONFLICT, &body)
         }
     }
@@ -480,7 +527,7 @@ fn store_update(state: &State, t: &Target, name: &str, obj: Value) -> hyper::Res
                     group_suffix(r)
                 ),
             );
-            body["details"] = json!({"name": name, "group": r.group, "kind": r.name});
+            body["details"] = details(r, name);
             json_response(StatusCode::CONFLICT, &body)
         }
     }
@@ -501,15 +548,19 @@ fn patch(state: &State, t: &Target, name: &str, req: &Req) -> hyper::Response<Bo
     store_update(state, t, name, patched)
 }
 
-fn apply_patch(current: &Value, req: &Req) -> Result<Value, hyper::Response<Body>> {
+pub fn apply_patch(current: &Value, req: &Req) -> Result<Value, hyper::Response<Body>> {
     let content_type = req.header("content-type").unwrap_or_default();
     let media = content_type.split(';').next().unwrap_or_default().trim();
     let bad = |e: String| status(StatusCode::BAD_REQUEST, "BadRequest", &e);
     let mut doc = current.clone();
     match media {
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+        "application/merge-patch+json" => {
             let p: Value = serde_json::from_slice(&req.body).map_err(|e| bad(e.to_string()))?;
             json_patch::merge(&mut doc, &p);
+        }
+        "application/strategic-merge-patch+json" => {
+            let p: Value = serde_json::from_slice(&req.body).map_err(|e| bad(e.to_string()))?;
+            doc = strategic::apply(&doc, &p).map_err(bad)?;
         }
         "application/json-patch+json" => {
             let p: json_patch::Patch =
@@ -560,292 +611,4 @@ fn delete_collection(state: &State, t: &Target, req: &Req) -> hyper::Response<Bo
         StatusCode::OK,
         &json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": {"resourceVersion": state.store.current_rv().to_string()}, "items": deleted}),
     )
-}
-
-fn scale(state: &State, t: &Target, name: &str, req: &Req) -> hyper::Response<Body> {
-    let Some(mut deploy) = state.store.get("deployments", &t.namespace, name) else {
-        return not_found(t.resource, name);
-    };
-    let as_scale = |d: &Value| {
-        json!({
-            "kind": "Scale", "apiVersion": "autoscaling/v1",
-            "metadata": {"name": name, "namespace": t.namespace, "uid": d["metadata"]["uid"], "resourceVersion": d["metadata"]["resourceVersion"], "creationTimestamp": d["metadata"]["creationTimestamp"]},
-            "spec": {"replicas": d["spec"]["replicas"]},
-            "status": {"replicas": d["spec"]["replicas"], "selector": "app=".to_owned() + name},
-        })
-    };
-    let replicas = match req.method {
-        Method::GET => return json_response(StatusCode::OK, &as_scale(&deploy)),
-        Method::PUT => serde_json::from_slice::<Value>(&req.body)
-            .ok()
-            .map(|s| s["spec"]["replicas"].clone()),
-        Method::PATCH => apply_patch(&as_scale(&deploy), req)
-            .ok()
-            .map(|s| s["spec"]["replicas"].clone()),
-        _ => {
-            return status(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                "the server does not allow this method on the requested resource",
-            );
-        }
-    };
-    let Some(replicas) = replicas.filter(Value::is_i64) else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "spec.replicas must be an integer",
-        );
-    };
-    deploy["spec"]["replicas"] = replicas;
-    deploy["metadata"]["resourceVersion"] = json!("");
-    match state.store.update("deployments", &t.namespace, deploy) {
-        Ok(d) => json_response(StatusCode::OK, &as_scale(&d)),
-        Err(_) => not_found(t.resource, name),
-    }
-}
-
-// === tokens ===
-
-fn token_request(state: &State, t: &Target, name: &str, req: &Req) -> hyper::Response<Body> {
-    let Some(sa) = state.store.get("serviceaccounts", &t.namespace, name) else {
-        return not_found(t.resource, name);
-    };
-    let body: Value = match serde_json::from_slice(&req.body) {
-        Ok(v) => v,
-        Err(e) => {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &format!("invalid TokenRequest: {e}"),
-            );
-        }
-    };
-    let spec = &body["spec"];
-    let expiration = spec["expirationSeconds"].as_u64().unwrap_or(3600);
-    if expiration < 600 {
-        return status(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid",
-            "TokenRequest.authentication.k8s.io \"\" is invalid: spec.expirationSeconds: Invalid value: may not specify a duration less than 10 minutes",
-        );
-    }
-    let mut audiences: Vec<String> = spec["audiences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a.as_str().map(str::to_owned))
-        .collect();
-    if audiences.is_empty() {
-        audiences.push(state.signer.issuer.clone());
-    }
-    let bound = &spec["boundObjectRef"];
-    let pod = match bound["kind"].as_str() {
-        None => None,
-        Some("Pod") => {
-            let pod_name = bound["name"].as_str().unwrap_or_default();
-            let Some(pod) = state.store.get("pods", &t.namespace, pod_name) else {
-                return not_found(resources::find("", "v1", "pods").expect("served"), pod_name);
-            };
-            let uid = pod["metadata"]["uid"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            Some((
-                pod_name.to_owned(),
-                uid,
-                pod["spec"]["nodeName"].as_str().map(str::to_owned),
-            ))
-        }
-        Some(other) => {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &format!("cannot bind token to object of kind {other}"),
-            );
-        }
-    };
-    let subject = super::Subject {
-        namespace: t.namespace.clone(),
-        service_account: name.to_owned(),
-        service_account_uid: sa["metadata"]["uid"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        pod,
-    };
-    let (token, exp) = state.signer.mint(&subject, &audiences, expiration);
-    let exp = super::store::rfc3339(exp);
-    json_response(
-        StatusCode::CREATED,
-        &json!({
-            "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
-            "metadata": {"name": name, "namespace": t.namespace, "creationTimestamp": super::store::now()},
-            "spec": {"audiences": audiences, "expirationSeconds": expiration, "boundObjectRef": spec["boundObjectRef"]},
-            "status": {"token": token, "expirationTimestamp": exp},
-        }),
-    )
-}
-
-fn token_review(state: &State, req: &Req) -> hyper::Response<Body> {
-    let body: Value = match serde_json::from_slice(&req.body) {
-        Ok(v) => v,
-        Err(e) => {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &format!("invalid TokenReview: {e}"),
-            );
-        }
-    };
-    let token = body["spec"]["token"].as_str().unwrap_or_default();
-    let wanted: Vec<&str> = body["spec"]["audiences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let status_body = match state.signer.verify(token) {
-        Ok(claims) => {
-            let token_aud: Vec<&str> = claims["aud"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            let audiences: Vec<&str> = if wanted.is_empty() {
-                token_aud.clone()
-            } else {
-                wanted
-                    .iter()
-                    .copied()
-                    .filter(|a| token_aud.contains(a))
-                    .collect()
-            };
-            if audiences.is_empty() {
-                json!({"authenticated": false, "error": "token audiences do not match the requested audiences"})
-            } else {
-                json!({"authenticated": true, "user": super::tokens::review_user(&claims), "audiences": audiences})
-            }
-        }
-        Err(why) => {
-            json!({"authenticated": false, "error": format!("[invalid bearer token, {why}]")})
-        }
-    };
-    json_response(
-        StatusCode::CREATED,
-        &json!({
-            "kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
-            "metadata": {"creationTimestamp": null}, "spec": body["spec"], "status": status_body,
-        }),
-    )
-}
-
-// === selectors ===
-
-/// Label selectors (`a=b`, `a==b`, `a!=b`, `a`, `!a`, `a in (x,y)`, `a notin (x)`)
-/// and the field selectors `metadata.name` and `metadata.namespace`.
-#[derive(Clone, Default)]
-struct Selector {
-    labels: Vec<(String, Op)>,
-    fields: Vec<(String, String, bool)>,
-}
-
-#[derive(Clone)]
-enum Op {
-    Eq(String),
-    Ne(String),
-    Exists,
-    NotExists,
-    In(Vec<String>),
-    NotIn(Vec<String>),
-}
-
-impl Selector {
-    fn parse(labels: Option<&str>, fields: Option<&str>) -> Self {
-        let mut s = Self::default();
-        for term in split_terms(labels.unwrap_or_default()) {
-            let term = term.trim();
-            if term.is_empty() {
-                continue;
-            }
-            let op = if let Some((k, v)) = term.split_once("!=") {
-                (k, Op::Ne(v.trim().into()))
-            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-                (k, Op::Eq(v.trim().into()))
-            } else if let Some((k, v)) = term.split_once(" notin ") {
-                (k, Op::NotIn(set(v)))
-            } else if let Some((k, v)) = term.split_once(" in ") {
-                (k, Op::In(set(v)))
-            } else if let Some(k) = term.strip_prefix('!') {
-                (k, Op::NotExists)
-            } else {
-                (term, Op::Exists)
-            };
-            s.labels.push((op.0.trim().to_owned(), op.1));
-        }
-        for term in fields
-            .unwrap_or_default()
-            .split(',')
-            .filter(|t| !t.is_empty())
-        {
-            if let Some((k, v)) = term.split_once("!=") {
-                s.fields.push((k.into(), v.into(), false));
-            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-                s.fields.push((k.into(), v.into(), true));
-            }
-        }
-        s
-    }
-
-    fn matches(&self, obj: &Value) -> bool {
-        let labels = &obj["metadata"]["labels"];
-        let label_ok = self.labels.iter().all(|(k, op)| {
-            let v = labels[k].as_str();
-            match op {
-                Op::Eq(want) => v == Some(want.as_str()),
-                Op::Ne(want) => v != Some(want.as_str()),
-                Op::Exists => v.is_some(),
-                Op::NotExists => v.is_none(),
-                Op::In(set) => v.is_some_and(|v| set.iter().any(|s| s == v)),
-                Op::NotIn(set) => v.is_none_or(|v| !set.iter().any(|s| s == v)),
-            }
-        });
-        label_ok
-            && self.fields.iter().all(|(k, want, eq)| {
-                let v = match k.as_str() {
-                    "metadata.name" => obj["metadata"]["name"].as_str(),
-                    "metadata.namespace" => obj["metadata"]["namespace"].as_str(),
-                    _ => None,
-                };
-                (v == Some(want.as_str())) == *eq
-            })
-    }
-}
-
-/// Splits on commas outside parentheses.
-fn split_terms(s: &str) -> Vec<&str> {
-    let (mut out, mut depth, mut start) = (Vec::new(), 0, 0);
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                out.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    out.push(&s[start..]);
-    out
-}
-
-fn set(v: &str) -> Vec<String> {
-    v.trim()
-        .trim_start_matches('(')
-        .trim_end_matches(')')
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .collect()
 }

@@ -6,12 +6,27 @@
 //! It records every request it receives (method, path, user, notable headers) so that
 //! proxy tests can assert what reached "the API server".
 //!
-//! Not here: authorization (every authenticated user may do anything), admission,
-//! protobuf, server-side apply, SPDY and port-forward, token issuance and review.
+//! Request bodies are read as JSON, YAML or Kubernetes protobuf; answers are JSON.
+//! Validation is the server's (OpenAPI v3 says so, and `fieldValidation=Strict` is
+//! honoured for top-level and metadata fields); strategic merge patches merge by
+//! key; service-account tokens are issued, reviewed and published (OIDC, JWKS) with
+//! rotating keys.
+//!
+//! Not here: authorization (every authenticated user may do anything, including
+//! impersonation), admission and defaulting, protobuf answers, server-side apply,
+//! SPDY and port-forward, controllers (a Deployment never gets pods).
 
 mod api;
+mod authn;
+mod delete;
+mod openapi;
+mod protobuf;
 mod resources;
+mod reviews;
+mod scale;
+mod selector;
 mod store;
+mod strategic;
 mod streams;
 mod table;
 mod tokens;
@@ -53,6 +68,8 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Extra IP SANs for the serving certificate (the listen IP is always included).
     pub extra_ips: Vec<IpAddr>,
+    /// The `iss` of issued service-account tokens (default: `DEFAULT_ISSUER`).
+    pub issuer: String,
 }
 
 impl Default for Config {
@@ -61,6 +78,7 @@ impl Default for Config {
             listen: ([127, 0, 0, 1], 0).into(),
             bookmark_interval: Duration::from_secs(1),
             extra_ips: Vec::new(),
+            issuer: DEFAULT_ISSUER.to_owned(),
         }
     }
 }
@@ -107,7 +125,7 @@ impl ApiServer {
         let token = format!("admin-{:016x}", rand_u64());
         let state = Arc::new(State {
             store: Store::new(),
-            signer: Signer::new(DEFAULT_ISSUER),
+            signer: Signer::new(&config.issuer),
             tokens: Mutex::new(HashSet::from([token.clone()])),
             requests: Mutex::default(),
             bookmark_interval: config.bookmark_interval,
@@ -180,6 +198,29 @@ impl Handle {
             .0
     }
 
+    /// A token shaped like `mint_token`'s but signed by a key the double never had.
+    pub fn mint_foreign_token(
+        &self,
+        subject: &Subject,
+        audiences: &[String],
+        expiration_seconds: u64,
+    ) -> String {
+        Signer::new(&self.state.signer.issuer)
+            .mint(subject, audiences, expiration_seconds)
+            .0
+    }
+
+    /// Signs with a new key from now on; tokens signed with the old keys stay valid
+    /// and the JWKS publishes every key, until `retire_old_signing_keys`.
+    pub fn rotate_signing_key(&self) {
+        self.state.signer.rotate();
+    }
+
+    /// Drops every signing key but the newest: tokens they signed stop verifying.
+    pub fn retire_old_signing_keys(&self) {
+        self.state.signer.retire_old_keys();
+    }
+
     /// A JWT with arbitrary claims, signed with the double's key (for broken tokens).
     pub fn sign_claims(&self, claims: &Value) -> String {
         self.state.signer.sign(claims)
@@ -250,6 +291,8 @@ pub struct Req {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The authenticated user as an authentication.k8s.io/v1 UserInfo (null: anonymous).
+    pub user: Value,
 }
 
 impl Req {
@@ -270,6 +313,41 @@ impl Req {
 
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body decoded by its Content-Type (JSON, YAML or Kubernetes protobuf, as the
+    /// real server reads), or the 415/400 Status the real server answers.
+    pub fn decode_body(&self) -> Result<Value, hyper::Response<Body>> {
+        let media = self
+            .header("content-type")
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim();
+        let decoded = match media {
+            "application/json" | "*/*" | "" => {
+                serde_json::from_slice(&self.body).map_err(|e| e.to_string())
+            }
+            "application/yaml" => serde_yaml::from_slice(&self.body).map_err(|e| e.to_string()),
+            "application/vnd.kubernetes.protobuf" => protobuf::decode(&self.body),
+            other => {
+                return Err(status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UnsupportedMediaType",
+                    &format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (not {other})"
+                    ),
+                ));
+            }
+        };
+        decoded.map_err(|e| {
+            status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("the body of the request could not be decoded as {media}: {e}"),
+            )
+        })
     }
 
     pub fn accept(&self) -> String {
@@ -306,18 +384,23 @@ async fn route(
         headers: parts.headers,
         body,
         upgrade,
+        user: Value::Null,
     };
-    let user = authenticate(&state, &req);
+    let user = authn::authenticate(&state, &req);
     log(
         &state,
         &req,
         &query_str,
-        user.as_ref().ok().and_then(Clone::clone),
+        user.as_ref()
+            .ok()
+            .and_then(|u| u.as_ref()?["username"].as_str().map(str::to_owned)),
     );
     let user = match user {
         Ok(user) => user,
         Err(response) => return response,
     };
+    let mut req = req;
+    req.user = user.clone().unwrap_or(Value::Null);
     let path = req.path.trim_end_matches('/');
     let anonymous_ok = matches!(path, "/version" | "/healthz" | "/livez" | "/readyz");
     if user.is_none() && !anonymous_ok {
@@ -346,6 +429,7 @@ async fn route(
             json_response(StatusCode::OK, &state.signer.openid_configuration())
         }
         "/openid/v1/jwks" => json_response(StatusCode::OK, &state.signer.jwks()),
+        "/openapi/v3" => json_response(StatusCode::OK, &openapi::index()),
         _ => {
             let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
             match segs.as_slice() {
@@ -358,6 +442,14 @@ async fn route(
                     ),
                 },
                 ["api" | "apis", ..] => api::handle(&state, req),
+                ["openapi", "v3", gv @ ..] => match openapi::document(&gv.join("/")) {
+                    Some(doc) => json_response(StatusCode::OK, &doc),
+                    None => status(
+                        StatusCode::NOT_FOUND,
+                        "NotFound",
+                        "the server could not find the requested resource",
+                    ),
+                },
                 _ => status(
                     StatusCode::NOT_FOUND,
                     "NotFound",
@@ -365,31 +457,6 @@ async fn route(
                 ),
             }
         }
-    }
-}
-
-/// `Ok(Some(user))` for a valid token, `Ok(None)` for no credentials (anonymous),
-/// `Err(401)` for a token that is not valid.
-fn authenticate(state: &State, req: &Req) -> Result<Option<String>, hyper::Response<Body>> {
-    let Some(auth) = req.header("authorization") else {
-        return Ok(None);
-    };
-    let token = auth.strip_prefix("Bearer ").unwrap_or_default().trim();
-    if state.tokens.lock().unwrap().contains(token) {
-        let user = if token.starts_with("admin-") {
-            "kubernetes-admin".to_owned()
-        } else {
-            format!("token:{}", &token[..token.len().min(12)])
-        };
-        return Ok(Some(user));
-    }
-    match state.signer.verify(token) {
-        Ok(claims) => Ok(claims["sub"].as_str().map(str::to_owned)),
-        Err(_) => Err(status(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "Unauthorized",
-        )),
     }
 }
 
@@ -418,6 +485,7 @@ fn log(state: &State, req: &Req, query: &str, user: Option<String>) {
 }
 
 fn seed(store: &Store) {
+    let started = store::now();
     for ns in ["default", "kube-system", "demo"] {
         let _ = store.create("namespaces", "", json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": ns}, "status": {"phase": "Active"}}));
     }
@@ -430,7 +498,8 @@ fn seed(store: &Store) {
             "pods",
             json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "web-0", "labels": {"app": "web"}},
             "spec": {"nodeName": "node-1", "serviceAccountName": "bot", "containers": [{"name": "app", "image": "nginx:1.27"}]},
-            "status": {"phase": "Running", "podIP": "10.213.0.2", "containerStatuses": [{"name": "app", "ready": true, "restartCount": 0}]}}),
+            "status": {"phase": "Running", "podIP": "10.213.0.2", "hostIP": "10.213.0.1", "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}],
+            "containerStatuses": [{"name": "app", "ready": true, "started": true, "restartCount": 0, "image": "nginx:1.27", "imageID": "", "state": {"running": {"startedAt": started}}}]}}),
         ),
         (
             "secrets",

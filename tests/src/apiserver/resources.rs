@@ -97,7 +97,42 @@ pub const RESOURCES: &[Resource] = &[
         short: &[],
         subresources: &[],
     },
+    Resource {
+        group: "authentication.k8s.io",
+        version: "v1",
+        name: "selfsubjectreviews",
+        singular: "selfsubjectreview",
+        kind: "SelfSubjectReview",
+        namespaced: false,
+        short: &[],
+        subresources: &[],
+    },
+    Resource {
+        group: "authorization.k8s.io",
+        version: "v1",
+        name: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        kind: "SelfSubjectAccessReview",
+        namespaced: false,
+        short: &[],
+        subresources: &[],
+    },
+    Resource {
+        group: "authorization.k8s.io",
+        version: "v1",
+        name: "selfsubjectrulesreviews",
+        singular: "selfsubjectrulesreview",
+        kind: "SelfSubjectRulesReview",
+        namespaced: false,
+        short: &[],
+        subresources: &[],
+    },
 ];
+
+/// Reviews are create-only: a POST asks a question and the answer comes back.
+pub fn is_review(name: &str) -> bool {
+    name.ends_with("reviews")
+}
 
 pub fn find(group: &str, version: &str, name: &str) -> Option<&'static Resource> {
     RESOURCES
@@ -131,7 +166,13 @@ pub fn api_versions() -> Value {
 }
 
 pub fn api_groups() -> Value {
-    let groups: Vec<Value> = ["apps", "authentication.k8s.io"]
+    let mut names: Vec<&str> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+        if !names.contains(&r.group) {
+            names.push(r.group);
+        }
+    }
+    let groups: Vec<Value> = names
         .iter()
         .map(|g| {
             json!({
@@ -156,15 +197,20 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let first = members.first()?;
     let mut resources = Vec::new();
     for r in &members {
-        let verbs: &[&str] = if r.name == "tokenreviews" {
+        let verbs: &[&str] = if is_review(r.name) {
             &["create"]
         } else {
             &VERBS
         };
-        resources.push(json!({
+        let mut resource = json!({
             "name": r.name, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
             "verbs": verbs, "shortNames": r.short, "storageVersionHash": "double",
-        }));
+        });
+        // `kubectl get all` expands the "all" category from discovery.
+        if matches!(r.name, "pods" | "deployments") {
+            resource["categories"] = json!(["all"]);
+        }
+        resources.push(resource);
         for sub in r.subresources {
             let (kind, verbs): (&str, &[&str]) = match *sub {
                 "scale" => ("Scale", &["get", "patch", "update"]),

@@ -1,265 +1,187 @@
-//! Pod logs (with `follow`) and exec/attach over the WebSocket channel protocols
-//! (`v5.channel.k8s.io`, `v4.channel.k8s.io`), with fake commands: `echo`, `cat`,
-//! `false`, `sh -c "exit N"`, `hostname`, `env`, `sleep N`.
+//! The pod subresources that stream: `log` (with `follow`), `exec` and `attach` (over
+//! the WebSocket channel protocols and SPDY/3.1), and `portforward` (SPDY/3.1, SPDY
+//! tunnelled through a WebSocket as kubectl 1.31+ does, and the kubelet's WebSocket
+//! channel protocol). The double plays the API server, the kubelet and the container
+//! runtime at once, so what a client sees on the wire is what the real chain sends:
+//! the WebSocket v5 path answers as the API server's stream translator does, everything
+//! else as the kubelet (whose responses the API server relays verbatim).
 //!
-//! Not served: SPDY/3.1 upgrades and port-forward (answered with a 400 Status saying
-//! so, which is what kubectl then reports).
+//! The containers run fake programs (see [`process`]): `cat`, `echo`, `sh -c "exit N"`,
+//! `env`, `sleep`, `hostname`, `stty size`, ...; attach reaches a main process that
+//! echoes its stdin; every container port answers as an echo server.
+//!
+//! Not here: real processes, signals, `sinceSeconds`/`sinceTime` on logs, SPDY flow
+//! control (kubelet's spdystream does none either), the stream-pair creation timeout
+//! of port-forward, and a terminal's input echo.
+
+mod logs;
+mod portforward;
+mod process;
+mod remotecommand;
+mod spdy;
+mod status;
+mod tunnel;
+mod websocket;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use http::{HeaderValue, StatusCode, header};
-use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
-use tokio_tungstenite::{
-    WebSocketStream,
-    tungstenite::{
-        Message,
-        handshake::derive_accept_key,
-        protocol::{CloseFrame, Role, frame::coding::CloseCode},
-    },
-};
+use http::{HeaderValue, Method, StatusCode, header};
+use serde_json::Value;
 
 use super::{Body, Req, status};
 
-const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
-
-/// The interval between follow-mode log lines.
+/// The default interval between follow-mode log lines; `KGATE_DOUBLE_LOG_INTERVAL_MS`
+/// overrides it (read per request, so one test binary can change it).
 pub const LOG_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The pod a streaming request is for, as the kubelet knows it.
+#[derive(Clone, Debug)]
+pub struct Pod {
+    pub name: String,
+    /// `spec.containers[].env` (literal values) of the chosen container.
+    pub env: Vec<(String, String)>,
+}
 
 pub fn serve(mut req: Req, pod: &Value, sub: &str) -> hyper::Response<Body> {
     let name = pod["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let containers: Vec<String> = pod["spec"]["containers"]
+    let containers: Vec<&Value> = pod["spec"]["containers"]
         .as_array()
         .into_iter()
         .flatten()
+        .collect();
+    let names: Vec<String> = containers
+        .iter()
         .filter_map(|c| c["name"].as_str().map(str::to_owned))
         .collect();
-    match req.query("container") {
-        Some(c) if !containers.iter().any(|x| x == c) => {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &format!("container {c} is not valid for pod {name}"),
-            );
-        }
-        None if containers.len() > 1 => {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &format!(
-                    "a container name must be specified for pod {name}, choose one of: [{}]",
-                    containers.join(" ")
-                ),
-            );
-        }
-        _ => {}
+    let allowed: &[Method] = if sub == "log" {
+        &[Method::GET]
+    } else {
+        &[Method::GET, Method::POST]
+    };
+    if !allowed.contains(&req.method) {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            &format!(
+                "the server does not allow this method on the requested resource (pods/{sub})"
+            ),
+        );
     }
-    match sub {
-        "log" => logs(&req),
-        "exec" | "attach" => {
-            let upgrade = req
-                .header("upgrade")
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            if upgrade != "websocket" {
+    let container = if sub == "portforward" {
+        None
+    } else {
+        match req.query("container") {
+            Some(c) if !names.iter().any(|x| x == c) => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("container {c} is not valid for pod {name}"),
+                );
+            }
+            None if names.len() > 1 => {
                 return status(
                     StatusCode::BAD_REQUEST,
                     "BadRequest",
                     &format!(
-                        "this API-server double serves {sub} over WebSocket only (v5/v4.channel.k8s.io), not {upgrade:?}"
+                        "a container name must be specified for pod {name}, choose one of: [{}]",
+                        names.join(" ")
                     ),
                 );
             }
-            let command: Vec<String> = if sub == "attach" {
-                vec!["cat".into()]
-            } else {
-                req.query_all("command")
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect()
-            };
-            websocket(&mut req, name, command)
+            Some(c) => Some(c.to_owned()),
+            None => names.first().cloned(),
         }
-        _ => status(
+    };
+    if matches!(sub, "exec" | "attach")
+        && let Some(phase @ ("Succeeded" | "Failed")) = pod["status"]["phase"].as_str()
+    {
+        return status(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            "port-forward is not served by this API-server double",
-        ),
+            &format!("cannot {sub} into a container in a completed pod; current phase is {phase}"),
+        );
+    }
+    let env = containers
+        .iter()
+        .find(|c| c["name"].as_str() == container.as_deref())
+        .and_then(|c| c["env"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_owned(),
+                e["value"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    let pod = Pod { name, env };
+    match sub {
+        "log" => logs::serve(&req, &pod, container.as_deref().unwrap_or_default()),
+        "exec" | "attach" => remotecommand::serve(&mut req, pod, sub == "attach"),
+        _ => portforward::serve(&mut req, pod),
     }
 }
 
-fn logs(req: &Req) -> hyper::Response<Body> {
-    let follow = matches!(req.query("follow"), Some("true" | "1"));
-    let tail: usize = req
-        .query("tailLines")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(10)
-        .min(10);
-    let (tx, body) = super::channel_body();
-    tokio::spawn(async move {
-        for i in (10 - tail + 1)..=10 {
-            if tx.send(Bytes::from(format!("line {i}\n"))).await.is_err() {
-                return;
-            }
-        }
-        if !follow {
-            return;
-        }
-        let mut i = 10;
-        loop {
-            tokio::time::sleep(LOG_INTERVAL).await;
-            i += 1;
-            if tx.send(Bytes::from(format!("line {i}\n"))).await.is_err() {
-                return;
-            }
-        }
-    });
-    super::response(StatusCode::OK, "text/plain", body)
+// === helpers shared by the protocols ===
+
+/// The `Upgrade` the client asked for, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Upgrade {
+    WebSocket,
+    Spdy,
 }
 
-fn websocket(req: &mut Req, pod: String, command: Vec<String>) -> hyper::Response<Body> {
-    let offered = req
-        .header("sec-websocket-protocol")
+fn upgrade_of(req: &Req) -> Option<Upgrade> {
+    let connection = req
+        .header("connection")
         .unwrap_or_default()
-        .to_owned();
-    let Some(protocol) = offered
-        .split(',')
-        .map(str::trim)
-        .find(|p| PROTOCOLS.contains(p))
-    else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            &format!(
-                "none of the offered subprotocols {offered:?} is supported; supported: {PROTOCOLS:?}"
-            ),
-        );
-    };
-    let Some(key) = req.header("sec-websocket-key") else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "missing Sec-WebSocket-Key",
-        );
-    };
-    let accept = derive_accept_key(key.as_bytes());
-    let Some(on_upgrade) = req.upgrade.take() else {
-        return status(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "the connection cannot be upgraded",
-        );
-    };
-    let v5 = protocol == "v5.channel.k8s.io";
-    tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else {
-            return;
-        };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        run(ws, &pod, &command, v5).await;
-    });
-    let mut response = hyper::Response::new(super::empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = response.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+        .to_ascii_lowercase();
+    let upgrade = req
+        .header("upgrade")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !connection.contains("upgrade") {
+        return None;
+    }
+    if upgrade.contains("websocket") {
+        Some(Upgrade::WebSocket)
+    } else if upgrade.contains("spdy/3.1") {
+        Some(Upgrade::Spdy)
+    } else {
+        None
+    }
+}
+
+/// What the API server answers a streaming subresource request that is no upgrade.
+fn upgrade_required() -> hyper::Response<Body> {
+    status(
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        "Upgrade request required",
+    )
+}
+
+/// A plain-text error, as the kubelet writes with `http.Error` (and the API server's
+/// upgrade-aware proxy passes on unchanged).
+fn plain(code: StatusCode, message: &str) -> hyper::Response<Body> {
+    let mut response = hyper::Response::new(super::full(format!("{message}\n")));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    h.insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(if v5 { PROTOCOLS[0] } else { PROTOCOLS[1] }),
+    response.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
     );
     response
 }
 
-async fn run<S>(ws: WebSocketStream<S>, pod: &str, command: &[String], v5: bool)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let (mut tx, mut rx) = ws.split();
-    let frame = |channel: u8, data: &[u8]| Message::Binary([&[channel][..], data].concat().into());
-    let args: Vec<&str> = command.iter().map(String::as_str).collect();
-    let exit: Result<i32, String> = match args.as_slice() {
-        ["echo", rest @ ..] => tx
-            .send(frame(1, format!("{}\n", rest.join(" ")).as_bytes()))
-            .await
-            .map(|()| 0)
-            .map_err(|e| e.to_string()),
-        ["hostname"] => tx
-            .send(frame(1, format!("{pod}\n").as_bytes()))
-            .await
-            .map(|()| 0)
-            .map_err(|e| e.to_string()),
-        ["env"] => tx
-            .send(frame(
-                1,
-                format!("PATH=/usr/bin:/bin\nHOSTNAME={pod}\n").as_bytes(),
-            ))
-            .await
-            .map(|()| 0)
-            .map_err(|e| e.to_string()),
-        ["false"] => Ok(1),
-        ["true"] => Ok(0),
-        ["sh", "-c", script] => Ok(script
-            .strip_prefix("exit ")
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0)),
-        ["sleep", secs] => {
-            tokio::time::sleep(Duration::from_secs_f64(secs.parse().unwrap_or(0.0))).await;
-            Ok(0)
-        }
-        ["cat"] => {
-            // Echo stdin (channel 0) to stdout until stdin closes: the v5 close signal
-            // (255, 0), or the socket itself.
-            loop {
-                match rx.next().await {
-                    Some(Ok(Message::Binary(data))) => match data.first() {
-                        Some(0)
-                            if data.len() > 1 && tx.send(frame(1, &data[1..])).await.is_err() =>
-                        {
-                            return;
-                        }
-                        Some(255) if v5 && data.get(1) == Some(&0) => break,
-                        _ => {}
-                    },
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-                    Some(Ok(_)) => {}
-                }
-            }
-            Ok(0)
-        }
-        _ => Err(format!(
-            "OCI runtime exec failed: exec failed: unable to start container process: exec: \"{}\": executable file not found in $PATH: unknown",
-            args.first().unwrap_or(&"")
-        )),
-    };
-    let status = match exit {
-        Ok(0) => json!({"metadata": {}, "status": "Success"}),
-        Ok(code) => json!({
-            "metadata": {}, "status": "Failure",
-            "message": format!("command terminated with non-zero exit code: error executing command {command:?}, exit code {code}"),
-            "reason": "NonZeroExitCode",
-            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}
-        }),
-        Err(message) => {
-            json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError"})
-        }
-    };
-    let _ = tx
-        .send(frame(3, &serde_json::to_vec(&status).unwrap_or_default()))
-        .await;
-    // A normal close (1000): without a status code, client-go reports an error.
-    let close = CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    };
-    let _ = tx.send(Message::Close(Some(close))).await;
-    let _ = tx.close().await;
+/// `true` for what Go's `strconv.ParseBool` reads as true (the API server decodes
+/// query parameters with it).
+fn is_true(value: Option<&str>) -> bool {
+    matches!(value, Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
 }

@@ -2,9 +2,17 @@
 //! projected tokens (iss, aud, exp, iat, nbf, sub and the `kubernetes.io` claims), the
 //! OIDC discovery document and JWKS that verify them, TokenRequest and TokenReview.
 //!
-//! Not here: legacy Secret-based tokens, key rotation with overlapping keys, RS256.
+//! Keys rotate as on a real server whose `--service-account-key-file` lists several
+//! keys: the newest signs, every listed key verifies and is published in the JWKS,
+//! until the old ones are retired.
+//!
+//! Not here: legacy Secret-based tokens, RS256 keys, bound-object revocation (a token
+//! bound to a deleted pod still verifies here; the real server rejects it).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    sync::RwLock,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use ring::{
@@ -18,12 +26,17 @@ use serde_json::{Value, json};
 
 pub const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
-/// The signing key and issuer of a double.
+/// The signing keys and issuer of a double.
 pub struct Signer {
-    key: EcdsaKeyPair,
-    kid: String,
+    /// Oldest first; the last one signs.
+    keys: RwLock<Vec<Key>>,
     pub issuer: String,
     rng: SystemRandom,
+}
+
+struct Key {
+    pair: EcdsaKeyPair,
+    kid: String,
 }
 
 /// Who a token is for.
@@ -39,30 +52,37 @@ pub struct Subject {
 impl Signer {
     pub fn new(issuer: &str) -> Self {
         let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .expect("key generation");
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-            .expect("fresh key");
-        let kid = B64.encode(
-            &ring::digest::digest(&ring::digest::SHA256, key.public_key().as_ref()).as_ref()[..16],
-        );
         Self {
-            key,
-            kid,
+            keys: RwLock::new(vec![Key::generate(&rng)]),
             issuer: issuer.to_owned(),
             rng,
         }
     }
 
+    /// A new signing key; the old ones still verify until `retire_old_keys`.
+    pub fn rotate(&self) {
+        let key = Key::generate(&self.rng);
+        self.keys.write().unwrap().push(key);
+    }
+
+    /// Forgets every key but the signing one.
+    pub fn retire_old_keys(&self) {
+        let mut keys = self.keys.write().unwrap();
+        let newest = keys.len() - 1;
+        keys.drain(..newest);
+    }
+
     /// Signs arbitrary claims (tests use this for broken tokens too).
     pub fn sign(&self, claims: &Value) -> String {
-        let header = json!({"alg": "ES256", "kid": self.kid});
+        let keys = self.keys.read().unwrap();
+        let key = keys.last().expect("a signer always has a key");
+        let header = json!({"alg": "ES256", "kid": key.kid});
         let input = format!(
             "{}.{}",
             B64.encode(header.to_string()),
             B64.encode(claims.to_string())
         );
-        let signature = self.key.sign(&self.rng, input.as_bytes()).expect("signing");
+        let signature = key.pair.sign(&self.rng, input.as_bytes()).expect("signing");
         format!("{input}.{}", B64.encode(signature.as_ref()))
     }
 
@@ -102,9 +122,16 @@ impl Signer {
             return Err("not a JWT");
         };
         let signature = B64.decode(sig).map_err(|_| "bad signature encoding")?;
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.key.public_key().as_ref())
-            .verify(format!("{header}.{claims}").as_bytes(), &signature)
-            .map_err(|_| "invalid signature")?;
+        let signed = format!("{header}.{claims}");
+        // Like the real authenticator, try every key: a kid is a hint, not a promise.
+        let verified = self.keys.read().unwrap().iter().any(|key| {
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key.pair.public_key().as_ref())
+                .verify(signed.as_bytes(), &signature)
+                .is_ok()
+        });
+        if !verified {
+            return Err("invalid signature");
+        }
         let claims: Value = serde_json::from_slice(&B64.decode(claims).map_err(|_| "bad claims")?)
             .map_err(|_| "bad claims")?;
         let now = now();
@@ -131,12 +158,35 @@ impl Signer {
     }
 
     pub fn jwks(&self) -> Value {
-        // An uncompressed P-256 point: 0x04 || x (32) || y (32).
-        let point = self.key.public_key().as_ref();
-        json!({"keys": [{
-            "use": "sig", "kty": "EC", "crv": "P-256", "alg": "ES256", "kid": self.kid,
-            "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]),
-        }]})
+        let keys: Vec<Value> = self
+            .keys
+            .read()
+            .unwrap()
+            .iter()
+            .map(|key| {
+                // An uncompressed P-256 point: 0x04 || x (32) || y (32).
+                let point = key.pair.public_key().as_ref();
+                json!({
+                    "use": "sig", "kty": "EC", "crv": "P-256", "alg": "ES256", "kid": key.kid,
+                    "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]),
+                })
+            })
+            .collect();
+        json!({"keys": keys})
+    }
+}
+
+impl Key {
+    fn generate(rng: &SystemRandom) -> Self {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, rng)
+            .expect("key generation");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), rng)
+            .expect("fresh key");
+        // The real server's kid is a hash of the public key too (of its DER form).
+        let kid = B64.encode(
+            &ring::digest::digest(&ring::digest::SHA256, pair.public_key().as_ref()).as_ref()[..16],
+        );
+        Self { pair, kid }
     }
 }
 

@@ -1,10 +1,28 @@
-//! Runs the API-server double: `apiserver-double --listen ADDR --cert-dir DIR`.
-//! Writes `ca.crt` and `token` into DIR, prints `listening on https://ADDR`, and serves
-//! until killed.
+//! Runs the API-server double:
+//! `apiserver-double [--listen ADDR] --cert-dir DIR [--bookmark-interval-ms N]
+//! [--issuer URL]`.
+//!
+//! Writes `ca.crt` (the CA that signed the serving certificate) and `token` (the admin
+//! bearer token) into DIR, then prints `listening on https://ADDR` on stdout, and
+//! serves until SIGTERM or SIGINT, on which it exits 0.
+//!
+//! The files are written before the line is printed, each through a rename, so that a
+//! caller that waits for the line, or polls for a file, never reads a partial one.
+//! The serving key is not written: nothing outside the double needs it.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    io::Write as _,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
+use anyhow::Context as _;
 use kgate_tests::apiserver::{ApiServer, Config};
+use tokio::signal::unix::{SignalKind, signal};
+
+const USAGE: &str = "usage: apiserver-double [--listen ADDR] --cert-dir DIR \
+                     [--bookmark-interval-ms N] [--issuer URL]";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -14,22 +32,55 @@ async fn main() -> anyhow::Result<()> {
             .position(|a| a == flag)
             .and_then(|i| args.get(i + 1))
     };
+    if let Some(unknown) = args.iter().step_by(2).find(|a| {
+        !matches!(
+            a.as_str(),
+            "--listen" | "--cert-dir" | "--bookmark-interval-ms" | "--issuer"
+        )
+    }) {
+        anyhow::bail!("unknown argument {unknown:?}\n{USAGE}");
+    }
     let listen: SocketAddr = value("--listen")
         .map_or("127.0.0.1:0", String::as_str)
-        .parse()?;
-    let dir =
-        PathBuf::from(value("--cert-dir").ok_or_else(|| {
-            anyhow::anyhow!("usage: apiserver-double --listen ADDR --cert-dir DIR")
-        })?);
-    let server = ApiServer::start(Config {
+        .parse()
+        .context("--listen")?;
+    let dir = PathBuf::from(value("--cert-dir").context(USAGE)?);
+    let mut config = Config {
         listen,
         ..Config::default()
-    })
-    .await?;
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("ca.crt"), server.ca_pem())?;
-    std::fs::write(dir.join("token"), server.admin_token())?;
-    println!("listening on {}", server.url());
-    tokio::signal::ctrl_c().await.ok();
+    };
+    if let Some(ms) = value("--bookmark-interval-ms") {
+        config.bookmark_interval =
+            Duration::from_millis(ms.parse().context("--bookmark-interval-ms")?);
+    }
+    if let Some(issuer) = value("--issuer") {
+        config.issuer.clone_from(issuer);
+    }
+    // Install the handlers first: a SIGTERM right after start-up must not kill us
+    // with the default action before we can exit cleanly.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+
+    let server = ApiServer::start(config).await?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_atomically(&dir.join("ca.crt"), server.ca_pem())?;
+    write_atomically(&dir.join("token"), server.admin_token())?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {}", server.url())?;
+    stdout.flush()?;
+    drop(stdout);
+
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    drop(server); // stops accepting; open connections end with the runtime
+    Ok(())
+}
+
+fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
 }

@@ -1,0 +1,198 @@
+//! Who is asking, and the APIs that issue and check identities: bearer tokens (the
+//! admin token, or a service-account token this double issued, still bound to live
+//! objects), TokenRequest (`serviceaccounts/NAME/token`) and TokenReview.
+//!
+//! Not here: client certificates, OIDC issuers other than the double itself,
+//! webhook authentication.
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::{Body, Req, State, api::not_found, json_response, resources, status, store, tokens};
+
+/// `Ok(Some(user))` (a UserInfo) for a valid token, `Ok(None)` for no credentials
+/// (anonymous), `Err(401)` for a token that is not valid.
+pub fn authenticate(state: &State, req: &Req) -> Result<Option<Value>, hyper::Response<Body>> {
+    let Some(auth) = req.header("authorization") else {
+        return Ok(None);
+    };
+    let token = auth.strip_prefix("Bearer ").unwrap_or_default().trim();
+    if state.tokens.lock().unwrap().contains(token) {
+        // The identity kubeadm gives its admin kubeconfig.
+        let user = if token.starts_with("admin-") {
+            json!({"username": "kubernetes-admin", "groups": ["kubeadm:cluster-admins", "system:authenticated"]})
+        } else {
+            let name = format!("token:{}", &token[..token.len().min(12)]);
+            json!({"username": name, "groups": ["system:authenticated"]})
+        };
+        return Ok(Some(user));
+    }
+    match state
+        .signer
+        .verify(token)
+        .and_then(|c| still_bound(state, c))
+    {
+        Ok(claims) => Ok(Some(tokens::review_user(&claims))),
+        Err(_) => Err(status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+        )),
+    }
+}
+
+/// A verified token is only valid while what it names exists: its service account
+/// and the pod it is bound to, with the UIDs of the claims (the real server's
+/// service-account token validator). A token for a deleted or recreated pod fails.
+pub fn still_bound(state: &State, claims: Value) -> Result<Value, &'static str> {
+    let k8s = &claims["kubernetes.io"];
+    let ns = k8s["namespace"].as_str().unwrap_or_default();
+    let same = |resource, claim: &Value| {
+        let name = claim["name"].as_str().unwrap_or_default();
+        state
+            .store
+            .get(resource, ns, name)
+            .is_some_and(|o| o["metadata"]["uid"] == claim["uid"])
+    };
+    if k8s.is_object() && !same("serviceaccounts", &k8s["serviceaccount"]) {
+        return Err("service account token has been invalidated");
+    }
+    if k8s["pod"].is_object() && !same("pods", &k8s["pod"]) {
+        return Err("service account token has been invalidated");
+    }
+    Ok(claims)
+}
+
+pub fn token_request(
+    state: &State,
+    namespace: &str,
+    name: &str,
+    req: &Req,
+) -> hyper::Response<Body> {
+    let Some(sa) = state.store.get("serviceaccounts", namespace, name) else {
+        return not_found(
+            resources::find("", "v1", "serviceaccounts").expect("served"),
+            name,
+        );
+    };
+    let body = match req.decode_body() {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let spec = &body["spec"];
+    let expiration = spec["expirationSeconds"].as_u64().unwrap_or(3600);
+    if expiration < 600 {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "TokenRequest.authentication.k8s.io \"\" is invalid: spec.expirationSeconds: Invalid value: may not specify a duration less than 10 minutes",
+        );
+    }
+    let mut audiences: Vec<String> = spec["audiences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    if audiences.is_empty() {
+        audiences.push(state.signer.issuer.clone());
+    }
+    let bound = &spec["boundObjectRef"];
+    let pod = match bound["kind"].as_str() {
+        None => None,
+        Some("Pod") => {
+            let pod_name = bound["name"].as_str().unwrap_or_default();
+            let Some(pod) = state.store.get("pods", namespace, pod_name) else {
+                return not_found(resources::find("", "v1", "pods").expect("served"), pod_name);
+            };
+            let uid = pod["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            Some((
+                pod_name.to_owned(),
+                uid,
+                pod["spec"]["nodeName"].as_str().map(str::to_owned),
+            ))
+        }
+        Some(other) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("cannot bind token to object of kind {other}"),
+            );
+        }
+    };
+    let subject = tokens::Subject {
+        namespace: namespace.to_owned(),
+        service_account: name.to_owned(),
+        service_account_uid: sa["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        pod,
+    };
+    let (token, exp) = state.signer.mint(&subject, &audiences, expiration);
+    let exp = store::rfc3339(exp);
+    json_response(
+        StatusCode::CREATED,
+        &json!({
+            "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": store::now()},
+            "spec": {"audiences": audiences, "expirationSeconds": expiration, "boundObjectRef": spec["boundObjectRef"]},
+            "status": {"token": token, "expirationTimestamp": exp},
+        }),
+    )
+}
+
+pub fn token_review(state: &State, req: &Req) -> hyper::Response<Body> {
+    let body = match req.decode_body() {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let token = body["spec"]["token"].as_str().unwrap_or_default();
+    let wanted: Vec<&str> = body["spec"]["audiences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let status_body = match state
+        .signer
+        .verify(token)
+        .and_then(|c| still_bound(state, c))
+    {
+        Ok(claims) => {
+            let token_aud: Vec<&str> = claims["aud"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let audiences: Vec<&str> = if wanted.is_empty() {
+                token_aud.clone()
+            } else {
+                wanted
+                    .iter()
+                    .copied()
+                    .filter(|a| token_aud.contains(a))
+                    .collect()
+            };
+            if audiences.is_empty() {
+                json!({"authenticated": false, "error": "token audiences do not match the requested audiences"})
+            } else {
+                json!({"authenticated": true, "user": tokens::review_user(&claims), "audiences": audiences})
+            }
+        }
+        Err(why) => {
+            json!({"authenticated": false, "error": format!("[invalid bearer token, {why}]")})
+        }
+    };
+    json_response(
+        StatusCode::CREATED,
+        &json!({
+            "kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": null}, "spec": body["spec"], "status": status_body,
+        }),
+    )
+}

@@ -1,0 +1,73 @@
+//! The self-review APIs that `kubectl auth whoami` and `kubectl auth can-i` call:
+//! SelfSubjectReview (who am I, after impersonation), SelfSubjectAccessReview and
+//! SelfSubjectRulesReview. The double authorizes everything, so every access review
+//! is allowed and the rules are `*`; a real cluster's answers depend on its RBAC.
+//!
+//! Not here: SubjectAccessReview and LocalSubjectAccessReview (for other users).
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::{Body, Req, json_response, resources::Resource};
+
+/// Answers a review POSTed to `r`.
+pub fn answer(r: &Resource, req: &Req) -> hyper::Response<Body> {
+    let body = match req.decode_body() {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let answer = match r.name {
+        "selfsubjectreviews" => json!({"userInfo": effective_user(req)}),
+        "selfsubjectaccessreviews" => {
+            json!({"allowed": true, "reason": "the API-server double authorizes every request"})
+        }
+        _ => json!({
+            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": false,
+        }),
+    };
+    let mut review = json!({
+        "kind": r.kind, "apiVersion": r.api_version(),
+        "metadata": {"creationTimestamp": super::store::now()},
+        "status": answer,
+    });
+    if !body["spec"].is_null() {
+        review["spec"] = body["spec"].clone();
+    }
+    json_response(StatusCode::CREATED, &review)
+}
+
+/// The requester, or whom it impersonates (`Impersonate-User`, `-Group`, `-Uid`,
+/// `-Extra-*`): with no authorization, every impersonation is allowed.
+fn effective_user(req: &Req) -> Value {
+    let Some(name) = req.header("impersonate-user") else {
+        return req.user.clone();
+    };
+    let mut groups: Vec<&str> = req
+        .headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if !groups.contains(&"system:authenticated") {
+        groups.push("system:authenticated");
+    }
+    let mut extra = serde_json::Map::new();
+    for (key, value) in &req.headers {
+        if let Some(k) = key.as_str().strip_prefix("impersonate-extra-") {
+            let values = extra.entry(k).or_insert_with(|| json!([]));
+            if let (Some(list), Ok(v)) = (values.as_array_mut(), value.to_str()) {
+                list.push(json!(v));
+            }
+        }
+    }
+    let mut user = json!({"username": name, "groups": groups});
+    if let Some(uid) = req.header("impersonate-uid") {
+        user["uid"] = json!(uid);
+    }
+    if !extra.is_empty() {
+        user["extra"] = Value::Object(extra);
+    }
+    user
+}
