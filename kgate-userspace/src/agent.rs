@@ -20,9 +20,11 @@ use tokio::net::TcpListener;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
+    apiclient::{self, ApiClientError},
     cgroup::{self, CgroupError},
     config::{CgroupSetting, Config, ConfigError},
     ebpf::{self, AttachOptions, EbpfError, Enforcement},
+    identity::{Identifier, pods::PodIndex},
     proxy::{
         self, Proxy,
         accept::CgroupNames,
@@ -47,6 +49,8 @@ pub enum AgentError {
     Tls(#[from] TlsError),
     #[error("upstream: {0}")]
     Upstream(#[from] ForwardError),
+    #[error(transparent)]
+    ApiClient(#[from] ApiClientError),
     #[error("cannot listen on {0}: {1}")]
     ListenFailed(SocketAddr, #[source] io::Error),
 }
@@ -68,13 +72,23 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         (None, cgroup::cgroup2_mount().ok())
     };
     serving.spawn_reloader(Duration::from_secs(config.tls.reload_seconds));
+    let client = apiclient::client(&config.upstream, &config.upstream_uri()?)?;
+    // Pods exist only where the kernel attributes connections to them.
+    let pods = match (&config.identity.node_name, config.kernel) {
+        (Some(node), true) => Some(PodIndex::spawn(client.clone(), node)),
+        _ => None,
+    };
+    let identity = Identifier::new(&config.identity, Some(client), pods);
     let proxy = Arc::new(Proxy {
         origins: enforcement.as_ref().map(Enforcement::origins),
         direct_clients: config.direct_clients,
         cgroups: CgroupNames::new(cgroup_root),
         tls: serving.acceptor()?,
+        identity,
         upstream,
     });
+    let keys = proxy.clone();
+    tokio::spawn(async move { keys.identity.load_keys().await });
 
     let listener = TcpListener::bind(config.listen)
         .await

@@ -52,6 +52,40 @@ pub struct Config {
     pub tls: Tls,
     /// The real API server.
     pub upstream: Upstream,
+    /// How callers are identified and bound to pods. Default: see [`Identity`].
+    #[serde(default)]
+    pub identity: Identity,
+}
+
+/// Workload identity: which tokens are accepted, and how they must be bound.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Identity {
+    /// This node's name: the pod index watches the pods scheduled here. Required with
+    /// the kernel programs (`--node-name` / `NODE_NAME` set it in the DaemonSet).
+    pub node_name: Option<String>,
+    /// The service-account token issuer. Default: the API server's OIDC discovery.
+    pub issuer: Option<String>,
+    /// Token audiences kgate accepts. Default: the issuer (the API server's own
+    /// default `--api-audiences`). Add e.g. `kgate` for bots whose tokens only kgate
+    /// may accept (with `impersonate`).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp`/`nbf`, in seconds. Default 60.
+    pub clock_skew_seconds: Option<u64>,
+    /// How long a TokenReview answer is reused, in seconds. Default 10.
+    pub token_review_cache_seconds: Option<u64>,
+    /// Users (globs over `system:serviceaccount:NS:NAME` or any username) whose tokens
+    /// may carry no pod claim: legacy Secret tokens, TokenRequest tokens without a
+    /// bound object, non-service-account users. Default: none (every token must be
+    /// bound to the pod it is used from).
+    #[serde(default)]
+    pub unbound_subjects: Vec<String>,
+    /// Users (globs) whose requests reach the API server as the agent impersonating
+    /// them (`Impersonate-User/Uid/Group/Extra`), instead of with their own token.
+    /// Needs `upstream.tokenFile` or a client certificate. Default: none.
+    #[serde(default)]
+    pub impersonate: Vec<String>,
 }
 
 /// The agent's serving certificate: signed by the cluster CA, with the SANs of the
@@ -126,6 +160,10 @@ pub struct Upstream {
     /// Client certificate and key for the agent's own requests. Default: none.
     pub client_cert_file: Option<PathBuf>,
     pub client_key_file: Option<PathBuf>,
+    /// Bearer token for the agent's own requests (OIDC discovery, JWKS, TokenReview,
+    /// the pod watch) and for impersonation. Re-read when it changes, as projected
+    /// tokens rotate. Default: none.
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -233,6 +271,34 @@ impl Config {
                 "clientCertFile and clientKeyFile go together",
             ));
         }
+        if self.kernel && self.identity.node_name.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
+                "identity.nodeName",
+                "is needed with the kernel programs, to bind tokens to this node's pods \
+                 (set it, or pass --node-name / NODE_NAME)",
+            ));
+        }
+        if !self.identity.impersonate.is_empty()
+            && self.upstream.token_file.is_none()
+            && self.upstream.client_cert_file.is_none()
+        {
+            return Err(invalid(
+                "identity.impersonate",
+                "needs the agent's own credential: upstream.tokenFile or upstream.clientCertFile",
+            ));
+        }
+        if let Some(bad) = self
+            .identity
+            .unbound_subjects
+            .iter()
+            .chain(&self.identity.impersonate)
+            .find(|g| g.trim().is_empty())
+        {
+            return Err(invalid(
+                "identity",
+                &format!("empty subject pattern {bad:?} in unboundSubjects or impersonate"),
+            ));
+        }
         if self.tls.reload_seconds == 0 {
             return Err(invalid("tls.reloadSeconds", "must be at least 1"));
         }
@@ -293,8 +359,8 @@ impl Config {
 mod tests {
     use super::*;
 
-    const TLS: &str = "tls: {certFile: /c, keyFile: /k}\n";
-    const MINIMAL: &str = "upstream: {server: 'https://10.0.0.1:6443'}\nredirect: {ipv4: 10.0.0.5}\ntls: {certFile: /c, keyFile: /k}\n";
+    const TLS: &str = "tls: {certFile: /c, keyFile: /k}\nidentity: {nodeName: n1}\n";
+    const MINIMAL: &str = "upstream: {server: 'https://10.0.0.1:6443'}\nredirect: {ipv4: 10.0.0.5}\ntls: {certFile: /c, keyFile: /k}\nidentity: {nodeName: n1}\n";
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(&format!("{text}{TLS}"))
@@ -322,7 +388,7 @@ mod tests {
 
     #[test]
     fn overrides_apply_before_validation() {
-        let text = "upstream: {server: 'https://a:1'}\ntls: {certFile: /c, keyFile: /k}\n";
+        let text = "upstream: {server: 'https://a:1'}\ntls: {certFile: /c, keyFile: /k}\nidentity: {nodeName: n1}\n";
         assert!(Config::parse(text).is_err(), "no redirect address anywhere");
         let c = Config::parse_with(text, |c| c.redirect.ipv4 = Some(Ipv4Addr::new(10, 1, 2, 3)))
             .unwrap();
@@ -379,6 +445,28 @@ mod tests {
             ),
             ("redirect: {ipv4: 10.0.0.5}\n", "upstream"),
         ];
+        let identity_cases = [
+            ("kernel: true\n", "`identity.nodeName`"),
+            (
+                "identity: {nodeName: n1, impersonate: ['system:serviceaccount:ci:*']}\n",
+                "`identity.impersonate`",
+            ),
+            (
+                "identity: {nodeName: n1, unboundSubjects: ['']}\n",
+                "`identity`",
+            ),
+            ("identity: {nodeName: n1, audience: [x]}\n", "audience"),
+        ];
+        for (text, needle) in identity_cases {
+            let text = format!(
+                "upstream: {{server: 'https://a:1'}}\nredirect: {{ipv4: 10.0.0.5}}\ntls: {{certFile: /c, keyFile: /k}}\n{text}"
+            );
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(
+                err.contains(needle),
+                "{text:?}: error {err:?} does not name {needle}"
+            );
+        }
         for (text, needle) in cases {
             let err = parse(text).unwrap_err().to_string();
             assert!(

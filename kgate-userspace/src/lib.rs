@@ -5,9 +5,11 @@
 //! aya) and [`cgroup`] (cgroup v2 paths and pod UIDs).
 
 pub mod agent;
+pub mod apiclient;
 pub mod cgroup;
 pub mod config;
 pub mod ebpf;
+pub mod identity;
 pub mod proxy;
 pub mod request_info;
 pub mod status;

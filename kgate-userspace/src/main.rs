@@ -41,6 +41,10 @@ enum Command {
         /// DaemonSet passes its `status.hostIP`).
         #[arg(long, env = "KGATE_REDIRECT_IPV4")]
         redirect_ipv4: Option<std::net::Ipv4Addr>,
+        /// Overrides `identity.nodeName`: this node's name (a DaemonSet passes
+        /// `spec.nodeName`).
+        #[arg(long, env = "NODE_NAME")]
+        node_name: Option<String>,
     },
     /// Remove kgate's kernel programs and pins (uninstall). Stop the agent first.
     Detach {
@@ -68,12 +72,16 @@ fn run(command: Command) -> anyhow::Result<()> {
             config,
             check,
             redirect_ipv4,
+            node_name,
         } => {
             let text = std::fs::read_to_string(&config)
                 .with_context(|| format!("reading {}", config.display()))?;
             let parsed = Config::parse_with(&text, |c| {
                 if let Some(ip) = redirect_ipv4 {
                     c.redirect.ipv4 = Some(ip);
+                }
+                if let Some(node) = node_name {
+                    c.identity.node_name = Some(node);
                 }
             })
             .with_context(|| format!("in {}", config.display()))?;

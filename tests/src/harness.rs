@@ -86,11 +86,35 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn standalone(upstream: &str, upstream_ca_pem: &str) -> anyhow::Result<Self> {
+    /// A standalone agent (no kernel programs, direct clients allowed) in front of
+    /// `upstream`, whose admin token is the agent's own credential; the admin user may
+    /// use its unbound token.
+    pub fn standalone(
+        upstream: &str,
+        upstream_ca_pem: &str,
+        admin_token: &str,
+    ) -> anyhow::Result<Self> {
+        Self::standalone_with(
+            upstream,
+            upstream_ca_pem,
+            admin_token,
+            "identity: {unboundSubjects: [kubernetes-admin]}\n",
+        )
+    }
+
+    /// As [`Agent::standalone`], with `extra` appended to the config (an `identity:`
+    /// section, say).
+    pub fn standalone_with(
+        upstream: &str,
+        upstream_ca_pem: &str,
+        admin_token: &str,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
         let dir = scratch_dir("agent");
         let ca = Ca::new("kgate test cluster CA")?;
         ca.issue_kgate(&[])?.write(&dir, "tls")?;
         fs::write(dir.join("upstream-ca.crt"), upstream_ca_pem)?;
+        fs::write(dir.join("agent-token"), admin_token)?;
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let config = dir.join("agent.yaml");
         fs::write(
@@ -98,7 +122,8 @@ impl Agent {
             format!(
                 "listen: '{addr}'\nkernel: false\ndirectClients: allow\n\
                  tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key, reloadSeconds: 1}}\n\
-                 upstream: {{server: '{upstream}', caFile: {d}/upstream-ca.crt}}\n",
+                 upstream: {{server: '{upstream}', caFile: {d}/upstream-ca.crt, tokenFile: {d}/agent-token}}\n\
+                 {extra}",
                 d = dir.display()
             ),
         )?;

@@ -50,7 +50,8 @@ impl Rig {
                  cgroup: {}\n\
                  bpffs: {}\n\
                  tls: {{certFile: {dir}/tls.crt, keyFile: {dir}/tls.key}}\n\
-                 upstream: {{server: 'https://{UPSTREAM}', caFile: {dir}/ca.crt}}\n",
+                 upstream: {{server: 'https://{UPSTREAM}', caFile: {dir}/ca.crt}}\n\
+                 identity: {{nodeName: node-1}}\n",
                 topo.cgroup_root.display(),
                 topo.bpffs.display(),
                 dir = topo.dir.display(),
@@ -346,7 +347,8 @@ fn kubectl_in_a_pod_reaches_the_api_server_only_through_kgate() {
             "listen: '{NODE_IP4}:{AGENT_PORT}'\ntargets: ['{CLUSTER_IP}', '{endpoint}']\n\
              cgroup: {}\nbpffs: {}\n\
              tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key}}\n\
-             upstream: {{server: 'https://{endpoint}', caFile: {d}/apiserver/ca.crt}}\n",
+             upstream: {{server: 'https://{endpoint}', caFile: {d}/apiserver/ca.crt, tokenFile: {d}/apiserver/token}}\n\
+             identity: {{nodeName: node-1, unboundSubjects: [kubernetes-admin]}}\n",
             topo.cgroup_root.display(),
             topo.bpffs.display(),
             d = dir.display()

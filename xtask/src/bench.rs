@@ -76,7 +76,8 @@ fn measure(dir: &Path) -> anyhow::Result<()> {
         format!(
             "listen: '{kgate_addr}'\nkernel: false\ndirectClients: allow\n\
              tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key}}\n\
-             upstream: {{server: 'https://{api_addr}', caFile: {d}/api/ca.crt}}\n",
+             upstream: {{server: 'https://{api_addr}', caFile: {d}/api/ca.crt, tokenFile: {d}/api/token}}\n\
+             identity: {{unboundSubjects: [kubernetes-admin]}}\n",
             d = dir.display()
         ),
     )?;

@@ -25,6 +25,8 @@ pub struct Connection {
     /// The client's cgroup, relative to the cgroup2 mount (as /proc/PID/cgroup shows
     /// it), when it still exists.
     pub cgroup: Option<String>,
+    /// The connecting process's executable, when it can still be read.
+    pub exe: Option<String>,
 }
 
 /// Names cgroups by id, walking the cgroup tree once per new id.
@@ -76,11 +78,15 @@ pub fn accept(
             peer,
             origin: Some(origin),
             cgroup: names.name(origin.cgroup_id),
+            exe: std::fs::read_link(format!("/proc/{}/exe", origin.pid()))
+                .ok()
+                .map(|p| p.display().to_string()),
         }),
         (None, DirectClients::Allow) => Ok(Connection {
             peer,
             origin: None,
             cgroup: None,
+            exe: None,
         }),
         (None, DirectClients::Refuse) => {
             Err("no origin record: the connection did not come through kgate's redirect")

@@ -13,11 +13,17 @@
 //! Not here: deciding whether a request may go (authorize) or rewriting the response
 //! (mask); this stage only moves bytes it was handed.
 
-use std::{fs, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{
+    fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use http::{
     HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version,
-    header::{self, CONNECTION, HOST, UPGRADE},
+    header::{self, AUTHORIZATION, CONNECTION, HOST, UPGRADE},
     uri::PathAndQuery,
 };
 use hyper::body::Incoming;
@@ -36,7 +42,7 @@ use super::{
     body::{self, Body},
     record::StreamTap,
 };
-use crate::config;
+use crate::{config, identity::UserInfo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -67,7 +73,19 @@ pub struct Upstream {
     http1: Client<HttpsConnector<HttpConnector>, Body>,
     /// HTTP/1.1, never reused: each upgrade takes its connection over.
     upgrades: Client<HttpsConnector<HttpConnector>, Body>,
+    /// The agent's own bearer token, for impersonated requests.
+    agent_token: Option<AgentToken>,
 }
+
+/// A bearer token file, re-read when it may have rotated.
+struct AgentToken {
+    path: PathBuf,
+    current: Mutex<(Option<HeaderValue>, Option<Instant>)>,
+}
+
+/// How often the agent's token file is re-read (kubelet rotates projected tokens at
+/// 80% of their lifetime, at least an hour).
+const TOKEN_REREAD: Duration = Duration::from_secs(30);
 
 // === impl Upstream ===
 
@@ -122,21 +140,35 @@ impl Upstream {
             pooled,
             http1,
             upgrades,
+            agent_token: cfg.token_file.clone().map(|path| AgentToken {
+                path,
+                current: Mutex::new((None, None)),
+            }),
         })
     }
 
-    /// Forwards `req`, which came from `client`. For an upgrade, the client's and the
+    /// Forwards `req`, which came from `client`: with the caller's own credentials, or
+    /// as the agent impersonating `impersonate`. For an upgrade, the client's and the
     /// upstream's upgraded streams are relayed in a task of their own, through `tap`.
     pub async fn forward(
         &self,
         client: SocketAddr,
         mut req: Request<Incoming>,
+        impersonate: Option<&UserInfo>,
         tap: StreamTap,
     ) -> Result<Response<Body>, ForwardError> {
         let upgrade = upgrade_protocol(req.headers()).is_some();
         let client_http1 = req.version() <= Version::HTTP_11;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let upstream_req = self.upstream_request(client, req, upgrade)?;
+        let mut upstream_req = self.upstream_request(client, req, upgrade)?;
+        if let Some(user) = impersonate {
+            let token = self
+                .agent_token
+                .as_ref()
+                .map(AgentToken::header)
+                .transpose()?;
+            impersonate_headers(upstream_req.headers_mut(), user, token);
+        }
 
         let pool = match (upgrade, client_http1) {
             (true, _) => &self.upgrades,
@@ -192,6 +224,78 @@ impl Upstream {
         );
         Ok(Request::from_parts(parts, body::stream(incoming)))
     }
+}
+
+// === impl AgentToken ===
+
+impl AgentToken {
+    fn header(&self) -> Result<HeaderValue, ForwardError> {
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let (Some(value), Some(read)) = &*current
+            && read.elapsed() < TOKEN_REREAD
+        {
+            return Ok(value.clone());
+        }
+        let token = fs::read_to_string(&self.path)
+            .map_err(|e| ForwardError::ReadFailed(self.path.display().to_string(), e))?;
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|_| {
+                ForwardError::BadCredential(self.path.display().to_string(), "not a token".into())
+            })?;
+        value.set_sensitive(true);
+        *current = (Some(value.clone()), Some(Instant::now()));
+        Ok(value)
+    }
+}
+
+/// Replaces the caller's credentials with the agent's and asks the API server to act
+/// as `user` (`Impersonate-User`, `-Uid`, `-Group`, `-Extra-*`, percent-encoded keys).
+fn impersonate_headers(headers: &mut HeaderMap, user: &UserInfo, agent: Option<HeaderValue>) {
+    headers.remove(AUTHORIZATION);
+    if let Some(agent) = agent {
+        headers.insert(AUTHORIZATION, agent);
+    }
+    let value = |v: &str| HeaderValue::from_str(v).ok();
+    if let Some(v) = value(&user.username) {
+        headers.insert(HeaderName::from_static("impersonate-user"), v);
+    }
+    if !user.uid.is_empty()
+        && let Some(v) = value(&user.uid)
+    {
+        headers.insert(HeaderName::from_static("impersonate-uid"), v);
+    }
+    for group in &user.groups {
+        if let Some(v) = value(group) {
+            headers.append(HeaderName::from_static("impersonate-group"), v);
+        }
+    }
+    for (key, values) in &user.extra {
+        let Ok(name) = HeaderName::from_bytes(
+            format!("impersonate-extra-{}", escape_extra_key(key)).as_bytes(),
+        ) else {
+            continue;
+        };
+        for v in values.iter().filter_map(|v| value(v)) {
+            headers.append(name.clone(), v);
+        }
+    }
+}
+
+/// An extra key as the API server reads it from a header name: percent-encoded
+/// outside of the characters a header name may carry unescaped.
+fn escape_extra_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b.to_ascii_lowercase()));
+        } else {
+            out.push_str(&format!("%{b:02x}"));
+        }
+    }
+    out
 }
 
 /// The upgrade protocol a request asks for, if any (HTTP/1.1 only; h2 has no Upgrade).
@@ -366,6 +470,45 @@ mod tests {
         assert_eq!(h["connection"], "Upgrade");
         assert_eq!(h["upgrade"], "SPDY/3.1");
         assert_eq!(h["x-stream-protocol-version"], "v4.channel.k8s.io");
+    }
+
+    #[test]
+    fn impersonation_replaces_the_callers_credentials() {
+        let mut h = headers(&[
+            ("authorization", "Bearer caller"),
+            ("accept", "application/json"),
+        ]);
+        let user = UserInfo {
+            username: "system:serviceaccount:ci:deployer".into(),
+            uid: "sa-uid".into(),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                "system:authenticated".into(),
+            ],
+            extra: [(
+                "authentication.kubernetes.io/pod-name".to_owned(),
+                vec!["deployer-7d9f".to_owned()],
+            )]
+            .into(),
+        };
+        impersonate_headers(
+            &mut h,
+            &user,
+            Some(HeaderValue::from_static("Bearer agent")),
+        );
+        assert_eq!(h["authorization"], "Bearer agent");
+        assert_eq!(h["impersonate-user"], "system:serviceaccount:ci:deployer");
+        assert_eq!(h["impersonate-uid"], "sa-uid");
+        let groups: Vec<_> = h.get_all("impersonate-group").iter().collect();
+        assert_eq!(groups, ["system:serviceaccounts", "system:authenticated"]);
+        assert_eq!(
+            h["impersonate-extra-authentication.kubernetes.io%2fpod-name"],
+            "deployer-7d9f"
+        );
+        // Without an agent token (client certificate mode) the caller's is still gone.
+        let mut h = headers(&[("authorization", "Bearer caller")]);
+        impersonate_headers(&mut h, &user, None);
+        assert!(h.get("authorization").is_none());
     }
 
     #[test]

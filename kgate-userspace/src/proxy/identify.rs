@@ -1,30 +1,20 @@
-//! The **identify** stage: who is calling. Today that is what the kernel saw (pod
-//! cgroup, process) and whether the request carries a bearer token; the token is passed
-//! to the API server, which authenticates it.
-//!
-//! Not yet here: local verification of projected service-account tokens against the
-//! API server's JWKS, TokenReview fallback, and the token ↔ pod binding check (the
-//! workload identity issue). Until then kgate adds no trust of its own to a token.
+//! The **identify** stage: who is calling, verified and bound to the pod the kernel
+//! says the connection came from. The rules live in [`crate::identity`]; this stage
+//! applies them to one request.
 
-use http::{HeaderMap, header::AUTHORIZATION};
+use http::HeaderMap;
 
 use super::accept::Connection;
+use crate::{
+    identity::{Identifier, Identity},
+    status::Status,
+};
 
-/// The caller as far as kgate knows it.
-#[derive(Clone, Debug)]
-pub struct Caller {
-    pub conn: Connection,
-    /// The request carries `Authorization: Bearer …`.
-    pub bearer: bool,
-}
-
-pub fn identify(conn: &Connection, headers: &HeaderMap) -> Caller {
-    let bearer = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "));
-    Caller {
-        conn: conn.clone(),
-        bearer,
-    }
+/// The caller's identity, or the Status that refuses the request (401, 403 or 503).
+pub async fn identify(
+    identifier: &Identifier,
+    conn: &Connection,
+    headers: &HeaderMap,
+) -> Result<Identity, Status> {
+    identifier.identify(conn, headers).await
 }

@@ -38,7 +38,7 @@ use self::{
     forward::{ForwardError, Upstream},
     record::StreamTap,
 };
-use crate::{config::DirectClients, ebpf::OriginTable, status::Status};
+use crate::{config::DirectClients, ebpf::OriginTable, identity::Identifier, status::Status};
 
 /// Largest request head accepted, as the API server's default (Go's 1 MiB).
 const MAX_HEADER_BYTES: usize = 1 << 20;
@@ -53,6 +53,7 @@ pub struct Proxy {
     pub direct_clients: DirectClients,
     pub cgroups: CgroupNames,
     pub tls: TlsAcceptor,
+    pub identity: Identifier,
     pub upstream: Upstream,
 }
 
@@ -136,11 +137,26 @@ async fn handle(
             return respond(&status);
         }
     };
-    let caller = identify::identify(&conn, req.headers());
+    let identity = match identify::identify(&proxy.identity, &conn, req.headers()).await {
+        Ok(identity) => identity,
+        Err(status) => {
+            let response = respond(&status);
+            record::request(
+                &conn,
+                None,
+                &info,
+                response.status(),
+                started.elapsed(),
+                Some(&status.message),
+            );
+            return response;
+        }
+    };
     if let Err(status) = authorize::authorize(&info, req.headers()) {
         let response = respond(&status);
         record::request(
-            &caller.conn,
+            &conn,
+            Some(&identity),
             &info,
             response.status(),
             started.elapsed(),
@@ -150,7 +166,12 @@ async fn handle(
     }
     // approve: requests that policy holds wait here for a human.
     let tap = StreamTap::new(format!("{} {}", info.verb, info.path));
-    let response = match proxy.upstream.forward(conn.peer, req, tap).await {
+    let impersonate = identity.impersonate.then_some(&*identity.user);
+    let response = match proxy
+        .upstream
+        .forward(conn.peer, req, impersonate, tap)
+        .await
+    {
         Ok(response) => response,
         Err(error) => {
             warn!(%error, "forward failed");
@@ -159,7 +180,8 @@ async fn handle(
     };
     // mask: sensitive response fields are rewritten here.
     record::request(
-        &caller.conn,
+        &conn,
+        Some(&identity),
         &info,
         response.status(),
         started.elapsed(),

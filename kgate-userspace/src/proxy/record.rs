@@ -14,18 +14,23 @@ use tracing::info;
 use kgate_common::Origin;
 
 use super::accept::Connection;
-use crate::request_info::RequestInfo;
+use crate::{identity::Identity, request_info::RequestInfo};
 
 /// Logs a finished request (for a watch or stream: its response head).
 pub fn request(
     conn: &Connection,
+    identity: Option<&Identity>,
     info: &RequestInfo,
     status: StatusCode,
     latency: Duration,
     refused: Option<&str>,
 ) {
     info!(
+        user = identity.map(|i| i.user.username.as_str()),
+        workload = identity.map(|i| i.workload.describe()),
+        impersonated = identity.is_some_and(|i| i.impersonate),
         pid = conn.origin.map(|o| o.pid()),
+        exe = conn.exe.as_deref(),
         comm = conn.origin.as_ref().map(Origin::comm),
         cgroup = conn.cgroup.as_deref().unwrap_or("?"),
         verb = %info.verb,

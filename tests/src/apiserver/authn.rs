@@ -17,14 +17,7 @@ pub fn authenticate(state: &State, req: &Req) -> Result<Option<Value>, hyper::Re
         return Ok(None);
     };
     let token = auth.strip_prefix("Bearer ").unwrap_or_default().trim();
-    if state.tokens.lock().unwrap().contains(token) {
-        // The identity kubeadm gives its admin kubeconfig.
-        let user = if token.starts_with("admin-") {
-            json!({"username": "kubernetes-admin", "groups": ["kubeadm:cluster-admins", "system:authenticated"]})
-        } else {
-            let name = format!("token:{}", &token[..token.len().min(12)]);
-            json!({"username": name, "groups": ["system:authenticated"]})
-        };
+    if let Some(user) = static_token_user(state, token) {
         return Ok(Some(user));
     }
     match state
@@ -39,6 +32,20 @@ pub fn authenticate(state: &State, req: &Req) -> Result<Option<Value>, hyper::Re
             "Unauthorized",
         )),
     }
+}
+
+/// The user of a static token (the API server's `--token-auth-file`), if `token` is one.
+fn static_token_user(state: &State, token: &str) -> Option<Value> {
+    if !state.tokens.lock().unwrap().contains(token) {
+        return None;
+    }
+    // The identity kubeadm gives its admin kubeconfig.
+    Some(if token.starts_with("admin-") {
+        json!({"username": "kubernetes-admin", "groups": ["kubeadm:cluster-admins", "system:authenticated"]})
+    } else {
+        let name = format!("token:{}", &token[..token.len().min(12)]);
+        json!({"username": name, "groups": ["system:authenticated"]})
+    })
 }
 
 /// A verified token is only valid while what it names exists: its service account
@@ -157,6 +164,23 @@ pub fn token_review(state: &State, req: &Req) -> hyper::Response<Body> {
         .flatten()
         .filter_map(Value::as_str)
         .collect();
+    // A static token is not audience-aware: it authenticates for the API server's own
+    // audience (the issuer), as the real server's authenticator wrapper decides.
+    if let Some(user) = static_token_user(state, token) {
+        let ours = state.signer.issuer.as_str();
+        let status_body = if wanted.is_empty() || wanted.contains(&ours) {
+            json!({"authenticated": true, "user": user, "audiences": [ours]})
+        } else {
+            json!({"authenticated": false, "error": "token audiences do not match the requested audiences"})
+        };
+        return json_response(
+            StatusCode::CREATED,
+            &json!({
+                "kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"creationTimestamp": null}, "spec": body["spec"], "status": status_body,
+            }),
+        );
+    }
     let status_body = match state
         .signer
         .verify(token)

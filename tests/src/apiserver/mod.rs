@@ -14,7 +14,7 @@
 //!
 //! Not here: authorization (every authenticated user may do anything, including
 //! impersonation), admission and defaulting, protobuf answers, server-side apply,
-//! SPDY and port-forward, controllers (a Deployment never gets pods).
+//! controllers (a Deployment never gets pods).
 
 mod api;
 mod authn;

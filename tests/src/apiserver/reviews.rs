@@ -56,6 +56,10 @@ fn effective_user(req: &Req) -> Value {
     let mut extra = serde_json::Map::new();
     for (key, value) in &req.headers {
         if let Some(k) = key.as_str().strip_prefix("impersonate-extra-") {
+            // Keys travel percent-encoded in header names (`%2f` for `/`).
+            let k = form_urlencoded::parse(format!("k={k}").as_bytes())
+                .next()
+                .map_or_else(|| k.to_owned(), |(_, v)| v.into_owned());
             let values = extra.entry(k).or_insert_with(|| json!([]));
             if let (Some(list), Ok(v)) = (values.as_array_mut(), value.to_str()) {
                 list.push(json!(v));

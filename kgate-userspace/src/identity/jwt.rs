@@ -1,0 +1,246 @@
+//! Local verification of projected service-account tokens: the signature against the
+//! API server's JWKS, then `iss`, `aud`, `exp` and `nbf`, as the API server's own
+//! service-account authenticator checks them.
+//!
+//! Only asymmetric algorithms the API server signs with are accepted (RS256 for RSA
+//! keys; ES256/ES384 for P-256/P-384 keys); `none` and HMAC never verify.
+
+use std::collections::{BTreeMap, HashMap};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, Validation,
+    jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet},
+};
+use serde::Deserialize;
+
+use super::UserInfo;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JwtError {
+    #[error("not a JWT: {0}")]
+    Malformed(String),
+    #[error("signing algorithm {0:?} is not accepted")]
+    Algorithm(String),
+    #[error("no key with id {0:?} in the issuer's JWKS")]
+    UnknownKey(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The verification keys of one issuer, from its JWKS.
+pub struct Keys {
+    pub issuer: String,
+    by_kid: HashMap<String, (DecodingKey, Algorithm)>,
+    all: Vec<(DecodingKey, Algorithm)>,
+}
+
+/// The claims kgate reads from a projected service-account token.
+#[derive(Debug, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default)]
+    pub jti: Option<String>,
+    #[serde(rename = "kubernetes.io")]
+    pub kubernetes: Option<KubernetesClaims>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct KubernetesClaims {
+    pub namespace: String,
+    pub serviceaccount: ObjectRef,
+    #[serde(default)]
+    pub pod: Option<ObjectRef>,
+    #[serde(default)]
+    pub node: Option<ObjectRef>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ObjectRef {
+    pub name: String,
+    pub uid: String,
+}
+
+// === impl Keys ===
+
+impl Keys {
+    /// The usable keys of `jwks`: keys of other types or algorithms are skipped, as
+    /// the API server never signs with them.
+    pub fn new(issuer: String, jwks: &JwkSet) -> Self {
+        let mut keys = Self {
+            issuer,
+            by_kid: HashMap::new(),
+            all: Vec::new(),
+        };
+        for jwk in &jwks.keys {
+            let Some(alg) = algorithm_for(jwk) else {
+                continue;
+            };
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            if let Some(kid) = &jwk.common.key_id {
+                keys.by_kid.insert(kid.clone(), (key.clone(), alg));
+            }
+            keys.all.push((key, alg));
+        }
+        keys
+    }
+
+    /// How many usable keys the JWKS had.
+    pub fn count(&self) -> usize {
+        self.all.len()
+    }
+
+    /// Verifies `token` and returns its claims. `audiences` are the accepted ones
+    /// (any one of them must be in `aud`); `skew_seconds` applies to `exp` and `nbf`.
+    pub fn verify(
+        &self,
+        token: &str,
+        audiences: &[String],
+        skew_seconds: u64,
+    ) -> Result<Claims, JwtError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
+        if !matches!(
+            header.alg,
+            Algorithm::RS256 | Algorithm::ES256 | Algorithm::ES384
+        ) {
+            return Err(JwtError::Algorithm(format!("{:?}", header.alg)));
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(audiences);
+        validation.leeway = skew_seconds;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // The kid is a hint, as for the API server: without one, every key of the
+        // algorithm is tried.
+        let candidates: Vec<&DecodingKey> = match &header.kid {
+            Some(kid) => {
+                let (key, alg) = self
+                    .by_kid
+                    .get(kid)
+                    .ok_or_else(|| JwtError::UnknownKey(kid.clone()))?;
+                if *alg != header.alg {
+                    return Err(JwtError::Algorithm(format!(
+                        "{:?} with a {alg:?} key",
+                        header.alg
+                    )));
+                }
+                vec![key]
+            }
+            None => self
+                .all
+                .iter()
+                .filter(|(_, alg)| *alg == header.alg)
+                .map(|(key, _)| key)
+                .collect(),
+        };
+        let mut last = JwtError::Invalid("no key for the token's algorithm".into());
+        for key in candidates {
+            match jsonwebtoken::decode::<Claims>(token, key, &validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(error) => last = JwtError::Invalid(describe(&error)),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// The `iss` claim of a JWT, unverified: only to choose between local verification
+/// and TokenReview.
+pub fn peek_issuer(token: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: Option<String>,
+    }
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Iss>(&bytes).ok()?.iss
+}
+
+fn algorithm_for(jwk: &Jwk) -> Option<Algorithm> {
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => Some(Algorithm::ES256),
+            EllipticCurve::P384 => Some(Algorithm::ES384),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn describe(error: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::InvalidSignature => "signature does not verify".into(),
+        ErrorKind::ExpiredSignature => "token has expired".into(),
+        ErrorKind::ImmatureSignature => "token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidAudience => "token audience is not accepted".into(),
+        ErrorKind::InvalidIssuer => "token issuer is not the API server's".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("token has no {claim:?} claim"),
+        _ => error.to_string(),
+    }
+}
+
+// === impl Claims ===
+
+impl Claims {
+    /// The user the API server's authenticator makes of these claims.
+    pub fn user(&self) -> Result<UserInfo, JwtError> {
+        let k8s = self.kubernetes.as_ref().ok_or_else(|| {
+            JwtError::Invalid(
+                "token has no kubernetes.io claims: not a service-account token".into(),
+            )
+        })?;
+        let username = format!(
+            "system:serviceaccount:{}:{}",
+            k8s.namespace, k8s.serviceaccount.name
+        );
+        if self.sub != username {
+            return Err(JwtError::Invalid(format!(
+                "sub {:?} does not name the token's service account",
+                self.sub
+            )));
+        }
+        let mut extra = BTreeMap::new();
+        if let Some(pod) = &k8s.pod {
+            extra.insert(super::EXTRA_POD_NAME.to_owned(), vec![pod.name.clone()]);
+            extra.insert(super::EXTRA_POD_UID.to_owned(), vec![pod.uid.clone()]);
+        }
+        if let Some(node) = &k8s.node {
+            extra.insert(
+                "authentication.kubernetes.io/node-name".to_owned(),
+                vec![node.name.clone()],
+            );
+            extra.insert(
+                "authentication.kubernetes.io/node-uid".to_owned(),
+                vec![node.uid.clone()],
+            );
+        }
+        if let Some(jti) = &self.jti {
+            extra.insert(
+                "authentication.kubernetes.io/credential-id".to_owned(),
+                vec![format!("JTI={jti}")],
+            );
+        }
+        Ok(UserInfo {
+            username,
+            uid: k8s.serviceaccount.uid.clone(),
+            groups: vec![
+                "system:serviceaccounts".to_owned(),
+                format!("system:serviceaccounts:{}", k8s.namespace),
+                "system:authenticated".to_owned(),
+            ],
+            extra,
+        })
+    }
+}

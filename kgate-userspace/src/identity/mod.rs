@@ -1,0 +1,475 @@
+//! Workload identity: who is calling, verified, and bound to the pod the kernel says
+//! the connection came from.
+//!
+//! 1. The bearer token is verified: locally when it is a projected service-account
+//!    token of the API server's issuer (signature against the JWKS, `iss`, `aud`,
+//!    `exp`/`nbf`), by TokenReview through the upstream otherwise (legacy Secret
+//!    tokens, other issuers). Results are cached by the token's SHA-256.
+//! 2. The token's pod claim must name the pod that owns the connection's cgroup, and
+//!    that pod must be on this node's pod list. A token used from another pod, or from
+//!    a process outside any pod, is a stolen token.
+//! 3. A token without a pod claim is accepted only for the users `unboundSubjects`
+//!    names.
+//!
+//! Every failure is a Kubernetes `Status`: 401 for missing or invalid credentials,
+//! 403 for a binding violation, 503 when kgate cannot decide (no JWKS and no
+//! TokenReview, pod index not synced): nothing is forwarded unchecked.
+
+pub mod jwt;
+pub mod pods;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use http::{HeaderMap, Request, header::AUTHORIZATION};
+use jsonwebtoken::jwk::JwkSet;
+use serde::Deserialize;
+use serde_json::json;
+use tracing::{info, warn};
+use wildmatch::WildMatch;
+
+use self::{
+    jwt::{JwtError, Keys},
+    pods::{Lookup, PodIndex, PodInfo},
+};
+use crate::{cgroup, config, proxy::accept::Connection, status::Status};
+
+pub const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
+pub const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";
+
+/// The most tokens kept verified at once.
+const CACHE_CAPACITY: usize = 16 * 1024;
+/// A locally verified token is re-verified at least this often, so that a key removed
+/// from the JWKS stops verifying.
+const MAX_LOCAL_CACHE: Duration = Duration::from_secs(300);
+/// The JWKS is fetched again at most this often (on an unknown key id).
+const JWKS_MIN_REFRESH: Duration = Duration::from_secs(10);
+/// How long a request from a pod waits for the pod index to know it.
+const POD_WAIT: Duration = Duration::from_secs(3);
+
+/// An authenticated user, as the API server's `UserInfo`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct UserInfo {
+    pub username: String,
+    #[serde(default)]
+    pub uid: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// Where a connection comes from, per the kernel and the pod index.
+#[derive(Clone, Debug)]
+pub enum Workload {
+    /// A pod on this node, and the container when the cgroup names one.
+    Pod {
+        pod: Arc<PodInfo>,
+        container: Option<String>,
+    },
+    /// A redirected connection from a cgroup that is not a pod's.
+    Host { cgroup: Option<String> },
+    /// A direct client (`directClients: allow`): no kernel record at all.
+    Unattributed,
+}
+
+/// The identity every later stage sees.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub user: Arc<UserInfo>,
+    pub workload: Workload,
+    /// The request goes upstream as the agent impersonating `user`.
+    pub impersonate: bool,
+}
+
+/// Verifies callers. Shared by every connection.
+pub struct Identifier {
+    client: Option<kube::Client>,
+    pods: Option<PodIndex>,
+    issuer: Option<String>,
+    audiences: Vec<String>,
+    skew_seconds: u64,
+    review_ttl: Duration,
+    unbound: Vec<WildMatch>,
+    impersonate: Vec<WildMatch>,
+    keys: RwLock<Option<Arc<Keys>>>,
+    refreshed: tokio::sync::Mutex<Option<Instant>>,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    /// The user, or the 401 message of a token TokenReview rejected.
+    verdict: Result<Arc<UserInfo>, String>,
+    until: Instant,
+}
+
+// === impl Identifier ===
+
+impl Identifier {
+    /// `client` is the agent's own API client (`None`: tokens cannot be checked, every
+    /// request gets a 503); `pods` the node's pod index (`None` without the kernel
+    /// programs, when no connection can be attributed to a pod).
+    pub fn new(
+        cfg: &config::Identity,
+        client: Option<kube::Client>,
+        pods: Option<PodIndex>,
+    ) -> Self {
+        let globs = |v: &[String]| v.iter().map(|g| WildMatch::new(g)).collect();
+        Self {
+            client,
+            pods,
+            issuer: cfg.issuer.clone(),
+            audiences: cfg.audiences.clone(),
+            skew_seconds: cfg.clock_skew_seconds.unwrap_or(60),
+            review_ttl: Duration::from_secs(cfg.token_review_cache_seconds.unwrap_or(10)),
+            unbound: globs(&cfg.unbound_subjects),
+            impersonate: globs(&cfg.impersonate),
+            keys: RwLock::new(None),
+            refreshed: tokio::sync::Mutex::new(None),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Uses `keys` instead of fetching them (tests).
+    #[cfg(test)]
+    fn with_keys(self, keys: Keys) -> Self {
+        *self.keys.write().unwrap() = Some(Arc::new(keys));
+        self
+    }
+
+    /// Fetches the issuer's JWKS now (at start-up); failures are logged and retried on
+    /// demand, TokenReview covering the gap.
+    pub async fn load_keys(&self) {
+        if let Err(error) = self.refresh_keys().await {
+            warn!(%error, "cannot load the service-account JWKS yet; tokens go to TokenReview until it loads");
+        }
+    }
+
+    /// Who sent `headers` over `conn`, verified and bound, or the Status refusing it.
+    pub async fn identify(
+        &self,
+        conn: &Connection,
+        headers: &HeaderMap,
+    ) -> Result<Identity, Status> {
+        let token = bearer_token(headers)?;
+        let user = self.authenticate(token).await?;
+        let workload = self.workload(conn).await?;
+        check_binding(&user, &workload, &self.unbound)?;
+        let impersonate = self.impersonate.iter().any(|g| g.matches(&user.username));
+        Ok(Identity {
+            user,
+            workload,
+            impersonate,
+        })
+    }
+
+    /// The user a bearer token stands for.
+    async fn authenticate(&self, token: &str) -> Result<Arc<UserInfo>, Status> {
+        let key = token_hash(token);
+        let now = Instant::now();
+        if let Some(hit) = self.cache_get(&key, now) {
+            return hit.map_err(Status::unauthorized);
+        }
+        let (verdict, ttl) = match self.verify_locally(token).await {
+            Some(Ok((user, exp))) => {
+                let left = Duration::from_secs(exp.saturating_sub(unix_now()));
+                (Ok(Arc::new(user)), left.min(MAX_LOCAL_CACHE))
+            }
+            // A token of our issuer that does not verify is refused here: it is not
+            // worth an upstream round trip.
+            Some(Err(error)) => {
+                return Err(Status::unauthorized(format!(
+                    "kgate: invalid bearer token: {error}"
+                )));
+            }
+            None => (self.review(token).await?, self.review_ttl),
+        };
+        self.cache_put(key, verdict.clone(), now + ttl);
+        verdict.map_err(Status::unauthorized)
+    }
+
+    /// `None` when the token is not for local verification (not a JWT, another
+    /// issuer, no keys loaded); otherwise the verified user and `exp`.
+    async fn verify_locally(&self, token: &str) -> Option<Result<(UserInfo, u64), JwtError>> {
+        let issuer = jwt::peek_issuer(token)?;
+        let mut keys = self.keys.read().ok()?.clone();
+        if keys.is_none() {
+            let _ = self.refresh_keys().await;
+            keys = self.keys.read().ok()?.clone();
+        }
+        let keys = keys?;
+        if issuer != keys.issuer {
+            return None;
+        }
+        let audiences = self.audiences_for(&keys);
+        let mut result = keys.verify(token, &audiences, self.skew_seconds);
+        if matches!(result, Err(JwtError::UnknownKey(_))) && self.refresh_keys().await.is_ok() {
+            let keys = self.keys.read().ok()?.clone()?;
+            result = keys.verify(token, &audiences, self.skew_seconds);
+        }
+        // A key kgate has not seen even after a refresh (or while refreshes are rate
+        // limited) is for the API server to judge: TokenReview.
+        if matches!(result, Err(JwtError::UnknownKey(_))) {
+            return None;
+        }
+        Some(result.and_then(|claims| Ok((claims.user()?, claims.exp))))
+    }
+
+    fn audiences_for(&self, keys: &Keys) -> Vec<String> {
+        if self.audiences.is_empty() {
+            vec![keys.issuer.clone()]
+        } else {
+            self.audiences.clone()
+        }
+    }
+
+    /// Fetches OIDC discovery and the JWKS through the upstream, at most once per
+    /// [`JWKS_MIN_REFRESH`].
+    async fn refresh_keys(&self) -> Result<(), String> {
+        let mut last = self.refreshed.lock().await;
+        if last.is_some_and(|t| t.elapsed() < JWKS_MIN_REFRESH) {
+            return Err("JWKS fetched moments ago".into());
+        }
+        *last = Some(Instant::now());
+        let client = self.client.as_ref().ok_or("no API client")?;
+        let discovery: serde_json::Value =
+            get_json(client, "/.well-known/openid-configuration").await?;
+        let issuer = discovery["issuer"]
+            .as_str()
+            .ok_or("OIDC discovery has no issuer")?
+            .to_owned();
+        if let Some(expected) = &self.issuer
+            && *expected != issuer
+        {
+            return Err(format!(
+                "the API server's issuer {issuer:?} is not the configured identity.issuer {expected:?}"
+            ));
+        }
+        let jwks_path = discovery["jwks_uri"]
+            .as_str()
+            .and_then(|uri| uri.parse::<http::Uri>().ok())
+            .map_or_else(|| "/openid/v1/jwks".to_owned(), |uri| uri.path().to_owned());
+        let jwks: JwkSet = get_json(client, &jwks_path).await?;
+        let keys = Keys::new(issuer.clone(), &jwks);
+        info!(issuer, keys = keys.count(), "service-account JWKS loaded");
+        *self.keys.write().map_err(|_| "poisoned")? = Some(Arc::new(keys));
+        Ok(())
+    }
+
+    /// TokenReview through the upstream: `Ok(Err(message))` when the API server says
+    /// the token is not valid, `Err(503)` when it cannot be asked.
+    async fn review(&self, token: &str) -> Result<Result<Arc<UserInfo>, String>, Status> {
+        let unavailable = |why: String| {
+            Status::service_unavailable(format!("kgate: cannot verify the bearer token: {why}"))
+        };
+        let client = self
+            .client
+            .as_ref()
+            .ok_or_else(|| unavailable("no API client".into()))?;
+        let mut spec = json!({ "token": token });
+        if !self.audiences.is_empty() {
+            spec["audiences"] = json!(self.audiences);
+        }
+        let body = json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": spec,
+        });
+        let req = Request::post("/apis/authentication.k8s.io/v1/tokenreviews")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(&body).unwrap_or_default())
+            .map_err(|e| unavailable(e.to_string()))?;
+        let review: serde_json::Value = client
+            .request(req)
+            .await
+            .map_err(|e| unavailable(format!("TokenReview failed: {e}")))?;
+        let status = &review["status"];
+        if status["authenticated"].as_bool() != Some(true) {
+            let why = status["error"]
+                .as_str()
+                .unwrap_or("the API server rejected it");
+            return Ok(Err(format!("kgate: invalid bearer token: {why}")));
+        }
+        let user: UserInfo = serde_json::from_value(status["user"].clone())
+            .map_err(|e| unavailable(format!("TokenReview answer: {e}")))?;
+        Ok(Ok(Arc::new(user)))
+    }
+
+    /// The connection's workload: its pod (from the cgroup, confirmed by the pod
+    /// index), a host process, or a direct client.
+    async fn workload(&self, conn: &Connection) -> Result<Workload, Status> {
+        if conn.origin.is_none() {
+            return Ok(Workload::Unattributed);
+        }
+        let Some(pod_cgroup) = conn
+            .cgroup
+            .as_deref()
+            .and_then(cgroup::pod_uid_from_cgroup_path)
+        else {
+            return Ok(Workload::Host {
+                cgroup: conn.cgroup.clone(),
+            });
+        };
+        let Some(index) = &self.pods else {
+            return Err(Status::service_unavailable(
+                "kgate: no pod index: cannot attribute a pod's connection",
+            ));
+        };
+        match index.get(&pod_cgroup.pod_uid, POD_WAIT).await {
+            Lookup::Found(pod) => {
+                let container = pod_cgroup
+                    .container_id
+                    .as_deref()
+                    .and_then(|id| pod.container_named_by_id(id))
+                    .map(str::to_owned);
+                Ok(Workload::Pod { pod, container })
+            }
+            Lookup::Missing => Err(Status::forbidden(format!(
+                "kgate: the connection comes from pod UID {}, which is not on this node's pod list",
+                pod_cgroup.pod_uid
+            ))),
+            Lookup::NotSynced => Err(Status::service_unavailable(
+                "kgate: the node's pod list has not loaded yet",
+            )
+            .with_retry_after(1)),
+        }
+    }
+
+    fn cache_get(&self, key: &[u8; 32], now: Instant) -> Option<Result<Arc<UserInfo>, String>> {
+        let cache = self.cache.lock().ok()?;
+        cache
+            .get(key)
+            .filter(|c| c.until > now)
+            .map(|c| c.verdict.clone())
+    }
+
+    fn cache_put(&self, key: [u8; 32], verdict: Result<Arc<UserInfo>, String>, until: Instant) {
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        if cache.len() >= CACHE_CAPACITY {
+            let now = Instant::now();
+            cache.retain(|_, c| c.until > now);
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+        }
+        cache.insert(key, Cached { verdict, until });
+    }
+}
+
+/// The token of `Authorization: Bearer …`, or a 401.
+fn bearer_token(headers: &HeaderMap) -> Result<&str, Status> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(Status::unauthorized(
+            "kgate: a bearer token is required: every request through kgate must carry the caller's own credentials",
+        ));
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Status::unauthorized("kgate: the Authorization header is not a bearer token")
+        })
+}
+
+/// The token ↔ pod binding rules (see the module docs).
+pub fn check_binding(
+    user: &UserInfo,
+    workload: &Workload,
+    unbound: &[WildMatch],
+) -> Result<(), Status> {
+    let claim_uid = user.extra.get(EXTRA_POD_UID).and_then(|v| v.first());
+    let Some(claim_uid) = claim_uid else {
+        if unbound.iter().any(|g| g.matches(&user.username)) {
+            return Ok(());
+        }
+        return Err(Status::forbidden(format!(
+            "kgate: the token of {} is not bound to a pod, and identity.unboundSubjects does not allow that user unbound tokens",
+            user.username
+        )));
+    };
+    let claim_pod = format!(
+        "{}/{} ({claim_uid})",
+        namespace_of(&user.username).unwrap_or("?"),
+        user.extra
+            .get(EXTRA_POD_NAME)
+            .and_then(|v| v.first())
+            .map_or("?", String::as_str),
+    );
+    match workload {
+        Workload::Pod { pod, .. } if pod.uid == *claim_uid => Ok(()),
+        Workload::Pod { pod, .. } => Err(Status::forbidden(format!(
+            "kgate: token bound to pod {claim_pod} used from pod {}/{} ({})",
+            pod.namespace, pod.name, pod.uid
+        ))),
+        Workload::Host { cgroup } => Err(Status::forbidden(format!(
+            "kgate: token bound to pod {claim_pod} used from a process outside any pod (cgroup {})",
+            cgroup.as_deref().unwrap_or("unknown")
+        ))),
+        Workload::Unattributed => Err(Status::forbidden(format!(
+            "kgate: token bound to pod {claim_pod} used by a client kgate cannot attribute to that pod"
+        ))),
+    }
+}
+
+fn namespace_of(username: &str) -> Option<&str> {
+    username
+        .strip_prefix("system:serviceaccount:")?
+        .split_once(':')
+        .map(|(ns, _)| ns)
+}
+
+fn token_hash(token: &str) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut out = [0; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &kube::Client,
+    path: &str,
+) -> Result<T, String> {
+    let req = Request::get(path)
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    client
+        .request(req)
+        .await
+        .map_err(|e| format!("GET {path}: {e}"))
+}
+
+// === impl Workload ===
+
+impl Workload {
+    /// For logs and records: `pod ns/name[/container]`, `host <cgroup>`, `direct`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Pod { pod, container } => match container {
+                Some(c) => format!("pod {}/{}/{c}", pod.namespace, pod.name),
+                None => format!("pod {}/{}", pod.namespace, pod.name),
+            },
+            Self::Host { cgroup } => format!("host {}", cgroup.as_deref().unwrap_or("?")),
+            Self::Unattributed => "direct".to_owned(),
+        }
+    }
+}

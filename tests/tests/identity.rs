@@ -1,0 +1,292 @@
+//! Workload identity through a standalone agent in front of the API-server double:
+//! projected tokens verified locally against the double's JWKS (no upstream call per
+//! token), TokenReview for what cannot be verified locally (cached), 401/403 Statuses
+//! for missing, invalid and misused tokens, and impersonation mode.
+//!
+//! Pod binding from the kernel's side (a token used from another pod's cgroup) is in
+//! `ebpf.rs`: it needs the netns topology.
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use kgate_tests::{
+    apiserver::{ApiServer, Config, DEFAULT_ISSUER, Handle, Subject},
+    harness::{Agent, Kubectl, https_client, scratch_dir, text},
+};
+use serde_json::{Value, json};
+
+const IDENTITY: &str = "identity:\n  unboundSubjects: [kubernetes-admin, 'system:serviceaccount:demo:bot', 'system:serviceaccount:demo:imp-*', 'token:*']\n  impersonate: ['system:serviceaccount:demo:imp-*']\n";
+
+struct Setup {
+    server: Handle,
+    agent: Agent,
+}
+
+async fn setup() -> Setup {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let agent = Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        IDENTITY,
+    )
+    .unwrap();
+    agent
+        .wait_for(
+            "service-account JWKS loaded",
+            std::time::Duration::from_secs(20),
+        )
+        .unwrap();
+    Setup { server, agent }
+}
+
+impl Setup {
+    fn service_account(&self, name: &str) -> Subject {
+        if self.server.get("serviceaccounts", "demo", name).is_none() {
+            self.server
+                .create(
+                    "serviceaccounts",
+                    "demo",
+                    json!({"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {"name": name}}),
+                )
+                .unwrap();
+        }
+        let sa = self.server.get("serviceaccounts", "demo", name).unwrap();
+        Subject {
+            namespace: "demo".into(),
+            service_account: name.into(),
+            service_account_uid: sa["metadata"]["uid"].as_str().unwrap().into(),
+            pod: None,
+        }
+    }
+
+    fn token(&self, subject: &Subject) -> String {
+        self.server
+            .mint_token(subject, &[DEFAULT_ISSUER.to_owned()], 3600)
+    }
+
+    /// GET `path` through kgate with `token` (none: no Authorization header).
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(format!("{}{path}", self.agent.url()));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let response = https_client(&self.agent.ca_pem, false)
+            .request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = text(response.into_body()).await;
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// How many requests for `path` reached the double.
+    fn upstream_count(&self, path: &str) -> usize {
+        self.server
+            .requests()
+            .iter()
+            .filter(|r| r.path == path)
+            .count()
+    }
+}
+
+const PODS: &str = "/api/v1/namespaces/demo/pods";
+const REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+
+fn assert_status(got: &(StatusCode, Value), code: StatusCode, needle: &str) {
+    assert_eq!(got.0, code, "{}", got.1);
+    assert_eq!(got.1["kind"], "Status", "{}", got.1);
+    assert_eq!(got.1["code"], code.as_u16(), "{}", got.1);
+    let message = got.1["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("kgate: ") && message.contains(needle),
+        "{message:?} does not contain {needle:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn projected_tokens_are_verified_locally() {
+    let s = setup().await;
+    let bot = s.service_account("bot");
+    let token = s.token(&bot);
+    let reviews = s.upstream_count(REVIEWS);
+    for _ in 0..3 {
+        let (code, body) = s.get(PODS, Some(&token)).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+    }
+    assert_eq!(
+        s.upstream_count(REVIEWS),
+        reviews,
+        "a token of the API server's issuer needs no TokenReview"
+    );
+    assert!(
+        s.agent
+            .log()
+            .iter()
+            .any(|l| l.contains("system:serviceaccount:demo:bot") && l.contains("\"status\":200")),
+        "the request record names the verified user"
+    );
+
+    // A new signing key: its first token makes kgate fetch the JWKS again (or ask
+    // TokenReview while a refresh is rate limited); either way it is accepted.
+    s.server.rotate_signing_key();
+    let (code, body) = s.get(PODS, Some(&s.token(&bot))).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_and_misused_tokens_are_refused_before_the_api_server() {
+    let s = setup().await;
+    let bot = s.service_account("bot");
+    let forwarded = s.upstream_count(PODS);
+    let claims = |f: &dyn Fn(&mut Value)| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut c = json!({
+            "iss": DEFAULT_ISSUER, "aud": [DEFAULT_ISSUER], "exp": now + 600, "iat": now, "nbf": now,
+            "sub": "system:serviceaccount:demo:bot",
+            "kubernetes.io": {"namespace": "demo", "serviceaccount": {"name": "bot", "uid": bot.service_account_uid}},
+        });
+        f(&mut c);
+        s.server.sign_claims(&c)
+    };
+
+    let cases = [
+        (None, StatusCode::UNAUTHORIZED, "bearer token is required"),
+        (
+            Some(
+                s.server
+                    .mint_foreign_token(&bot, &[DEFAULT_ISSUER.into()], 600),
+            ),
+            StatusCode::UNAUTHORIZED,
+            // An unknown key id: the API server's TokenReview is the judge.
+            "invalid bearer token",
+        ),
+        (
+            Some(claims(&|c| c["exp"] = json!(1_000_000))),
+            StatusCode::UNAUTHORIZED,
+            "expired",
+        ),
+        (
+            Some(claims(&|c| c["aud"] = json!(["https://vault.example"]))),
+            StatusCode::UNAUTHORIZED,
+            "audience",
+        ),
+        (
+            Some(claims(&|c| {
+                c["sub"] = json!("system:serviceaccount:kube-system:admin");
+            })),
+            StatusCode::UNAUTHORIZED,
+            "does not name the token's service account",
+        ),
+        // Bound to web-0, presented by a client kgate cannot attribute to that pod.
+        (
+            Some(
+                s.token(&Subject {
+                    pod: Some((
+                        "web-0".into(),
+                        s.server.get("pods", "demo", "web-0").unwrap()["metadata"]["uid"]
+                            .as_str()
+                            .unwrap()
+                            .into(),
+                        Some("node-1".into()),
+                    )),
+                    ..bot.clone()
+                }),
+            ),
+            StatusCode::FORBIDDEN,
+            "token bound to pod demo/web-0",
+        ),
+        // Unbound, and not a subject allowed unbound tokens.
+        (
+            Some(s.token(&s.service_account("deployer"))),
+            StatusCode::FORBIDDEN,
+            "unboundSubjects",
+        ),
+    ];
+    for (token, code, needle) in cases {
+        let got = s.get(PODS, token.as_deref()).await;
+        assert_status(&got, code, needle);
+    }
+    assert_eq!(
+        s.upstream_count(PODS),
+        forwarded,
+        "nothing refused reached the API server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn other_tokens_go_to_token_review_and_are_cached() {
+    let s = setup().await;
+    s.server.add_token("static-ci-token");
+    let reviews = s.upstream_count(REVIEWS);
+    for _ in 0..3 {
+        let (code, body) = s.get(PODS, Some("static-ci-token")).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+    }
+    assert_eq!(
+        s.upstream_count(REVIEWS),
+        reviews + 1,
+        "one review, then the cache"
+    );
+
+    let got = s.get(PODS, Some("not-a-token-the-server-knows")).await;
+    assert_status(&got, StatusCode::UNAUTHORIZED, "invalid bearer token");
+    // The rejection is cached too: a retry storm does not become a review storm.
+    let _ = s.get(PODS, Some("not-a-token-the-server-knows")).await;
+    assert_eq!(s.upstream_count(REVIEWS), reviews + 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn impersonated_subjects_reach_the_api_server_as_the_agent() {
+    let s = setup().await;
+    let subject = s.service_account("imp-ci");
+    let token = s.token(&subject);
+    let before = s.server.requests().len();
+    let (code, body) = s.get(PODS, Some(&token)).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let requests = s.server.requests();
+    let seen = requests[before..]
+        .iter()
+        .find(|r| r.path == PODS)
+        .expect("forwarded");
+    // The double authenticated the agent's credential, not the bot's token...
+    assert_eq!(seen.user.as_deref(), Some("kubernetes-admin"));
+    let header = |name: &str| {
+        seen.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+    };
+    // ...which asks to act as the verified bot.
+    assert_eq!(
+        header("impersonate-user"),
+        ["system:serviceaccount:demo:imp-ci"]
+    );
+    assert_eq!(
+        header("impersonate-uid"),
+        [subject.service_account_uid.as_str()]
+    );
+    assert!(header("impersonate-group").contains(&"system:serviceaccounts:demo"));
+
+    // `kubectl auth whoami` with the bot's token sees the bot, through impersonation.
+    let k = Kubectl::new(
+        scratch_dir("whoami"),
+        &s.agent.url(),
+        &s.agent.ca_pem,
+        &token,
+    );
+    let out = tokio::task::spawn_blocking(move || k.ok(&["auth", "whoami", "-o", "json"]))
+        .await
+        .unwrap();
+    let review: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        review["status"]["userInfo"]["username"],
+        "system:serviceaccount:demo:imp-ci"
+    );
+}
