@@ -128,6 +128,24 @@ impl Topology {
         self.command_in(&self.pod_cgroup, &self.pod_ns, program.as_ref())
     }
 
+    /// A kubelet-style cgroup for a container of pod `uid` (cgroupfs driver layout:
+    /// `kubepods/besteffort/pod<uid>/<container id>`) under the intercepted cgroup.
+    pub fn kubelet_pod_cgroup(&self, uid: &str, container_id: &str) -> anyhow::Result<PathBuf> {
+        let dir = self
+            .cgroup_root
+            .join("kubepods/besteffort")
+            .join(format!("pod{uid}"))
+            .join(container_id);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// A command in the pod's network namespace, in `cgroup` (e.g. one made by
+    /// [`Topology::kubelet_pod_cgroup`]).
+    pub fn pod_command_in(&self, cgroup: &Path, program: impl AsRef<Path>) -> Command {
+        self.command_in(cgroup, &self.pod_ns, program.as_ref())
+    }
+
     /// A command that runs on the node side, in the agent's cgroup.
     pub fn agent_command(&self, program: impl AsRef<Path>) -> Command {
         self.command_in(&self.agent_cgroup, &self.node_ns, program.as_ref())
@@ -219,15 +237,24 @@ impl Drop for Topology {
             let _ = Command::new("umount").arg(&self.bpffs).status();
         }
         let _ = fs::remove_dir_all(&self.dir);
-        for cg in [&self.pod_cgroup, &self.agent_cgroup, &self.cgroup_root] {
-            // cgroup directories go with rmdir once their processes are gone.
-            for _ in 0..50 {
-                if !cg.exists() || fs::remove_dir(cg).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        // cgroup directories go with rmdir, deepest first, once their processes are gone.
+        remove_cgroup_tree(&self.cgroup_root);
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&entry.path());
             }
         }
+    }
+    for _ in 0..50 {
+        if !dir.exists() || fs::remove_dir(dir).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -19,6 +19,8 @@ fn manifests_render_and_ship_a_valid_agent_config() {
     for kind in [
         "kind: Namespace",
         "kind: ServiceAccount",
+        "kind: ClusterRole",
+        "kind: ClusterRoleBinding",
         "kind: ConfigMap",
         "kind: DaemonSet",
     ] {
@@ -38,12 +40,28 @@ fn manifests_render_and_ship_a_valid_agent_config() {
         .join("\n");
     assert!(
         kgate::config::Config::parse(&text).is_err(),
-        "without the node IP the config must be refused"
+        "without the node IP and name the config must be refused"
     );
-    let parsed =
-        kgate::config::Config::parse_with(&text, |c| c.redirect.ipv4 = Some([10, 0, 0, 5].into()))
-            .unwrap();
+    let parsed = kgate::config::Config::parse_with(&text, |c| {
+        c.redirect.ipv4 = Some([10, 0, 0, 5].into());
+        c.identity.node_name = Some("node-1".into());
+    })
+    .unwrap();
     assert_eq!(parsed.listen.port(), 7443);
+    assert_eq!(
+        parsed.upstream.token_file.as_deref(),
+        Some(std::path::Path::new("/var/run/secrets/kgate/token"))
+    );
     let daemonset = std::fs::read_to_string(format!("{deploy}/daemonset.yaml")).unwrap();
-    assert!(daemonset.contains("containerPort: 7443") && daemonset.contains("KGATE_REDIRECT_IPV4"));
+    for needle in [
+        "containerPort: 7443",
+        "KGATE_REDIRECT_IPV4",
+        "NODE_NAME",
+        "mountPath: /var/run/secrets/kgate",
+    ] {
+        assert!(
+            daemonset.contains(needle),
+            "{needle} missing from the DaemonSet"
+        );
+    }
 }

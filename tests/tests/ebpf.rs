@@ -4,14 +4,19 @@
 //! These need root. `cargo xtask test` runs them (CI is root); plain `cargo test` skips
 //! them through the ignore reason.
 
-use std::{fs, path::PathBuf, process::Output, time::Duration};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Output,
+    time::Duration,
+};
 
 use kgate_tests::{
     harness::kgate_bin,
     pki::Ca,
     topology::{NODE_IP4, POD_IP4, Process, Topology},
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const AGENT_PORT: u16 = 7443;
 const UPSTREAM: &str = "10.213.0.1:16443";
@@ -316,16 +321,25 @@ fn a_config_error_names_the_field() {
     assert!(stderr.contains("unknown field `targetz`"), "{stderr}");
 }
 
-#[test]
-#[ignore = "needs root (CAP_BPF, netns, cgroups): run by `cargo xtask test`"]
-fn kubectl_in_a_pod_reaches_the_api_server_only_through_kgate() {
-    let topo = Topology::create("kubectl").unwrap();
+/// A node with the API-server double (on `endpoint`) and kgate in front of it, as in a
+/// cluster: what the kubectl tests share.
+struct Cluster {
+    topo: Topology,
+    ca: Ca,
+    agent: Process,
+    /// The double's admin token.
+    token: String,
+}
+
+const ENDPOINT: &str = "10.213.0.1:16445";
+
+fn cluster(tag: &str) -> Cluster {
+    let topo = Topology::create(tag).unwrap();
     let dir = topo.dir.clone();
-    let endpoint = "10.213.0.1:16445";
     // The API server (double) on the node side.
     let mut double = topo.node_command(env!("CARGO_BIN_EXE_apiserver-double"));
     double
-        .args(["--listen", endpoint, "--cert-dir"])
+        .args(["--listen", ENDPOINT, "--cert-dir"])
         .arg(dir.join("apiserver"));
     topo.spawn(double)
         .unwrap()
@@ -344,10 +358,10 @@ fn kubectl_in_a_pod_reaches_the_api_server_only_through_kgate() {
     fs::write(
         &config,
         format!(
-            "listen: '{NODE_IP4}:{AGENT_PORT}'\ntargets: ['{CLUSTER_IP}', '{endpoint}']\n\
+            "listen: '{NODE_IP4}:{AGENT_PORT}'\ntargets: ['{CLUSTER_IP}', '{ENDPOINT}']\n\
              cgroup: {}\nbpffs: {}\n\
              tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key}}\n\
-             upstream: {{server: 'https://{endpoint}', caFile: {d}/apiserver/ca.crt, tokenFile: {d}/apiserver/token}}\n\
+             upstream: {{server: 'https://{ENDPOINT}', caFile: {d}/apiserver/ca.crt, tokenFile: {d}/apiserver/token}}\n\
              identity: {{nodeName: node-1, unboundSubjects: [kubernetes-admin]}}\n",
             topo.cgroup_root.display(),
             topo.bpffs.display(),
@@ -360,19 +374,34 @@ fn kubectl_in_a_pod_reaches_the_api_server_only_through_kgate() {
         .arg(&config);
     let agent = topo.spawn(cmd).unwrap();
     agent.output.wait_for("agent listening", WAIT).unwrap();
+    Cluster {
+        topo,
+        ca,
+        agent,
+        token,
+    }
+}
 
-    // An in-cluster-style kubeconfig: the Service IP, the cluster CA, the pod's token.
-    let kubeconfig = kgate_tests::harness::kubeconfig(
-        &dir.join("pod"),
-        &format!("https://{CLUSTER_IP}"),
-        &ca.cert_pem(),
-        &token,
-    );
-    let kubectl = |args: &[&str]| {
-        let out = topo
-            .pod_command("kubectl")
+impl Cluster {
+    /// An in-cluster-style kubeconfig: the Service IP, the cluster CA, `token`.
+    fn kubeconfig(&self, name: &str, token: &str) -> std::path::PathBuf {
+        kgate_tests::harness::kubeconfig(
+            &self.topo.dir.join(name),
+            &format!("https://{CLUSTER_IP}"),
+            &self.ca.cert_pem(),
+            token,
+        )
+    }
+
+    /// Runs `cmd` (kubectl in some cgroup of the pod netns) with `kubeconfig`.
+    fn kubectl(
+        mut cmd: std::process::Command,
+        kubeconfig: &Path,
+        args: &[&str],
+    ) -> (bool, String, String) {
+        let out = cmd
             .arg("--kubeconfig")
-            .arg(&kubeconfig)
+            .arg(kubeconfig)
             .args(["--request-timeout", "20s"])
             .args(args)
             .output()
@@ -382,7 +411,36 @@ fn kubectl_in_a_pod_reaches_the_api_server_only_through_kgate() {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
-    };
+    }
+
+    /// kubectl on the node, outside the intercepted cgroups, straight to the double
+    /// as its admin (setting up what a test needs).
+    fn admin(&self, args: &[&str]) -> String {
+        let kubeconfig = kgate_tests::harness::kubeconfig(
+            &self.topo.dir.join("admin"),
+            &format!("https://{ENDPOINT}"),
+            &fs::read_to_string(self.topo.dir.join("apiserver/ca.crt")).unwrap(),
+            &self.token,
+        );
+        let (ok, out, err) = Self::kubectl(self.topo.node_command("kubectl"), &kubeconfig, args);
+        assert!(ok, "admin kubectl {args:?}: {err}");
+        out
+    }
+}
+
+#[test]
+#[ignore = "needs root (CAP_BPF, netns, cgroups): run by `cargo xtask test`"]
+fn kubectl_in_a_pod_reaches_the_api_server_only_through_kgate() {
+    let cluster = cluster("kubectl");
+    let (topo, agent, token, dir) = (
+        &cluster.topo,
+        &cluster.agent,
+        &cluster.token,
+        &cluster.topo.dir,
+    );
+    let endpoint = ENDPOINT;
+    let kubeconfig = cluster.kubeconfig("pod", token);
+    let kubectl = |args: &[&str]| Cluster::kubectl(topo.pod_command("kubectl"), &kubeconfig, args);
     let (ok, pods, err) = kubectl(&["get", "pods"]);
     assert!(ok && pods.contains("web-0"), "{pods} {err}");
     let (ok, out, err) = kubectl(&["exec", "web-0", "--", "echo", "from the pod"]);
@@ -403,7 +461,7 @@ fn kubectl_in_a_pod_reaches_the_api_server_only_through_kgate() {
         &dir.join("direct"),
         &format!("https://{endpoint}"),
         &fs::read_to_string(dir.join("apiserver/ca.crt")).unwrap(),
-        &token,
+        token,
     );
     let out = topo
         .pod_command("kubectl")
@@ -416,5 +474,103 @@ fn kubectl_in_a_pod_reaches_the_api_server_only_through_kgate() {
     assert!(
         !out.status.success() && err.contains("certificate"),
         "the pod reached the API server directly: {err}"
+    );
+}
+
+#[test]
+#[ignore = "needs root (CAP_BPF, netns, cgroups): run by `cargo xtask test`"]
+fn a_pod_token_works_only_from_its_own_pod() {
+    let cluster = cluster("stolen");
+    let topo = &cluster.topo;
+    // Two pods on this node, each with a container cgroup laid out as the kubelet's.
+    let ids = ["a", "b"].map(|name| {
+        let container_id = format!("{:0>64}", format!("c0ffee{name}"));
+        let manifest = topo.dir.join(format!("{name}.json"));
+        fs::write(
+            &manifest,
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("bot-{name}"), "namespace": "demo"},
+                "spec": {"nodeName": "node-1", "serviceAccountName": "bot",
+                         "containers": [{"name": "main", "image": "bot:1"}]},
+                "status": {"phase": "Running", "containerStatuses": [{"name": "main", "ready": true,
+                    "restartCount": 0, "image": "bot:1", "imageID": "",
+                    "containerID": format!("containerd://{container_id}")}]},
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let created = cluster.admin(&[
+            "create",
+            "--validate=false",
+            "-o",
+            "jsonpath={.metadata.uid}",
+            "-f",
+            manifest.to_str().unwrap(),
+        ]);
+        let cgroup = topo.kubelet_pod_cgroup(&created, &container_id).unwrap();
+        (created, cgroup)
+    });
+    // A projected token bound to pod bot-a, as the kubelet would mount it there.
+    let token_a = cluster.admin(&[
+        "create",
+        "token",
+        "bot",
+        "-n",
+        "demo",
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        "bot-a",
+    ]);
+    let kubeconfig = cluster.kubeconfig("bot-a", token_a.trim());
+    let from = |cgroup: &Path, args: &[&str]| {
+        Cluster::kubectl(topo.pod_command_in(cgroup, "kubectl"), &kubeconfig, args)
+    };
+
+    // From its own pod: allowed, and recorded with the pod and container.
+    let (ok, out, err) = from(&ids[0].1, &["get", "pods", "-n", "demo"]);
+    assert!(ok && out.contains("bot-a"), "{out} {err}");
+    let record = cluster
+        .agent
+        .output
+        .wait_for("system:serviceaccount:demo:bot", WAIT)
+        .unwrap();
+    assert!(record.contains("pod demo/bot-a/main"), "{record}");
+
+    // Copied into pod bot-b: a stolen token.
+    let (ok, _, err) = from(&ids[1].1, &["get", "pods", "-n", "demo"]);
+    assert!(!ok, "a stolen token was accepted");
+    assert!(
+        err.contains(&format!(
+            "kgate: token bound to pod demo/bot-a ({}) used from pod demo/bot-b ({})",
+            ids[0].0, ids[1].0
+        )),
+        "{err}"
+    );
+    // From a cgroup that is no pod's: stolen too.
+    let (ok, _, err) = from(&topo.pod_cgroup, &["get", "pods", "-n", "demo"]);
+    assert!(
+        !ok && err.contains("used from a process outside any pod"),
+        "{err}"
+    );
+
+    // Once the pod is gone, its token is worth nothing, even from its old cgroup.
+    // (Forced: a graceful delete leaves a terminating pod whose token still works
+    // until the kubelet has stopped it.)
+    cluster.admin(&[
+        "delete",
+        "pod",
+        "bot-a",
+        "-n",
+        "demo",
+        "--force",
+        "--grace-period=0",
+    ]);
+    let (ok, _, err) = from(&ids[0].1, &["get", "pods", "-n", "demo"]);
+    assert!(!ok, "a deleted pod's token was accepted");
+    assert!(
+        err.contains("not on this node's pod list") || err.contains("Unauthorized"),
+        "{err}"
     );
 }
