@@ -290,3 +290,24 @@ async fn impersonated_subjects_reach_the_api_server_as_the_agent() {
         "system:serviceaccount:demo:imp-ci"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_key_floods_do_not_become_a_jwks_refresh_storm() {
+    let s = setup().await;
+    let bot = s.service_account("bot");
+    let jwks = |s: &Setup| s.upstream_count("/openid/v1/jwks");
+    let before = jwks(&s);
+    // Each token is signed by a key (and kid) the API server never had.
+    for _ in 0..40 {
+        let forged = s
+            .server
+            .mint_foreign_token(&bot, &[DEFAULT_ISSUER.into()], 600);
+        let got = s.get(PODS, Some(&forged)).await;
+        assert_status(&got, StatusCode::UNAUTHORIZED, "invalid bearer token");
+    }
+    assert!(
+        jwks(&s) <= before + 1,
+        "40 unknown key ids fetched the JWKS {} times",
+        jwks(&s) - before
+    );
+}
