@@ -46,6 +46,9 @@ enum Command {
         #[arg(long, env = "NODE_NAME")]
         node_name: Option<String>,
     },
+    /// Measure the identity check (cache hit and miss), for `cargo xtask bench`.
+    #[command(hide = true)]
+    BenchIdentity,
     /// Remove kgate's kernel programs and pins (uninstall). Stop the agent first.
     Detach {
         /// The bpffs mount holding kgate's pins.
@@ -92,6 +95,15 @@ fn run(command: Command) -> anyhow::Result<()> {
             let debug_logs = tracing::enabled!(tracing::Level::DEBUG);
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             runtime.block_on(agent::run(parsed, debug_logs))?;
+            Ok(())
+        }
+        Command::BenchIdentity => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            let (hit, miss) = runtime.block_on(kgate::identity::bench::measure(2000, 200_000))?;
+            println!(
+                "{}",
+                serde_json::json!({"hit_ns": hit.as_nanos(), "miss_ns": miss.as_nanos()})
+            );
             Ok(())
         }
         Command::Detach { bpffs } => {

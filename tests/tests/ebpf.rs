@@ -448,7 +448,7 @@ fn kubectl_in_a_pod_reaches_the_api_server_only_through_kgate() {
 
     // Every connection came from kubectl in the pod; none from the agent's own
     // upstream connections, although the endpoint it dials is a target.
-    let accepted = accepted_lines(&agent);
+    let accepted = accepted_lines(agent);
     assert!(!accepted.is_empty());
     assert!(
         accepted.iter().all(|l| l["comm"] == "kubectl"),

@@ -15,6 +15,7 @@
 //! 403 for a binding violation, 503 when kgate cannot decide (no JWKS and no
 //! TokenReview, pod index not synced): nothing is forwarded unchecked.
 
+pub mod bench;
 pub mod jwt;
 pub mod pods;
 #[cfg(test)]
@@ -136,9 +137,8 @@ impl Identifier {
         }
     }
 
-    /// Uses `keys` instead of fetching them (tests).
-    #[cfg(test)]
-    fn with_keys(self, keys: Keys) -> Self {
+    /// Uses `keys` instead of fetching them (tests, the benchmark).
+    pub fn with_keys(self, keys: Keys) -> Self {
         *self.keys.write().unwrap() = Some(Arc::new(keys));
         self
     }

@@ -1,0 +1,87 @@
+//! The cost of the identity check, measured in-process for `cargo xtask bench`
+//! (`kgate bench-identity`, hidden): a request whose token is cached (hit) and one
+//! whose ES256 token must be verified against the JWKS (miss).
+
+use std::time::{Duration, Instant};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::JwkSet};
+use ring::{
+    rand::SystemRandom,
+    signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair},
+};
+use serde_json::json;
+
+use super::{Identifier, jwt::Keys};
+use crate::{config, proxy::accept::Connection};
+
+const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// Mean time per identity check: (cache hit, cache miss).
+pub async fn measure(misses: usize, hits: usize) -> anyhow::Result<(Duration, Duration)> {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|_| anyhow::anyhow!("key generation failed"))?;
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+        .map_err(|_| anyhow::anyhow!("key parse failed"))?;
+    let point = pair.public_key().as_ref();
+    let jwks: JwkSet = serde_json::from_value(json!({"keys": [{
+        "use": "sig", "kty": "EC", "kid": "bench", "crv": "P-256", "alg": "ES256",
+        "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]),
+    }]}))?;
+    let encoding = EncodingKey::from_ec_der(pkcs8.as_ref());
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("bench".into());
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 3600;
+    // Distinct tokens (one service account each), so every miss verifies a signature.
+    let tokens = (0..misses)
+        .map(|i| {
+            let claims = json!({
+                "iss": ISSUER, "aud": [ISSUER], "exp": exp, "iat": exp - 3600, "nbf": exp - 3600,
+                "sub": format!("system:serviceaccount:bench:bot-{i}"),
+                "kubernetes.io": {"namespace": "bench", "serviceaccount": {"name": format!("bot-{i}"), "uid": "u"}},
+            });
+            jsonwebtoken::encode(&header, &claims, &encoding).map(|t| bearer(&t))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cfg = config::Identity {
+        unbound_subjects: vec!["system:serviceaccount:bench:*".into()],
+        ..Default::default()
+    };
+    let identifier = Identifier::new(&cfg, None, None).with_keys(Keys::new(ISSUER.into(), &jwks));
+    let conn = Connection {
+        peer: ([127, 0, 0, 1], 1).into(),
+        origin: None,
+        cgroup: None,
+        exe: None,
+    };
+    let started = Instant::now();
+    for headers in &tokens {
+        identifier
+            .identify(&conn, headers)
+            .await
+            .map_err(|s| anyhow::anyhow!(s.message))?;
+    }
+    let miss = started.elapsed() / u32::try_from(misses.max(1))?;
+    let started = Instant::now();
+    for _ in 0..hits {
+        identifier
+            .identify(&conn, &tokens[0])
+            .await
+            .map_err(|s| anyhow::anyhow!(s.message))?;
+    }
+    let hit = started.elapsed() / u32::try_from(hits.max(1))?;
+    Ok((hit, miss))
+}
+
+fn bearer(token: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
+        h.insert(AUTHORIZATION, v);
+    }
+    h
+}
