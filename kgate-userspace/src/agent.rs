@@ -25,6 +25,7 @@ use crate::{
     config::{CgroupSetting, Config, ConfigError},
     ebpf::{self, AttachOptions, EbpfError, Enforcement},
     identity::{Identifier, pods::PodIndex},
+    policy::{file::FileError, store::PolicyStore},
     proxy::{
         self, Proxy,
         accept::CgroupNames,
@@ -51,6 +52,8 @@ pub enum AgentError {
     Upstream(#[from] ForwardError),
     #[error(transparent)]
     ApiClient(#[from] ApiClientError),
+    #[error("policy: {0}")]
+    Policy(#[from] FileError),
     #[error("cannot listen on {0}: {1}")]
     ListenFailed(SocketAddr, #[source] io::Error),
 }
@@ -61,6 +64,11 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
     // are attached, so bad input leaves nothing behind.
     let serving = ServingCert::load(&config.tls.cert_file, &config.tls.key_file)?;
     let upstream = Upstream::new(&config.upstream, config.upstream_uri()?)?;
+    let policy = Arc::new(PolicyStore::new(
+        &config.policy.files,
+        config.policy.default_action,
+        config.policy.shadow,
+    )?);
 
     let (enforcement, cgroup_root) = if config.kernel {
         let mount = cgroup::cgroup2_mount()?;
@@ -79,12 +87,14 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         _ => None,
     };
     let identity = Identifier::new(&config.identity, Some(client), pods);
+    policy.spawn_file_reloader(Duration::from_secs(config.policy.reload_seconds));
     let proxy = Arc::new(Proxy {
         origins: enforcement.as_ref().map(Enforcement::origins),
         direct_clients: config.direct_clients,
         cgroups: CgroupNames::new(cgroup_root),
         tls: serving.acceptor()?,
         identity,
+        policy,
         upstream,
     });
     let keys = proxy.clone();

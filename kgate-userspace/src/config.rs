@@ -55,6 +55,48 @@ pub struct Config {
     /// How callers are identified and bound to pods. Default: see [`Identity`].
     #[serde(default)]
     pub identity: Identity,
+    /// Where policies come from and what applies when none decides.
+    #[serde(default)]
+    pub policy: Policy,
+}
+
+/// Policy sources and global settings.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Policy {
+    /// Policy files: YAML streams of `KgatePolicy` documents, re-read when they change.
+    /// Default: none.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// What happens to a request that no policy decides: `deny` (default) or `allow`.
+    #[serde(default = "default_deny")]
+    pub default_action: crate::policy::types::DefaultAction,
+    /// Every decision in shadow mode: would-deny and would-hold are recorded, and the
+    /// requests pass. Default `false`.
+    #[serde(default)]
+    pub shadow: bool,
+    /// How often policy files are checked for changes, in seconds. Default 2.
+    #[serde(default = "default_policy_reload")]
+    pub reload_seconds: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            files: Vec::new(),
+            default_action: default_deny(),
+            shadow: false,
+            reload_seconds: default_policy_reload(),
+        }
+    }
+}
+
+fn default_deny() -> crate::policy::types::DefaultAction {
+    crate::policy::types::DefaultAction::Deny
+}
+
+fn default_policy_reload() -> u64 {
+    2
 }
 
 /// Workload identity: which tokens are accepted, and how they must be bound.
@@ -298,6 +340,9 @@ impl Config {
                 "identity",
                 &format!("empty subject pattern {bad:?} in unboundSubjects or impersonate"),
             ));
+        }
+        if self.policy.reload_seconds == 0 {
+            return Err(invalid("policy.reloadSeconds", "must be at least 1"));
         }
         if self.tls.reload_seconds == 0 {
             return Err(invalid("tls.reloadSeconds", "must be at least 1"));

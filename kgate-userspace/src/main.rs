@@ -46,6 +46,9 @@ enum Command {
         #[arg(long, env = "NODE_NAME")]
         node_name: Option<String>,
     },
+    /// Check and explain policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Measure the identity check (cache hit and miss), for `cargo xtask bench`.
     #[command(hide = true)]
     BenchIdentity,
@@ -55,6 +58,55 @@ enum Command {
         #[arg(long, default_value = "/sys/fs/bpf")]
         bpffs: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate policy files (YAML streams of KgatePolicy); errors name their location.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Say which rule decides a request, and why.
+    Explain(Box<ExplainArgs>),
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// Policy files to evaluate.
+    #[arg(long = "file", short = 'f', required = true)]
+    files: Vec<PathBuf>,
+    /// The caller's username, e.g. system:serviceaccount:ci:deployer.
+    #[arg(long = "as")]
+    user: String,
+    /// Extra groups of the caller (service-account groups are added).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    #[arg(long)]
+    verb: String,
+    /// RESOURCE or RESOURCE/SUBRESOURCE (pods, pods/exec).
+    #[arg(long, default_value = "")]
+    resource: String,
+    #[arg(long, default_value = "")]
+    api_group: String,
+    #[arg(long, short = 'n', default_value = "")]
+    namespace: String,
+    #[arg(long, default_value = "")]
+    name: String,
+    /// A non-resource path instead of a resource (/healthz).
+    #[arg(long)]
+    non_resource_url: Option<String>,
+    /// Labels of the calling pod, KEY=VALUE.
+    #[arg(long = "pod-label")]
+    pod_labels: Vec<String>,
+    #[arg(long)]
+    container: Option<String>,
+    /// The calling process's comm.
+    #[arg(long)]
+    process: Option<String>,
+    /// The global default when no policy decides.
+    #[arg(long, default_value = "deny")]
+    default_action: String,
 }
 
 fn main() -> ExitCode {
@@ -97,6 +149,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             runtime.block_on(agent::run(parsed, debug_logs))?;
             Ok(())
         }
+        Command::Policy(command) => policy(command),
         Command::BenchIdentity => {
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             let (hit, miss) = runtime.block_on(kgate::identity::bench::measure(2000, 200_000))?;
@@ -112,6 +165,74 @@ fn run(command: Command) -> anyhow::Result<()> {
             } else {
                 println!("kgate was not attached (no pins under {})", bpffs.display());
             }
+            Ok(())
+        }
+    }
+}
+
+fn policy(command: PolicyCommand) -> anyhow::Result<()> {
+    use kgate::policy::{PolicySet, explain, file, types::DefaultAction};
+    match command {
+        PolicyCommand::Check { files } => {
+            for path in &files {
+                let policies = file::load(path)?;
+                println!("{}: ok ({} policies)", path.display(), policies.len());
+            }
+            Ok(())
+        }
+        PolicyCommand::Explain(args) => {
+            let ExplainArgs {
+                files,
+                user,
+                groups,
+                verb,
+                resource,
+                api_group,
+                namespace,
+                name,
+                non_resource_url,
+                pod_labels,
+                container,
+                process,
+                default_action,
+            } = *args;
+            let mut policies = Vec::new();
+            for path in &files {
+                policies.extend(file::load(path)?.into_iter().map(std::sync::Arc::new));
+            }
+            let default_action = match default_action.as_str() {
+                "deny" => DefaultAction::Deny,
+                "allow" => DefaultAction::Allow,
+                other => anyhow::bail!("--default-action {other:?}: deny or allow"),
+            };
+            let pod_labels = pod_labels
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .with_context(|| format!("--pod-label {kv:?} is not KEY=VALUE"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let set = PolicySet::new(policies, default_action, false, 0);
+            print!(
+                "{}",
+                explain::explain(
+                    &set,
+                    &explain::Question {
+                        user,
+                        groups,
+                        verb,
+                        resource,
+                        api_group,
+                        namespace,
+                        name,
+                        non_resource_url,
+                        pod_labels,
+                        container,
+                        process,
+                    }
+                )
+            );
             Ok(())
         }
     }

@@ -88,7 +88,7 @@ pub struct Agent {
 impl Agent {
     /// A standalone agent (no kernel programs, direct clients allowed) in front of
     /// `upstream`, whose admin token is the agent's own credential; the admin user may
-    /// use its unbound token.
+    /// use its unbound token, and policy allows what no rule decides.
     pub fn standalone(
         upstream: &str,
         upstream_ca_pem: &str,
@@ -98,7 +98,7 @@ impl Agent {
             upstream,
             upstream_ca_pem,
             admin_token,
-            "identity: {unboundSubjects: [kubernetes-admin]}\n",
+            "identity: {unboundSubjects: [kubernetes-admin]}\npolicy: {defaultAction: allow}\n",
         )
     }
 

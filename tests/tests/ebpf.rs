@@ -56,7 +56,7 @@ impl Rig {
                  bpffs: {}\n\
                  tls: {{certFile: {dir}/tls.crt, keyFile: {dir}/tls.key}}\n\
                  upstream: {{server: 'https://{UPSTREAM}', caFile: {dir}/ca.crt}}\n\
-                 identity: {{nodeName: node-1}}\n",
+                 identity: {{nodeName: node-1}}\npolicy: {{defaultAction: allow}}\n",
                 topo.cgroup_root.display(),
                 topo.bpffs.display(),
                 dir = topo.dir.display(),
@@ -362,7 +362,8 @@ fn cluster(tag: &str) -> Cluster {
              cgroup: {}\nbpffs: {}\n\
              tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key}}\n\
              upstream: {{server: 'https://{ENDPOINT}', caFile: {d}/apiserver/ca.crt, tokenFile: {d}/apiserver/token}}\n\
-             identity: {{nodeName: node-1, unboundSubjects: [kubernetes-admin]}}\n",
+             identity: {{nodeName: node-1, unboundSubjects: [kubernetes-admin]}}\n\
+             policy: {{defaultAction: allow}}\n",
             topo.cgroup_root.display(),
             topo.bpffs.display(),
             d = dir.display()

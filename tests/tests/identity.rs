@@ -15,7 +15,7 @@ use kgate_tests::{
 };
 use serde_json::{Value, json};
 
-const IDENTITY: &str = "identity:\n  unboundSubjects: [kubernetes-admin, 'system:serviceaccount:demo:bot', 'system:serviceaccount:demo:imp-*', 'token:*']\n  impersonate: ['system:serviceaccount:demo:imp-*']\n";
+const IDENTITY: &str = "identity:\n  unboundSubjects: [kubernetes-admin, 'system:serviceaccount:demo:bot', 'system:serviceaccount:demo:imp-*', 'token:*']\n  impersonate: ['system:serviceaccount:demo:imp-*']\npolicy: {defaultAction: allow}\n";
 
 struct Setup {
     server: Handle,

@@ -71,13 +71,22 @@ fn measure(dir: &Path) -> anyhow::Result<()> {
     ca.issue_kgate(&[])?.write(dir, "tls")?;
     fs::write(dir.join("kgate-ca.crt"), ca.cert_pem())?;
     let kgate_addr = format!("127.0.0.1:{}", free_port());
+    // Policy on: the benchmark's reads are allowed by a rule, everything else denied.
+    fs::write(
+        dir.join("policy.yaml"),
+        "apiVersion: kgate.io/v1alpha1\nkind: KgatePolicy\nmetadata: {name: bench}\n\
+         spec:\n  subjects: {users: [kubernetes-admin]}\n  defaultAction: deny\n  rules:\n\
+         \x20   - {name: read, match: {verbs: [get, list, watch]}, action: allow}\n\
+         \x20   - {name: setup, match: {verbs: [create], resources: [configmaps]}, action: allow}\n",
+    )?;
     fs::write(
         dir.join("agent.yaml"),
         format!(
             "listen: '{kgate_addr}'\nkernel: false\ndirectClients: allow\n\
              tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key}}\n\
              upstream: {{server: 'https://{api_addr}', caFile: {d}/api/ca.crt, tokenFile: {d}/api/token}}\n\
-             identity: {{unboundSubjects: [kubernetes-admin]}}\n",
+             identity: {{unboundSubjects: [kubernetes-admin]}}\n\
+             policy: {{files: ['{d}/policy.yaml']}}\n",
             d = dir.display()
         ),
     )?;

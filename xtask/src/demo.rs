@@ -69,7 +69,8 @@ pub fn run() -> anyhow::Result<()> {
              bpffs: {bpffs}\n\
              tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key}}\n\
              upstream: {{server: 'https://{ENDPOINT}', caFile: {d}/apiserver/ca.crt, tokenFile: {d}/apiserver/token}}\n\
-             identity: {{nodeName: node-1, unboundSubjects: [kubernetes-admin]}}\n",
+             identity: {{nodeName: node-1, unboundSubjects: [kubernetes-admin]}}\n\
+             policy: {{defaultAction: allow}}\n",
             cg = topo.cgroup_root.display(),
             bpffs = topo.bpffs.display(),
             d = dir.display()

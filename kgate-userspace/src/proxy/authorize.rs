@@ -3,14 +3,19 @@
 //! check.
 //!
 //! Refused here: paths that do not parse, `Impersonate-*` headers (a caller acting as
-//! someone else would be judged by kgate as itself), and upgrade protocols other than
-//! the API server's own (SPDY/3.1, WebSocket). Policy rules (allow, deny, approve)
-//! come with the policy issue; until then every other request is allowed.
+//! someone else would be judged by kgate as itself), upgrade protocols other than
+//! the API server's own (SPDY/3.1, WebSocket), and what policy denies (403 naming the
+//! rule). What policy holds for approval goes on to the approve stage.
 
 use http::{HeaderMap, Method, Uri};
 
-use super::forward;
-use crate::{request_info::RequestInfo, status::Status};
+use super::{accept::Connection, forward};
+use crate::{
+    identity::{Identity, Workload},
+    policy::{Caller, Decision, PolicySet, types::Action},
+    request_info::RequestInfo,
+    status::Status,
+};
 
 /// The request's attributes, or a 400 Status naming what did not parse.
 pub fn attributes(method: &Method, uri: &Uri) -> Result<RequestInfo, Status> {
@@ -36,4 +41,59 @@ pub fn authorize(info: &RequestInfo, headers: &HeaderMap) -> Result<(), Status> 
     }
     let _ = info;
     Ok(())
+}
+
+/// The policy decision for this request and caller; a deny becomes the 403 Status.
+pub fn decide(
+    policy: &PolicySet,
+    identity: &Identity,
+    conn: &Connection,
+    info: &RequestInfo,
+) -> Result<Decision, (Decision, Status)> {
+    let (pod_labels, container) = match &identity.workload {
+        Workload::Pod { pod, container } => (Some(&pod.labels), container.as_deref()),
+        _ => (None, None),
+    };
+    let caller = Caller {
+        user: Some(&identity.user),
+        pod_labels,
+        container,
+        process: conn.origin.as_ref().map(kgate_common::Origin::comm),
+    };
+    let decision = policy.evaluate(&caller, info);
+    if decision.action == Action::Deny {
+        let message = match &decision.message {
+            Some(m) => format!("kgate: denied by policy {}: {m}", decision.source),
+            None => format!(
+                "kgate: denied by policy {}: {} may not {} {}",
+                decision.source,
+                identity.user.username,
+                info.verb,
+                describe(info)
+            ),
+        };
+        return Err((decision, Status::forbidden(message)));
+    }
+    Ok(decision)
+}
+
+/// `pods "web-0" in namespace "demo"`, `deployments.apps/scale`, `path /healthz`.
+fn describe(info: &RequestInfo) -> String {
+    if !info.is_resource_request {
+        return format!("path {}", info.path);
+    }
+    let mut out = info.resource.clone();
+    if !info.api_group.is_empty() {
+        out = format!("{out}.{}", info.api_group);
+    }
+    if !info.subresource.is_empty() {
+        out = format!("{out}/{}", info.subresource);
+    }
+    if !info.name.is_empty() {
+        out = format!("{out} {:?}", info.name);
+    }
+    if !info.namespace.is_empty() {
+        out = format!("{out} in namespace {:?}", info.namespace);
+    }
+    out
 }

@@ -38,7 +38,13 @@ use self::{
     forward::{ForwardError, Upstream},
     record::StreamTap,
 };
-use crate::{config::DirectClients, ebpf::OriginTable, identity::Identifier, status::Status};
+use crate::{
+    config::DirectClients,
+    ebpf::OriginTable,
+    identity::Identifier,
+    policy::{store::PolicyStore, types::Action},
+    status::Status,
+};
 
 /// Largest request head accepted, as the API server's default (Go's 1 MiB).
 const MAX_HEADER_BYTES: usize = 1 << 20;
@@ -54,6 +60,7 @@ pub struct Proxy {
     pub cgroups: CgroupNames,
     pub tls: TlsAcceptor,
     pub identity: Identifier,
+    pub policy: Arc<PolicyStore>,
     pub upstream: Upstream,
 }
 
@@ -141,30 +148,37 @@ async fn handle(
         Ok(identity) => identity,
         Err(status) => {
             let response = respond(&status);
-            record::request(
-                &conn,
-                None,
-                &info,
-                response.status(),
-                started.elapsed(),
-                Some(&status.message),
-            );
+            let outcome = record::Outcome::refused(&response, &status, started);
+            record::request(&conn, None, &info, None, &outcome);
             return response;
         }
     };
-    if let Err(status) = authorize::authorize(&info, req.headers()) {
+    let decision = authorize::authorize(&info, req.headers())
+        .map_err(|status| (None, status))
+        .and_then(|()| {
+            authorize::decide(&proxy.policy.current(), &identity, &conn, &info)
+                .map_err(|(d, status)| (Some(d), status))
+        });
+    let decision = match decision {
+        Ok(decision) => decision,
+        Err((decision, status)) => {
+            let response = respond(&status);
+            let outcome = record::Outcome::refused(&response, &status, started);
+            record::request(&conn, Some(&identity), &info, decision.as_ref(), &outcome);
+            return response;
+        }
+    };
+    // approve: requests that policy holds wait here for a human.
+    if decision.action == Action::Approve {
+        let status = Status::forbidden(format!(
+            "kgate: policy {} holds this request for approval, and this agent has no approval store",
+            decision.source
+        ));
         let response = respond(&status);
-        record::request(
-            &conn,
-            Some(&identity),
-            &info,
-            response.status(),
-            started.elapsed(),
-            Some(&status.message),
-        );
+        let outcome = record::Outcome::refused(&response, &status, started);
+        record::request(&conn, Some(&identity), &info, Some(&decision), &outcome);
         return response;
     }
-    // approve: requests that policy holds wait here for a human.
     let tap = StreamTap::new(format!("{} {}", info.verb, info.path));
     let impersonate = identity.impersonate.then_some(&*identity.user);
     let response = match proxy
@@ -179,14 +193,12 @@ async fn handle(
         }
     };
     // mask: sensitive response fields are rewritten here.
-    record::request(
-        &conn,
-        Some(&identity),
-        &info,
-        response.status(),
-        started.elapsed(),
-        None,
-    );
+    let outcome = record::Outcome {
+        status: response.status(),
+        latency: started.elapsed(),
+        refused: None,
+    };
+    record::request(&conn, Some(&identity), &info, Some(&decision), &outcome);
     response
 }
 

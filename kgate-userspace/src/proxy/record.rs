@@ -5,7 +5,10 @@
 //! capture (the session recording issue). [`StreamTap`] is where upgraded streams pass
 //! through, so that capture has one place to go.
 
-use std::{io, time::Duration};
+use std::{
+    io,
+    time::{Duration, Instant},
+};
 
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -14,16 +17,33 @@ use tracing::info;
 use kgate_common::Origin;
 
 use super::accept::Connection;
-use crate::{identity::Identity, request_info::RequestInfo};
+use crate::{identity::Identity, policy::Decision, request_info::RequestInfo, status::Status};
+
+/// How a request ended, as far as the record is concerned.
+pub struct Outcome<'a> {
+    pub status: StatusCode,
+    pub latency: Duration,
+    /// The message of a refusal kgate made itself.
+    pub refused: Option<&'a str>,
+}
+
+impl<'a> Outcome<'a> {
+    pub fn refused<B>(response: &http::Response<B>, status: &'a Status, started: Instant) -> Self {
+        Self {
+            status: response.status(),
+            latency: started.elapsed(),
+            refused: Some(&status.message),
+        }
+    }
+}
 
 /// Logs a finished request (for a watch or stream: its response head).
 pub fn request(
     conn: &Connection,
     identity: Option<&Identity>,
     info: &RequestInfo,
-    status: StatusCode,
-    latency: Duration,
-    refused: Option<&str>,
+    decision: Option<&Decision>,
+    outcome: &Outcome<'_>,
 ) {
     info!(
         user = identity.map(|i| i.user.username.as_str()),
@@ -40,9 +60,12 @@ pub fn request(
         namespace = %info.namespace,
         name = %info.name,
         path = %info.path,
-        status = status.as_u16(),
-        latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-        refused,
+        decision = decision.map(|d| format!("{:?}", d.action)),
+        rule = decision.map(|d| d.source.as_str()),
+        would = decision.and_then(|d| d.shadowed).map(|a| format!("{a:?}")),
+        status = outcome.status.as_u16(),
+        latency_us = u64::try_from(outcome.latency.as_micros()).unwrap_or(u64::MAX),
+        refused = outcome.refused,
         "request"
     );
 }

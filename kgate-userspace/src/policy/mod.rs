@@ -1,0 +1,274 @@
+//! Policy: which requests each workload may make. Policies are `KgatePolicy` objects
+//! (CRDs, or the same documents in a file); evaluation is a pure function of the
+//! compiled policies, the caller and the request's attributes.
+//!
+//! Precedence, in one place: every rule whose policy and rule subjects match the
+//! caller and whose request match matches the request is a candidate. The most
+//! specific candidate decides (specificity: how many of subjects and request
+//! dimensions it constrains; resource names count twice). Among equally specific
+//! candidates deny wins over approve over allow. Without a candidate, the default
+//! actions of the policies whose subjects match apply (deny wins), then the agent's
+//! global default (deny unless configured).
+//!
+//! Shadow mode (per policy, or globally): a deny or approve decision is recorded as
+//! "would deny"/"would hold" and the request passes.
+//!
+//! Not here: holding requests for approval (the approve stage does it with the
+//! decision this returns) and loading policy sources ([`store`], [`file`]).
+
+pub mod compile;
+pub mod explain;
+pub mod file;
+pub mod store;
+#[cfg(test)]
+mod tests;
+pub mod types;
+
+use std::{collections::BTreeMap, fmt::Write as _, sync::Arc};
+
+use self::{
+    compile::{CompiledPolicy, CompiledRule, SubjectMatcher},
+    types::{Action, DefaultAction, Mode},
+};
+use crate::{identity::UserInfo, request_info::RequestInfo};
+
+/// The caller as policy sees it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caller<'a> {
+    pub user: Option<&'a UserInfo>,
+    pub pod_labels: Option<&'a BTreeMap<String, String>>,
+    pub container: Option<&'a str>,
+    /// `comm` of the calling process.
+    pub process: Option<&'a str>,
+}
+
+/// What policy decided, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// What happens to the request (`Allow` for a shadow-mode deny or hold).
+    pub action: Action,
+    /// What an enforcing policy would have done, when shadow mode let it pass.
+    pub shadowed: Option<Action>,
+    /// `policy/rule`, `policy (default)` or `global default`.
+    pub source: String,
+    pub message: Option<String>,
+    pub approvers: Vec<String>,
+    pub approval_timeout_seconds: u64,
+}
+
+/// Every compiled policy, sorted by name, and the global settings.
+#[derive(Debug)]
+pub struct PolicySet {
+    pub policies: Vec<Arc<CompiledPolicy>>,
+    pub default_action: DefaultAction,
+    /// Every decision in shadow mode.
+    pub shadow: bool,
+    /// Which generation of the policy sources this is (for status and records).
+    pub generation: u64,
+}
+
+// === impl PolicySet ===
+
+impl PolicySet {
+    pub fn new(
+        mut policies: Vec<Arc<CompiledPolicy>>,
+        default_action: DefaultAction,
+        shadow: bool,
+        generation: u64,
+    ) -> Self {
+        policies.sort_by(|a, b| a.name.cmp(&b.name));
+        Self {
+            policies,
+            default_action,
+            shadow,
+            generation,
+        }
+    }
+
+    /// The decision for `req` from `caller`.
+    pub fn evaluate(&self, caller: &Caller<'_>, req: &RequestInfo) -> Decision {
+        self.evaluate_explained(caller, req, None)
+    }
+
+    /// As [`PolicySet::evaluate`], writing each step of the reasoning to `why`.
+    pub fn evaluate_explained(
+        &self,
+        caller: &Caller<'_>,
+        req: &RequestInfo,
+        mut why: Option<&mut String>,
+    ) -> Decision {
+        let mut best: Option<(&CompiledPolicy, &CompiledRule)> = None;
+        let mut defaults: Vec<(&CompiledPolicy, DefaultAction)> = Vec::new();
+        for policy in self.policies.iter().map(|p| &**p) {
+            if !subjects_match(&policy.subjects, caller) {
+                note(
+                    &mut why,
+                    format_args!("policy {}: subjects do not match", policy.name),
+                );
+                continue;
+            }
+            if let Some(default) = policy.default_action {
+                defaults.push((policy, default));
+            }
+            for rule in &policy.rules {
+                if !subjects_match(&rule.subjects, caller) {
+                    note(
+                        &mut why,
+                        format_args!("  {}/{}: subjects do not match", policy.name, rule.name),
+                    );
+                    continue;
+                }
+                if let Some(miss) = request_mismatch(rule, req) {
+                    note(
+                        &mut why,
+                        format_args!("  {}/{}: {miss} does not match", policy.name, rule.name),
+                    );
+                    continue;
+                }
+                note(
+                    &mut why,
+                    format_args!(
+                        "  {}/{}: matches ({:?}, specificity {})",
+                        policy.name, rule.name, rule.action, rule.specificity
+                    ),
+                );
+                if best.is_none_or(|(_, b)| outranks(rule, b)) {
+                    best = Some((policy, rule));
+                }
+            }
+        }
+        let decision = match (
+            best,
+            defaults
+                .iter()
+                .find(|(_, d)| *d == DefaultAction::Deny)
+                .or(defaults.first()),
+        ) {
+            (Some((policy, rule)), _) => Decision {
+                action: rule.action,
+                shadowed: None,
+                source: format!("{}/{}", policy.name, rule.name),
+                message: rule.message.clone(),
+                approvers: rule.approvers.clone(),
+                approval_timeout_seconds: rule.approval_timeout_seconds,
+            }
+            .shadow_if(self.shadow || policy.mode == Mode::Shadow),
+            (None, Some((policy, default))) => {
+                Decision::default_of(*default, format!("{} (default)", policy.name))
+                    .shadow_if(self.shadow || policy.mode == Mode::Shadow)
+            }
+            (None, None) => Decision::default_of(self.default_action, "global default".into())
+                .shadow_if(self.shadow),
+        };
+        note(
+            &mut why,
+            format_args!(
+                "decided by {}: {:?}",
+                decision.source,
+                decision.shadowed.unwrap_or(decision.action)
+            ),
+        );
+        decision
+    }
+}
+
+fn note(why: &mut Option<&mut String>, line: std::fmt::Arguments<'_>) {
+    if let Some(why) = why.as_deref_mut() {
+        let _ = writeln!(why, "{line}");
+    }
+}
+
+/// Whether `a` beats `b`: more specific, or as specific and stricter.
+fn outranks(a: &CompiledRule, b: &CompiledRule) -> bool {
+    let strictness = |r: &CompiledRule| match r.action {
+        Action::Deny => 2,
+        Action::Approve => 1,
+        Action::Allow => 0,
+    };
+    (a.specificity, strictness(a)) > (b.specificity, strictness(b))
+}
+
+fn any(globs: &[wildmatch::WildMatch], value: &str) -> bool {
+    globs.is_empty() || globs.iter().any(|g| g.matches(value))
+}
+
+fn subjects_match(s: &SubjectMatcher, caller: &Caller<'_>) -> bool {
+    let username = caller.user.map_or("", |u| u.username.as_str());
+    let service_account = username
+        .strip_prefix("system:serviceaccount:")
+        .map(|rest| rest.replacen(':', "/", 1));
+    let groups: &[String] = caller.user.map_or(&[], |u| u.groups.as_slice());
+    any(&s.users, username)
+        && (s.service_accounts.is_empty()
+            || service_account
+                .as_deref()
+                .is_some_and(|sa| any(&s.service_accounts, sa)))
+        && (s.groups.is_empty() || groups.iter().any(|g| any(&s.groups, g)))
+        && s.labels_match(caller.pod_labels)
+        && (s.containers.is_empty() || caller.container.is_some_and(|c| any(&s.containers, c)))
+        && (s.processes.is_empty() || caller.process.is_some_and(|p| any(&s.processes, p)))
+}
+
+/// The first request dimension that `rule` does not match, if any.
+fn request_mismatch(rule: &CompiledRule, req: &RequestInfo) -> Option<&'static str> {
+    let m = &rule.request;
+    if !any(&m.verbs, &req.verb) {
+        return Some("verb");
+    }
+    if !req.is_resource_request {
+        if m.non_resource_urls.is_empty() {
+            return Some("non-resource path (the rule is for resources)");
+        }
+        return (!any(&m.non_resource_urls, &req.path)).then_some("path");
+    }
+    if !m.non_resource_urls.is_empty() {
+        return Some("resource (the rule is for non-resource paths)");
+    }
+    if !any(&m.api_groups, &req.api_group) {
+        return Some("apiGroup");
+    }
+    if !m.resources.is_empty()
+        && !m.resources.iter().any(|(res, sub)| {
+            res.matches(&req.resource)
+                && match sub {
+                    None => req.subresource.is_empty(),
+                    Some(sub) => !req.subresource.is_empty() && sub.matches(&req.subresource),
+                }
+        })
+    {
+        return Some("resource");
+    }
+    if !any(&m.namespaces, &req.namespace) {
+        return Some("namespace");
+    }
+    if !m.resource_names.is_empty() && (req.name.is_empty() || !any(&m.resource_names, &req.name)) {
+        return Some("resourceName");
+    }
+    None
+}
+
+// === impl Decision ===
+
+impl Decision {
+    fn default_of(action: DefaultAction, source: String) -> Self {
+        Self {
+            action: match action {
+                DefaultAction::Allow => Action::Allow,
+                DefaultAction::Deny => Action::Deny,
+            },
+            shadowed: None,
+            source,
+            message: None,
+            approvers: Vec::new(),
+            approval_timeout_seconds: 0,
+        }
+    }
+
+    fn shadow_if(mut self, shadow: bool) -> Self {
+        if shadow && self.action != Action::Allow {
+            self.shadowed = Some(self.action);
+            self.action = Action::Allow;
+        }
+        self
+    }
+}

@@ -1,0 +1,154 @@
+//! The policy in force: compiled once per change, swapped atomically, read per
+//! request without locks held across awaits. A source that fails to load never
+//! replaces the last good policy; the failure is logged with its location.
+//!
+//! Sources: policy files (re-read when they change). The `KgatePolicy` objects of the
+//! cluster come in through [`PolicyStore::replace_cluster`].
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use tracing::{info, warn};
+
+use super::{PolicySet, compile::CompiledPolicy, file, types::DefaultAction};
+
+pub struct PolicyStore {
+    current: RwLock<Arc<PolicySet>>,
+    sources: Mutex<Sources>,
+    default_action: DefaultAction,
+    shadow: bool,
+}
+
+#[derive(Default)]
+struct Sources {
+    /// The last good policies of each file.
+    files: BTreeMap<PathBuf, (Option<SystemTime>, Vec<Arc<CompiledPolicy>>)>,
+    /// The last good version of each cluster policy object.
+    cluster: BTreeMap<String, Arc<CompiledPolicy>>,
+    generation: u64,
+}
+
+// === impl PolicyStore ===
+
+impl PolicyStore {
+    /// Loads `files` now: at start-up a bad file is an error, not a warning.
+    pub fn new(
+        files: &[PathBuf],
+        default_action: DefaultAction,
+        shadow: bool,
+    ) -> Result<Self, file::FileError> {
+        let mut sources = Sources::default();
+        for path in files {
+            let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+            let policies = file::load(path)?.into_iter().map(Arc::new).collect();
+            sources.files.insert(path.clone(), (mtime, policies));
+        }
+        let store = Self {
+            current: RwLock::new(Arc::new(PolicySet::new(
+                Vec::new(),
+                default_action,
+                shadow,
+                0,
+            ))),
+            sources: Mutex::new(sources),
+            default_action,
+            shadow,
+        };
+        store.rebuild();
+        Ok(store)
+    }
+
+    /// The policy in force.
+    pub fn current(&self) -> Arc<PolicySet> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Re-reads the files that changed; keeps the last good version of a bad one.
+    pub fn reload_files(&self) {
+        let mut changed = false;
+        {
+            let mut sources = self.lock();
+            for (path, (mtime, policies)) in &mut sources.files {
+                let now = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+                if now == *mtime {
+                    continue;
+                }
+                *mtime = now;
+                match file::load(path) {
+                    Ok(fresh) => {
+                        info!(file = %path.display(), policies = fresh.len(), "policy file reloaded");
+                        *policies = fresh.into_iter().map(Arc::new).collect();
+                        changed = true;
+                    }
+                    Err(error) => {
+                        warn!(%error, "policy file rejected; the previous version stays in force");
+                    }
+                }
+            }
+        }
+        if changed {
+            self.rebuild();
+        }
+    }
+
+    /// Checks the files every `period`, for as long as the agent runs.
+    pub fn spawn_file_reloader(self: &Arc<Self>, period: Duration) {
+        let store = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let Some(store) = store.upgrade() else {
+                    return;
+                };
+                store.reload_files();
+            }
+        });
+    }
+
+    /// Sets (`Some`) or removes (`None`) the cluster policy `name`.
+    pub fn replace_cluster(&self, name: &str, policy: Option<CompiledPolicy>) {
+        {
+            let mut sources = self.lock();
+            match policy {
+                Some(p) => sources.cluster.insert(name.to_owned(), Arc::new(p)),
+                None => sources.cluster.remove(name),
+            };
+        }
+        self.rebuild();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sources> {
+        self.sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn rebuild(&self) {
+        let mut sources = self.lock();
+        sources.generation += 1;
+        let policies: Vec<Arc<CompiledPolicy>> = sources
+            .files
+            .values()
+            .flat_map(|(_, p)| p.iter().cloned())
+            .chain(sources.cluster.values().cloned())
+            .collect();
+        let set = PolicySet::new(
+            policies,
+            self.default_action,
+            self.shadow,
+            sources.generation,
+        );
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(set);
+    }
+}

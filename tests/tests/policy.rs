@@ -1,0 +1,327 @@
+//! Policy through a standalone agent in front of the API-server double, with the real
+//! kubectl as a bot: allowed reads, denials with the rule's message, shadow mode,
+//! live reload of the policy file (a bad version never replaces a good one, and no
+//! request is lost while it changes), and the `kgate policy` CLI.
+
+use std::{fs, process::Command, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use kgate_tests::{
+    apiserver::{ApiServer, Config, DEFAULT_ISSUER, Handle, Subject},
+    harness::{Agent, Kubectl, https_client, kgate_bin, scratch_dir},
+};
+use serde_json::json;
+
+const POLICY: &str = r#"
+apiVersion: kgate.io/v1alpha1
+kind: KgatePolicy
+metadata: {name: bots}
+spec:
+  subjects: {serviceAccounts: ["demo/bot"]}
+  defaultAction: deny
+  rules:
+    - name: read
+      match: {verbs: [get, list, watch]}
+      action: allow
+    - name: no-secrets
+      match: {resources: [secrets]}
+      action: deny
+      message: bots do not read secrets
+    - name: delete-pods-needs-a-human
+      match: {verbs: [delete], resources: [pods]}
+      action: approve
+    - name: discovery
+      match: {verbs: [get], nonResourceURLs: ["/api", "/api/*", "/apis", "/apis/*", /version, "/openapi/*"]}
+      action: allow
+---
+apiVersion: kgate.io/v1alpha1
+kind: KgatePolicy
+metadata: {name: trial}
+spec:
+  mode: shadow
+  subjects: {serviceAccounts: ["demo/trial"]}
+  defaultAction: deny
+"#;
+
+struct Setup {
+    server: Handle,
+    agent: Agent,
+    policy: std::path::PathBuf,
+    _dir: kgate_tests::harness::ScratchDir,
+}
+
+async fn setup() -> Setup {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let dir = scratch_dir("policy");
+    let policy = dir.join("policy.yaml");
+    fs::write(&policy, POLICY).unwrap();
+    let agent = Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        &format!(
+            "identity: {{unboundSubjects: ['system:serviceaccount:demo:*', kubernetes-admin]}}\n\
+             policy: {{files: ['{}'], reloadSeconds: 1}}\n",
+            policy.display()
+        ),
+    )
+    .unwrap();
+    Setup {
+        server,
+        agent,
+        policy,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    fn kubectl_as(&self, sa: &str) -> Kubectl {
+        if self.server.get("serviceaccounts", "demo", sa).is_none() {
+            self.server
+                .create(
+                    "serviceaccounts",
+                    "demo",
+                    json!({"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {"name": sa}}),
+                )
+                .unwrap();
+        }
+        let uid = self.server.get("serviceaccounts", "demo", sa).unwrap()["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let token = self.server.mint_token(
+            &Subject {
+                namespace: "demo".into(),
+                service_account: sa.into(),
+                service_account_uid: uid,
+                pod: None,
+            },
+            &[DEFAULT_ISSUER.to_owned()],
+            3600,
+        );
+        Kubectl::new(
+            scratch_dir(sa),
+            &self.agent.url(),
+            &self.agent.ca_pem,
+            &token,
+        )
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_as_a_bot_is_allowed_denied_and_shadowed() {
+    let s = setup().await;
+    let bot = s.kubectl_as("bot");
+    let trial = s.kubectl_as("trial");
+    blocking(move || {
+        let out = bot.ok(&["get", "pods", "-n", "demo"]);
+        assert!(out.contains("web-0"), "{out}");
+
+        let (ok, _, err) = bot.run(&["get", "secret", "db-creds", "-n", "demo"]);
+        assert!(!ok);
+        assert!(
+            err.contains("Error from server (Forbidden): kgate: denied by policy bots/no-secrets: bots do not read secrets"),
+            "{err}"
+        );
+        let (ok, _, err) = bot.run(&["delete", "configmap", "app-config", "-n", "demo"]);
+        assert!(!ok);
+        assert!(
+            err.contains("kgate: denied by policy bots (default): system:serviceaccount:demo:bot may not delete configmaps \"app-config\" in namespace \"demo\""),
+            "{err}"
+        );
+        let (ok, _, err) = bot.run(&["delete", "pod", "web-0", "-n", "demo", "--wait=false"]);
+        assert!(!ok && err.contains("holds this request for approval"), "{err}");
+
+        // Shadow mode: the delete passes, recorded as would-deny.
+        let out = trial.ok(&["delete", "configmap", "app-config", "-n", "demo"]);
+        assert!(out.contains("deleted"), "{out}");
+    })
+    .await;
+    assert!(
+        s.server.get("pods", "demo", "web-0").is_some(),
+        "the held delete never reached the API server"
+    );
+    assert!(s.server.get("configmaps", "demo", "app-config").is_none());
+    let record = s
+        .agent
+        .wait_for("\"would\":\"Deny\"", Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        record.contains("trial (default)") && record.contains("system:serviceaccount:demo:trial"),
+        "{record}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_policy_file_reloads_and_a_bad_version_changes_nothing() {
+    let s = setup().await;
+    let bot = std::sync::Arc::new(s.kubectl_as("bot"));
+    let (ok, _, _) = blocking({
+        let bot = bot.clone();
+        move || bot.run(&["get", "secrets", "-n", "demo"])
+    })
+    .await;
+    assert!(!ok);
+
+    // A broken edit: refused, logged with its location; the old policy still decides.
+    fs::write(
+        &s.policy,
+        POLICY.replace("verbs: [get, list, watch]", "verbs: [get, lst]"),
+    )
+    .unwrap();
+    let line = s
+        .agent
+        .wait_for("policy file rejected", Duration::from_secs(10))
+        .unwrap();
+    assert!(
+        line.contains("spec.rules[0].match.verbs[1]") && line.contains("lst"),
+        "{line}"
+    );
+    let (ok, out, err) = blocking({
+        let bot = bot.clone();
+        move || bot.run(&["get", "pods", "-n", "demo"])
+    })
+    .await;
+    assert!(ok, "{out} {err}");
+
+    // A good edit: secrets become readable.
+    fs::write(
+        &s.policy,
+        POLICY.replace(
+            "action: deny\n      message: bots do not read secrets",
+            "action: allow",
+        ),
+    )
+    .unwrap();
+    s.agent
+        .wait_for("policy file reloaded", Duration::from_secs(10))
+        .unwrap();
+    let (ok, out, err) = blocking(move || bot.run(&["get", "secrets", "-n", "demo"])).await;
+    assert!(ok && out.contains("db-creds"), "{out} {err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reloads_under_load_lose_no_request() {
+    let s = setup().await;
+    let token = {
+        let uid = {
+            s.kubectl_as("bot");
+            s.server.get("serviceaccounts", "demo", "bot").unwrap()["metadata"]["uid"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        s.server.mint_token(
+            &Subject {
+                namespace: "demo".into(),
+                service_account: "bot".into(),
+                service_account_uid: uid,
+                pod: None,
+            },
+            &[DEFAULT_ISSUER.to_owned()],
+            3600,
+        )
+    };
+    let client = https_client(&s.agent.ca_pem, true);
+    let url = format!("{}/api/v1/namespaces/demo/pods", s.agent.url());
+    let load = tokio::spawn(async move {
+        let mut codes = Vec::new();
+        for _ in 0..400 {
+            let req = Request::get(&url)
+                .header("authorization", format!("Bearer {token}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            codes.push(client.request(req).await.map(|r| r.status()));
+        }
+        codes
+    });
+    // Rewrite the file (every version allows the reads) while the load runs.
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        fs::write(&s.policy, format!("{POLICY}\n# edit {i}\n")).unwrap();
+    }
+    let codes = load.await.unwrap();
+    assert_eq!(codes.len(), 400);
+    assert!(
+        codes.iter().all(|c| matches!(c, Ok(StatusCode::OK))),
+        "{:?}",
+        codes
+            .iter()
+            .filter(|c| !matches!(c, Ok(StatusCode::OK)))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        s.agent
+            .log()
+            .iter()
+            .filter(|l| l.contains("policy file reloaded"))
+            .count()
+            >= 2,
+        "the file really was reloaded during the load"
+    );
+}
+
+#[test]
+fn policy_check_and_explain() {
+    let dir = scratch_dir("policy-cli");
+    let good = dir.join("good.yaml");
+    fs::write(&good, POLICY).unwrap();
+    let out = Command::new(kgate_bin())
+        .args(["policy", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (2 policies)"));
+
+    let bad = dir.join("bad.yaml");
+    fs::write(
+        &bad,
+        POLICY
+            .replace("operator", "x")
+            .replace("[delete]", "[remove]"),
+    )
+    .unwrap();
+    let out = Command::new(kgate_bin())
+        .args(["policy", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml: document 1: policy \"bots\": spec.rules[2].match.verbs[0]: unknown verb \"remove\""),
+        "{err}"
+    );
+
+    let out = Command::new(kgate_bin())
+        .args(["policy", "explain", "-f"])
+        .arg(&good)
+        .args([
+            "--as",
+            "system:serviceaccount:demo:bot",
+            "--verb",
+            "delete",
+            "--resource",
+            "pods",
+            "-n",
+            "demo",
+            "--name",
+            "web-0",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.starts_with("bots/delete-pods-needs-a-human: Approve"),
+        "{text}"
+    );
+    assert!(text.contains("bots/read: verb does not match"), "{text}");
+}
