@@ -21,6 +21,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
     apiclient::{self, ApiClientError},
+    approval::Approvals,
     cgroup::{self, CgroupError},
     config::{CgroupSetting, Config, ConfigError},
     ebpf::{self, AttachOptions, EbpfError, Enforcement},
@@ -86,6 +87,10 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         (Some(node), true) => Some(PodIndex::spawn(client.clone(), node)),
         _ => None,
     };
+    let approvals = Approvals::new(
+        client.clone(),
+        config.identity.node_name.as_deref().unwrap_or("standalone"),
+    );
     let identity = Identifier::new(&config.identity, Some(client), pods);
     policy.spawn_file_reloader(Duration::from_secs(config.policy.reload_seconds));
     let proxy = Arc::new(Proxy {
@@ -95,7 +100,14 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         tls: serving.acceptor()?,
         identity,
         policy,
+        approvals: Some(approvals),
         upstream,
+    });
+    let recovering = proxy.clone();
+    tokio::spawn(async move {
+        if let Some(approvals) = &recovering.approvals {
+            approvals.recover().await;
+        }
     });
     let keys = proxy.clone();
     tokio::spawn(async move { keys.identity.load_keys().await });

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod apiclient;
+pub mod approval;
 pub mod cgroup;
 pub mod config;
 pub mod ebpf;

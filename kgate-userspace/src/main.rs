@@ -46,6 +46,24 @@ enum Command {
         #[arg(long, env = "NODE_NAME")]
         node_name: Option<String>,
     },
+    /// List held requests.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// Approve a held request (kubeconfig: KUBECONFIG or ~/.kube/config).
+    Approve {
+        name: String,
+        /// Let repeats of the same user, verb and resource pass for this long (10m).
+        #[arg(long = "for")]
+        grant_for: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Deny a held request.
+    Deny {
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Check and explain policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -57,6 +75,16 @@ enum Command {
         /// The bpffs mount holding kgate's pins.
         #[arg(long, default_value = "/sys/fs/bpf")]
         bpffs: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCommand {
+    /// Every approval, oldest first.
+    List {
+        /// `json` for the objects.
+        #[arg(long, short = 'o')]
+        output: Option<String>,
     },
 }
 
@@ -150,6 +178,26 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Policy(command) => policy(command),
+        Command::Approvals(ApprovalsCommand::List { output }) => admin(|client| async move {
+            kgate::approval::cli::list(client, output.as_deref() == Some("json")).await
+        }),
+        Command::Approve {
+            name,
+            grant_for,
+            reason,
+        } => admin(|client| async move {
+            kgate::approval::cli::decide(
+                client,
+                &name,
+                true,
+                grant_for.as_deref(),
+                reason.as_deref(),
+            )
+            .await
+        }),
+        Command::Deny { name, reason } => admin(|client| async move {
+            kgate::approval::cli::decide(client, &name, false, None, reason.as_deref()).await
+        }),
         Command::BenchIdentity => {
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             let (hit, miss) = runtime.block_on(kgate::identity::bench::measure(2000, 200_000))?;
@@ -168,6 +216,23 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs an admin command with the admin's kubeconfig and prints what it returns.
+fn admin<F, Fut>(f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<String, kgate::approval::cli::CliError>>,
+{
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let out = runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("no usable kubeconfig (KUBECONFIG or ~/.kube/config)")?;
+        f(client).await.map_err(anyhow::Error::from)
+    })?;
+    println!("{}", out.trim_end());
+    Ok(())
 }
 
 fn policy(command: PolicyCommand) -> anyhow::Result<()> {

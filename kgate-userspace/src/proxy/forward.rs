@@ -26,7 +26,6 @@ use http::{
     header::{self, AUTHORIZATION, CONNECTION, HOST, UPGRADE},
     uri::PathAndQuery,
 };
-use hyper::body::Incoming;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
@@ -153,7 +152,7 @@ impl Upstream {
     pub async fn forward(
         &self,
         client: SocketAddr,
-        mut req: Request<Incoming>,
+        mut req: Request<Body>,
         impersonate: Option<&UserInfo>,
         tap: StreamTap,
     ) -> Result<Response<Body>, ForwardError> {
@@ -197,7 +196,7 @@ impl Upstream {
     fn upstream_request(
         &self,
         client: SocketAddr,
-        req: Request<Incoming>,
+        req: Request<Body>,
         upgrade: bool,
     ) -> Result<Request<Body>, ForwardError> {
         let (mut parts, incoming) = req.into_parts();
@@ -222,7 +221,7 @@ impl Upstream {
             HeaderValue::from_str(&client.ip().to_string())
                 .expect("an IP address is a valid header value"),
         );
-        Ok(Request::from_parts(parts, body::stream(incoming)))
+        Ok(Request::from_parts(parts, incoming))
     }
 }
 

@@ -5,7 +5,7 @@
 //! 2. [`tls`]: terminate TLS (h2 and http/1.1);
 //! 3. [`identify`]: who is calling;
 //! 4. [`authorize`]: the request's Kubernetes attributes, and the decision;
-//! 5. approve: hold for a human (the policy issue adds it here);
+//! 5. [`approve`]: hold for a human;
 //! 6. [`forward`]: to the real API server, streaming, upgrades included;
 //! 7. mask: rewrite sensitive response fields (the masking issue adds it here);
 //! 8. [`record`]: what happened.
@@ -13,6 +13,7 @@
 //! Every refusal a client sees is a Kubernetes `Status` with the right HTTP code.
 
 pub mod accept;
+pub mod approve;
 pub mod authorize;
 pub mod body;
 pub mod forward;
@@ -39,6 +40,7 @@ use self::{
     record::StreamTap,
 };
 use crate::{
+    approval::Approvals,
     config::DirectClients,
     ebpf::OriginTable,
     identity::Identifier,
@@ -61,6 +63,8 @@ pub struct Proxy {
     pub tls: TlsAcceptor,
     pub identity: Identifier,
     pub policy: Arc<PolicyStore>,
+    /// `None` when policy may not hold requests (no approval store).
+    pub approvals: Option<Approvals>,
     pub upstream: Upstream,
 }
 
@@ -169,16 +173,31 @@ async fn handle(
         }
     };
     // approve: requests that policy holds wait here for a human.
-    if decision.action == Action::Approve {
-        let status = Status::forbidden(format!(
-            "kgate: policy {} holds this request for approval, and this agent has no approval store",
-            decision.source
-        ));
-        let response = respond(&status);
-        let outcome = record::Outcome::refused(&response, &status, started);
-        record::request(&conn, Some(&identity), &info, Some(&decision), &outcome);
-        return response;
-    }
+    let req = if decision.action == Action::Approve {
+        match approve::approve(
+            proxy.approvals.as_ref(),
+            &identity,
+            &conn,
+            &info,
+            &decision,
+            req,
+        )
+        .await
+        {
+            Ok((req, approval)) => {
+                tracing::info!(approval, rule = decision.source, "held request approved");
+                req
+            }
+            Err(status) => {
+                let response = respond(&status);
+                let outcome = record::Outcome::refused(&response, &status, started);
+                record::request(&conn, Some(&identity), &info, Some(&decision), &outcome);
+                return response;
+            }
+        }
+    } else {
+        req.map(body::stream)
+    };
     let tap = StreamTap::new(format!("{} {}", info.verb, info.path));
     let impersonate = identity.impersonate.then_some(&*identity.user);
     let response = match proxy

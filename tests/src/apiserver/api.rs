@@ -69,6 +69,20 @@ pub fn handle(state: &Arc<State>, req: Req) -> hyper::Response<Body> {
         (&Method::DELETE, Some(name), None) => {
             delete::one(state, &target.namespace, target.resource, name, &req)
         }
+        // The status subresource of kgate's custom resources: the double keeps status
+        // in the same object, so it is the object itself.
+        (&Method::GET, Some(name), Some("status")) if r.group == "kgate.io" => {
+            match state.store.get(r.name, &target.namespace, name) {
+                Some(obj) => json_response(StatusCode::OK, &obj),
+                None => not_found(r, name),
+            }
+        }
+        (&Method::PATCH, Some(name), Some("status")) if r.group == "kgate.io" => {
+            patch(state, &target, name, &req)
+        }
+        (&Method::PUT, Some(name), Some("status")) if r.group == "kgate.io" => {
+            update(state, &target, name, &req)
+        }
         (_, Some(name), Some("scale")) if r.name == "deployments" => {
             scale::serve(state, &target, name, &req)
         }

@@ -27,6 +27,27 @@ const VERBS: [&str; 8] = [
 ];
 
 pub const RESOURCES: &[Resource] = &[
+    // kgate's own custom resources, as if its CRDs were installed (deploy/crds.yaml).
+    Resource {
+        group: "kgate.io",
+        version: "v1alpha1",
+        name: "kgatepolicies",
+        singular: "kgatepolicy",
+        kind: "KgatePolicy",
+        namespaced: false,
+        short: &["kgp"],
+        subresources: &["status"],
+    },
+    Resource {
+        group: "kgate.io",
+        version: "v1alpha1",
+        name: "kgateapprovals",
+        singular: "kgateapproval",
+        kind: "KgateApproval",
+        namespaced: false,
+        short: &["kga"],
+        subresources: &[],
+    },
     Resource {
         group: "",
         version: "v1",
@@ -166,19 +187,19 @@ pub fn api_versions() -> Value {
 }
 
 pub fn api_groups() -> Value {
-    let mut names: Vec<&str> = Vec::new();
+    let mut names: Vec<(&str, &str)> = Vec::new();
     for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
-        if !names.contains(&r.group) {
-            names.push(r.group);
+        if !names.iter().any(|(g, _)| *g == r.group) {
+            names.push((r.group, r.version));
         }
     }
     let groups: Vec<Value> = names
         .iter()
-        .map(|g| {
+        .map(|(g, v)| {
             json!({
                 "name": g,
-                "versions": [{"groupVersion": format!("{g}/v1"), "version": "v1"}],
-                "preferredVersion": {"groupVersion": format!("{g}/v1"), "version": "v1"}
+                "versions": [{"groupVersion": format!("{g}/{v}"), "version": v}],
+                "preferredVersion": {"groupVersion": format!("{g}/{v}"), "version": v}
             })
         })
         .collect();
