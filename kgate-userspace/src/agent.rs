@@ -69,6 +69,7 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         &config.policy.files,
         config.policy.default_action,
         config.policy.shadow,
+        config.policy.cluster,
     )?);
 
     let (enforcement, cgroup_root) = if config.kernel {
@@ -91,6 +92,9 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         client.clone(),
         config.identity.node_name.as_deref().unwrap_or("standalone"),
     );
+    if config.policy.cluster {
+        crate::policy::watch::spawn(client.clone(), policy.clone());
+    }
     let identity = Identifier::new(&config.identity, Some(client), pods);
     policy.spawn_file_reloader(Duration::from_secs(config.policy.reload_seconds));
     let proxy = Arc::new(Proxy {

@@ -68,6 +68,10 @@ pub struct Policy {
     /// Default: none.
     #[serde(default)]
     pub files: Vec<PathBuf>,
+    /// Watch the cluster's `KgatePolicy` objects (the CRDs must be installed). Until
+    /// they are listed once, requests get a 503. Default `false`.
+    #[serde(default)]
+    pub cluster: bool,
     /// What happens to a request that no policy decides: `deny` (default) or `allow`.
     #[serde(default = "default_deny")]
     pub default_action: crate::policy::types::DefaultAction,
@@ -84,6 +88,7 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             files: Vec::new(),
+            cluster: false,
             default_action: default_deny(),
             shadow: false,
             reload_seconds: default_policy_reload(),

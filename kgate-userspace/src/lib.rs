@@ -9,6 +9,7 @@ pub mod apiclient;
 pub mod approval;
 pub mod cgroup;
 pub mod config;
+pub mod crds;
 pub mod ebpf;
 pub mod identity;
 pub mod policy;

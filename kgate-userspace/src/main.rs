@@ -67,6 +67,8 @@ enum Command {
     /// Check and explain policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Print the CustomResourceDefinitions (KgatePolicy, KgateApproval) as YAML.
+    Crds,
     /// Measure the identity check (cache hit and miss), for `cargo xtask bench`.
     #[command(hide = true)]
     BenchIdentity,
@@ -178,6 +180,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Policy(command) => policy(command),
+        Command::Crds => {
+            print!("{}", kgate::crds::yaml()?);
+            Ok(())
+        }
         Command::Approvals(ApprovalsCommand::List { output }) => admin(|client| async move {
             kgate::approval::cli::list(client, output.as_deref() == Some("json")).await
         }),

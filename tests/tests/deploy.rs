@@ -21,6 +21,7 @@ fn manifests_render_and_ship_a_valid_agent_config() {
         "kind: ServiceAccount",
         "kind: ClusterRole",
         "kind: ClusterRoleBinding",
+        "kind: CustomResourceDefinition",
         "kind: ConfigMap",
         "kind: DaemonSet",
     ] {
@@ -63,5 +64,27 @@ fn manifests_render_and_ship_a_valid_agent_config() {
             daemonset.contains(needle),
             "{needle} missing from the DaemonSet"
         );
+    }
+}
+
+/// deploy/crds.yaml is what `kgate crds` generates from the Rust types: regenerate it
+/// with `cargo xtask crds` when they change.
+#[test]
+fn the_crds_in_deploy_match_the_rust_types() {
+    let out = Command::new(kgate_tests::harness::kgate_bin())
+        .arg("crds")
+        .output()
+        .expect("kgate runs");
+    assert!(out.status.success(), "{out:?}");
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds.yaml"))
+            .unwrap();
+    assert!(
+        generated == committed,
+        "deploy/crds.yaml has drifted from the Rust types: run `cargo xtask crds`"
+    );
+    for name in ["kgatepolicies.kgate.io", "kgateapprovals.kgate.io"] {
+        assert!(generated.contains(name), "{name}");
     }
 }

@@ -327,3 +327,106 @@ fn policy_check_and_explain() {
     );
     assert!(text.contains("bots/read: verb does not match"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_policies_apply_live_and_a_bad_one_is_reported_not_used() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let agent = Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        "identity: {unboundSubjects: ['system:serviceaccount:demo:*']}\n\
+         policy: {cluster: true, defaultAction: allow}\n",
+    )
+    .unwrap();
+    agent
+        .wait_for("cluster policies loaded", Duration::from_secs(10))
+        .unwrap();
+    let s = Setup {
+        server,
+        agent,
+        policy: std::path::PathBuf::new(),
+        _dir: scratch_dir("cluster-policy"),
+    };
+    let bot = std::sync::Arc::new(s.kubectl_as("bot"));
+    // The admin applies policies to the API server directly, with the real kubectl.
+    let admin = Kubectl::new(
+        scratch_dir("admin"),
+        &s.server.url(),
+        s.server.ca_pem(),
+        s.server.admin_token(),
+    );
+    let manifest = s._dir.join("policy.yaml");
+    let apply = move |text: String| {
+        fs::write(&manifest, text).unwrap();
+        admin.ok(&[
+            "apply",
+            "--validate=false",
+            "-f",
+            manifest.to_str().unwrap(),
+        ]);
+        admin
+    };
+    let secrets_rule = POLICY.split("---").next().unwrap().to_owned();
+    let admin = blocking(move || apply(secrets_rule)).await;
+    s.agent
+        .wait_for("policy loaded", Duration::from_secs(10))
+        .unwrap();
+    let (ok, _, err) = blocking({
+        let bot = bot.clone();
+        move || bot.run(&["get", "secrets", "-n", "demo"])
+    })
+    .await;
+    assert!(!ok && err.contains("bots/no-secrets"), "{err}");
+
+    // A broken edit: reported on the object and in the log; the good version stays.
+    let manifest = s._dir.join("bad.yaml");
+    fs::write(
+        &manifest,
+        POLICY
+            .split("---")
+            .next()
+            .unwrap()
+            .replace("[get, list, watch]", "[get, lst]"),
+    )
+    .unwrap();
+    let admin = blocking(move || {
+        admin.ok(&[
+            "apply",
+            "--validate=false",
+            "-f",
+            manifest.to_str().unwrap(),
+        ]);
+        admin
+    })
+    .await;
+    s.agent
+        .wait_for("policy rejected", Duration::from_secs(10))
+        .unwrap();
+    let status = s.server.get("kgatepolicies", "", "bots").unwrap()["status"].clone();
+    assert_eq!(status["valid"], "False", "{status}");
+    assert!(
+        status["error"]
+            .as_str()
+            .unwrap()
+            .contains("spec.rules[0].match.verbs[1]: unknown verb \"lst\""),
+        "{status}"
+    );
+    let (ok, _, err) = blocking({
+        let bot = bot.clone();
+        move || bot.run(&["get", "secrets", "-n", "demo"])
+    })
+    .await;
+    assert!(
+        !ok && err.contains("bots/no-secrets"),
+        "the last good version still decides: {err}"
+    );
+
+    // Deleted: its rules go.
+    blocking(move || admin.ok(&["delete", "kgatepolicy", "bots"])).await;
+    s.agent
+        .wait_for("policy deleted", Duration::from_secs(10))
+        .unwrap();
+    let (ok, out, err) = blocking(move || bot.run(&["get", "secrets", "-n", "demo"])).await;
+    assert!(ok && out.contains("db-creds"), "{out} {err}");
+}

@@ -33,6 +33,8 @@ enum Cmd {
     Demo,
     /// Benchmark kgate against direct access to the same API server, in one run.
     Bench,
+    /// Regenerate deploy/crds.yaml from the Rust types (a test fails when it drifts).
+    Crds,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,6 +51,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench => {
             toolchain::setup()?;
             bench::run()
+        }
+        Cmd::Crds => {
+            toolchain::setup()?;
+            let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+            let yaml = cmd_output(cargo().args(["run", "-q", "-p", "kgate", "--", "crds"]))?;
+            std::fs::write(format!("{root}/deploy/crds.yaml"), yaml)?;
+            step("wrote deploy/crds.yaml");
+            Ok(())
         }
         Cmd::Demo => {
             toolchain::setup()?;

@@ -23,6 +23,7 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 pub mod types;
+pub mod watch;
 
 use std::{collections::BTreeMap, fmt::Write as _, sync::Arc};
 

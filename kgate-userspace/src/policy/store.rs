@@ -8,7 +8,10 @@
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -18,6 +21,8 @@ use super::{PolicySet, compile::CompiledPolicy, file, types::DefaultAction};
 
 pub struct PolicyStore {
     current: RwLock<Arc<PolicySet>>,
+    /// False until the cluster's policies have been listed once (when watched).
+    cluster_synced: AtomicBool,
     sources: Mutex<Sources>,
     default_action: DefaultAction,
     shadow: bool,
@@ -36,10 +41,12 @@ struct Sources {
 
 impl PolicyStore {
     /// Loads `files` now: at start-up a bad file is an error, not a warning.
+    /// With `cluster`, the store is not ready until [`PolicyStore::set_cluster_synced`].
     pub fn new(
         files: &[PathBuf],
         default_action: DefaultAction,
         shadow: bool,
+        cluster: bool,
     ) -> Result<Self, file::FileError> {
         let mut sources = Sources::default();
         for path in files {
@@ -54,6 +61,7 @@ impl PolicyStore {
                 shadow,
                 0,
             ))),
+            cluster_synced: AtomicBool::new(!cluster),
             sources: Mutex::new(sources),
             default_action,
             shadow,
@@ -111,6 +119,31 @@ impl PolicyStore {
                 store.reload_files();
             }
         });
+    }
+
+    /// Whether every policy source has loaded once: before that, requests are refused
+    /// (503) rather than judged by a partial policy.
+    pub fn ready(&self) -> bool {
+        self.cluster_synced.load(Ordering::Acquire)
+    }
+
+    pub fn set_cluster_synced(&self) {
+        if !self.cluster_synced.swap(true, Ordering::AcqRel) {
+            info!("cluster policies loaded");
+        }
+    }
+
+    /// Drops the cluster policies not in `names` (deleted while the watch was down).
+    pub fn retain_cluster(&self, names: &std::collections::HashSet<String>) {
+        let removed = {
+            let mut sources = self.lock();
+            let before = sources.cluster.len();
+            sources.cluster.retain(|name, _| names.contains(name));
+            before != sources.cluster.len()
+        };
+        if removed {
+            self.rebuild();
+        }
     }
 
     /// Sets (`Some`) or removes (`None`) the cluster policy `name`.

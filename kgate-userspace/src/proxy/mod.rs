@@ -157,6 +157,16 @@ async fn handle(
             return response;
         }
     };
+    if !proxy.policy.ready() {
+        let status = Status::service_unavailable(
+            "kgate: the cluster's policies have not loaded yet; retry shortly",
+        )
+        .with_retry_after(1);
+        let response = respond(&status);
+        let outcome = record::Outcome::refused(&response, &status, started);
+        record::request(&conn, Some(&identity), &info, None, &outcome);
+        return response;
+    }
     let decision = authorize::authorize(&info, req.headers())
         .map_err(|status| (None, status))
         .and_then(|()| {
