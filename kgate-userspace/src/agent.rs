@@ -25,6 +25,7 @@ use crate::{
     config::{CgroupSetting, Config, ConfigError},
     ebpf::{self, AttachOptions, EbpfError, Enforcement},
     identity::{Identifier, pods::PodIndex},
+    mask::{MaskConfigError, Masker},
     proxy::{
         self, Proxy,
         accept::CgroupNames,
@@ -51,6 +52,8 @@ pub enum AgentError {
     Upstream(#[from] ForwardError),
     #[error(transparent)]
     ApiClient(#[from] ApiClientError),
+    #[error(transparent)]
+    Mask(#[from] MaskConfigError),
     #[error("cannot listen on {0}: {1}")]
     ListenFailed(SocketAddr, #[source] io::Error),
 }
@@ -61,6 +64,7 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
     // are attached, so bad input leaves nothing behind.
     let serving = ServingCert::load(&config.tls.cert_file, &config.tls.key_file)?;
     let upstream = Upstream::new(&config.upstream, config.upstream_uri()?)?;
+    let masker = Masker::new(&config.mask)?;
 
     let (enforcement, cgroup_root) = if config.kernel {
         let mount = cgroup::cgroup2_mount()?;
@@ -86,6 +90,7 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         tls: serving.acceptor()?,
         identity,
         upstream,
+        masker,
     });
     let keys = proxy.clone();
     tokio::spawn(async move { keys.identity.load_keys().await });

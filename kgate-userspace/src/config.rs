@@ -55,6 +55,10 @@ pub struct Config {
     /// How callers are identified and bound to pods. Default: see [`Identity`].
     #[serde(default)]
     pub identity: Identity,
+    /// Response masking. Default: Secret values masked, no other rule; see
+    /// [`crate::mask::MaskConfig`].
+    #[serde(default)]
+    pub mask: crate::mask::MaskConfig,
 }
 
 /// Workload identity: which tokens are accepted, and how they must be bound.
@@ -299,6 +303,10 @@ impl Config {
                 &format!("empty subject pattern {bad:?} in unboundSubjects or impersonate"),
             ));
         }
+        crate::mask::Masker::new(&self.mask).map_err(|e| ConfigError::Invalid {
+            field: e.field,
+            message: e.message,
+        })?;
         if self.tls.reload_seconds == 0 {
             return Err(invalid("tls.reloadSeconds", "must be at least 1"));
         }

@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod config;
 pub mod ebpf;
 pub mod identity;
+pub mod mask;
 pub mod proxy;
 pub mod request_info;
 pub mod status;

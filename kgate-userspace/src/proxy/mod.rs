@@ -7,7 +7,8 @@
 //! 4. [`authorize`]: the request's Kubernetes attributes, and the decision;
 //! 5. approve: hold for a human (the policy issue adds it here);
 //! 6. [`forward`]: to the real API server, streaming, upgrades included;
-//! 7. mask: rewrite sensitive response fields (the masking issue adds it here);
+//! 7. [`mask`](crate::mask): rewrite sensitive response fields (Accept negotiated
+//!    before forward, the body masked after);
 //! 8. [`record`]: what happened.
 //!
 //! Every refusal a client sees is a Kubernetes `Status` with the right HTTP code.
@@ -38,7 +39,10 @@ use self::{
     forward::{ForwardError, Upstream},
     record::StreamTap,
 };
-use crate::{config::DirectClients, ebpf::OriginTable, identity::Identifier, status::Status};
+use crate::{
+    config::DirectClients, ebpf::OriginTable, identity::Identifier, mask, mask::Masker,
+    status::Status,
+};
 
 /// Largest request head accepted, as the API server's default (Go's 1 MiB).
 const MAX_HEADER_BYTES: usize = 1 << 20;
@@ -55,6 +59,7 @@ pub struct Proxy {
     pub tls: TlsAcceptor,
     pub identity: Identifier,
     pub upstream: Upstream,
+    pub masker: Masker,
 }
 
 /// Serves one TCP connection from accept to close.
@@ -116,7 +121,7 @@ pub async fn serve_connection(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAdd
 async fn handle(
     proxy: Arc<Proxy>,
     conn: Arc<Connection>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
     let head_bytes = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
@@ -165,6 +170,21 @@ async fn handle(
         return response;
     }
     // approve: requests that policy holds wait here for a human.
+    let mask_plan = proxy.masker.plan(&info, &identity.user.username);
+    if let Some(plan) = &mask_plan
+        && let Err(status) = mask::negotiate(plan, req.headers_mut())
+    {
+        let response = respond(&status);
+        record::request(
+            &conn,
+            Some(&identity),
+            &info,
+            response.status(),
+            started.elapsed(),
+            Some(&status.message),
+        );
+        return response;
+    }
     let tap = StreamTap::new(format!("{} {}", info.verb, info.path));
     let impersonate = identity.impersonate.then_some(&*identity.user);
     let response = match proxy
@@ -178,7 +198,16 @@ async fn handle(
             respond(&forward_status(&error))
         }
     };
-    // mask: sensitive response fields are rewritten here.
+    let response = match &mask_plan {
+        Some(plan) => match mask::mask_response(plan, response).await {
+            Ok(response) => response,
+            Err(status) => {
+                warn!(message = status.message, "response cannot be masked");
+                respond(&status)
+            }
+        },
+        None => response,
+    };
     record::request(
         &conn,
         Some(&identity),
