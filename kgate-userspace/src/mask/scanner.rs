@@ -102,9 +102,6 @@ struct Members {
     expect_value: bool,
     /// Buffer offset just after the `{` or `,` that precedes the current member.
     member_start: usize,
-    /// Cleared when an `items` or `rows` member is buffered instead of streamed, so
-    /// that a second one can never be streamed with the first left unmasked.
-    streamable: bool,
 }
 
 /// Cuts one response into units and masks each.
@@ -231,7 +228,6 @@ impl Scanner {
                 self.members = Members {
                     expect_key: true,
                     member_start: 1,
-                    streamable: true,
                     ..Members::default()
                 };
             }
@@ -350,11 +346,10 @@ impl Scanner {
             }
             _ if m.expect_value && !is_space(b) => {
                 m.expect_value = false;
-                if let Some(array) = m.array_key.take() {
-                    if b == b'[' && m.streamable && self.start_streaming(array, out)? {
-                        return Ok(());
-                    }
-                    self.members.streamable = false;
+                if let Some(array) = m.array_key.take()
+                    && b == b'['
+                {
+                    self.start_streaming(array, out)?;
                 }
             }
             _ => {}
@@ -363,9 +358,10 @@ impl Scanner {
     }
 
     /// At the `[` of `items` or `rows`: emits the members before it and streams the
-    /// array, if the object is a list (or a Table) and nothing before it is another
-    /// `items` or `rows` (say, spelt with escapes). Whether it did.
-    fn start_streaming(&mut self, array: Array, out: &mut Vec<u8>) -> Result<bool, MaskError> {
+    /// array, if the object is a list (or a Table) and no member before it is another
+    /// `items` or `rows` (an earlier one, or one spelt with escapes), which would go
+    /// out unmasked. Otherwise the whole object stays one unit.
+    fn start_streaming(&mut self, array: Array, out: &mut Vec<u8>) -> Result<(), MaskError> {
         let mut head = self.buf[..self.members.member_start].to_vec();
         if head.last() == Some(&b',') {
             head.pop();
@@ -378,7 +374,7 @@ impl Scanner {
             Array::Rows => kind == "Table",
         };
         if !fits || head.contains_key("items") || head.contains_key("rows") {
-            return Ok(false);
+            return Ok(());
         }
         let mut text = serde_json::to_vec(&head).map_err(MaskError::Serialize)?;
         text.pop();
@@ -396,7 +392,7 @@ impl Scanner {
         self.elements = 0;
         self.need_element = false;
         self.state = State::Between;
-        Ok(true)
+        Ok(())
     }
 }
 

@@ -58,6 +58,12 @@ fn mask_all_ways(plan: &Plan, input: &str) -> Result<Value, String> {
     assert_eq!(out, whole, "byte by byte differs");
     assert_eq!(bytewise_done.is_ok(), done.is_ok());
     done.map_err(|e| e.to_string())?;
+    // On the raw bytes: a parser would hide a leak in a duplicate key.
+    let raw = String::from_utf8_lossy(&whole);
+    assert!(
+        !raw.contains(SECRET_VALUE) && !raw.contains(PLAIN_VALUE),
+        "a value leaked: {raw}"
+    );
     if plan.is_watch() {
         let text = String::from_utf8(whole).unwrap();
         assert!(text.ends_with('\n') || text.is_empty(), "{text}");
