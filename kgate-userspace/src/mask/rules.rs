@@ -66,22 +66,22 @@ pub fn mask_row(rules: &Rules, target: Target, row: &mut Value) {
 fn mask_object(rules: &Rules, target: Target, obj: &mut Map<String, Value>) {
     let masked = match target {
         Target::Secret => {
-            replace_values(obj.get_mut("data"), MASKED_BASE64, |_| true);
-            replace_values(obj.get_mut("stringData"), MASKED_TEXT, |_| true);
+            replace_values(obj, "data", MASKED_BASE64, |_| true);
+            replace_values(obj, "stringData", MASKED_TEXT, |_| true);
             // Always: even a Secret with no data may have had some when last applied.
             true
         }
         // The last-applied annotation goes whenever a rule covers the kind, masked
         // now or not: it may hold a value that the object itself no longer does.
         Target::ConfigMap => rules.config_map_keys.as_ref().is_some_and(|keys| {
-            replace_values(obj.get_mut("data"), MASKED_TEXT, |k| keys.is_match(k));
-            replace_values(obj.get_mut("binaryData"), MASKED_BASE64, |k| {
-                keys.is_match(k)
-            });
+            replace_values(obj, "data", MASKED_TEXT, |k| keys.is_match(k));
+            replace_values(obj, "binaryData", MASKED_BASE64, |k| keys.is_match(k));
             true
         }),
         Target::PodSpec(path) => rules.env_names.as_ref().is_some_and(|names| {
-            mask_pod_spec(pointer(obj, path), names);
+            if let Some(spec) = pointer(obj, path) {
+                mask_pod_spec(spec, names);
+            }
             true
         }),
         Target::Other => false,
@@ -102,9 +102,14 @@ fn mask_object(rules: &Rules, target: Target, obj: &mut Map<String, Value>) {
     }
 }
 
-/// Replaces the values of a string map whose keys pass `select`.
-fn replace_values(map: Option<&mut Value>, with: &str, select: impl Fn(&str) -> bool) {
-    let Some(Value::Object(map)) = map else {
+/// Replaces the values of the string map `obj[field]` whose keys pass `select`.
+fn replace_values(
+    obj: &mut Map<String, Value>,
+    field: &str,
+    with: &str,
+    select: impl Fn(&str) -> bool,
+) {
+    let Some(Value::Object(map)) = obj.get_mut(field) else {
         return;
     };
     for (key, value) in map.iter_mut() {
@@ -121,10 +126,7 @@ fn pointer<'a>(obj: &'a mut Map<String, Value>, path: &[&str]) -> Option<&'a mut
 }
 
 /// Masks matching `env[].value` in every container list of a pod spec.
-fn mask_pod_spec(spec: Option<&mut Value>, names: &RegexSet) {
-    let Some(spec) = spec else {
-        return;
-    };
+fn mask_pod_spec(spec: &mut Value, names: &RegexSet) {
     for list in ["containers", "initContainers", "ephemeralContainers"] {
         let Some(Value::Array(containers)) = spec.get_mut(list) else {
             continue;
