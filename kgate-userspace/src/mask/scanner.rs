@@ -304,11 +304,13 @@ impl Scanner {
                 if trailer.contains_key("items") || trailer.contains_key("rows") {
                     return Err(MaskError::DuplicateArray);
                 }
-                let text = serde_json::to_vec(&trailer).map_err(MaskError::Serialize)?;
-                if !trailer.is_empty() {
-                    out.push(b',');
-                    out.extend_from_slice(&text[1..text.len() - 1]);
+                if trailer.is_empty() {
+                    // `,}`: the comma promised a member.
+                    return Err(MaskError::Unexpected(b'}'));
                 }
+                let text = serde_json::to_vec(&trailer).map_err(MaskError::Serialize)?;
+                out.push(b',');
+                out.extend_from_slice(&text[1..text.len() - 1]);
                 out.push(b'}');
                 self.state = State::Done;
             }

@@ -441,6 +441,11 @@ fn broken_responses_fail_and_never_leak() {
             "unexpected byte",
         ),
         (
+            &list,
+            r#"{"kind":"SecretList","items":[{"data":{"a":"czNjcjN0"}}],}"#.into(),
+            "unexpected byte",
+        ),
+        (
             &get,
             r#"{"kind":"Secret"} {"data":{"a":"czNjcjN0"}}"#.into(),
             "unexpected byte",
