@@ -19,6 +19,7 @@ use http::{
 };
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
+use tracing::warn;
 
 use super::{Plan, scanner::Scanner};
 use crate::{
@@ -134,6 +135,7 @@ impl http_body::Body for MaskBody {
                     };
                     if let Err(error) = this.scanner.feed(&data, &mut out) {
                         this.done = true;
+                        warn!(%error, "masking failed mid-response; the response is cut off");
                         return Poll::Ready(Some(Err(error.into())));
                     }
                 }
@@ -144,6 +146,7 @@ impl http_body::Body for MaskBody {
                 None => {
                     this.done = true;
                     if let Err(error) = this.scanner.finish() {
+                        warn!(%error, "masking failed at the end of the response");
                         return Poll::Ready(Some(Err(error.into())));
                     }
                 }

@@ -8,13 +8,15 @@
 //!   by name (see [`MaskConfig`]).
 //! - Every response shape: single objects (answers to get, create, update, patch,
 //!   delete), lists (streamed item by item), `as=Table` (rows' objects), watch
-//!   streams (every event), errors (Status objects pass through re-serialized).
+//!   streams (every event's object; BOOKMARK and ERROR events keep their content),
+//!   errors (Status objects pass through). Everything is re-serialized, so key order
+//!   and whitespace may differ from the API server's.
 //! - Fail closed: a response that cannot be masked (not JSON, compressed, malformed,
 //!   truncated, a unit over `maxObjectBytes`) is refused with a 502 Status, or, once
 //!   masked bytes have gone out, cut off with an error. Never forwarded raw.
 //!
 //! How it plugs into the request path:
-//! [`Masker::plan`] → [`negotiate`] (before forward) → [`mask_response`] (after).
+//! [`Masker::plan`] → [`negotiate()`] (before forward) → [`mask_response`] (after).
 //!
 //! Not here: request bodies (a client writing a Secret sends its own values),
 //! protobuf or YAML (the upstream is asked for JSON; a client that accepts only
@@ -45,8 +47,8 @@ pub use self::{
 };
 use crate::request_info::RequestInfo;
 
-/// Why a response could not be masked. Every variant is the upstream's side (a 502),
-/// except `TooLarge`, which is kgate's own limit.
+/// Why a response could not be masked. Each is reported as a 502 (the API server
+/// answered something kgate will not pass on); `TooLarge` is kgate's own limit.
 #[derive(Debug, thiserror::Error)]
 pub enum MaskError {
     #[error("the response is not valid JSON: {0}")]

@@ -7,7 +7,7 @@
 //! 4. [`authorize`]: the request's Kubernetes attributes, and the decision;
 //! 5. approve: hold for a human (the policy issue adds it here);
 //! 6. [`forward`]: to the real API server, streaming, upgrades included;
-//! 7. [`mask`](crate::mask): rewrite sensitive response fields (Accept negotiated
+//! 7. [`mask`]: rewrite sensitive response fields (Accept negotiated
 //!    before forward, the body masked after);
 //! 8. [`record`]: what happened.
 //!
