@@ -26,6 +26,7 @@ use crate::{
     config::{CgroupSetting, Config, ConfigError},
     ebpf::{self, AttachOptions, EbpfError, Enforcement},
     identity::{Identifier, pods::PodIndex},
+    mask::{MaskConfigError, Masker},
     policy::{file::FileError, store::PolicyStore},
     proxy::{
         self, Proxy,
@@ -55,6 +56,8 @@ pub enum AgentError {
     ApiClient(#[from] ApiClientError),
     #[error("policy: {0}")]
     Policy(#[from] FileError),
+    #[error(transparent)]
+    Mask(#[from] MaskConfigError),
     #[error("cannot listen on {0}: {1}")]
     ListenFailed(SocketAddr, #[source] io::Error),
 }
@@ -71,6 +74,7 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         config.policy.shadow,
         config.policy.cluster,
     )?);
+    let masker = Masker::new(&config.mask)?;
 
     let (enforcement, cgroup_root) = if config.kernel {
         let mount = cgroup::cgroup2_mount()?;
@@ -106,6 +110,7 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         policy,
         approvals: Some(approvals),
         upstream,
+        masker,
     });
     let recovering = proxy.clone();
     tokio::spawn(async move {

@@ -58,6 +58,10 @@ pub struct Config {
     /// Where policies come from and what applies when none decides.
     #[serde(default)]
     pub policy: Policy,
+    /// Response masking. Default: Secret values masked, no other rule; see
+    /// [`crate::mask::MaskConfig`].
+    #[serde(default)]
+    pub mask: crate::mask::MaskConfig,
 }
 
 /// Policy sources and global settings.
@@ -349,6 +353,10 @@ impl Config {
         if self.policy.reload_seconds == 0 {
             return Err(invalid("policy.reloadSeconds", "must be at least 1"));
         }
+        crate::mask::Masker::new(&self.mask).map_err(|e| ConfigError::Invalid {
+            field: e.field,
+            message: e.message,
+        })?;
         if self.tls.reload_seconds == 0 {
             return Err(invalid("tls.reloadSeconds", "must be at least 1"));
         }

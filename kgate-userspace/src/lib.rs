@@ -12,6 +12,7 @@ pub mod config;
 pub mod crds;
 pub mod ebpf;
 pub mod identity;
+pub mod mask;
 pub mod policy;
 pub mod proxy;
 pub mod request_info;

@@ -7,7 +7,8 @@
 //! 4. [`authorize`]: the request's Kubernetes attributes, and the decision;
 //! 5. [`approve`]: hold for a human;
 //! 6. [`forward`]: to the real API server, streaming, upgrades included;
-//! 7. mask: rewrite sensitive response fields (the masking issue adds it here);
+//! 7. [`mask`]: rewrite sensitive response fields (Accept negotiated
+//!    before forward, the body masked after);
 //! 8. [`record`]: what happened.
 //!
 //! Every refusal a client sees is a Kubernetes `Status` with the right HTTP code.
@@ -44,6 +45,7 @@ use crate::{
     config::DirectClients,
     ebpf::OriginTable,
     identity::Identifier,
+    mask::{self, Masker},
     policy::{store::PolicyStore, types::Action},
     status::Status,
 };
@@ -66,6 +68,7 @@ pub struct Proxy {
     /// `None` when policy may not hold requests (no approval store).
     pub approvals: Option<Approvals>,
     pub upstream: Upstream,
+    pub masker: Masker,
 }
 
 /// Serves one TCP connection from accept to close.
@@ -127,7 +130,7 @@ pub async fn serve_connection(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAdd
 async fn handle(
     proxy: Arc<Proxy>,
     conn: Arc<Connection>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
     let head_bytes = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
@@ -182,6 +185,16 @@ async fn handle(
             return response;
         }
     };
+    // mask (first half): ask the upstream for a format kgate can mask, or refuse.
+    let mask_plan = proxy.masker.plan(&info, &identity.user.username);
+    if let Some(plan) = &mask_plan
+        && let Err(status) = mask::negotiate(plan, req.headers_mut())
+    {
+        let response = respond(&status);
+        let outcome = record::Outcome::refused(&response, &status, started);
+        record::request(&conn, Some(&identity), &info, Some(&decision), &outcome);
+        return response;
+    }
     // approve: requests that policy holds wait here for a human.
     let req = if decision.action == Action::Approve {
         match approve::approve(
@@ -221,11 +234,24 @@ async fn handle(
             respond(&forward_status(&error))
         }
     };
-    // mask: sensitive response fields are rewritten here.
+    // mask: sensitive response fields are rewritten as the body streams.
+    let mut refused = None;
+    let response = match &mask_plan {
+        Some(plan) => match mask::mask_response(plan, response).await {
+            Ok(response) => response,
+            Err(status) => {
+                warn!(message = status.message, "response cannot be masked");
+                let response = respond(&status);
+                refused = Some(status);
+                response
+            }
+        },
+        None => response,
+    };
     let outcome = record::Outcome {
         status: response.status(),
         latency: started.elapsed(),
-        refused: None,
+        refused: refused.as_ref().map(|s| s.message.as_str()),
     };
     record::request(&conn, Some(&identity), &info, Some(&decision), &outcome);
     response

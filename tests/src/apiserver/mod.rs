@@ -275,6 +275,16 @@ impl Handle {
             let _ = self.state.store.create("configmaps", namespace, obj);
         }
     }
+
+    /// Inserts `count` Secrets into `namespace`, each with one `data` value of `size`
+    /// base64 characters (`eHh4`, "xxx", repeated).
+    pub fn insert_secrets(&self, namespace: &str, count: usize, size: usize) {
+        let filler = "eHh4".repeat(size / 4);
+        for i in 0..count {
+            let obj = json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": format!("bulk-{i:07}")}, "type": "Opaque", "data": {"blob": filler}});
+            let _ = self.state.store.create("secrets", namespace, obj);
+        }
+    }
 }
 
 impl Drop for Handle {

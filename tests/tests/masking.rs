@@ -1,0 +1,367 @@
+//! Response masking through kgate (standalone agent) against the API-server double:
+//! kubectl `-o yaml`, Table, watches and writes never show a Secret value; kube-rs
+//! decodes the placeholder; a protobuf-only client gets a 406; unmasked subjects see
+//! values; a 200 MB Secret list is masked as it streams, with bounded agent memory.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use kgate::mask::{MASKED_BASE64, MASKED_TEXT};
+use kgate_tests::{
+    apiserver::{ApiServer, Config, Handle},
+    harness::{Agent, Kubectl, https_client, scratch_dir},
+};
+use serde_json::{Value, json};
+
+/// The double's `demo/db-creds` values, base64 as stored.
+const USERNAME: &str = "YWRtaW4=";
+const PASSWORD: &str = "czNjcjN0LXBhc3N3b3Jk";
+
+struct Setup {
+    server: Handle,
+    agent: Agent,
+}
+
+async fn setup(mask: &str) -> Setup {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let agent = Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        &format!("identity: {{unboundSubjects: [kubernetes-admin]}}\n{mask}"),
+    )
+    .unwrap();
+    Setup { server, agent }
+}
+
+impl Setup {
+    fn kubectl(&self, tag: &str) -> Kubectl {
+        Kubectl::new(
+            scratch_dir(tag),
+            &self.agent.url(),
+            &self.agent.ca_pem,
+            self.server.admin_token(),
+        )
+    }
+
+    fn get(&self, path: &str, accept: &str) -> Request<Full<Bytes>> {
+        Request::builder()
+            .method(Method::GET)
+            .uri(format!("{}{path}", self.agent.url()))
+            .header(
+                "authorization",
+                format!("Bearer {}", self.server.admin_token()),
+            )
+            .header("accept", accept)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+fn assert_no_values(text: &str) {
+    assert!(
+        [USERNAME, PASSWORD, "s3cr3t", "czNjcjN0"]
+            .iter()
+            .all(|v| !text.contains(v)),
+        "a Secret value leaked: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_reads_and_writes_show_no_secret_values() {
+    let s = setup("").await;
+    let k = s.kubectl("mask-rw");
+    blocking(move || {
+        let yaml = k.ok(&["get", "secret", "db-creds", "-n", "demo", "-o", "yaml"]);
+        assert_no_values(&yaml);
+        assert!(
+            yaml.contains(&format!("password: {MASKED_BASE64}"))
+                && yaml.contains(&format!("username: {MASKED_BASE64}"))
+                && yaml.contains("name: db-creds"),
+            "{yaml}"
+        );
+        let table = k.ok(&["get", "secrets", "-n", "demo"]);
+        assert!(
+            table.contains("db-creds") && table.contains("Opaque"),
+            "{table}"
+        );
+        let wide = k.ok(&["get", "secrets", "-n", "demo", "-o", "json"]);
+        assert_no_values(&wide);
+        assert!(wide.contains("SecretList") || wide.contains("\"List\""), "{wide}");
+
+        // The answer to a create is masked; what was stored is not.
+        let created = k.ok(&[
+            "create", "secret", "generic", "made-here", "-n", "demo",
+            "--from-literal=token=s3cr3t", "-o", "json",
+        ]);
+        assert_no_values(&created);
+        assert!(created.contains(MASKED_BASE64), "{created}");
+        // An applied Secret's last-applied annotation would embed its values.
+        let manifest = k.config.with_file_name("secret.yaml");
+        std::fs::write(
+            &manifest,
+            format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: applied, namespace: demo}}\ndata: {{password: {PASSWORD}}}\n"),
+        )
+        .unwrap();
+        let applied = k.ok(&["apply", "--validate=false", "-f", manifest.to_str().unwrap(), "-o", "yaml"]);
+        assert_no_values(&applied);
+        let yaml = k.ok(&["get", "secret", "applied", "-n", "demo", "-o", "yaml"]);
+        assert_no_values(&yaml);
+        assert!(!yaml.contains("last-applied-configuration"), "{yaml}");
+    })
+    .await;
+    let stored = s.server.get("secrets", "demo", "made-here").unwrap();
+    assert_eq!(
+        stored["data"]["token"], "czNjcjN0",
+        "masking is response-only"
+    );
+    let stored = s.server.get("secrets", "demo", "applied").unwrap();
+    assert!(
+        stored["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .as_str()
+            .is_some_and(|a| a.contains(PASSWORD)),
+        "the server keeps the annotation: {stored}"
+    );
+}
+
+/// Reads `kubectl … -w` output lines until `until` has been seen.
+fn read_until(reader: &mut impl std::io::BufRead, until: &str) -> String {
+    let mut seen = String::new();
+    while !seen.contains(until) {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watches_are_masked_event_by_event() {
+    let s = setup("").await;
+    let k = s.kubectl("mask-watch");
+    let spawn = |args: &[&str]| {
+        let mut child = k
+            .command()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let reader = std::io::BufReader::new(child.stdout.take().unwrap());
+        (child, reader)
+    };
+    let (mut json_child, mut json_out) = spawn(&[
+        "get",
+        "secrets",
+        "-n",
+        "demo",
+        "-w",
+        "-o",
+        "jsonpath={.metadata.name}={.data.password}{\"\\n\"}",
+    ]);
+    let (mut table_child, mut table_out) = spawn(&["get", "secrets", "-n", "demo", "-w"]);
+    let (json_out, table_out) = blocking(move || {
+        let first = read_until(&mut json_out, "db-creds=");
+        let table = read_until(&mut table_out, "db-creds");
+        ((json_out, first), (table_out, table))
+    })
+    .await;
+    s.server
+        .create(
+            "secrets",
+            "demo",
+            json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "late"}, "type": "Opaque", "data": {"password": PASSWORD}}),
+        )
+        .unwrap();
+    let ((mut json_out, mut json_seen), (mut table_out, mut table_seen)) = (json_out, table_out);
+    let (json_seen, table_seen) = blocking(move || {
+        json_seen.push_str(&read_until(&mut json_out, "late="));
+        table_seen.push_str(&read_until(&mut table_out, "late"));
+        (json_seen, table_seen)
+    })
+    .await;
+    for child in [&mut json_child, &mut table_child] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!(
+        json_seen,
+        format!("db-creds={MASKED_BASE64}\nlate={MASKED_BASE64}\n")
+    );
+    assert!(table_seen.contains("Opaque"), "{table_seen}");
+    // The upstream was asked for JSON, Table parameters kept.
+    let accepts: Vec<String> = s
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/secrets") && r.query.contains("watch"))
+        .flat_map(|r| r.headers)
+        .filter(|(k, _)| k == "accept")
+        .map(|(_, v)| v)
+        .collect();
+    assert!(
+        accepts.iter().all(|a| !a.contains("protobuf"))
+            && accepts
+                .iter()
+                .any(|a| a.starts_with("application/json;as=Table")),
+        "{accepts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_rs_decodes_the_placeholder() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::{Api, Client, api::ListParams};
+
+    let s = setup("").await;
+    let dir = scratch_dir("mask-kube-rs");
+    let kubeconfig = kgate_tests::harness::kubeconfig(
+        &dir,
+        &s.agent.url(),
+        &s.agent.ca_pem,
+        s.server.admin_token(),
+    );
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(Client::try_from(config).unwrap(), "demo");
+    let one = secrets.get("db-creds").await.unwrap();
+    let listed = secrets.list(&ListParams::default()).await.unwrap();
+    for secret in std::iter::once(&one).chain(&listed.items) {
+        let data = secret.data.as_ref().unwrap();
+        assert_eq!(data.len(), 2);
+        for value in data.values() {
+            assert_eq!(value.0, MASKED_TEXT.as_bytes());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn content_negotiation_refuses_what_cannot_be_masked() {
+    let s = setup("").await;
+    let client = https_client(&s.agent.ca_pem, true);
+    let path = "/api/v1/namespaces/demo/secrets/db-creds";
+    let response = client
+        .request(s.get(path, "application/vnd.kubernetes.protobuf"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let status: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status["kind"], "Status");
+    assert_eq!(status["reason"], "NotAcceptable");
+    assert!(
+        status["message"].as_str().unwrap().starts_with("kgate: "),
+        "{status}"
+    );
+    assert!(
+        !s.server.requests().iter().any(|r| r.path == path),
+        "a refused request must not reach the API server"
+    );
+    // client-go's default Accept: protobuf preferred, JSON allowed; JSON comes back.
+    let response = client
+        .request(s.get(path, "application/vnd.kubernetes.protobuf,application/json"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get("content-length").is_none());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let secret: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(secret["data"]["password"], MASKED_BASE64);
+    // Other resources are not touched: the ConfigMap passes as the client asked.
+    let response = client
+        .request(s.get(
+            "/api/v1/namespaces/demo/configmaps/app-config",
+            "application/json",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unmasked_subjects_and_configured_rules() {
+    let s = setup("mask: {unmaskedSubjects: [kubernetes-adm*], configMapKeys: ['^mode$']}\n").await;
+    let k = s.kubectl("mask-unmasked");
+    blocking(move || {
+        let password = k.ok(&[
+            "get",
+            "secret",
+            "db-creds",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.data.password}",
+        ]);
+        assert_eq!(password, PASSWORD, "an unmasked subject sees the value");
+    })
+    .await;
+    let s = setup("mask: {configMapKeys: ['^mode$']}\n").await;
+    let k = s.kubectl("mask-configmap");
+    blocking(move || {
+        let mode = k.ok(&[
+            "get",
+            "configmap",
+            "app-config",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.data.mode}",
+        ]);
+        assert_eq!(mode, MASKED_TEXT);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_200_mb_secret_list_is_masked_with_bounded_agent_memory() {
+    let s = setup("").await;
+    let (count, size) = (2000, 100 * 1024);
+    s.server.insert_secrets("demo", count, size);
+    let client = https_client(&s.agent.ca_pem, false);
+    let started = Instant::now();
+    let mut response = client
+        .request(s.get("/api/v1/namespaces/demo/secrets", "application/json"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = Vec::new();
+    while let Some(frame) = response.body_mut().frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            body.extend_from_slice(&data);
+        }
+    }
+    let elapsed = started.elapsed();
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), count + 1, "the bulk Secrets and db-creds");
+    assert!(items.iter().all(|i| {
+        i["data"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v == MASKED_BASE64)
+    }));
+    let rss = s.agent.peak_rss_kib();
+    let upstream_mb = (count * size) as f64 / 1e6;
+    eprintln!(
+        "masked a {upstream_mb:.0} MB Secret list in {elapsed:?} ({:.0} MB/s end to end), agent peak RSS {rss} KiB",
+        upstream_mb / elapsed.as_secs_f64()
+    );
+    assert!(
+        rss > 0 && rss < 96 * 1024,
+        "agent peak RSS {rss} KiB for a {upstream_mb:.0} MB list: it buffered"
+    );
+    assert!(elapsed < Duration::from_secs(120), "{elapsed:?}");
+}
