@@ -30,7 +30,7 @@ async fn setup(mask: &str) -> Setup {
         &server.url(),
         server.ca_pem(),
         server.admin_token(),
-        &format!("identity: {{unboundSubjects: [kubernetes-admin]}}\n{mask}"),
+        &format!("identity: {{unboundSubjects: [kubernetes-admin]}}\npolicy: {{defaultAction: allow}}\n{mask}"),
     )
     .unwrap();
     Setup { server, agent }

@@ -1,7 +1,9 @@
 //! `cargo xtask demo`: the real kubectl, inside a "pod", talks to the API server's
-//! ClusterIP; the kernel redirects it into kgate, which knows the pod and process and
-//! forwards to the API server (the project's double). Then the agent stops and the pod
-//! is refused, not let through.
+//! ClusterIP as a bot; the kernel redirects it into kgate, which knows the pod and
+//! process, verifies the bot's token, applies policy (reads allowed, a namespace
+//! delete denied, a pod delete held until an admin runs `kgate approve`, a shadow-mode
+//! rule), masks Secret values, and forwards to the API server (the project's double).
+//! Then the agent stops and the pod is refused, not let through.
 //!
 //! Runs on an embedded default: a "node" and a "pod" network namespace joined by a veth
 //! pair (the pod has no route out), a cgroup for the pod, a private bpffs, the double
@@ -20,6 +22,38 @@ use crate::step;
 
 const ENDPOINT: &str = "10.213.0.1:16443";
 const CLUSTER_IP: &str = "10.96.0.1:443";
+
+/// The demo's policy: what bots in namespace demo may do.
+const POLICY: &str = r#"apiVersion: kgate.io/v1alpha1
+kind: KgatePolicy
+metadata: {name: demo-bots}
+spec:
+  subjects: {serviceAccounts: ["demo/*"]}
+  defaultAction: deny
+  rules:
+    - {name: read, match: {verbs: [get, list, watch]}, action: allow}
+    - name: discovery
+      match: {verbs: [get], nonResourceURLs: [/api, "/api/*", /apis, "/apis/*", /version, "/openapi/*"]}
+      action: allow
+    - {name: exec, match: {verbs: [create, get], resources: [pods/exec]}, action: allow}
+    - name: delete-pods-needs-a-human
+      match: {verbs: [delete], resources: [pods]}
+      action: approve
+      approval: {approvers: [sre], timeoutSeconds: 60}
+    - name: never-delete-namespaces
+      match: {verbs: [delete], resources: [namespaces]}
+      action: deny
+      message: namespaces are deleted by humans
+---
+apiVersion: kgate.io/v1alpha1
+kind: KgatePolicy
+metadata: {name: trial}
+spec:
+  mode: shadow
+  subjects: {serviceAccounts: ["demo/*"]}
+  rules:
+    - {name: no-configmap-deletes, match: {verbs: [delete], resources: [configmaps]}, action: deny}
+"#;
 
 fn bin(name: &str) -> PathBuf {
     let target =
@@ -56,6 +90,7 @@ pub fn run() -> anyhow::Result<()> {
     let token = fs::read_to_string(dir.join("apiserver/token"))?;
 
     step("starting `kgate agent`: attaches the kernel programs to the pod cgroup");
+    fs::write(dir.join("policy.yaml"), POLICY)?;
     let ca = Ca::new("demo cluster CA")?;
     ca.issue_kgate(&[NODE_IP4.into()])?.write(&dir, "tls")?;
     let config = dir.join("agent.yaml");
@@ -69,8 +104,8 @@ pub fn run() -> anyhow::Result<()> {
              bpffs: {bpffs}\n\
              tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key}}\n\
              upstream: {{server: 'https://{ENDPOINT}', caFile: {d}/apiserver/ca.crt, tokenFile: {d}/apiserver/token}}\n\
-             identity: {{nodeName: node-1, unboundSubjects: [kubernetes-admin]}}\n\
-             policy: {{defaultAction: allow}}\n",
+             identity: {{nodeName: node-1, unboundSubjects: ['system:serviceaccount:demo:*']}}\n\
+             policy: {{files: ['{d}/policy.yaml']}}\n",
             cg = topo.cgroup_root.display(),
             bpffs = topo.bpffs.display(),
             d = dir.display()
@@ -84,12 +119,41 @@ pub fn run() -> anyhow::Result<()> {
         .wait_for("agent listening", Duration::from_secs(20))
         .context("agent did not start")?;
 
-    // What a pod has: the Service address, the cluster CA, its token.
+    // The admin, on the node, talks to the API server directly (kubectl and kgate).
+    let admin_config = kubeconfig_direct(&dir, &token)?;
+    let admin = |program: &std::path::Path, args: &[&str]| -> anyhow::Result<String> {
+        let out = topo
+            .node_command(program)
+            .env("KUBECONFIG", &admin_config)
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{program:?} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    step("the policy (deploy it as KgatePolicy objects; here a file)");
+    println!(
+        "{}",
+        POLICY
+            .lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let bot_token = admin(
+        std::path::Path::new("kubectl"),
+        &["create", "token", "bot", "-n", "demo"],
+    )?;
+
+    // What a pod has: the Service address, the cluster CA, its token (a bot's).
     let kubeconfig = kubeconfig(
         &dir.join("pod"),
         &format!("https://{CLUSTER_IP}"),
         &ca.cert_pem(),
-        &token,
+        bot_token.trim(),
     );
     let kubectl = |args: &[&str]| -> anyhow::Result<String> {
         let out = topo
@@ -124,6 +188,7 @@ pub fn run() -> anyhow::Result<()> {
             "jsonpath={.data}",
         ],
         &["delete", "configmap", "app-config", "-n", "demo"],
+        &["delete", "namespace", "demo"],
         &[
             "exec",
             "web-0",
@@ -137,6 +202,51 @@ pub fn run() -> anyhow::Result<()> {
         step(&format!("in the pod: kubectl {}", args.join(" ")));
         println!("{}", kubectl(args)?);
     }
+    step("in the pod: kubectl delete pod web-0 -n demo  (held for a human)");
+    let held = topo
+        .pod_command("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["delete", "pod", "web-0", "-n", "demo", "--wait=false"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut name = String::new();
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        let list = admin(&kgate, &["approvals", "list", "-o", "json"])?;
+        let items: serde_json::Value = serde_json::from_str(&list)?;
+        if let Some(a) = items
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["status"]["phase"] == "Pending")
+        {
+            name = a["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            break;
+        }
+    }
+    anyhow::ensure!(!name.is_empty(), "no approval appeared");
+    step("the admin: kgate approvals list");
+    println!(
+        "{}",
+        admin(&kgate, &["approvals", "list"])?
+            .lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    step(&format!("the admin: kgate approve {name}"));
+    println!("    {}", admin(&kgate, &["approve", &name])?.trim());
+    let out = held.wait_with_output()?;
+    println!(
+        "    (the held kubectl) {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+
     step("what the agent knows about those connections (from the kernel, not the client)");
     for line in agent
         .output
@@ -153,7 +263,10 @@ pub fn run() -> anyhow::Result<()> {
         .lines()
         .iter()
         .filter(|l| l.contains(" request ") || l.contains("kgate::proxy::record"))
-        .take(6)
+        .filter(|l| {
+            !l.contains("nonResource") && !l.contains("path=/api ") && !l.contains("path=/apis ")
+        })
+        .take(10)
     {
         println!("  {}", line.trim());
     }
