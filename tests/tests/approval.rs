@@ -295,3 +295,38 @@ async fn denied_timed_out_and_concurrent_holds() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_held_when_the_agent_dies_is_never_forwarded() {
+    let (s, agent) = setup().await;
+    let bot = s.bot(&agent, "bot");
+    let (s, held, name, agent) = blocking(move || {
+        let held = delete(&bot, "pod", "a");
+        let name = s.pending("delete", "a");
+        (s, held, name, agent)
+    })
+    .await;
+    // The agent dies (SIGKILL) while holding the request: the client's connection
+    // goes with it.
+    drop(agent);
+    let (ok, out) = blocking(move || finish(held)).await;
+    assert!(!ok, "{out}");
+    // A new agent finds the approval it can no longer serve and abandons it; approving
+    // it now changes nothing.
+    let agent = s.agent();
+    blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.phase(&name)["phase"] != "Abandoned" {
+            assert!(Instant::now() < deadline, "{}", s.phase(&name));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (ok, _, err) = s.kgate(&["approve", &name]);
+        assert!(!ok && err.contains("is Abandoned"), "{err}");
+        assert!(
+            s.server.get("pods", "demo", "a").is_some(),
+            "never forwarded"
+        );
+        drop(agent);
+    })
+    .await;
+}

@@ -75,7 +75,7 @@ fn measure(dir: &Path) -> anyhow::Result<()> {
     fs::write(
         dir.join("policy.yaml"),
         "apiVersion: kgate.io/v1alpha1\nkind: KgatePolicy\nmetadata: {name: bench}\n\
-         spec:\n  subjects: {users: [kubernetes-admin]}\n  defaultAction: deny\n  rules:\n\
+         spec:\n  subjects: {serviceAccounts: [demo/bot]}\n  defaultAction: deny\n  rules:\n\
          \x20   - {name: read, match: {verbs: [get, list, watch]}, action: allow}\n\
          \x20   - {name: setup, match: {verbs: [create], resources: [configmaps]}, action: allow}\n",
     )?;
@@ -85,7 +85,7 @@ fn measure(dir: &Path) -> anyhow::Result<()> {
             "listen: '{kgate_addr}'\nkernel: false\ndirectClients: allow\n\
              tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key}}\n\
              upstream: {{server: 'https://{api_addr}', caFile: {d}/api/ca.crt, tokenFile: {d}/api/token}}\n\
-             identity: {{unboundSubjects: [kubernetes-admin]}}\n\
+             identity: {{unboundSubjects: ['system:serviceaccount:demo:bot']}}\n\
              policy: {{files: ['{d}/policy.yaml']}}\n",
             d = dir.display()
         ),
@@ -122,6 +122,15 @@ fn measure(dir: &Path) -> anyhow::Result<()> {
             .stdout(Stdio::null()),
     )?;
     let path = "/api/v1/namespaces/demo/configmaps/bench-1k";
+    // The load runs as a bot with a projected service-account token, as in a cluster:
+    // kgate verifies it locally (no TokenReview per request) and policy allows reads.
+    let bot_token = cmd_output(
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["create", "token", "bot", "-n", "demo"]),
+    )?;
+    let token = bot_token.trim().to_owned();
 
     println!(
         "\n{:<10} {:<6} {:>12} {:>12} {:>12} {:>10}",
