@@ -3,7 +3,7 @@
 //! decodes the placeholder; a protobuf-only client gets a 406; unmasked subjects see
 //! values; a 200 MB Secret list is masked as it streams, with bounded agent memory.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -325,9 +325,9 @@ async fn unmasked_subjects_and_configured_rules() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_200_mb_secret_list_is_masked_with_bounded_agent_memory() {
+async fn a_1_gib_secret_list_is_masked_with_bounded_agent_memory() {
     let s = setup("").await;
-    let (count, size) = (2000, 100 * 1024);
+    let (count, size) = (10_240, 100 * 1024);
     s.server.insert_secrets("demo", count, size);
     let client = https_client(&s.agent.ca_pem, false);
     let started = Instant::now();
@@ -336,32 +336,38 @@ async fn a_200_mb_secret_list_is_masked_with_bounded_agent_memory() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let mut body = Vec::new();
+    // Checked as it streams (the test must not hold a GiB either): every bulk value
+    // arrives masked, and no run of the original value crosses, even split between
+    // two chunks.
+    let (mut masked, mut bytes, mut tail) = (0usize, 0usize, Vec::<u8>::new());
+    let needle = format!("\"blob\":\"{MASKED_BASE64}\"");
     while let Some(frame) = response.body_mut().frame().await {
-        if let Ok(data) = frame.unwrap().into_data() {
-            body.extend_from_slice(&data);
-        }
+        let Ok(data) = frame.unwrap().into_data() else {
+            continue;
+        };
+        bytes += data.len();
+        let mut window = std::mem::take(&mut tail);
+        window.extend_from_slice(&data);
+        let text = String::from_utf8_lossy(&window);
+        assert!(
+            !text.contains("eHh4eHh4"),
+            "an unmasked value crossed kgate"
+        );
+        masked += text.matches(&needle).count();
+        // Keep less than one needle, so nothing is counted twice.
+        let keep = window.len().min(needle.len() - 1);
+        tail = window[window.len() - keep..].to_vec();
     }
     let elapsed = started.elapsed();
-    let list: Value = serde_json::from_slice(&body).unwrap();
-    let items = list["items"].as_array().unwrap();
-    assert_eq!(items.len(), count + 1, "the bulk Secrets and db-creds");
-    assert!(items.iter().all(|i| {
-        i["data"]
-            .as_object()
-            .unwrap()
-            .values()
-            .all(|v| v == MASKED_BASE64)
-    }));
+    assert_eq!(masked, count, "every bulk Secret arrived, masked");
     let rss = s.agent.peak_rss_kib();
     let upstream_mb = (count * size) as f64 / 1e6;
     eprintln!(
-        "masked a {upstream_mb:.0} MB Secret list in {elapsed:?} ({:.0} MB/s end to end), agent peak RSS {rss} KiB",
+        "masked a {upstream_mb:.0} MB Secret list ({bytes} bytes out) in {elapsed:?} ({:.0} MB/s end to end, debug build), agent peak RSS {rss} KiB",
         upstream_mb / elapsed.as_secs_f64()
     );
     assert!(
         rss > 0 && rss < 96 * 1024,
         "agent peak RSS {rss} KiB for a {upstream_mb:.0} MB list: it buffered"
     );
-    assert!(elapsed < Duration::from_secs(120), "{elapsed:?}");
 }

@@ -1,7 +1,8 @@
 //! The **approve** stage: a request that policy holds waits for a human (see
 //! [`crate::approval`]). A write's body is read first (up to the API server's own
 //! request limit), so the approver sees what would be written and the same bytes are
-//! forwarded once approved.
+//! forwarded once approved. Bodies of objects with masked fields (Secrets, and what
+//! mask rules cover) are withheld from the approval.
 
 use bytes::Bytes;
 use http::Request;
@@ -27,6 +28,7 @@ pub async fn approve(
     conn: &Connection,
     info: &RequestInfo,
     decision: &Decision,
+    masked: bool,
     req: Request<Incoming>,
 ) -> Result<(Request<body::Body>, String), Status> {
     let Some(approvals) = approvals else {
@@ -47,8 +49,9 @@ pub async fn approve(
         .to_bytes();
     let shown = if bytes.is_empty() {
         None
-    } else if info.resource == "secrets" {
-        Some("(withheld: kgate does not copy Secret values into approvals)".to_owned())
+    } else if masked || info.resource == "secrets" {
+        // What masking hides from responses is not copied into approvals either.
+        Some("(withheld: the object has fields kgate masks)".to_owned())
     } else if bytes.len() > MAX_SHOWN_BODY {
         Some(format!("({} bytes, too large to show)", bytes.len()))
     } else {

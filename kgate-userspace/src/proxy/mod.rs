@@ -203,6 +203,7 @@ async fn handle(
             &conn,
             &info,
             &decision,
+            mask_plan.is_some(),
             req,
         )
         .await

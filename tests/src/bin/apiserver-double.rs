@@ -1,6 +1,9 @@
 //! Runs the API-server double:
 //! `apiserver-double [--listen ADDR] --cert-dir DIR [--bookmark-interval-ms N]
-//! [--issuer URL]`.
+//! [--issuer URL] [--bulk-secrets COUNT:BYTES]`.
+//!
+//! `--bulk-secrets` stores COUNT Secrets of about BYTES each in namespace `demo`
+//! before serving (the masking benchmark's large list).
 //!
 //! Writes `ca.crt` (the CA that signed the serving certificate) and `token` (the admin
 //! bearer token) into DIR, then prints `listening on https://ADDR` on stdout, and
@@ -22,7 +25,7 @@ use kgate_tests::apiserver::{ApiServer, Config};
 use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: apiserver-double [--listen ADDR] --cert-dir DIR \
-                     [--bookmark-interval-ms N] [--issuer URL]";
+                     [--bookmark-interval-ms N] [--issuer URL] [--bulk-secrets COUNT:BYTES]";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -35,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(unknown) = args.iter().step_by(2).find(|a| {
         !matches!(
             a.as_str(),
-            "--listen" | "--cert-dir" | "--bookmark-interval-ms" | "--issuer"
+            "--listen" | "--cert-dir" | "--bookmark-interval-ms" | "--issuer" | "--bulk-secrets"
         )
     }) {
         anyhow::bail!("unknown argument {unknown:?}\n{USAGE}");
@@ -61,7 +64,19 @@ async fn main() -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
 
+    let bulk = value("--bulk-secrets")
+        .map(|v| {
+            let (count, bytes) = v.split_once(':').context("--bulk-secrets COUNT:BYTES")?;
+            anyhow::Ok((
+                count.parse::<usize>().context("--bulk-secrets COUNT")?,
+                bytes.parse::<usize>().context("--bulk-secrets BYTES")?,
+            ))
+        })
+        .transpose()?;
     let server = ApiServer::start(config).await?;
+    if let Some((count, bytes)) = bulk {
+        server.insert_secrets("demo", count, bytes);
+    }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     write_atomically(&dir.join("ca.crt"), server.ca_pem())?;
     write_atomically(&dir.join("token"), server.admin_token())?;
