@@ -430,3 +430,45 @@ async fn cluster_policies_apply_live_and_a_bad_one_is_reported_not_used() {
     let (ok, out, err) = blocking(move || bot.run(&["get", "secrets", "-n", "demo"])).await;
     assert!(ok && out.contains("db-creds"), "{out} {err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unmasked_rule_grants_real_secret_values_to_its_subjects_only() {
+    let s = setup().await;
+    fs::write(
+        &s.policy,
+        format!(
+            "{POLICY}---\napiVersion: kgate.io/v1alpha1\nkind: KgatePolicy\nmetadata: {{name: vault-sync}}\n\
+             spec:\n  subjects: {{serviceAccounts: [demo/vault-sync]}}\n  rules:\n\
+             \x20   - {{name: read-secrets, match: {{verbs: [get], resources: [secrets]}}, action: allow, unmasked: true}}\n\
+             \x20   - {{name: discovery, match: {{verbs: [get], nonResourceURLs: ['/api*', '/openapi/*']}}, action: allow}}\n"
+        ),
+    )
+    .unwrap();
+    s.agent
+        .wait_for("policy file reloaded", Duration::from_secs(10))
+        .unwrap();
+    let sync = s.kubectl_as("vault-sync");
+    let trial = s.kubectl_as("trial");
+    blocking(move || {
+        let jsonpath = [
+            "get",
+            "secret",
+            "db-creds",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.data.password}",
+        ];
+        assert_eq!(
+            sync.ok(&jsonpath),
+            "czNjcjN0LXBhc3N3b3Jk",
+            "granted: the real value"
+        );
+        assert_eq!(
+            trial.ok(&jsonpath),
+            "a2dhdGU6bWFza2Vk",
+            "everyone else: masked"
+        );
+    })
+    .await;
+}

@@ -59,6 +59,7 @@ pub struct CompiledRule {
     pub message: Option<String>,
     pub approvers: Vec<String>,
     pub approval_timeout_seconds: u64,
+    pub unmasked: bool,
     /// How many dimensions the rule (and its policy's subjects) constrain.
     pub specificity: u32,
 }
@@ -130,6 +131,12 @@ pub fn compile(name: &str, spec: &KgatePolicySpec) -> Result<CompiledPolicy, Pol
                 "only an `approve` rule takes approval settings".into(),
             ));
         }
+        if rule.action == Action::Deny && rule.unmasked {
+            return Err(err(
+                format!("{at}.unmasked"),
+                "a `deny` rule returns nothing to unmask".into(),
+            ));
+        }
         if rule.action != Action::Deny && rule.message.is_some() {
             return Err(err(
                 format!("{at}.message"),
@@ -160,6 +167,7 @@ pub fn compile(name: &str, spec: &KgatePolicySpec) -> Result<CompiledPolicy, Pol
                 .map(|a| a.approvers.clone())
                 .unwrap_or_default(),
             approval_timeout_seconds: timeout,
+            unmasked: rule.unmasked,
             specificity,
         });
     }

@@ -55,6 +55,8 @@ pub struct Decision {
     pub message: Option<String>,
     pub approvers: Vec<String>,
     pub approval_timeout_seconds: u64,
+    /// The deciding rule grants an unmasked response.
+    pub unmasked: bool,
 }
 
 /// Every compiled policy, sorted by name, and the global settings.
@@ -152,6 +154,7 @@ impl PolicySet {
                 message: rule.message.clone(),
                 approvers: rule.approvers.clone(),
                 approval_timeout_seconds: rule.approval_timeout_seconds,
+                unmasked: rule.unmasked,
             }
             .shadow_if(self.shadow || policy.mode == Mode::Shadow),
             (None, Some((policy, default))) => {
@@ -262,6 +265,7 @@ impl Decision {
             message: None,
             approvers: Vec::new(),
             approval_timeout_seconds: 0,
+            unmasked: false,
         }
     }
 

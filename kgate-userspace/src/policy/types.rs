@@ -76,6 +76,11 @@ pub struct Rule {
     /// For `approve`: who may decide and how long the request is held.
     #[serde(default)]
     pub approval: Option<Approval>,
+    /// For `allow` and `approve`: the responses of the matched requests are not
+    /// masked (an unmasked read granted to these subjects for these resources).
+    /// Default `false`: Secret values and the agent's mask rules apply.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unmasked: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]

@@ -186,7 +186,12 @@ async fn handle(
         }
     };
     // mask (first half): ask the upstream for a format kgate can mask, or refuse.
-    let mask_plan = proxy.masker.plan(&info, &identity.user.username);
+    // A policy rule may grant these subjects unmasked reads of these resources.
+    let mask_plan = if decision.unmasked {
+        None
+    } else {
+        proxy.masker.plan(&info, &identity.user.username)
+    };
     if let Some(plan) = &mask_plan
         && let Err(status) = mask::negotiate(plan, req.headers_mut())
     {
