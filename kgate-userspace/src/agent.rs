@@ -27,6 +27,7 @@ use crate::{
     ebpf::{self, AttachOptions, EbpfError, Enforcement},
     identity::{Identifier, pods::PodIndex},
     mask::{MaskConfigError, Masker},
+    metrics::Metrics,
     policy::{file::FileError, store::PolicyStore},
     proxy::{
         self, Proxy,
@@ -99,6 +100,7 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
     if config.policy.cluster {
         crate::policy::watch::spawn(client.clone(), policy.clone());
     }
+    let admin_client = client.clone();
     let identity = Identifier::new(&config.identity, Some(client), pods);
     policy.spawn_file_reloader(Duration::from_secs(config.policy.reload_seconds));
     let proxy = Arc::new(Proxy {
@@ -111,6 +113,7 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         approvals: Some(approvals),
         upstream,
         masker,
+        metrics: Metrics::default(),
     });
     let recovering = proxy.clone();
     tokio::spawn(async move {
@@ -118,6 +121,23 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
             approvals.recover().await;
         }
     });
+    if let Some(admin) = &config.admin {
+        let server = Arc::new(crate::admin::Admin {
+            proxy: proxy.clone(),
+            client: admin_client,
+            node: config
+                .identity
+                .node_name
+                .clone()
+                .unwrap_or_else(|| "standalone".into()),
+            enforcing: proxy.origins.is_some(),
+            targets: config.targets.iter().map(ToString::to_string).collect(),
+        });
+        server
+            .serve(admin.listen, serving.acceptor()?)
+            .await
+            .map_err(|e| AgentError::ListenFailed(admin.listen, e))?;
+    }
     let keys = proxy.clone();
     tokio::spawn(async move { keys.identity.load_keys().await });
 

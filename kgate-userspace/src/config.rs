@@ -58,10 +58,22 @@ pub struct Config {
     /// Where policies come from and what applies when none decides.
     #[serde(default)]
     pub policy: Policy,
+    /// The admin endpoint (`/healthz`, `/readyz`, `/metrics`, `/status`) over HTTPS with
+    /// the serving certificate. Default: off.
+    #[serde(default)]
+    pub admin: Option<Admin>,
     /// Response masking. Default: Secret values masked, no other rule; see
     /// [`crate::mask::MaskConfig`].
     #[serde(default)]
     pub mask: crate::mask::MaskConfig,
+}
+
+/// The admin endpoint.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Admin {
+    /// Address to listen on, e.g. `0.0.0.0:9443`.
+    pub listen: SocketAddr,
 }
 
 /// Policy sources and global settings.

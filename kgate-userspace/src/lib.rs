@@ -4,6 +4,7 @@
 //! Plumbing sits beside the stages: [`config`], [`ebpf`] (the only module that talks to
 //! aya) and [`cgroup`] (cgroup v2 paths and pod UIDs).
 
+pub mod admin;
 pub mod agent;
 pub mod apiclient;
 pub mod approval;
@@ -13,6 +14,7 @@ pub mod crds;
 pub mod ebpf;
 pub mod identity;
 pub mod mask;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod request_info;

@@ -46,6 +46,21 @@ enum Command {
         #[arg(long, env = "NODE_NAME")]
         node_name: Option<String>,
     },
+    /// Every agent's state, one row per node; exits 1 if any is down or not enforcing.
+    Status {
+        /// An agent's admin endpoint, `https://NODE:9443` (repeat for every node).
+        #[arg(long = "agent", required = true)]
+        agents: Vec<String>,
+        /// The CA that signed the agents' serving certificate (the cluster CA).
+        #[arg(long)]
+        ca_file: PathBuf,
+        /// A bearer token the API server vouches for (TokenReview + SubjectAccessReview).
+        #[arg(long)]
+        token_file: PathBuf,
+        /// `json` for the raw statuses.
+        #[arg(long, short = 'o')]
+        output: Option<String>,
+    },
     /// List held requests.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
@@ -180,6 +195,27 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Policy(command) => policy(command),
+        Command::Status {
+            agents,
+            ca_file,
+            token_file,
+            output,
+        } => {
+            let token = std::fs::read_to_string(&token_file)
+                .with_context(|| format!("reading {}", token_file.display()))?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            let rows = runtime.block_on(kgate::admin::cli::query(&agents, &ca_file, &token))?;
+            match output.as_deref() {
+                Some("json") => println!("{:#}", kgate::admin::cli::json(&rows)),
+                None => print!("{}", kgate::admin::cli::table(&rows)),
+                Some(other) => anyhow::bail!("-o {other:?}: only json"),
+            }
+            if rows.iter().all(kgate::admin::cli::Row::healthy) {
+                Ok(())
+            } else {
+                anyhow::bail!("not every agent is enforcing")
+            }
+        }
         Command::Crds => {
             print!("{}", kgate::crds::yaml()?);
             Ok(())

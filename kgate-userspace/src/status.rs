@@ -104,6 +104,11 @@ impl Status {
         Self::failure(StatusCode::FORBIDDEN, "Forbidden", message)
     }
 
+    /// 404 NotFound: nothing is served at this path.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::failure(StatusCode::NOT_FOUND, "NotFound", message)
+    }
+
     /// 406 NotAcceptable: the client accepts no format kgate can check (the API
     /// server's content negotiation answers an unservable `Accept` the same way).
     pub fn not_acceptable(message: impl Into<String>) -> Self {

@@ -59,6 +59,8 @@ fn manifests_render_and_ship_a_valid_agent_config() {
         "KGATE_REDIRECT_IPV4",
         "NODE_NAME",
         "mountPath: /var/run/secrets/kgate",
+        "readinessProbe",
+        "path: /readyz",
     ] {
         assert!(
             daemonset.contains(needle),

@@ -169,6 +169,17 @@ impl Identifier {
         })
     }
 
+    /// The user of `headers`' bearer token, without pod binding: for callers that are
+    /// not workloads (the admin endpoint).
+    pub async fn authenticate_headers(&self, headers: &HeaderMap) -> Result<Arc<UserInfo>, Status> {
+        self.authenticate(bearer_token(headers)?).await
+    }
+
+    /// Whether the node's pod index has loaded (true when there is none).
+    pub fn pods_synced(&self) -> bool {
+        self.pods.as_ref().is_none_or(PodIndex::is_synced)
+    }
+
     /// The user a bearer token stands for.
     async fn authenticate(&self, token: &str) -> Result<Arc<UserInfo>, Status> {
         let key = token_hash(token);

@@ -46,6 +46,7 @@ use crate::{
     ebpf::OriginTable,
     identity::Identifier,
     mask::{self, Masker},
+    metrics::Metrics,
     policy::{store::PolicyStore, types::Action},
     status::Status,
 };
@@ -69,6 +70,7 @@ pub struct Proxy {
     pub approvals: Option<Approvals>,
     pub upstream: Upstream,
     pub masker: Masker,
+    pub metrics: Metrics,
 }
 
 /// Serves one TCP connection from accept to close.
@@ -154,9 +156,12 @@ async fn handle(
     let identity = match identify::identify(&proxy.identity, &conn, req.headers()).await {
         Ok(identity) => identity,
         Err(status) => {
+            if status.message.contains("token bound to pod") {
+                proxy.metrics.stolen_tokens.inc();
+            }
             let response = respond(&status);
             let outcome = record::Outcome::refused(&response, &status, started);
-            record::request(&conn, None, &info, None, &outcome);
+            record::request(&proxy.metrics, &conn, None, &info, None, &outcome);
             return response;
         }
     };
@@ -167,7 +172,14 @@ async fn handle(
         .with_retry_after(1);
         let response = respond(&status);
         let outcome = record::Outcome::refused(&response, &status, started);
-        record::request(&conn, Some(&identity), &info, None, &outcome);
+        record::request(
+            &proxy.metrics,
+            &conn,
+            Some(&identity),
+            &info,
+            None,
+            &outcome,
+        );
         return response;
     }
     let decision = authorize::authorize(&info, req.headers())
@@ -181,7 +193,14 @@ async fn handle(
         Err((decision, status)) => {
             let response = respond(&status);
             let outcome = record::Outcome::refused(&response, &status, started);
-            record::request(&conn, Some(&identity), &info, decision.as_ref(), &outcome);
+            record::request(
+                &proxy.metrics,
+                &conn,
+                Some(&identity),
+                &info,
+                decision.as_ref(),
+                &outcome,
+            );
             return response;
         }
     };
@@ -197,12 +216,20 @@ async fn handle(
     {
         let response = respond(&status);
         let outcome = record::Outcome::refused(&response, &status, started);
-        record::request(&conn, Some(&identity), &info, Some(&decision), &outcome);
+        record::request(
+            &proxy.metrics,
+            &conn,
+            Some(&identity),
+            &info,
+            Some(&decision),
+            &outcome,
+        );
         return response;
     }
     // approve: requests that policy holds wait here for a human.
     let req = if decision.action == Action::Approve {
-        match approve::approve(
+        let _held = HeldGauge::new(&proxy.metrics);
+        let held = approve::approve(
             proxy.approvals.as_ref(),
             &identity,
             &conn,
@@ -211,8 +238,8 @@ async fn handle(
             mask_plan.is_some(),
             req,
         )
-        .await
-        {
+        .await;
+        match held {
             Ok((req, approval)) => {
                 tracing::info!(approval, rule = decision.source, "held request approved");
                 req
@@ -220,7 +247,14 @@ async fn handle(
             Err(status) => {
                 let response = respond(&status);
                 let outcome = record::Outcome::refused(&response, &status, started);
-                record::request(&conn, Some(&identity), &info, Some(&decision), &outcome);
+                record::request(
+                    &proxy.metrics,
+                    &conn,
+                    Some(&identity),
+                    &info,
+                    Some(&decision),
+                    &outcome,
+                );
                 return response;
             }
         }
@@ -244,7 +278,10 @@ async fn handle(
     let mut refused = None;
     let response = match &mask_plan {
         Some(plan) => match mask::mask_response(plan, response).await {
-            Ok(response) => response,
+            Ok(response) => {
+                proxy.metrics.masked_responses.inc();
+                response
+            }
             Err(status) => {
                 warn!(message = status.message, "response cannot be masked");
                 let response = respond(&status);
@@ -259,8 +296,31 @@ async fn handle(
         latency: started.elapsed(),
         refused: refused.as_ref().map(|s| s.message.as_str()),
     };
-    record::request(&conn, Some(&identity), &info, Some(&decision), &outcome);
+    record::request(
+        &proxy.metrics,
+        &conn,
+        Some(&identity),
+        &info,
+        Some(&decision),
+        &outcome,
+    );
     response
+}
+
+/// Counts a held request for as long as it is held, however its future ends.
+struct HeldGauge<'a>(&'a Metrics);
+
+impl<'a> HeldGauge<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.approvals_held.inc();
+        Self(metrics)
+    }
+}
+
+impl Drop for HeldGauge<'_> {
+    fn drop(&mut self) {
+        self.0.approvals_held.dec();
+    }
 }
 
 fn forward_status(error: &ForwardError) -> Status {

@@ -17,7 +17,13 @@ use tracing::info;
 use kgate_common::Origin;
 
 use super::accept::Connection;
-use crate::{identity::Identity, policy::Decision, request_info::RequestInfo, status::Status};
+use crate::{
+    identity::Identity,
+    metrics::Metrics,
+    policy::{Decision, types::Action},
+    request_info::RequestInfo,
+    status::Status,
+};
 
 /// How a request ended, as far as the record is concerned.
 pub struct Outcome<'a> {
@@ -39,6 +45,7 @@ impl<'a> Outcome<'a> {
 
 /// Logs a finished request (for a watch or stream: its response head).
 pub fn request(
+    metrics: &Metrics,
     conn: &Connection,
     identity: Option<&Identity>,
     info: &RequestInfo,
@@ -68,6 +75,17 @@ pub fn request(
         refused = outcome.refused,
         "request"
     );
+    let label = match decision {
+        None => "refused",
+        Some(d) => match (d.action, d.shadowed) {
+            (_, Some(Action::Deny)) => "shadow-deny",
+            (_, Some(_)) => "shadow-approve",
+            (Action::Allow, None) => "allow",
+            (Action::Deny, None) => "deny",
+            (Action::Approve, None) => "approve",
+        },
+    };
+    metrics.request(label, outcome.status, outcome.latency.as_secs_f64());
 }
 
 /// The relay of one upgraded stream (exec, attach, port-forward).

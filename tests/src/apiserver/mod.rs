@@ -99,6 +99,8 @@ struct State {
     tokens: Mutex<HashSet<String>>,
     requests: Mutex<Vec<Logged>>,
     bookmark_interval: Duration,
+    /// Users a SubjectAccessReview says no to (everyone else may do anything).
+    denied_users: Mutex<HashSet<String>>,
 }
 
 /// A running double; stops when dropped.
@@ -129,6 +131,7 @@ impl ApiServer {
             tokens: Mutex::new(HashSet::from([token.clone()])),
             requests: Mutex::default(),
             bookmark_interval: config.bookmark_interval,
+            denied_users: Mutex::default(),
         });
         seed(&state.store);
         let serve_state = state.clone();
@@ -181,6 +184,15 @@ impl Handle {
     }
 
     /// Makes another bearer token valid.
+    /// SubjectAccessReviews for `user` answer "not allowed" from now on.
+    pub fn deny_access_reviews_for(&self, user: &str) {
+        self.state
+            .denied_users
+            .lock()
+            .unwrap()
+            .insert(user.to_owned());
+    }
+
     pub fn add_token(&self, token: &str) {
         self.state.tokens.lock().unwrap().insert(token.to_owned());
     }

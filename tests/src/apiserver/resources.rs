@@ -141,6 +141,16 @@ pub const RESOURCES: &[Resource] = &[
     Resource {
         group: "authorization.k8s.io",
         version: "v1",
+        name: "subjectaccessreviews",
+        singular: "subjectaccessreview",
+        kind: "SubjectAccessReview",
+        namespaced: false,
+        short: &[],
+        subresources: &[],
+    },
+    Resource {
+        group: "authorization.k8s.io",
+        version: "v1",
         name: "selfsubjectrulesreviews",
         singular: "selfsubjectrulesreview",
         kind: "SelfSubjectRulesReview",

@@ -3,7 +3,10 @@
 //! SelfSubjectRulesReview. The double authorizes everything, so every access review
 //! is allowed and the rules are `*`; a real cluster's answers depend on its RBAC.
 //!
-//! Not here: SubjectAccessReview and LocalSubjectAccessReview (for other users).
+//! SubjectAccessReview (for another user, as the kubelet and kgate's admin endpoint
+//! ask): allowed, except for users a test said to refuse.
+//!
+//! Not here: LocalSubjectAccessReview.
 
 use http::StatusCode;
 use serde_json::{Value, json};
@@ -74,4 +77,27 @@ fn effective_user(req: &Req) -> Value {
         user["extra"] = Value::Object(extra);
     }
     user
+}
+
+/// A SubjectAccessReview: allowed unless `spec.user` is in `denied`.
+pub fn subject_access(
+    denied: &std::collections::HashSet<String>,
+    r: &Resource,
+    req: &Req,
+) -> hyper::Response<Body> {
+    let body = match req.decode_body() {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let user = body["spec"]["user"].as_str().unwrap_or_default();
+    let status = if denied.contains(user) {
+        json!({"allowed": false, "reason": format!("the double denies {user}")})
+    } else {
+        json!({"allowed": true, "reason": "the API-server double authorizes every request"})
+    };
+    json_response(
+        StatusCode::CREATED,
+        &json!({"kind": r.kind, "apiVersion": r.api_version(), "metadata": {"creationTimestamp": super::store::now()},
+                "spec": body["spec"], "status": status}),
+    )
 }

@@ -1,0 +1,123 @@
+//! The agent's admin endpoint and `kgate status`: probes without credentials,
+//! `/metrics` and `/status` only for callers the API server vouches for (401 without
+//! a token, 403 when the SubjectAccessReview says no), and a status table that
+//! shows, and fails on, an agent that is down.
+
+use std::process::Command;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use kgate_tests::{
+    apiserver::{ApiServer, Config},
+    harness::{Agent, free_port, https_client, kgate_bin, scratch_dir, text},
+};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_endpoint_and_kgate_status() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let port = free_port();
+    let agent = Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        &format!(
+            "identity: {{unboundSubjects: ['*']}}\npolicy: {{defaultAction: allow}}\n\
+             admin: {{listen: '127.0.0.1:{port}'}}\n"
+        ),
+    )
+    .unwrap();
+    let admin = format!("https://127.0.0.1:{port}");
+    let client = https_client(&agent.ca_pem, false);
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = Request::get(format!("{admin}{path}"));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        client.request(req.body(Full::new(Bytes::new())).unwrap())
+    };
+
+    // Some traffic through the proxy, so the metrics have something to say.
+    let proxy_req = Request::get(format!("{}/api/v1/namespaces/demo/pods", agent.url()))
+        .header("authorization", format!("Bearer {}", server.admin_token()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(
+        client.request(proxy_req).await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(
+            get(probe, None).await.unwrap().status(),
+            StatusCode::OK,
+            "{probe}"
+        );
+    }
+    let refused = get("/metrics", None).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = serde_json::from_str(&text(refused.into_body()).await).unwrap();
+    assert_eq!(body["kind"], "Status");
+
+    server.add_token("viewer-token");
+    server.deny_access_reviews_for("token:viewer-token");
+    let forbidden = get("/status", Some("viewer-token")).await.unwrap();
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    assert!(
+        text(forbidden.into_body())
+            .await
+            .contains("token:viewer-token may not get /status"),
+    );
+
+    let metrics = get("/metrics", Some(server.admin_token())).await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let metrics = text(metrics.into_body()).await;
+    assert!(
+        metrics.contains("kgate_requests_total{decision=\"allow\",code=\"2xx\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kgate_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+
+    let status = get("/status", Some(server.admin_token())).await.unwrap();
+    assert_eq!(status.status(), StatusCode::OK);
+    let status: Value = serde_json::from_str(&text(status.into_body()).await).unwrap();
+    assert_eq!(
+        status["enforcing"], false,
+        "a standalone agent attaches nothing"
+    );
+    assert_eq!(status["policiesLoaded"], true);
+
+    // kgate status, with one agent up and one down.
+    let dir = scratch_dir("status");
+    std::fs::write(dir.join("ca.crt"), &agent.ca_pem).unwrap();
+    std::fs::write(dir.join("token"), server.admin_token()).unwrap();
+    let down = format!("https://127.0.0.1:{}", free_port());
+    let out = tokio::task::spawn_blocking({
+        let (admin, down, dir) = (admin.clone(), down.clone(), dir.to_path_buf());
+        move || {
+            Command::new(kgate_bin())
+                .args(["status", "--agent", &admin, "--agent", &down, "--ca-file"])
+                .arg(dir.join("ca.crt"))
+                .arg("--token-file")
+                .arg(dir.join("token"))
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    let up_row = table.lines().find(|l| l.starts_with(&admin)).unwrap();
+    assert!(
+        up_row.contains("standalone") && up_row.contains(" no "),
+        "{table}"
+    );
+    let down_row = table.lines().find(|l| l.starts_with(&down)).unwrap();
+    assert!(down_row.contains("unreachable"), "{table}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not every agent is enforcing"));
+}
