@@ -132,6 +132,7 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
                 .unwrap_or_else(|| "standalone".into()),
             enforcing: proxy.origins.is_some(),
             targets: config.targets.iter().map(ToString::to_string).collect(),
+            cert_file: config.tls.cert_file.clone(),
         });
         server
             .serve(admin.listen, serving.acceptor()?)

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod agent;
 pub mod apiclient;
 pub mod approval;
+pub mod cert;
 pub mod cgroup;
 pub mod config;
 pub mod crds;

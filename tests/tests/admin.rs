@@ -90,6 +90,14 @@ async fn admin_endpoint_and_kgate_status() {
         "a standalone agent attaches nothing"
     );
     assert_eq!(status["policiesLoaded"], true);
+    let expiry = status["certNotAfter"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no serving certificate expiry in {status}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(expiry > i64::try_from(now).unwrap(), "{status}");
 
     // kgate status, with one agent up and one down.
     let dir = scratch_dir("status");
@@ -120,4 +128,78 @@ async fn admin_endpoint_and_kgate_status() {
     let down_row = table.lines().find(|l| l.starts_with(&down)).unwrap();
     assert!(down_row.contains("unreachable"), "{table}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not every agent is enforcing"));
+}
+
+#[test]
+fn cert_issue_covers_the_kubernetes_service_names() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = scratch_dir("cert");
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
+    std::fs::write(dir.join("ca.key"), ca_key.serialize_pem()).unwrap();
+    let issue = |extra: &[&str]| {
+        Command::new(kgate_bin())
+            .args(["cert", "issue", "--ca-cert"])
+            .arg(dir.join("ca.crt"))
+            .arg("--ca-key")
+            .arg(dir.join("ca.key"))
+            .args([
+                "--cluster-ip",
+                "10.96.0.1",
+                "--cluster-ip",
+                "fd00:96::1",
+                "--dns",
+                "node-1",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = issue(&["--out-dir", dir.join("tls").to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let pem = std::fs::read(dir.join("tls/tls.crt")).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let sans: Vec<String> = cert
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|n| format!("{n}"))
+        .collect();
+    for want in [
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "node-1",
+        // IP SANs as x509-parser prints them.
+        "0a:60:00:01",
+        "fd:00:00:96:00:00:00:00:00:00:00:00:00:00:00:01",
+    ] {
+        assert!(
+            sans.iter().any(|s| s.contains(want)),
+            "{want} missing from {sans:?}"
+        );
+    }
+    let days =
+        (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp()) / 86_400;
+    assert_eq!(days, 365);
+
+    let out = issue(&["--secret", "kgate-serving-cert"]);
+    let manifest = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && manifest.contains("type: kubernetes.io/tls")
+            && manifest.contains("tls.key: "),
+        "{manifest}"
+    );
+    let out = issue(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--out-dir DIR or --secret NAME"));
 }

@@ -42,6 +42,8 @@ pub struct AgentStatus {
     pub policies_loaded: bool,
     pub pod_index_synced: bool,
     pub approvals_held: i64,
+    /// When the serving certificate expires (seconds since the epoch).
+    pub cert_not_after: Option<i64>,
     pub ready: bool,
 }
 
@@ -51,6 +53,7 @@ pub struct Admin {
     pub node: String,
     pub enforcing: bool,
     pub targets: Vec<String>,
+    pub cert_file: std::path::PathBuf,
 }
 
 // === impl Admin ===
@@ -146,6 +149,9 @@ impl Admin {
             policies_loaded,
             pod_index_synced,
             approvals_held: self.proxy.metrics.approvals_held.get(),
+            cert_not_after: std::fs::read(&self.cert_file)
+                .ok()
+                .and_then(|pem| crate::cert::not_after(&pem).ok()),
             ready: policies_loaded && pod_index_synced,
         }
     }
