@@ -15,5 +15,6 @@ pub mod identity;
 pub mod mask;
 pub mod policy;
 pub mod proxy;
+pub mod record;
 pub mod request_info;
 pub mod status;
