@@ -342,3 +342,37 @@ async fn strict_records_survive_a_sigkill_under_load() {
         &missing[..missing.len().min(5)]
     );
 }
+
+/// Sequential requests over one connection, without and with strict recording: what the
+/// `fdatasync` before forwarding costs per request on this machine's disk.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "measurement: prints per-request latency, asserts nothing about it"]
+async fn strict_recording_overhead() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let dir = scratch_dir("recording-cost");
+    let policy = dir.join("policy.yaml");
+    fs::write(&policy, POLICY).unwrap();
+    let plain = Agent::standalone(&server.url(), server.ca_pem(), server.admin_token()).unwrap();
+    let strict = agent_with_records(&server, &dir.join("records"), &policy);
+    for (name, agent) in [
+        ("off", &plain),
+        ("strict", &strict),
+        ("off", &plain),
+        ("strict", &strict),
+    ] {
+        let client = https_client(&agent.ca_pem, true);
+        let n = 300;
+        let started = Instant::now();
+        for _ in 0..n {
+            let req = Request::get(format!(
+                "{}/api/v1/namespaces/demo/configmaps/app-config",
+                agent.url()
+            ))
+            .header("authorization", format!("Bearer {}", server.admin_token()))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+            assert_eq!(client.request(req).await.unwrap().status(), StatusCode::OK);
+        }
+        eprintln!("recording {name}: {:?} per request", started.elapsed() / n);
+    }
+}
