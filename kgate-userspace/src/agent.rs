@@ -35,6 +35,7 @@ use crate::{
         forward::{ForwardError, Upstream},
         tls::{ServingCert, TlsError},
     },
+    record::{RecordError, Recorder},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,8 @@ pub enum AgentError {
     Policy(#[from] FileError),
     #[error(transparent)]
     Mask(#[from] MaskConfigError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
     #[error("cannot listen on {0}: {1}")]
     ListenFailed(SocketAddr, #[source] io::Error),
 }
@@ -76,6 +79,7 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         config.policy.cluster,
     )?);
     let masker = Masker::new(&config.mask)?;
+    let recorder = Recorder::new(&config.record)?;
 
     let (enforcement, cgroup_root) = if config.kernel {
         let mount = cgroup::cgroup2_mount()?;
@@ -114,6 +118,7 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         upstream,
         masker,
         metrics: Metrics::default(),
+        recorder,
     });
     let recovering = proxy.clone();
     tokio::spawn(async move {

@@ -18,5 +18,6 @@ pub mod mask;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod record;
 pub mod request_info;
 pub mod status;

@@ -85,6 +85,9 @@ enum Command {
     /// Check and explain policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Recorded sessions (one client connection's requests by one user).
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
     /// Print the CustomResourceDefinitions (KgatePolicy, KgateApproval) as YAML.
     Crds,
     /// Measure the identity check (cache hit and miss), for `cargo xtask bench`.
@@ -139,6 +142,40 @@ enum ApprovalsCommand {
         output: Option<String>,
     },
 }
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// Every session, oldest first.
+    List {
+        /// The record log directory (`record.dir`).
+        #[arg(long, env = "KGATE_RECORD_DIR", default_value = DEFAULT_RECORD_DIR)]
+        dir: PathBuf,
+        /// Only sessions of users matching this glob.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only sessions from pods (`NAMESPACE/NAME`) matching this glob.
+        #[arg(long)]
+        pod: Option<String>,
+        /// Only sessions active within this long (90s, 10m, 2h).
+        #[arg(long)]
+        since: Option<String>,
+        /// `json` for the sessions as JSON.
+        #[arg(long, short = 'o')]
+        output: Option<String>,
+    },
+    /// A session's requests as a timeline.
+    Show {
+        /// The session ID (or a unique prefix).
+        id: String,
+        #[arg(long, env = "KGATE_RECORD_DIR", default_value = DEFAULT_RECORD_DIR)]
+        dir: PathBuf,
+        /// `json` for the session's audit events, one per line.
+        #[arg(long, short = 'o')]
+        output: Option<String>,
+    },
+}
+
+const DEFAULT_RECORD_DIR: &str = "/var/lib/kgate/records";
 
 #[derive(Subcommand)]
 enum PolicyCommand {
@@ -293,6 +330,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 anyhow::bail!("not every agent is enforcing")
             }
         }
+        Command::Sessions(command) => sessions(command),
         Command::Crds => {
             print!("{}", kgate::crds::yaml()?);
             Ok(())
@@ -417,6 +455,71 @@ fn policy(command: PolicyCommand) -> anyhow::Result<()> {
                     }
                 )
             );
+            Ok(())
+        }
+    }
+}
+
+fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
+    use kgate::record::sessions::{self, Filter};
+    let load = |dir: &std::path::Path| -> anyhow::Result<_> {
+        let (events, damage) = sessions::load(dir)?;
+        for d in damage {
+            eprintln!(
+                "warning: {}: {} bytes after offset {} unreadable ({}; a write in progress if this is the newest segment)",
+                d.segment.display(),
+                d.bad_bytes,
+                d.good_bytes,
+                d.reason
+            );
+        }
+        Ok(sessions::sessions(events))
+    };
+    let json = |output: Option<&str>| match output {
+        None => Ok(false),
+        Some("json") => Ok(true),
+        Some(other) => anyhow::bail!("-o {other:?}: only json is supported"),
+    };
+    match command {
+        SessionsCommand::List {
+            dir,
+            user,
+            pod,
+            since,
+            output,
+        } => {
+            let json = json(output.as_deref())?;
+            let since = since
+                .map(|s| {
+                    let d = kgate::approval::parse_duration(&s)
+                        .with_context(|| format!("--since {s:?}: e.g. 90s, 10m, 2h"))?;
+                    let d = jiff::SignedDuration::try_from(d)?;
+                    anyhow::Ok(jiff::Timestamp::now() - d)
+                })
+                .transpose()?;
+            let filter = Filter {
+                user: user.as_deref().map(wildmatch::WildMatch::new),
+                pod: pod.as_deref().map(wildmatch::WildMatch::new),
+                since,
+            };
+            let selected = sessions::select(load(&dir)?, &filter);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&selected)?);
+            } else {
+                print!("{}", sessions::list_table(&selected));
+            }
+            Ok(())
+        }
+        SessionsCommand::Show { id, dir, output } => {
+            let json = json(output.as_deref())?;
+            let session = sessions::find(load(&dir)?, &id)?;
+            if json {
+                for event in &session.events {
+                    println!("{}", serde_json::to_string(event)?);
+                }
+            } else {
+                print!("{}", sessions::show_timeline(&session));
+            }
             Ok(())
         }
     }

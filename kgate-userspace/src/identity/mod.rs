@@ -29,7 +29,7 @@ use std::{
 
 use http::{HeaderMap, Request, header::AUTHORIZATION};
 use jsonwebtoken::jwk::JwkSet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::{info, warn};
 use wildmatch::WildMatch;
@@ -54,14 +54,14 @@ const JWKS_MIN_REFRESH: Duration = Duration::from_secs(10);
 const POD_WAIT: Duration = Duration::from_secs(3);
 
 /// An authenticated user, as the API server's `UserInfo`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct UserInfo {
     pub username: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uid: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, Vec<String>>,
 }
 

@@ -24,7 +24,7 @@ pub mod tls;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Instant};
 
-use http::{Request, Response, header::CONTENT_TYPE};
+use http::{HeaderName, Request, Response, header::CONTENT_TYPE};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -38,7 +38,7 @@ use self::{
     accept::{CgroupNames, Connection},
     body::Body,
     forward::{ForwardError, Upstream},
-    record::StreamTap,
+    record::{StreamTap, Subject},
 };
 use crate::{
     approval::Approvals,
@@ -47,7 +47,8 @@ use crate::{
     identity::Identifier,
     mask::{self, Masker},
     metrics::Metrics,
-    policy::{store::PolicyStore, types::Action},
+    policy::{Decision, store::PolicyStore, types::Action},
+    record::Recorder,
     status::Status,
 };
 
@@ -70,6 +71,7 @@ pub struct Proxy {
     pub approvals: Option<Approvals>,
     pub upstream: Upstream,
     pub masker: Masker,
+    pub recorder: Recorder,
     pub metrics: Metrics,
 }
 
@@ -99,6 +101,8 @@ pub async fn serve_connection(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAdd
         ),
         None => tracing::info!("accepted direct connection (no origin record)"),
     }
+    // Names the connection in every record: a session is one connection's requests.
+    let conn_id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let _ = tcp.set_nodelay(true);
     let tls = match proxy.tls.accept(tcp).await {
         Ok(tls) => tls,
@@ -108,8 +112,8 @@ pub async fn serve_connection(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAdd
         }
     };
     let service = service_fn(move |req| {
-        let (proxy, conn) = (proxy.clone(), conn.clone());
-        async move { Ok::<_, Infallible>(handle(proxy, conn, req).await) }
+        let (proxy, conn, conn_id) = (proxy.clone(), conn.clone(), conn_id.clone());
+        async move { Ok::<_, Infallible>(handle(proxy, conn, conn_id, req).await) }
     });
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
@@ -132,6 +136,7 @@ pub async fn serve_connection(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAdd
 async fn handle(
     proxy: Arc<Proxy>,
     conn: Arc<Connection>,
+    conn_id: Arc<str>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -153,16 +158,31 @@ async fn handle(
             return respond(&status);
         }
     };
+    // record: the request's audit ID, which the API server gets too.
+    let pending = record::Pending::new(&conn_id, conn.peer, &req);
+    req.headers_mut().insert(
+        HeaderName::from_static("audit-id"),
+        pending.audit_id_header(),
+    );
+    let subject = |identity, decision| Subject {
+        conn: &conn,
+        identity,
+        info: &info,
+        decision,
+    };
+    let refuse = |status: &Status, subject: Subject<'_>| {
+        let response = respond(status);
+        let outcome = record::Outcome::refused(&response, status, started);
+        pending.finish(&proxy.recorder, &proxy.metrics, subject, &outcome);
+        response
+    };
     let identity = match identify::identify(&proxy.identity, &conn, req.headers()).await {
         Ok(identity) => identity,
         Err(status) => {
             if status.message.contains("token bound to pod") {
                 proxy.metrics.stolen_tokens.inc();
             }
-            let response = respond(&status);
-            let outcome = record::Outcome::refused(&response, &status, started);
-            record::request(&proxy.metrics, &conn, None, &info, None, &outcome);
-            return response;
+            return refuse(&status, subject(None, None));
         }
     };
     if !proxy.policy.ready() {
@@ -170,17 +190,7 @@ async fn handle(
             "kgate: the cluster's policies have not loaded yet; retry shortly",
         )
         .with_retry_after(1);
-        let response = respond(&status);
-        let outcome = record::Outcome::refused(&response, &status, started);
-        record::request(
-            &proxy.metrics,
-            &conn,
-            Some(&identity),
-            &info,
-            None,
-            &outcome,
-        );
-        return response;
+        return refuse(&status, subject(Some(&identity), None));
     }
     let decision = authorize::authorize(&info, req.headers())
         .map_err(|status| (None, status))
@@ -188,22 +198,13 @@ async fn handle(
             authorize::decide(&proxy.policy.current(), &identity, &conn, &info)
                 .map_err(|(d, status)| (Some(d), status))
         });
-    let decision = match decision {
+    let decision: Decision = match decision {
         Ok(decision) => decision,
         Err((decision, status)) => {
-            let response = respond(&status);
-            let outcome = record::Outcome::refused(&response, &status, started);
-            record::request(
-                &proxy.metrics,
-                &conn,
-                Some(&identity),
-                &info,
-                decision.as_ref(),
-                &outcome,
-            );
-            return response;
+            return refuse(&status, subject(Some(&identity), decision.as_ref()));
         }
     };
+    let decided = subject(Some(&identity), Some(&decision));
     // mask (first half): ask the upstream for a format kgate can mask, or refuse.
     // A policy rule may grant these subjects unmasked reads of these resources.
     let mask_plan = if decision.unmasked {
@@ -214,22 +215,12 @@ async fn handle(
     if let Some(plan) = &mask_plan
         && let Err(status) = mask::negotiate(plan, req.headers_mut())
     {
-        let response = respond(&status);
-        let outcome = record::Outcome::refused(&response, &status, started);
-        record::request(
-            &proxy.metrics,
-            &conn,
-            Some(&identity),
-            &info,
-            Some(&decision),
-            &outcome,
-        );
-        return response;
+        return refuse(&status, decided);
     }
     // approve: requests that policy holds wait here for a human.
-    let req = if decision.action == Action::Approve {
+    let (req, approval) = if decision.action == Action::Approve {
         let _held = HeldGauge::new(&proxy.metrics);
-        let held = approve::approve(
+        match approve::approve(
             proxy.approvals.as_ref(),
             &identity,
             &conn,
@@ -238,29 +229,21 @@ async fn handle(
             mask_plan.is_some(),
             req,
         )
-        .await;
-        match held {
+        .await
+        {
             Ok((req, approval)) => {
                 tracing::info!(approval, rule = decision.source, "held request approved");
-                req
+                (req, Some(approval))
             }
-            Err(status) => {
-                let response = respond(&status);
-                let outcome = record::Outcome::refused(&response, &status, started);
-                record::request(
-                    &proxy.metrics,
-                    &conn,
-                    Some(&identity),
-                    &info,
-                    Some(&decision),
-                    &outcome,
-                );
-                return response;
-            }
+            Err(status) => return refuse(&status, decided),
         }
     } else {
-        req.map(body::stream)
+        (req.map(body::stream), None)
     };
+    // record (first half): with strict durability, nothing is forwarded unrecorded.
+    if let Err(status) = pending.received(&proxy.recorder, decided).await {
+        return refuse(&status, decided);
+    }
     let tap = StreamTap::new(format!("{} {}", info.verb, info.path));
     let impersonate = identity.impersonate.then_some(&*identity.user);
     let response = match proxy
@@ -294,16 +277,10 @@ async fn handle(
     let outcome = record::Outcome {
         status: response.status(),
         latency: started.elapsed(),
-        refused: refused.as_ref().map(|s| s.message.as_str()),
+        refused: refused.as_ref(),
+        approval: approval.as_deref(),
     };
-    record::request(
-        &proxy.metrics,
-        &conn,
-        Some(&identity),
-        &info,
-        Some(&decision),
-        &outcome,
-    );
+    pending.finish(&proxy.recorder, &proxy.metrics, decided, &outcome);
     response
 }
 

@@ -1,16 +1,26 @@
-//! The **record** stage: one structured log event per request and per upgraded stream,
-//! with who (kernel origin), what (request attributes), the outcome and the latency.
+//! The **record** stage: every request becomes an `audit.k8s.io/v1` event with who
+//! (user, pod, container, process), what (the request's attributes), the decision,
+//! the outcome and the latency, handed to the [`Recorder`] (and logged as a line).
 //!
-//! Not yet here: durable storage, audit.k8s.io/v1 events and frame-level stream
-//! capture (the session recording issue). [`StreamTap`] is where upgraded streams pass
-//! through, so that capture has one place to go.
+//! When: with strict durability a request that will be forwarded is first recorded
+//! at stage `RequestReceived` and forwarded only once that record is on disk; a
+//! request whose record cannot be written is refused (503, fail closed). Every
+//! request, refused or forwarded, then gets its final record when the response head
+//! is sent: `ResponseComplete`, or `ResponseStarted` for watches and upgraded streams
+//! (whose bodies flow on after it).
+//!
+//! Not yet here: frame-level capture of upgraded streams. [`StreamTap`] is where they
+//! pass through, so that capture has one place to go.
 
 use std::{
     io,
+    net::SocketAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use http::StatusCode;
+use http::{HeaderValue, StatusCode, header::USER_AGENT};
+use jiff::Timestamp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::info;
 
@@ -18,9 +28,13 @@ use kgate_common::Origin;
 
 use super::accept::Connection;
 use crate::{
-    identity::Identity,
+    identity::{EXTRA_POD_UID, Identity, Workload},
     metrics::Metrics,
     policy::{Decision, types::Action},
+    record::{
+        Recorder,
+        event::{self, Event, ObjectRef, ResponseStatus},
+    },
     request_info::RequestInfo,
     status::Status,
 };
@@ -29,8 +43,10 @@ use crate::{
 pub struct Outcome<'a> {
     pub status: StatusCode,
     pub latency: Duration,
-    /// The message of a refusal kgate made itself.
-    pub refused: Option<&'a str>,
+    /// A refusal kgate made itself.
+    pub refused: Option<&'a Status>,
+    /// The approval that released a held request.
+    pub approval: Option<&'a str>,
 }
 
 impl<'a> Outcome<'a> {
@@ -38,21 +54,219 @@ impl<'a> Outcome<'a> {
         Self {
             status: response.status(),
             latency: started.elapsed(),
-            refused: Some(&status.message),
+            refused: Some(status),
+            approval: None,
         }
     }
 }
 
-/// Logs a finished request (for a watch or stream: its response head).
-pub fn request(
-    metrics: &Metrics,
-    conn: &Connection,
-    identity: Option<&Identity>,
-    info: &RequestInfo,
-    decision: Option<&Decision>,
-    outcome: &Outcome<'_>,
-) {
+/// What is known of a request from the moment it arrives: its audit ID, when it came,
+/// and over which connection.
+pub struct Pending {
+    pub audit_id: String,
+    connection: Arc<str>,
+    received: Timestamp,
+    request_uri: String,
+    user_agent: String,
+    peer: SocketAddr,
+}
+
+/// The caller and the request, as far as they are known.
+#[derive(Clone, Copy)]
+pub struct Subject<'a> {
+    pub conn: &'a Connection,
+    pub identity: Option<&'a Identity>,
+    pub info: &'a RequestInfo,
+    pub decision: Option<&'a Decision>,
+}
+
+// === impl Pending ===
+
+impl Pending {
+    /// `connection` names the client connection (a session is one connection's
+    /// requests).
+    pub fn new<B>(connection: &Arc<str>, peer: SocketAddr, req: &http::Request<B>) -> Self {
+        Self {
+            audit_id: uuid::Uuid::new_v4().to_string(),
+            connection: connection.clone(),
+            received: Timestamp::now(),
+            request_uri: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned()),
+            user_agent: req
+                .headers()
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            peer,
+        }
+    }
+
+    /// The `Audit-ID` header the API server gets, so its audit log joins kgate's.
+    pub fn audit_id_header(&self) -> HeaderValue {
+        HeaderValue::from_str(&self.audit_id).expect("a UUID is a valid header value")
+    }
+
+    /// Strict durability: records the request as received and waits until the record
+    /// is on disk; the 503 to refuse the request with when it cannot be.
+    pub async fn received(&self, recorder: &Recorder, subject: Subject<'_>) -> Result<(), Status> {
+        if !recorder.strict() {
+            return Ok(());
+        }
+        let event = self.event(subject, event::STAGE_RECEIVED, None);
+        recorder.durable(&event).await.map_err(|error| {
+            tracing::error!(%error, audit_id = self.audit_id, "request refused: it cannot be recorded");
+            Status::service_unavailable(format!(
+                "kgate: the request cannot be recorded, so it is not forwarded: {error}"
+            ))
+        })
+    }
+
+    /// Records how the request ended (for a watch or stream: its response head).
+    pub fn finish(
+        &self,
+        recorder: &Recorder,
+        metrics: &Metrics,
+        subject: Subject<'_>,
+        outcome: &Outcome<'_>,
+    ) {
+        log_line(&self.audit_id, subject, outcome);
+        let label = match subject.decision {
+            None => "refused",
+            Some(d) => match (d.action, d.shadowed) {
+                (_, Some(Action::Deny)) => "shadow-deny",
+                (_, Some(_)) => "shadow-approve",
+                (Action::Allow, None) => "allow",
+                (Action::Deny, None) => "deny",
+                (Action::Approve, None) => "approve",
+            },
+        };
+        metrics.request(label, outcome.status, outcome.latency.as_secs_f64());
+        if recorder.enabled() {
+            let stage = if subject.info.verb == "watch"
+                || outcome.status == StatusCode::SWITCHING_PROTOCOLS
+            {
+                event::STAGE_STARTED
+            } else {
+                event::STAGE_COMPLETE
+            };
+            recorder.submit(&self.event(subject, stage, Some(outcome)));
+        }
+    }
+
+    /// The audit event of the request at `stage`.
+    pub fn event(&self, subject: Subject<'_>, stage: &str, outcome: Option<&Outcome<'_>>) -> Event {
+        let Subject {
+            conn,
+            identity,
+            info,
+            decision,
+        } = subject;
+        let mut annotations = std::collections::BTreeMap::new();
+        let mut note = |key: &str, value: String| {
+            annotations.insert(key.to_owned(), value);
+        };
+        note(event::CONNECTION, self.connection.to_string());
+        if let Some(identity) = identity {
+            note(event::WORKLOAD, identity.workload.describe());
+            if let Workload::Pod { pod, container } = &identity.workload {
+                note(event::POD, format!("{}/{}", pod.namespace, pod.name));
+                if let Some(container) = container {
+                    note(event::CONTAINER, container.clone());
+                }
+            }
+            let bound = identity.user.extra.contains_key(EXTRA_POD_UID);
+            note(
+                event::BINDING,
+                if bound {
+                    "bound-to-this-pod"
+                } else {
+                    "unbound"
+                }
+                .to_owned(),
+            );
+        } else if outcome.is_some_and(|o| o.status == StatusCode::FORBIDDEN) {
+            // identify refused a token used from the wrong place.
+            note(event::BINDING, "refused".to_owned());
+        }
+        if let Some(origin) = &conn.origin {
+            note(
+                event::PROCESS,
+                format!("{} (pid {})", origin.comm(), origin.pid()),
+            );
+        }
+        if let Some(exe) = &conn.exe {
+            note(event::EXE, exe.clone());
+        }
+        if let Some(decision) = decision {
+            note(event::DECISION, action_name(decision.action));
+            note(event::RULE, decision.source.clone());
+            if let Some(would) = decision.shadowed {
+                note(event::WOULD, action_name(would));
+            }
+        }
+        let mut response_status = None;
+        if let Some(outcome) = outcome {
+            if let Some(approval) = outcome.approval {
+                note(event::APPROVAL, approval.to_owned());
+            }
+            note(event::LATENCY_US, outcome.latency.as_micros().to_string());
+            response_status = Some(match outcome.refused {
+                Some(status) => ResponseStatus {
+                    code: outcome.status.as_u16(),
+                    status: status.status.clone(),
+                    reason: status.reason.clone(),
+                    message: status.message.clone(),
+                },
+                None => ResponseStatus {
+                    code: outcome.status.as_u16(),
+                    ..ResponseStatus::default()
+                },
+            });
+        }
+        Event {
+            kind: "Event".to_owned(),
+            api_version: event::API_VERSION.to_owned(),
+            level: event::LEVEL_METADATA.to_owned(),
+            audit_id: self.audit_id.clone(),
+            stage: stage.to_owned(),
+            request_uri: self.request_uri.clone(),
+            verb: info.verb.clone(),
+            user: identity.map(|i| (*i.user).clone()).unwrap_or_default(),
+            source_ips: vec![self.peer.ip().to_string()],
+            user_agent: self.user_agent.clone(),
+            object_ref: info.is_resource_request.then(|| ObjectRef {
+                resource: info.resource.clone(),
+                namespace: info.namespace.clone(),
+                name: info.name.clone(),
+                api_group: info.api_group.clone(),
+                api_version: info.api_version.clone(),
+                subresource: info.subresource.clone(),
+            }),
+            response_status,
+            request_received_timestamp: event::micro_time(self.received),
+            stage_timestamp: event::micro_time(Timestamp::now()),
+            annotations,
+        }
+    }
+}
+
+fn action_name(action: crate::policy::types::Action) -> String {
+    format!("{action:?}").to_lowercase()
+}
+
+/// The request as one structured log line.
+fn log_line(audit_id: &str, subject: Subject<'_>, outcome: &Outcome<'_>) {
+    let Subject {
+        conn,
+        identity,
+        info,
+        decision,
+    } = subject;
     info!(
+        audit_id,
         user = identity.map(|i| i.user.username.as_str()),
         workload = identity.map(|i| i.workload.describe()),
         impersonated = identity.is_some_and(|i| i.impersonate),
@@ -70,22 +284,12 @@ pub fn request(
         decision = decision.map(|d| format!("{:?}", d.action)),
         rule = decision.map(|d| d.source.as_str()),
         would = decision.and_then(|d| d.shadowed).map(|a| format!("{a:?}")),
+        approval = outcome.approval,
         status = outcome.status.as_u16(),
         latency_us = u64::try_from(outcome.latency.as_micros()).unwrap_or(u64::MAX),
-        refused = outcome.refused,
+        refused = outcome.refused.map(|s| s.message.as_str()),
         "request"
     );
-    let label = match decision {
-        None => "refused",
-        Some(d) => match (d.action, d.shadowed) {
-            (_, Some(Action::Deny)) => "shadow-deny",
-            (_, Some(_)) => "shadow-approve",
-            (Action::Allow, None) => "allow",
-            (Action::Deny, None) => "deny",
-            (Action::Approve, None) => "approve",
-        },
-    };
-    metrics.request(label, outcome.status, outcome.latency.as_secs_f64());
 }
 
 /// The relay of one upgraded stream (exec, attach, port-forward).

@@ -1,0 +1,115 @@
+//! The record itself: a Kubernetes `audit.k8s.io/v1` `Event`, so that tools that read
+//! API-server audit logs read kgate's, with kgate's own facts as `kgate.io/*`
+//! annotations.
+//!
+//! Only the `Metadata` level: request and response bodies are not recorded.
+
+use std::collections::BTreeMap;
+
+use jiff::{Timestamp, fmt::temporal::DateTimePrinter};
+use serde::{Deserialize, Serialize};
+
+use crate::identity::UserInfo;
+
+pub const API_VERSION: &str = "audit.k8s.io/v1";
+pub const LEVEL_METADATA: &str = "Metadata";
+pub const STAGE_RECEIVED: &str = "RequestReceived";
+pub const STAGE_STARTED: &str = "ResponseStarted";
+pub const STAGE_COMPLETE: &str = "ResponseComplete";
+
+/// Annotation keys.
+pub const POD: &str = "kgate.io/pod";
+pub const CONTAINER: &str = "kgate.io/container";
+pub const PROCESS: &str = "kgate.io/process";
+pub const EXE: &str = "kgate.io/exe";
+pub const WORKLOAD: &str = "kgate.io/workload";
+pub const DECISION: &str = "kgate.io/decision";
+pub const RULE: &str = "kgate.io/rule";
+pub const WOULD: &str = "kgate.io/would";
+pub const APPROVAL: &str = "kgate.io/approval";
+pub const LATENCY_US: &str = "kgate.io/latency-us";
+pub const BINDING: &str = "kgate.io/binding";
+pub const CONNECTION: &str = "kgate.io/connection";
+
+/// An `audit.k8s.io/v1` `Event`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub kind: String,
+    pub api_version: String,
+    pub level: String,
+    #[serde(rename = "auditID")]
+    pub audit_id: String,
+    pub stage: String,
+    #[serde(rename = "requestURI")]
+    pub request_uri: String,
+    pub verb: String,
+    pub user: UserInfo,
+    #[serde(rename = "sourceIPs", default)]
+    pub source_ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user_agent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_ref: Option<ObjectRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_status: Option<ResponseStatus>,
+    pub request_received_timestamp: String,
+    pub stage_timestamp: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// `audit.k8s.io/v1` `ObjectReference`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resource: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub api_group: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub api_version: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subresource: String,
+}
+
+/// The part of a `meta/v1` `Status` an audit event carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseStatus {
+    pub code: u16,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// `MicroTime`: RFC 3339 in UTC with microseconds, as the API server writes it.
+pub fn micro_time(ts: Timestamp) -> String {
+    DateTimePrinter::new()
+        .precision(Some(6))
+        .timestamp_to_string(&ts)
+}
+
+// === impl Event ===
+
+impl Event {
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.get(key).map(String::as_str)
+    }
+
+    /// When the request was received, parsed back.
+    pub fn received(&self) -> Option<Timestamp> {
+        self.request_received_timestamp.parse().ok()
+    }
+
+    pub fn code(&self) -> Option<u16> {
+        self.response_status.as_ref().map(|s| s.code)
+    }
+}

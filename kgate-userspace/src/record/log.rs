@@ -1,0 +1,307 @@
+//! The on-disk record log: append-only segment files in one directory, each record
+//! framed as `length (u32 LE) | CRC32 of the payload (u32 LE) | payload`.
+//!
+//! - Segments are named by the sequence number of their first record
+//!   (`00000000000000000042.log`) and rotate when the next record would pass
+//!   `segment_bytes`. Retention deletes whole sealed segments, oldest first, by total
+//!   size and by age; the active segment is never deleted.
+//! - [`Log::open`] is the recovery scan: it reads every segment, keeps every complete
+//!   record, and truncates a torn or corrupt tail of the active segment back to the
+//!   last good record. Each such repair is reported (a warning, and in
+//!   [`Recovery::damaged`]), never silent. A damaged sealed segment is reported and
+//!   left as it is (its records after the damage are unreadable, but not destroyed).
+//! - [`read_dir`] is the read-only scan for the CLI: it never truncates, since the
+//!   agent may be appending while it reads.
+//!
+//! Not here: what the payload means (JSON events, [`super::event`]), or when to sync
+//! (the writer thread decides; [`Log::sync`] is `fdatasync`).
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use tracing::warn;
+
+/// Bytes before each payload: length and CRC32.
+pub const HEADER: usize = 8;
+/// The largest payload accepted: anything longer in a header is corruption.
+pub const MAX_RECORD: usize = 16 << 20;
+const SUFFIX: &str = ".log";
+
+/// Segment and retention limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub segment_bytes: u64,
+    pub max_bytes: u64,
+    pub max_age: Duration,
+}
+
+/// One damaged segment found by a scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    pub segment: PathBuf,
+    /// Where the last good record ends.
+    pub good_bytes: u64,
+    /// What followed it and was dropped (or, for a sealed segment, left unread).
+    pub bad_bytes: u64,
+    pub reason: &'static str,
+    /// The file was truncated to `good_bytes`.
+    pub truncated: bool,
+}
+
+/// What the recovery scan found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub segments: usize,
+    pub records: u64,
+    pub damaged: Vec<Damage>,
+}
+
+/// An open log, appending to its last segment.
+pub struct Log {
+    dir: PathBuf,
+    limits: Limits,
+    /// Sealed segments, oldest first: (first sequence number, path).
+    sealed: Vec<(u64, PathBuf)>,
+    active: File,
+    active_path: PathBuf,
+    active_bytes: u64,
+    next_seq: u64,
+}
+
+// === framing ===
+
+/// Appends one framed record to `out`.
+pub fn frame(payload: &[u8], out: &mut Vec<u8>) {
+    let len = u32::try_from(payload.len()).expect("records are under MAX_RECORD");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Splits `data` into complete, checksummed records; the second value is where the
+/// good prefix ends and, if something follows it, why it is not a record.
+pub fn unframe(data: &[u8]) -> (Vec<&[u8]>, usize, Option<&'static str>) {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let Some(header) = data.get(at..at + HEADER) else {
+            return (records, at, Some("torn record header"));
+        };
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        // A zero length is what a file extended with zeros reads as, never a record.
+        if len == 0 || len > MAX_RECORD {
+            return (records, at, Some("invalid record length"));
+        }
+        let Some(payload) = data.get(at + HEADER..at + HEADER + len) else {
+            return (records, at, Some("torn record"));
+        };
+        if crc32fast::hash(payload) != crc {
+            return (records, at, Some("checksum mismatch"));
+        }
+        records.push(payload);
+        at += HEADER + len;
+    }
+    (records, at, None)
+}
+
+// === impl Log ===
+
+impl Log {
+    /// Opens (creating) the log in `dir`, running the recovery scan.
+    pub fn open(dir: &Path, limits: Limits) -> io::Result<(Self, Recovery)> {
+        fs::create_dir_all(dir)?;
+        let mut segments = list_segments(dir)?;
+        let mut recovery = Recovery {
+            segments: segments.len(),
+            ..Recovery::default()
+        };
+        let last = segments.len().checked_sub(1);
+        let mut next_seq = 0;
+        let mut active_bytes = 0;
+        for (i, (first, path)) in segments.iter().enumerate() {
+            let data = fs::read(path)?;
+            let (records, good, reason) = unframe(&data);
+            recovery.records += records.len() as u64;
+            next_seq = first + records.len() as u64;
+            active_bytes = good as u64;
+            if let Some(reason) = reason {
+                let truncate = Some(i) == last;
+                if truncate {
+                    OpenOptions::new()
+                        .write(true)
+                        .open(path)?
+                        .set_len(good as u64)?;
+                }
+                let damage = Damage {
+                    segment: path.clone(),
+                    good_bytes: good as u64,
+                    bad_bytes: (data.len() - good) as u64,
+                    reason,
+                    truncated: truncate,
+                };
+                warn!(
+                    segment = %path.display(),
+                    good_bytes = damage.good_bytes,
+                    bad_bytes = damage.bad_bytes,
+                    reason,
+                    truncated = truncate,
+                    "record log damaged: kept every complete record before the damage"
+                );
+                recovery.damaged.push(damage);
+            }
+        }
+        let (active_path, active_bytes) = match segments.pop() {
+            Some((_, path)) => (path, active_bytes),
+            None => (segment_path(dir, 0), 0),
+        };
+        let active = open_append(&active_path)?;
+        sync_dir(dir)?;
+        let mut log = Self {
+            dir: dir.to_owned(),
+            limits,
+            sealed: segments,
+            active,
+            active_path,
+            active_bytes,
+            next_seq,
+        };
+        log.retain();
+        Ok((log, recovery))
+    }
+
+    /// Writes framed records (`count` of them, as [`frame`] made `bytes`) to the active
+    /// segment, rotating first when they would overflow it. Not synced: see
+    /// [`Log::sync`]. On a failed write the segment is cut back to its last good
+    /// record, so that a later append does not follow garbage.
+    pub fn append(&mut self, bytes: &[u8], count: u64) -> io::Result<()> {
+        if self.active_bytes > 0
+            && self.active_bytes + bytes.len() as u64 > self.limits.segment_bytes
+        {
+            self.rotate()?;
+        }
+        if let Err(error) = self.active.write_all(bytes) {
+            let _ = self.active.set_len(self.active_bytes);
+            return Err(error);
+        }
+        self.active_bytes += bytes.len() as u64;
+        self.next_seq += count;
+        Ok(())
+    }
+
+    /// `fdatasync` of the active segment: everything appended so far is durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.active.sync_data()
+    }
+
+    /// The sequence number the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Every segment, oldest first.
+    pub fn segments(&self) -> Vec<PathBuf> {
+        self.sealed
+            .iter()
+            .map(|(_, p)| p.clone())
+            .chain([self.active_path.clone()])
+            .collect()
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.active.sync_data()?;
+        let path = segment_path(&self.dir, self.next_seq);
+        let active = open_append(&path)?;
+        sync_dir(&self.dir)?;
+        let old = std::mem::replace(&mut self.active_path, path);
+        self.active = active;
+        self.active_bytes = 0;
+        self.sealed.push((first_seq(&old).unwrap_or(0), old));
+        self.retain();
+        Ok(())
+    }
+
+    /// Deletes the oldest sealed segments while they and a full active segment would
+    /// exceed `max_bytes` (so the log never outgrows it), and every sealed segment older
+    /// than `max_age`.
+    fn retain(&mut self) {
+        let size = |p: &Path| fs::metadata(p).map_or(0, |m| m.len());
+        let mut total: u64 = self.sealed.iter().map(|(_, p)| size(p)).sum::<u64>()
+            + self.limits.segment_bytes.max(self.active_bytes);
+        let now = SystemTime::now();
+        while let Some((_, oldest)) = self.sealed.first() {
+            let bytes = size(oldest);
+            let expired = fs::metadata(oldest)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > self.limits.max_age);
+            if total <= self.limits.max_bytes && !expired {
+                break;
+            }
+            if let Err(error) = fs::remove_file(oldest) {
+                warn!(segment = %oldest.display(), %error, "cannot delete an old record segment");
+                break;
+            }
+            total -= bytes.min(total);
+            self.sealed.remove(0);
+        }
+    }
+}
+
+/// Every record in `dir`, oldest first, and the damage found, without changing any
+/// file (the agent may be writing: a torn tail there is a record in flight).
+pub fn read_dir(dir: &Path) -> io::Result<(Vec<Vec<u8>>, Vec<Damage>)> {
+    let mut out = Vec::new();
+    let mut damaged = Vec::new();
+    for (_, path) in list_segments(dir)? {
+        let data = fs::read(&path)?;
+        let (records, good, reason) = unframe(&data);
+        out.extend(records.into_iter().map(<[u8]>::to_vec));
+        if let Some(reason) = reason {
+            damaged.push(Damage {
+                segment: path,
+                good_bytes: good as u64,
+                bad_bytes: (data.len() - good) as u64,
+                reason,
+                truncated: false,
+            });
+        }
+    }
+    Ok((out, damaged))
+}
+
+fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut segments: Vec<_> = fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter_map(|p| first_seq(&p).map(|seq| (seq, p)))
+        .collect();
+    segments.sort();
+    Ok(segments)
+}
+
+fn first_seq(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_suffix(SUFFIX)?
+        .parse()
+        .ok()
+}
+
+fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}{SUFFIX}"))
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Makes a new segment's directory entry durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

@@ -1,0 +1,388 @@
+use std::{
+    fs::{self, OpenOptions},
+    path::{Path, PathBuf},
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use super::{
+    event::{self, Event, ResponseStatus},
+    log::{self, Limits, Log},
+    sessions,
+    writer::{Sinks, Stats, Writer},
+};
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "kgate-record-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+const BIG: Limits = Limits {
+    segment_bytes: 1 << 20,
+    max_bytes: 1 << 30,
+    max_age: Duration::from_secs(3600),
+};
+
+fn append(log: &mut Log, payloads: &[&[u8]]) {
+    for p in payloads {
+        let mut buf = Vec::new();
+        log::frame(p, &mut buf);
+        log.append(&buf, 1).unwrap();
+    }
+    log.sync().unwrap();
+}
+
+fn all(dir: &Path) -> Vec<Vec<u8>> {
+    let (records, damage) = log::read_dir(dir).unwrap();
+    assert!(damage.is_empty(), "{damage:?}");
+    records
+}
+
+fn only_segment(dir: &Path) -> PathBuf {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files.remove(0)
+}
+
+#[test]
+fn framing_round_trip() {
+    let payloads: [&[u8]; 3] = [b"{}", b"a record", &[0xff; 1000]];
+    let mut buf = Vec::new();
+    for p in payloads {
+        log::frame(p, &mut buf);
+    }
+    let (records, good, damage) = log::unframe(&buf);
+    assert_eq!(records, payloads);
+    assert_eq!(good, buf.len());
+    assert_eq!(damage, None);
+    // Zeros where a header should be (a file extended but never written) are damage,
+    // not an empty record.
+    let (records, good, damage) = log::unframe(&[0; 16]);
+    assert!(records.is_empty());
+    assert_eq!((good, damage), (0, Some("invalid record length")));
+}
+
+#[test]
+fn log_reopens_and_continues() {
+    let dir = Dir::new("reopen");
+    let (mut log, recovery) = Log::open(&dir.0, BIG).unwrap();
+    assert_eq!((recovery.segments, recovery.records), (0, 0));
+    append(&mut log, &[b"one", b"two"]);
+    drop(log);
+    let (mut log, recovery) = Log::open(&dir.0, BIG).unwrap();
+    assert_eq!((recovery.records, recovery.damaged.len()), (2, 0));
+    assert_eq!(log.next_seq(), 2);
+    append(&mut log, &[b"three"]);
+    assert_eq!(
+        all(&dir.0),
+        [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+    );
+}
+
+#[test]
+fn torn_tail_is_truncated_and_reported() {
+    let dir = Dir::new("torn");
+    let (mut log, _) = Log::open(&dir.0, BIG).unwrap();
+    append(&mut log, &[b"first record", b"second record"]);
+    drop(log);
+    let path = only_segment(&dir.0);
+    let full = fs::metadata(&path).unwrap().len();
+    // Cut the second record in the middle of its payload.
+    let cut = full - 5;
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+
+    let (mut log, recovery) = Log::open(&dir.0, BIG).unwrap();
+    assert_eq!(recovery.records, 1);
+    let [damage] = recovery.damaged.as_slice() else {
+        panic!("one damaged segment expected: {:?}", recovery.damaged)
+    };
+    assert_eq!(damage.reason, "torn record");
+    assert!(damage.truncated);
+    let first_len = (log::HEADER + b"first record".len()) as u64;
+    assert_eq!(damage.good_bytes, first_len);
+    assert_eq!(damage.bad_bytes, cut - first_len);
+    assert_eq!(fs::metadata(&path).unwrap().len(), first_len);
+    // Appending continues right after the good prefix.
+    append(&mut log, &[b"third"]);
+    assert_eq!(all(&dir.0), [b"first record".to_vec(), b"third".to_vec()]);
+}
+
+#[test]
+fn flipped_byte_is_truncated_and_reported() {
+    let dir = Dir::new("flip");
+    let (mut log, _) = Log::open(&dir.0, BIG).unwrap();
+    append(&mut log, &[b"good", b"will be damaged", b"after it"]);
+    drop(log);
+    let path = only_segment(&dir.0);
+    let mut data = fs::read(&path).unwrap();
+    let second_payload = 2 * log::HEADER + b"good".len() + 3;
+    data[second_payload] ^= 0x01;
+    fs::write(&path, &data).unwrap();
+
+    // The read-only scan reports it and changes nothing.
+    let (records, damage) = log::read_dir(&dir.0).unwrap();
+    assert_eq!(records, [b"good".to_vec()]);
+    assert_eq!(damage.len(), 1);
+    assert!(!damage[0].truncated);
+    assert_eq!(fs::read(&path).unwrap(), data);
+
+    let (mut log, recovery) = Log::open(&dir.0, BIG).unwrap();
+    assert_eq!(recovery.records, 1);
+    assert_eq!(recovery.damaged.len(), 1);
+    assert_eq!(recovery.damaged[0].reason, "checksum mismatch");
+    append(&mut log, &[b"next"]);
+    assert_eq!(all(&dir.0), [b"good".to_vec(), b"next".to_vec()]);
+}
+
+#[test]
+fn segments_rotate_and_retention_deletes_the_oldest() {
+    let dir = Dir::new("rotate");
+    let payload = [b'x'; 92]; // 100 bytes framed
+    let limits = Limits {
+        segment_bytes: 250,
+        max_bytes: 600,
+        max_age: Duration::from_secs(3600),
+    };
+    let (mut log, _) = Log::open(&dir.0, limits).unwrap();
+    for _ in 0..3 {
+        append(&mut log, &[&payload]);
+    }
+    // 2 records per segment: the third started a segment named by its sequence number.
+    let names = |dir: &Path| {
+        let mut n: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(
+        names(&dir.0),
+        ["00000000000000000000.log", "00000000000000000002.log"]
+    );
+    for _ in 0..7 {
+        append(&mut log, &[&payload]);
+    }
+    // 10 records = 1000 bytes written. At rotation the sealed segments keep room for a
+    // full active one under max_bytes: whole segments, the newest kept.
+    let kept = names(&dir.0);
+    let total: u64 = log
+        .segments()
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(total <= 600, "{total} bytes kept: {kept:?}");
+    assert_eq!(
+        kept,
+        ["00000000000000000006.log", "00000000000000000008.log"]
+    );
+    assert_eq!(all(&dir.0).len(), 4);
+}
+
+#[test]
+fn retention_by_age() {
+    let dir = Dir::new("age");
+    let limits = Limits {
+        segment_bytes: 150,
+        max_bytes: 1 << 30,
+        max_age: Duration::from_secs(3600),
+    };
+    let (mut log, _) = Log::open(&dir.0, limits).unwrap();
+    append(&mut log, &[&[b'a'; 92]]);
+    let old = only_segment(&dir.0);
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    append(&mut log, &[&[b'b'; 92]]);
+    assert!(!old.exists(), "the expired segment is deleted at rotation");
+    assert_eq!(all(&dir.0), [vec![b'b'; 92]]);
+}
+
+#[tokio::test]
+async fn group_commit_acks_only_after_the_write() {
+    let dir = Dir::new("group");
+    let (log, _) = Log::open(&dir.0, BIG).unwrap();
+    let stats = Arc::new(Stats::default());
+    let writer = Writer::spawn(
+        Sinks {
+            log: Some(log),
+            stdout: false,
+        },
+        1024,
+        None,
+        stats.clone(),
+    )
+    .unwrap();
+    let acks: Vec<_> = (0..200)
+        .map(|i| {
+            writer
+                .submit(format!("record {i}").into_bytes(), true)
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    for (i, ack) in acks.into_iter().enumerate() {
+        ack.await.unwrap().unwrap();
+        // Once acknowledged, the record is in the file.
+        let records = log::read_dir(&dir.0).unwrap().0;
+        assert!(
+            records.contains(&format!("record {i}").into_bytes()),
+            "record {i} acknowledged but not in the log"
+        );
+    }
+    assert_eq!(stats.written.load(Ordering::Relaxed), 200);
+    let syncs = stats.syncs.load(Ordering::Relaxed);
+    assert!((1..=200).contains(&syncs), "{syncs} syncs");
+}
+
+#[test]
+fn oversized_records_are_refused_and_counted() {
+    let dir = Dir::new("large");
+    let (log, _) = Log::open(&dir.0, BIG).unwrap();
+    let stats = Arc::new(Stats::default());
+    let writer = Writer::spawn(
+        Sinks {
+            log: Some(log),
+            stdout: false,
+        },
+        16,
+        None,
+        stats.clone(),
+    )
+    .unwrap();
+    assert!(
+        writer
+            .submit(vec![b'x'; log::MAX_RECORD + 1], true)
+            .is_err()
+    );
+    assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_full_queue_is_counted() {
+    let stats = Arc::new(Stats::default());
+    // No sink that drains fast enough matters: fill a one-slot queue from this thread
+    // while the writer is blocked on nothing; count what cannot be queued.
+    let writer = Writer::spawn(
+        Sinks {
+            log: None,
+            stdout: false,
+        },
+        1,
+        Some(Duration::from_secs(60)),
+        stats.clone(),
+    )
+    .unwrap();
+    let mut refused = 0;
+    for _ in 0..10_000 {
+        if writer.submit(b"x".to_vec(), false).is_err() {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "a one-slot queue never filled");
+    assert_eq!(stats.dropped.load(Ordering::Relaxed), refused);
+}
+
+fn event(audit_id: &str, conn: &str, user: &str, stage: &str, code: Option<u16>) -> Event {
+    let mut e = Event {
+        kind: "Event".into(),
+        api_version: event::API_VERSION.into(),
+        level: event::LEVEL_METADATA.into(),
+        audit_id: audit_id.into(),
+        stage: stage.into(),
+        request_uri: "/api/v1/namespaces/demo/pods".into(),
+        verb: "list".into(),
+        request_received_timestamp: "2026-01-02T03:04:05.000001Z".into(),
+        stage_timestamp: "2026-01-02T03:04:05.000900Z".into(),
+        object_ref: Some(event::ObjectRef {
+            resource: "pods".into(),
+            namespace: "demo".into(),
+            api_version: "v1".into(),
+            ..event::ObjectRef::default()
+        }),
+        ..Event::default()
+    };
+    e.user.username = user.into();
+    e.annotations.insert(event::CONNECTION.into(), conn.into());
+    e.response_status = code.map(|code| ResponseStatus {
+        code,
+        ..ResponseStatus::default()
+    });
+    e
+}
+
+#[test]
+fn sessions_group_by_connection_and_user() {
+    let mut refused = event("3", "c1", "alice", event::STAGE_COMPLETE, Some(403));
+    refused.response_status.as_mut().unwrap().reason = "Forbidden".into();
+    let events = vec![
+        event("1", "c1", "alice", event::STAGE_RECEIVED, None),
+        event("1", "c1", "alice", event::STAGE_COMPLETE, Some(200)),
+        event("2", "c2", "bob", event::STAGE_COMPLETE, Some(200)),
+        refused,
+        event("4", "c1", "carol", event::STAGE_COMPLETE, Some(200)),
+        // The agent died before this one's response: its received record stands.
+        event("5", "c2", "bob", event::STAGE_RECEIVED, None),
+    ];
+    let all = sessions::sessions(events);
+    let summary: Vec<_> = all
+        .iter()
+        .map(|s| (s.id.as_str(), s.user.as_str(), s.requests, s.refused))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("c1", "alice", 2, 1),
+            ("c2", "bob", 2, 0),
+            ("c1.2", "carol", 1, 0)
+        ]
+    );
+    let filter = sessions::Filter {
+        user: Some(wildmatch::WildMatch::new("b*")),
+        ..Default::default()
+    };
+    assert_eq!(sessions::select(all.clone(), &filter).len(), 1);
+    let bob = sessions::find(all.clone(), "c2").unwrap();
+    let timeline = sessions::show_timeline(&bob);
+    assert!(timeline.contains("pods -n demo"), "{timeline}");
+    assert!(timeline.contains("[no response recorded]"), "{timeline}");
+    assert!(matches!(
+        sessions::find(all.clone(), "c"),
+        Err(sessions::SessionsError::Ambiguous(..))
+    ));
+    assert!(sessions::list_table(&all).contains("alice"));
+}
+
+#[test]
+fn micro_time_has_microseconds() {
+    let ts: jiff::Timestamp = "2026-01-02T03:04:05.1Z".parse().unwrap();
+    assert_eq!(event::micro_time(ts), "2026-01-02T03:04:05.100000Z");
+}

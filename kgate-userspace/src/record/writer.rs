@@ -1,0 +1,219 @@
+//! The writer thread: the one owner of the record log. Requests hand it serialized
+//! events over a bounded queue; it writes whatever has queued up as one group.
+//!
+//! - `strict`: each group is written and `fdatasync`ed, then every record of the group
+//!   that asked for an acknowledgement gets it: concurrent requests share one sync
+//!   (group commit). A failed write or sync is acknowledged as an error, and the
+//!   request path refuses the request (fail closed).
+//! - `batch`: groups are written as they come and synced every `flush` interval;
+//!   nothing waits for the disk.
+//!
+//! A full queue is never silent: the record is counted in [`Stats::dropped`] and a
+//! warning is logged (rate limited), and a strict request is refused.
+
+use std::{
+    io::{self, Write},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc::{self, RecvTimeoutError, SyncSender, TrySendError},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::oneshot;
+use tracing::{error, warn};
+
+use super::log::{self, Log};
+
+/// The most records written as one group.
+const MAX_GROUP: usize = 4096;
+
+/// Counters anyone may read.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Records written to the log (or to stdout, without a log).
+    pub written: AtomicU64,
+    /// Records lost because the queue was full.
+    pub dropped: AtomicU64,
+    /// Groups whose write or sync failed.
+    pub write_errors: AtomicU64,
+    /// Damaged segments the recovery scan found at start-up.
+    pub damaged_segments: AtomicU64,
+    /// `fdatasync` calls made.
+    pub syncs: AtomicU64,
+}
+
+pub type Ack = oneshot::Receiver<Result<(), String>>;
+
+struct Item {
+    payload: Vec<u8>,
+    ack: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Where the writer puts records.
+pub struct Sinks {
+    pub log: Option<Log>,
+    /// Also print each record as a JSON line on stdout.
+    pub stdout: bool,
+}
+
+/// The request side of the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    queue: SyncSender<Item>,
+    stats: Arc<Stats>,
+    last_drop_warning: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+/// Why a record was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the record queue is full")]
+    QueueFull,
+    #[error("the record writer has stopped")]
+    WriterStopped,
+    #[error("the record is larger than {} bytes", log::MAX_RECORD)]
+    TooLarge,
+}
+
+// === impl Writer ===
+
+impl Writer {
+    /// Starts the writer thread. `flush` is `None` in strict mode (sync every group).
+    pub fn spawn(
+        sinks: Sinks,
+        capacity: usize,
+        flush: Option<Duration>,
+        stats: Arc<Stats>,
+    ) -> io::Result<Self> {
+        let (queue, rx) = mpsc::sync_channel(capacity);
+        let thread_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("kgate-record".into())
+            .spawn(move || run(sinks, &rx, flush, &thread_stats))?;
+        Ok(Self {
+            queue,
+            stats,
+            last_drop_warning: Arc::default(),
+        })
+    }
+
+    /// Queues a record; with `ack`, the returned receiver resolves once the record is
+    /// durable (strict) or written (batch).
+    pub fn submit(&self, payload: Vec<u8>, ack: bool) -> Result<Option<Ack>, SubmitError> {
+        if payload.len() > log::MAX_RECORD || payload.is_empty() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            warn!(bytes = payload.len(), "record dropped: empty or too large");
+            return Err(SubmitError::TooLarge);
+        }
+        let (tx, rx) = if ack {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        match self.queue.try_send(Item { payload, ack: tx }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => {
+                let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                let mut last = self
+                    .last_drop_warning
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if last.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+                    *last = Some(Instant::now());
+                    warn!(dropped, "record queue full: records are being dropped");
+                }
+                Err(SubmitError::QueueFull)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::WriterStopped),
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+}
+
+fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, stats: &Stats) {
+    let mut buf = Vec::new();
+    let mut group: Vec<Item> = Vec::new();
+    let mut dirty = false;
+    let mut last_sync = Instant::now();
+    let stdout = io::stdout();
+    loop {
+        // Wait for a record; in batch mode wake up for the periodic sync too.
+        let first = match flush {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(every) => rx.recv_timeout(every.saturating_sub(last_sync.elapsed())),
+        };
+        match first {
+            Ok(item) => group.push(item),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                if dirty && let Some(log) = &mut sinks.log {
+                    let _ = log.sync();
+                }
+                return;
+            }
+        }
+        while group.len() < MAX_GROUP
+            && let Ok(item) = rx.try_recv()
+        {
+            group.push(item);
+        }
+        let mut result = Ok(());
+        if !group.is_empty() {
+            buf.clear();
+            for item in &group {
+                log::frame(&item.payload, &mut buf);
+            }
+            if let Some(log) = &mut sinks.log {
+                result = log.append(&buf, group.len() as u64);
+                dirty = true;
+            }
+            if sinks.stdout {
+                let mut out = stdout.lock();
+                for item in &group {
+                    let _ = out.write_all(&item.payload);
+                    let _ = out.write_all(b"\n");
+                }
+                let _ = out.flush();
+            }
+        }
+        let sync_due = match flush {
+            None => !group.is_empty(),
+            Some(every) => last_sync.elapsed() >= every,
+        };
+        if result.is_ok()
+            && dirty
+            && sync_due
+            && let Some(log) = &mut sinks.log
+        {
+            result = log.sync();
+            stats.syncs.fetch_add(1, Ordering::Relaxed);
+            last_sync = Instant::now();
+            dirty = false;
+        } else if sync_due {
+            last_sync = Instant::now();
+        }
+        let result = result.map_err(|e| e.to_string());
+        match &result {
+            Ok(()) => {
+                stats
+                    .written
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                error!(error = %e, records = group.len(), "record log write failed");
+            }
+        }
+        for item in group.drain(..) {
+            if let Some(ack) = item.ack {
+                let _ = ack.send(result.clone());
+            }
+        }
+    }
+}

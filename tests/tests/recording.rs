@@ -1,0 +1,345 @@
+//! Request recording through a standalone agent in front of the API-server double:
+//! kubectl's requests become `audit.k8s.io/v1` events with kgate's annotations, the
+//! API server sees the same audit ID, strict durability survives a SIGKILL under load,
+//! and `kgate sessions` reads the log.
+
+use std::{
+    fs,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use kgate::record::{
+    event::{self, Event},
+    log::{Limits, Log},
+    sessions,
+};
+use kgate_tests::{
+    apiserver::{ApiServer, Config},
+    harness::{Agent, Kubectl, https_client, kgate_bin, scratch_dir},
+};
+use serde_json::Value;
+
+const POLICY: &str = r#"
+apiVersion: kgate.io/v1alpha1
+kind: KgatePolicy
+metadata: {name: admins}
+spec:
+  subjects: {users: [kubernetes-admin]}
+  rules:
+    - name: no-secrets
+      match: {resources: [secrets]}
+      action: deny
+      message: no secrets here
+"#;
+
+fn agent_with_records(
+    server: &kgate_tests::apiserver::Handle,
+    records: &Path,
+    policy: &Path,
+) -> Agent {
+    Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        &format!(
+            "identity: {{unboundSubjects: [kubernetes-admin]}}\n\
+             policy: {{defaultAction: allow, files: ['{}']}}\n\
+             record: {{dir: '{}', durability: strict}}\n",
+            policy.display(),
+            records.display()
+        ),
+    )
+    .unwrap()
+}
+
+/// Polls the log (read-only) until `done` holds for its events.
+fn events_until(dir: &Path, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (events, _) = sessions::load(dir).unwrap();
+        if done(&events) || Instant::now() > deadline {
+            return events;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kgate(args: &[&str]) -> String {
+    let out = Command::new(kgate_bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "kgate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_requests_become_audit_events() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let dir = scratch_dir("recording");
+    let (records, policy) = (dir.join("records"), dir.join("policy.yaml"));
+    fs::write(&policy, POLICY).unwrap();
+    let agent = agent_with_records(&server, &records, &policy);
+    let kubectl = Kubectl::new(
+        scratch_dir("rec-kubectl"),
+        &agent.url(),
+        &agent.ca_pem,
+        server.admin_token(),
+    );
+    let (pods, secret) = tokio::task::spawn_blocking(move || {
+        (
+            kubectl.run(&["get", "pods", "-n", "demo"]),
+            kubectl.run(&["get", "secret", "db-creds", "-n", "demo"]),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(pods.0 && pods.1.contains("web-0"), "{pods:?}");
+    assert!(
+        !secret.0 && secret.2.contains("no secrets here"),
+        "{secret:?}"
+    );
+
+    let is_final = |e: &Event, resource: &str| {
+        e.stage == event::STAGE_COMPLETE
+            && e.object_ref
+                .as_ref()
+                .is_some_and(|o| o.resource == resource)
+    };
+    let events = events_until(&records, |events| {
+        events.iter().any(|e| is_final(e, "pods")) && events.iter().any(|e| is_final(e, "secrets"))
+    });
+    let list = events
+        .iter()
+        .find(|e| is_final(e, "pods"))
+        .expect("a final record of the pod list");
+    assert_eq!(
+        (
+            list.kind.as_str(),
+            list.api_version.as_str(),
+            list.level.as_str()
+        ),
+        ("Event", "audit.k8s.io/v1", "Metadata")
+    );
+    assert_eq!(list.verb, "list");
+    assert_eq!(
+        list.request_uri.split('?').next(),
+        Some("/api/v1/namespaces/demo/pods")
+    );
+    assert_eq!(list.user.username, "kubernetes-admin");
+    assert_eq!(list.source_ips, ["127.0.0.1"]);
+    assert!(
+        list.user_agent.starts_with("kubectl"),
+        "{}",
+        list.user_agent
+    );
+    let object = list.object_ref.as_ref().unwrap();
+    assert_eq!(
+        (
+            object.namespace.as_str(),
+            object.api_version.as_str(),
+            object.name.as_str()
+        ),
+        ("demo", "v1", "")
+    );
+    assert_eq!(list.code(), Some(200));
+    assert_eq!(list.annotation(event::DECISION), Some("allow"));
+    assert_eq!(list.annotation(event::BINDING), Some("unbound"));
+    assert!(list.annotation(event::LATENCY_US).is_some());
+    assert!(list.annotation(event::CONNECTION).is_some());
+    assert!(list.request_received_timestamp.ends_with('Z'));
+    assert_eq!(
+        list.stage_timestamp.split('.').nth(1).map(str::len),
+        Some(7),
+        "microseconds and a Z: {}",
+        list.stage_timestamp
+    );
+    // Strict: the forwarded request was recorded as received first.
+    assert!(
+        events
+            .iter()
+            .any(|e| e.audit_id == list.audit_id && e.stage == event::STAGE_RECEIVED)
+    );
+    // The API server saw the record's audit ID.
+    let seen = server.requests();
+    let upstream = seen
+        .iter()
+        .find(|r| r.path == "/api/v1/namespaces/demo/pods")
+        .expect("the list reached the API server");
+    let audit_header = upstream
+        .headers
+        .iter()
+        .find(|(k, _)| k == "audit-id")
+        .map(|(_, v)| v.as_str());
+    assert_eq!(audit_header, Some(list.audit_id.as_str()));
+
+    let denied = events.iter().find(|e| is_final(e, "secrets")).unwrap();
+    assert_eq!(denied.verb, "get");
+    assert_eq!(denied.object_ref.as_ref().unwrap().name, "db-creds");
+    let status = denied.response_status.as_ref().unwrap();
+    assert_eq!((status.code, status.reason.as_str()), (403, "Forbidden"));
+    assert!(
+        status.message.contains("no secrets here"),
+        "{}",
+        status.message
+    );
+    assert_eq!(denied.annotation(event::DECISION), Some("deny"));
+    assert_eq!(denied.annotation(event::RULE), Some("admins/no-secrets"));
+    // Refused, so never forwarded and never recorded as received.
+    assert!(!seen.iter().any(|r| r.path.contains("secrets")));
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.audit_id == denied.audit_id && e.stage == event::STAGE_RECEIVED)
+    );
+
+    // The CLI: kubectl's two commands are two connections, two sessions.
+    let dir_arg = records.to_str().unwrap();
+    let listed: Value = serde_json::from_str(&kgate(&[
+        "sessions", "list", "--dir", dir_arg, "-o", "json",
+    ]))
+    .unwrap();
+    let listed = listed.as_array().unwrap();
+    let refused_session = listed
+        .iter()
+        .find(|s| s["refused"] == 1)
+        .unwrap_or_else(|| panic!("no session with the refusal: {listed:?}"));
+    assert_eq!(refused_session["user"], "kubernetes-admin");
+    let table = kgate(&[
+        "sessions", "list", "--dir", dir_arg, "--user", "kube*", "--since", "10m",
+    ]);
+    assert!(
+        table.starts_with("ID") && table.contains("kubernetes-admin"),
+        "{table}"
+    );
+    let none = kgate(&["sessions", "list", "--dir", dir_arg, "--user", "nobody"]);
+    assert_eq!(none.lines().count(), 1, "{none}");
+    let id = refused_session["id"].as_str().unwrap();
+    let timeline = kgate(&["sessions", "show", id, "--dir", dir_arg]);
+    assert!(
+        timeline.contains("secrets/db-creds -n demo")
+            && timeline.contains("403")
+            && timeline.contains("deny (admins/no-secrets)"),
+        "{timeline}"
+    );
+    let lines = kgate(&["sessions", "show", id, "--dir", dir_arg, "-o", "json"]);
+    assert!(lines.lines().all(|l| {
+        serde_json::from_str::<Event>(l).is_ok_and(|e| e.user.username == "kubernetes-admin")
+    }));
+    drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strict_records_survive_a_sigkill_under_load() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let dir = scratch_dir("recording-kill");
+    let (records, policy) = (dir.join("records"), dir.join("policy.yaml"));
+    fs::write(&policy, POLICY).unwrap();
+    let agent = agent_with_records(&server, &records, &policy);
+    let client = https_client(&agent.ca_pem, true);
+    let url = agent.url();
+    let token = server.admin_token().to_owned();
+
+    let total = 200;
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let started = Instant::now();
+    for i in 0..total {
+        let (client, url, token, done) =
+            (client.clone(), url.clone(), token.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            // Staggered, so that the kill lands while requests are in flight.
+            tokio::time::sleep(Duration::from_millis(i * 2)).await;
+            let req = Request::get(format!(
+                "{url}/api/v1/namespaces/demo/configmaps/app-config"
+            ))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+            let ok = client
+                .request(req)
+                .await
+                .is_ok_and(|r| r.status() == StatusCode::OK);
+            let _ = done.send(ok);
+        });
+    }
+    drop(done_tx);
+    let mut ok = 0;
+    while ok < 60 {
+        match done_rx.recv().await {
+            Some(true) => ok += 1,
+            Some(false) => {}
+            None => break,
+        }
+    }
+    let first_60 = started.elapsed();
+    let killed = Command::new("kill")
+        .args(["-KILL", &agent.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    while let Some(result) = done_rx.recv().await {
+        ok += usize::from(result);
+    }
+    assert!(
+        ok < usize::try_from(total).unwrap(),
+        "the kill came too late to matter"
+    );
+    eprintln!("strict: {ok} requests answered before the kill; the first 60 took {first_60:?}");
+
+    // The recovery scan, as the next agent would run it.
+    let limits = Limits {
+        segment_bytes: 64 << 20,
+        max_bytes: 1 << 30,
+        max_age: Duration::from_secs(3600),
+    };
+    let (_log, recovery) = Log::open(&records, limits).unwrap();
+    let (events, damage) = sessions::load(&records).unwrap();
+    assert!(
+        damage.is_empty(),
+        "the recovery scan left damage: {damage:?}"
+    );
+    eprintln!(
+        "recovery: {} records, damaged segments repaired: {:?}",
+        recovery.records, recovery.damaged
+    );
+    let received: std::collections::HashSet<&str> = events
+        .iter()
+        .filter(|e| e.stage == event::STAGE_RECEIVED)
+        .map(|e| e.audit_id.as_str())
+        .collect();
+    let seen: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v1/namespaces/demo/configmaps/app-config")
+        .map(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == "audit-id")
+                .map(|(_, v)| v.clone())
+                .expect("every forwarded request carries an Audit-ID")
+        })
+        .collect();
+    assert!(
+        seen.len() >= 60,
+        "{} requests reached the double",
+        seen.len()
+    );
+    let missing: Vec<_> = seen
+        .iter()
+        .filter(|id| !received.contains(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} forwarded requests have no durable RequestReceived record, e.g. {:?}",
+        missing.len(),
+        seen.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
