@@ -342,4 +342,3 @@ async fn strict_records_survive_a_sigkill_under_load() {
         &missing[..missing.len().min(5)]
     );
 }
-
