@@ -1,7 +1,8 @@
 //! Response masking through kgate (standalone agent) against the API-server double:
 //! kubectl `-o yaml`, Table, watches and writes never show a Secret value; kube-rs
 //! decodes the placeholder; a protobuf-only client gets a 406; unmasked subjects see
-//! values; a 200 MB Secret list is masked as it streams, with bounded agent memory.
+//! values; a 1 GiB Secret list and a long, busy watch are masked as they stream, with
+//! bounded agent memory.
 
 use std::time::Instant;
 
@@ -369,5 +370,73 @@ async fn a_1_gib_secret_list_is_masked_with_bounded_agent_memory() {
     assert!(
         rss > 0 && rss < 96 * 1024,
         "agent peak RSS {rss} KiB for a {upstream_mb:.0} MB list: it buffered"
+    );
+}
+
+/// A watch that carries 3,000 Secret events (about 60 MB) over many seconds: every
+/// event masked as it arrives, agent memory bounded by one event, not the stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_busy_watch_is_masked_event_by_event_with_bounded_memory() {
+    let s = std::sync::Arc::new(setup("").await);
+    let client = https_client(&s.agent.ca_pem, true);
+    let mut response = client
+        .request(s.get(
+            "/api/v1/namespaces/demo/secrets?watch=true&resourceVersion=0",
+            "application/json",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (count, size) = (3000usize, 20 * 1024);
+    let writer = {
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || {
+            let filler = "eHh4".repeat(size / 4);
+            for i in 0..count {
+                s.server
+                    .create(
+                        "secrets",
+                        "demo",
+                        json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": format!("w-{i:05}")},
+                               "type": "Opaque", "data": {"blob": filler}}),
+                    )
+                    .unwrap();
+                if i % 100 == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        })
+    };
+    let (mut events, mut pending) = (0usize, Vec::<u8>::new());
+    while events < count {
+        let frame = response
+            .body_mut()
+            .frame()
+            .await
+            .expect("the watch stays open")
+            .unwrap();
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let event: Value = serde_json::from_slice(&line).unwrap();
+            let name = event["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default();
+            if name.starts_with("w-") {
+                assert_eq!(event["type"], "ADDED");
+                assert_eq!(event["object"]["data"]["blob"], MASKED_BASE64, "{name}");
+                events += 1;
+            }
+        }
+    }
+    writer.await.unwrap();
+    let rss = s.agent.peak_rss_kib();
+    assert!(
+        rss > 0 && rss < 96 * 1024,
+        "agent peak RSS {rss} KiB after a {} MB watch",
+        count * size / 1_000_000
     );
 }
