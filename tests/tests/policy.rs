@@ -403,7 +403,15 @@ async fn cluster_policies_apply_live_and_a_bad_one_is_reported_not_used() {
     s.agent
         .wait_for("policy rejected", Duration::from_secs(10))
         .unwrap();
-    let status = s.server.get("kgatepolicies", "", "bots").unwrap()["status"].clone();
+    // The log line comes first; the status patch follows it to the API server.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = s.server.get("kgatepolicies", "", "bots").unwrap()["status"].clone();
+        if status["valid"] == "False" || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(status["valid"], "False", "{status}");
     assert!(
         status["error"]
