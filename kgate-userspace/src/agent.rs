@@ -11,19 +11,20 @@ use std::{
     io,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use kgate_common::TargetKind;
-use tokio::net::TcpListener;
-use tracing::{Instrument, info, info_span, warn};
+use tokio::{net::TcpListener, sync::watch};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::{
     apiclient::{self, ApiClientError},
     approval::Approvals,
     cgroup::{self, CgroupError},
     config::{CgroupSetting, Config, ConfigError},
+    discovery::{self, Discovered},
     ebpf::{self, AttachOptions, EbpfError, Enforcement},
     identity::{Identifier, pods::PodIndex},
     mask::{MaskConfigError, Masker},
@@ -32,6 +33,7 @@ use crate::{
     proxy::{
         self, Proxy,
         accept::CgroupNames,
+        dial::Endpoints,
         forward::{ForwardError, Upstream},
         tls::{ServingCert, TlsError},
     },
@@ -71,7 +73,8 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
     // Everything that can be wrong with the inputs is found before the kernel programs
     // are attached, so bad input leaves nothing behind.
     let serving = ServingCert::load(&config.tls.cert_file, &config.tls.key_file)?;
-    let upstream = Upstream::new(&config.upstream, config.upstream_uri()?)?;
+    let endpoints = Endpoints::default();
+    let upstream = Upstream::new(&config.upstream, config.upstream_uri()?, &endpoints)?;
     let policy = Arc::new(PolicyStore::new(
         &config.policy.files,
         config.policy.default_action,
@@ -104,11 +107,32 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
     if config.policy.cluster {
         crate::policy::watch::spawn(client.clone(), policy.clone());
     }
+    let origins = enforcement.as_ref().map(Enforcement::origins);
+    let enforcing = enforcement.is_some();
+    let enforcement = enforcement.map(|e| Arc::new(Mutex::new(e)));
+    let programmed = if config.discovery.enabled(config.kernel) {
+        let (namespace, name) = config.discovery.service();
+        let found = discovery::spawn(client.clone(), namespace, name);
+        let upstream_endpoints = config.discovery.upstream.then(|| endpoints.clone());
+        spawn_target_sync(
+            found,
+            enforcement.clone(),
+            &config.targets,
+            upstream_endpoints,
+        )
+    } else {
+        // Only the configured targets, programmed by `enforce`.
+        watch::channel(Programmed {
+            targets: config.targets.clone(),
+            synced: true,
+        })
+        .1
+    };
     let admin_client = client.clone();
     let identity = Identifier::new(&config.identity, Some(client), pods);
     policy.spawn_file_reloader(Duration::from_secs(config.policy.reload_seconds));
     let proxy = Arc::new(Proxy {
-        origins: enforcement.as_ref().map(Enforcement::origins),
+        origins,
         direct_clients: config.direct_clients,
         cgroups: CgroupNames::new(cgroup_root),
         tls: serving.acceptor()?,
@@ -135,8 +159,8 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
                 .node_name
                 .clone()
                 .unwrap_or_else(|| "standalone".into()),
-            enforcing: proxy.origins.is_some(),
-            targets: config.targets.iter().map(ToString::to_string).collect(),
+            enforcing,
+            targets: programmed,
             cert_file: config.tls.cert_file.clone(),
         });
         server
@@ -215,6 +239,61 @@ fn enforce(config: &Config, mount: &Path, debug_logs: bool) -> Result<Enforcemen
         "enforcing"
     );
     Ok(enforcement)
+}
+
+/// What the kernel intercepts now, for `/status` and `/readyz`.
+#[derive(Clone, Debug, Default)]
+pub struct Programmed {
+    pub targets: Vec<SocketAddr>,
+    /// Discovery has listed the Service and its slices and the map holds the result.
+    pub synced: bool,
+}
+
+/// Keeps the kernel's targets (and the upstream's endpoints) equal to what discovery
+/// finds, plus the configured targets.
+fn spawn_target_sync(
+    mut found: watch::Receiver<Discovered>,
+    enforcement: Option<Arc<Mutex<Enforcement>>>,
+    extra: &[SocketAddr],
+    upstream: Option<Endpoints>,
+) -> watch::Receiver<Programmed> {
+    let (tx, rx) = watch::channel(Programmed {
+        targets: extra.to_vec(),
+        synced: false,
+    });
+    let extra = extra.to_vec();
+    tokio::spawn(async move {
+        while found.changed().await.is_ok() {
+            let discovered = found.borrow_and_update().clone();
+            let targets = discovered.targets(&extra);
+            if let Some(enforcement) = &enforcement {
+                let result = enforcement
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .sync_targets(&targets);
+                if let Err(error) = result {
+                    // The map keeps what it had: a failed sync never drops a target
+                    // that was there, and readiness says the set is not current.
+                    error!(%error, "cannot program the discovered API endpoints");
+                    tx.send_modify(|p| p.synced = false);
+                    continue;
+                }
+            }
+            if let Some(upstream) = &upstream {
+                upstream.set(discovered.ready_endpoints());
+            }
+            info!(
+                targets = ?targets.iter().map(|(a, _)| a).collect::<Vec<_>>(),
+                synced = discovered.synced,
+                "kernel targets synced"
+            );
+            let _ = tx.send(Programmed {
+                targets: targets.into_iter().map(|(a, _)| a).collect(),
+                synced: discovered.synced,
+            });
+        }
+    });
+    rx
 }
 
 fn join_cgroup(mount: &Path, rel: &str) -> PathBuf {

@@ -45,6 +45,10 @@ pub struct Config {
     /// attribution.
     #[serde(default)]
     pub direct_clients: DirectClients,
+    /// API endpoint discovery: the `kubernetes` Service and its EndpointSlices. Default:
+    /// on with the kernel programs; see [`Discovery`].
+    #[serde(default)]
+    pub discovery: Discovery,
     /// The bpffs mount under which `kgate/v1` pins are kept. Default `/sys/fs/bpf`.
     #[serde(default = "default_bpffs")]
     pub bpffs: PathBuf,
@@ -288,6 +292,51 @@ impl<'de> Deserialize<'de> for CgroupSetting {
     }
 }
 
+/// Where the API server's addresses come from besides `targets`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Discovery {
+    /// Watch the Service and its EndpointSlices, and keep the kernel's targets equal
+    /// to their ClusterIPs, endpoints and ports plus `targets` (a watch outage keeps
+    /// the last known set). Default: `true` when `kernel` is, else `false`.
+    pub enabled: Option<bool>,
+    /// `NAMESPACE/NAME` of the API server's Service. Default `default/kubernetes`.
+    #[serde(default = "default_api_service")]
+    pub service: String,
+    /// Forward to the Service's ready endpoints, round robin, instead of
+    /// `upstream.server`'s address (TLS still checks `upstream.server`'s name, or
+    /// `upstream.serverName`). Default `true`.
+    #[serde(default = "default_true")]
+    pub upstream: bool,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            service: default_api_service(),
+            upstream: true,
+        }
+    }
+}
+
+impl Discovery {
+    pub fn enabled(&self, kernel: bool) -> bool {
+        self.enabled.unwrap_or(kernel)
+    }
+
+    /// The Service's namespace and name.
+    pub fn service(&self) -> (&str, &str) {
+        self.service
+            .split_once('/')
+            .unwrap_or(("default", &self.service))
+    }
+}
+
+fn default_api_service() -> String {
+    "default/kubernetes".to_owned()
+}
+
 /// The upstream API server.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -411,6 +460,26 @@ impl Config {
             ));
         }
         self.upstream_uri()?;
+        let dns_label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+        };
+        match self.discovery.service.split_once('/') {
+            Some((ns, name)) if dns_label(ns) && dns_label(name) => {}
+            _ => {
+                return Err(invalid(
+                    "discovery.service",
+                    &format!(
+                        "{:?} must be NAMESPACE/NAME of a Service",
+                        self.discovery.service
+                    ),
+                ));
+            }
+        }
         if self.upstream.client_cert_file.is_some() != self.upstream.client_key_file.is_some() {
             return Err(invalid(
                 "upstream.clientCertFile",
@@ -551,6 +620,12 @@ mod tests {
         assert_eq!(to.ipv4, Some(Ipv4Addr::new(10, 0, 0, 5)));
         assert_eq!(to.ipv6, None);
         assert_eq!(to.port, 6443);
+        assert!(
+            c.discovery.enabled(c.kernel),
+            "discovery is on with the kernel programs"
+        );
+        assert_eq!(c.discovery.service(), ("default", "kubernetes"));
+        assert!(c.discovery.upstream);
     }
 
     #[test]
@@ -619,6 +694,18 @@ mod tests {
                 "redirect.ipv4",
             ),
             ("redirect: {ipv4: 10.0.0.5}\n", "upstream"),
+            (
+                "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\ndiscovery: {service: kubernetes}\n",
+                "`discovery.service`",
+            ),
+            (
+                "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\ndiscovery: {service: 'Default/k8s'}\n",
+                "`discovery.service`",
+            ),
+            (
+                "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\ndiscovery: {enable: true}\n",
+                "enable",
+            ),
         ];
         let identity_cases = [
             ("kernel: true\n", "`identity.nodeName`"),

@@ -12,6 +12,7 @@ pub mod cert;
 pub mod cgroup;
 pub mod config;
 pub mod crds;
+pub mod discovery;
 pub mod ebpf;
 pub mod identity;
 pub mod mask;

@@ -575,3 +575,101 @@ fn a_pod_token_works_only_from_its_own_pod() {
         "{err}"
     );
 }
+
+#[test]
+#[ignore = "needs root (CAP_BPF, netns, cgroups): run by `cargo xtask test`"]
+fn api_endpoint_changes_reach_the_kernel_and_the_upstream() {
+    let cluster = cluster("discovery");
+    let (topo, agent) = (&cluster.topo, &cluster.agent);
+    // A second API server endpoint, announced ready, where nothing listens yet: a pod
+    // that reaches it directly is refused, one that is redirected meets kgate's TLS.
+    const SECOND: &str = "10.213.0.1:16446";
+    let connect = || {
+        let out = topo
+            .pod_command(probe_bin())
+            .args(["connect", SECOND, "hello"])
+            .output()
+            .unwrap();
+        parse_probe(&out)
+    };
+    let redirected = |probe: &Value| {
+        probe["ok"] == true
+            && probe["reply"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("\u{15}\u{3}"))
+    };
+    agent
+        .output
+        .wait_for("\"synced\":true", WAIT)
+        .expect("discovery lists the kubernetes Service and its slice");
+    let before = connect();
+    assert_eq!(
+        before["kind"], "ConnectionRefused",
+        "not a target yet: {before}"
+    );
+
+    let slice = topo.dir.join("slice.json");
+    fs::write(
+        &slice,
+        json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes-b", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "kubernetes"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.213.0.1"], "conditions": {"ready": true}}],
+            "ports": [{"name": "https", "port": 16446, "protocol": "TCP"}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    cluster.admin(&["apply", "-f", &slice.to_string_lossy()]);
+    let deadline = started + WAIT;
+    let probe = loop {
+        let probe = connect();
+        if redirected(&probe) || std::time::Instant::now() > deadline {
+            break probe;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        redirected(&probe),
+        "the new endpoint is never intercepted: {probe}"
+    );
+    eprintln!(
+        "a new endpoint was intercepted {} ms after kubectl apply returned",
+        started.elapsed().as_millis()
+    );
+
+    // The agent's own upstream dials the ready endpoints in turn: the new one refuses,
+    // and the request moves on to the next. exec takes a fresh upstream connection each
+    // time, so two of them start at both endpoints.
+    let kubeconfig = cluster.kubeconfig("pod", &cluster.token);
+    for _ in 0..2 {
+        let (ok, out, err) = Cluster::kubectl(
+            topo.pod_command("kubectl"),
+            &kubeconfig,
+            &["exec", "web-0", "--", "echo", "still here"],
+        );
+        assert!(ok && out == "still here\n", "{out} {err}");
+    }
+    agent
+        .output
+        .wait_for("API server endpoint unreachable; trying the next", WAIT)
+        .expect("the upstream dials the discovered endpoints");
+
+    // Gone from the slices, gone from the kernel.
+    cluster.admin(&["delete", "endpointslice", "-n", "default", "kubernetes-b"]);
+    let deadline = std::time::Instant::now() + WAIT;
+    let probe = loop {
+        let probe = connect();
+        if probe["kind"] == "ConnectionRefused" || std::time::Instant::now() > deadline {
+            break probe;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        probe["kind"], "ConnectionRefused",
+        "still intercepted: {probe}"
+    );
+}

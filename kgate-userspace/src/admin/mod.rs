@@ -38,6 +38,9 @@ pub struct AgentStatus {
     /// Kernel programs attached and the targets programmed.
     pub enforcing: bool,
     pub targets: Vec<String>,
+    /// Endpoint discovery has listed the API server's Service and slices and the
+    /// kernel holds the result (always true without discovery).
+    pub targets_synced: bool,
     pub policy_generation: u64,
     pub policies_loaded: bool,
     pub pod_index_synced: bool,
@@ -52,7 +55,7 @@ pub struct Admin {
     pub client: kube::Client,
     pub node: String,
     pub enforcing: bool,
-    pub targets: Vec<String>,
+    pub targets: tokio::sync::watch::Receiver<crate::agent::Programmed>,
     pub cert_file: std::path::PathBuf,
 }
 
@@ -140,11 +143,13 @@ impl Admin {
         self.proxy.metrics.policy_generation.set(policy.generation);
         let policies_loaded = self.proxy.policy.ready();
         let pod_index_synced = self.proxy.identity.pods_synced();
+        let programmed = self.targets.borrow().clone();
         AgentStatus {
             node: self.node.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             enforcing: self.enforcing,
-            targets: self.targets.clone(),
+            targets: programmed.targets.iter().map(ToString::to_string).collect(),
+            targets_synced: programmed.synced,
             policy_generation: policy.generation,
             policies_loaded,
             pod_index_synced,
@@ -152,7 +157,7 @@ impl Admin {
             cert_not_after: std::fs::read(&self.cert_file)
                 .ok()
                 .and_then(|pem| crate::cert::not_after(&pem).ok()),
-            ready: policies_loaded && pod_index_synced,
+            ready: policies_loaded && pod_index_synced && programmed.synced,
         }
     }
 

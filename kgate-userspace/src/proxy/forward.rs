@@ -39,6 +39,7 @@ use tracing::debug;
 
 use super::{
     body::{self, Body},
+    dial::{Dialer, Endpoints},
     record::StreamTap,
 };
 use crate::{config, identity::UserInfo};
@@ -66,12 +67,12 @@ pub enum ForwardError {
 pub struct Upstream {
     base: Uri,
     /// HTTP/2 when the API server offers it: for HTTP/2 clients.
-    pooled: Client<HttpsConnector<HttpConnector>, Body>,
+    pooled: Client<HttpsConnector<Dialer>, Body>,
     /// HTTP/1.1, pooled: HTTP/1.1 clients keep their own connection-level
     /// parallelism instead of queueing on one upstream h2 connection.
-    http1: Client<HttpsConnector<HttpConnector>, Body>,
+    http1: Client<HttpsConnector<Dialer>, Body>,
     /// HTTP/1.1, never reused: each upgrade takes its connection over.
-    upgrades: Client<HttpsConnector<HttpConnector>, Body>,
+    upgrades: Client<HttpsConnector<Dialer>, Body>,
     /// The agent's own bearer token, for impersonated requests.
     agent_token: Option<AgentToken>,
 }
@@ -89,7 +90,13 @@ const TOKEN_REREAD: Duration = Duration::from_secs(30);
 // === impl Upstream ===
 
 impl Upstream {
-    pub fn new(cfg: &config::Upstream, base: Uri) -> Result<Self, ForwardError> {
+    /// `endpoints` is where connections to `base` go while it is not empty (endpoint
+    /// discovery fills it).
+    pub fn new(
+        cfg: &config::Upstream,
+        base: Uri,
+        endpoints: &Endpoints,
+    ) -> Result<Self, ForwardError> {
         let tls = client_tls(cfg)?;
         let server_name = match &cfg.server_name {
             Some(name) => Some(
@@ -105,6 +112,11 @@ impl Upstream {
             // Finds dead API servers under idle watches without a request deadline.
             http.set_keepalive(Some(Duration::from_secs(30)));
             http.set_connect_timeout(Some(Duration::from_secs(10)));
+            let authority = base
+                .authority()
+                .cloned()
+                .unwrap_or_else(|| http::uri::Authority::from_static("invalid"));
+            let http = Dialer::new(http, authority, endpoints.clone());
             let builder = HttpsConnectorBuilder::new()
                 .with_tls_config(tls)
                 .https_only();

@@ -17,6 +17,7 @@ pub mod accept;
 pub mod approve;
 pub mod authorize;
 pub mod body;
+pub mod dial;
 pub mod forward;
 pub mod identify;
 pub mod record;

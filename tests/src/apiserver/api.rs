@@ -439,6 +439,7 @@ fn unknown_field(r: &Resource, obj: &Value) -> Option<String> {
             "imagePullSecrets",
             "automountServiceAccountToken",
         ],
+        "endpointslices" => &["addressType", "endpoints", "ports"],
         _ => &["spec", "status"],
     };
     let top = obj.as_object()?.keys().find(|k| {

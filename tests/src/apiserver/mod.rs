@@ -58,6 +58,9 @@ use crate::pki::Ca;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
+/// The `kubernetes` Service's ClusterIP: the first address of kubeadm's default range.
+pub const KUBERNETES_SERVICE_IP: &str = "10.96.0.1";
+
 /// The API server's request body limit (3 MiB).
 const MAX_BODY: usize = 3 << 20;
 
@@ -133,7 +136,7 @@ impl ApiServer {
             bookmark_interval: config.bookmark_interval,
             denied_users: Mutex::default(),
         });
-        seed(&state.store);
+        seed(&state.store, addr);
         let serve_state = state.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -506,11 +509,12 @@ fn log(state: &State, req: &Req, query: &str, user: Option<String>) {
     });
 }
 
-fn seed(store: &Store) {
+fn seed(store: &Store, addr: SocketAddr) {
     let started = store::now();
     for ns in ["default", "kube-system", "demo"] {
         let _ = store.create("namespaces", "", json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": ns}, "status": {"phase": "Active"}}));
     }
+    seed_kubernetes_service(store, addr);
     let objects = [
         (
             "serviceaccounts",
@@ -546,6 +550,37 @@ fn seed(store: &Store) {
             .name;
         let _ = store.create(resource, "demo", obj);
     }
+}
+
+/// The `kubernetes` Service and its EndpointSlice, as the API server maintains them: the
+/// ClusterIP (the first address of the service range) on port 443, and the API server's
+/// own advertised address and secure port as the one endpoint.
+fn seed_kubernetes_service(store: &Store, addr: SocketAddr) {
+    let (ip, family) = match addr.ip() {
+        ip if ip.is_unspecified() => (IpAddr::from([127, 0, 0, 1]), "IPv4"),
+        ip if ip.is_ipv4() => (ip, "IPv4"),
+        ip => (ip, "IPv6"),
+    };
+    let service = json!({
+        "kind": "Service", "apiVersion": "v1",
+        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {
+            "type": "ClusterIP", "clusterIP": KUBERNETES_SERVICE_IP, "clusterIPs": [KUBERNETES_SERVICE_IP],
+            "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "sessionAffinity": "None",
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": addr.port()}]
+        },
+        "status": {"loadBalancer": {}}
+    });
+    let slice = json!({
+        "kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1",
+        "metadata": {"name": "kubernetes", "labels": {
+    "kubernetes.io/service-name": "kubernetes"}},
+        "addressType": family,
+        "endpoints": [{"addresses": [ip.to_string()], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}]
+    });
+    let _ = store.create("services", "default", service);
+    let _ = store.create("endpointslices", "default", slice);
 }
 
 fn rand_u64() -> u64 {

@@ -1,0 +1,404 @@
+//! API endpoint discovery: the `kubernetes` Service and its EndpointSlices, watched with
+//! kube-rs, turned into plain data: the addresses the kernel must intercept (every
+//! ClusterIP and port of the Service, every endpoint address and port of its slices,
+//! plus the configured `targets`), and the ready endpoints the agent itself dials.
+//!
+//! Interception covers every endpoint, ready or not: an API server that is starting or
+//! draining still accepts connections, and a pod must not reach it directly meanwhile.
+//! The agent's own upstream uses only the ready ones.
+//!
+//! A watch that fails keeps the last known addresses: a discovery outage never removes
+//! a target. Not here: the kernel map ([`crate::ebpf`]) and dialing
+//! ([`crate::proxy::dial`]), which take what this module publishes.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+};
+
+use futures_util::{StreamExt, stream};
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use kgate_common::TargetKind;
+use kube::{
+    Api,
+    runtime::{WatchStreamExt, watcher},
+};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// The label that ties an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// What discovery has found so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Discovered {
+    /// ClusterIP:port of each Service port.
+    pub service: Vec<SocketAddr>,
+    /// Every endpoint address:port of the Service's slices.
+    pub endpoints: Vec<Endpoint>,
+    /// Both watches have listed at least once.
+    pub synced: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// `conditions.ready`, which the API treats as true when unset.
+    pub ready: bool,
+}
+
+// === impl Discovered ===
+
+impl Discovered {
+    /// The kernel's target set: what was discovered, then the configured extras (an
+    /// address found both ways keeps its discovered kind).
+    pub fn targets(&self, extra: &[SocketAddr]) -> Vec<(SocketAddr, TargetKind)> {
+        let mut out: BTreeMap<SocketAddr, TargetKind> = BTreeMap::new();
+        for addr in extra {
+            out.insert(canonical(*addr), TargetKind::Extra);
+        }
+        for e in &self.endpoints {
+            out.insert(canonical(e.addr), TargetKind::Endpoint);
+        }
+        for addr in &self.service {
+            out.insert(canonical(*addr), TargetKind::ServiceIp);
+        }
+        out.into_iter().collect()
+    }
+
+    /// The endpoints the agent may dial.
+    pub fn ready_endpoints(&self) -> Vec<SocketAddr> {
+        self.endpoints
+            .iter()
+            .filter(|e| e.ready)
+            .map(|e| e.addr)
+            .collect()
+    }
+}
+
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// The Service's ClusterIPs × its TCP ports. A headless Service (`None`) has none.
+pub fn service_addresses(service: &Service) -> Vec<SocketAddr> {
+    let Some(spec) = &service.spec else {
+        return Vec::new();
+    };
+    let ips: Vec<&String> = match (&spec.cluster_ips, &spec.cluster_ip) {
+        (Some(ips), _) if !ips.is_empty() => ips.iter().collect(),
+        (_, Some(ip)) => vec![ip],
+        _ => Vec::new(),
+    };
+    let ports: Vec<u16> = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
+        .filter_map(|p| u16::try_from(p.port).ok())
+        .collect();
+    ips.iter()
+        .filter_map(|ip| ip.parse::<IpAddr>().ok())
+        .flat_map(|ip| ports.iter().map(move |port| SocketAddr::new(ip, *port)))
+        .collect()
+}
+
+/// Every address × TCP port of a slice. FQDN slices name no address to intercept; a
+/// port without a number means "all ports", which a connect hook cannot match, so it
+/// is skipped (the Service's own slices always number theirs).
+pub fn slice_endpoints(slice: &EndpointSlice) -> Vec<Endpoint> {
+    if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+        return Vec::new();
+    }
+    let ports: Vec<u16> = slice
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
+        .filter_map(|p| p.port.and_then(|p| u16::try_from(p).ok()))
+        .collect();
+    let mut out = Vec::new();
+    for endpoint in &slice.endpoints {
+        let ready = endpoint
+            .conditions
+            .as_ref()
+            .and_then(|c| c.ready)
+            .unwrap_or(true);
+        for ip in endpoint
+            .addresses
+            .iter()
+            .filter_map(|a| a.parse::<IpAddr>().ok())
+        {
+            out.extend(ports.iter().map(|port| Endpoint {
+                addr: SocketAddr::new(ip, *port),
+                ready,
+            }));
+        }
+    }
+    out
+}
+
+/// One change seen by either watch.
+enum Change {
+    // Boxed: both objects are large, and events move through a stream.
+    Service(Box<watcher::Result<watcher::Event<Service>>>),
+    Slice(Box<watcher::Result<watcher::Event<EndpointSlice>>>),
+}
+
+/// Watches `namespace/name` and its slices; the receiver sees every new result.
+pub fn spawn(client: kube::Client, namespace: &str, name: &str) -> watch::Receiver<Discovered> {
+    let (tx, rx) = watch::channel(Discovered::default());
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let slices: Api<EndpointSlice> = Api::namespaced(client, namespace);
+    let service_events = watcher(
+        services,
+        watcher::Config::default().fields(&format!("metadata.name={name}")),
+    )
+    .default_backoff()
+    .map(|event| Change::Service(Box::new(event)));
+    let slice_events = watcher(
+        slices,
+        watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={name}")),
+    )
+    .default_backoff()
+    .map(|event| Change::Slice(Box::new(event)));
+    let what = format!("{namespace}/{name}");
+    tokio::spawn(async move {
+        let mut events = stream::select(service_events, slice_events).boxed();
+        let mut state = State::default();
+        while let Some(change) = events.next().await {
+            if let Err(error) = state.apply(change) {
+                warn!(service = what, %error, "endpoint discovery watch failed; keeping the last known addresses");
+                continue;
+            }
+            let found = state.discovered();
+            if found != *tx.borrow() {
+                info!(
+                    service = what,
+                    cluster_ips = ?found.service,
+                    endpoints = ?found.endpoints.iter().map(|e| e.addr).collect::<Vec<_>>(),
+                    synced = found.synced,
+                    "API endpoints discovered"
+                );
+                if tx.send(found).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The watches' view, rebuilt from their events.
+#[derive(Default)]
+struct State {
+    service: Option<Vec<SocketAddr>>,
+    /// The service as it is being re-listed.
+    service_listing: Option<Vec<SocketAddr>>,
+    service_synced: bool,
+    slices: BTreeMap<String, Vec<Endpoint>>,
+    slices_listing: Option<BTreeMap<String, Vec<Endpoint>>>,
+    slices_synced: bool,
+}
+
+impl State {
+    fn apply(&mut self, change: Change) -> Result<(), watcher::Error> {
+        match change {
+            Change::Service(event) => match (*event)? {
+                watcher::Event::Init => self.service_listing = Some(Vec::new()),
+                watcher::Event::InitApply(svc) => {
+                    self.service_listing = Some(service_addresses(&svc));
+                }
+                watcher::Event::InitDone => {
+                    self.service = self.service_listing.take().filter(|s| !s.is_empty());
+                    self.service_synced = true;
+                }
+                watcher::Event::Apply(svc) => self.service = Some(service_addresses(&svc)),
+                watcher::Event::Delete(_) => self.service = None,
+            },
+            Change::Slice(event) => match (*event)? {
+                watcher::Event::Init => self.slices_listing = Some(BTreeMap::new()),
+                watcher::Event::InitApply(slice) => {
+                    if let Some(listing) = &mut self.slices_listing {
+                        listing.insert(slice_name(&slice), slice_endpoints(&slice));
+                    }
+                }
+                watcher::Event::InitDone => {
+                    self.slices = self.slices_listing.take().unwrap_or_default();
+                    self.slices_synced = true;
+                }
+                watcher::Event::Apply(slice) => {
+                    self.slices
+                        .insert(slice_name(&slice), slice_endpoints(&slice));
+                }
+                watcher::Event::Delete(slice) => {
+                    self.slices.remove(&slice_name(&slice));
+                }
+            },
+        }
+        Ok(())
+    }
+
+    fn discovered(&self) -> Discovered {
+        let endpoints: BTreeSet<Endpoint> = self.slices.values().flatten().copied().collect();
+        Discovered {
+            service: self.service.clone().unwrap_or_default(),
+            endpoints: endpoints.into_iter().collect(),
+            synced: self.service_synced && self.slices_synced,
+        }
+    }
+}
+
+fn slice_name(slice: &EndpointSlice) -> String {
+    slice.metadata.name.clone().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn service(spec: &serde_json::Value) -> Service {
+        serde_json::from_value(json!({"metadata": {"name": "kubernetes"}, "spec": spec})).unwrap()
+    }
+
+    fn slice(value: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn service_addresses_cover_every_cluster_ip_and_tcp_port() {
+        let cases = [
+            (
+                json!({"clusterIP": "10.96.0.1", "ports": [{"port": 443}]}),
+                vec!["10.96.0.1:443"],
+            ),
+            (
+                json!({"clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1", "fd00:96::1"],
+                       "ports": [{"port": 443, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]}),
+                vec!["10.96.0.1:443", "[fd00:96::1]:443"],
+            ),
+            (
+                json!({"clusterIP": "None", "ports": [{"port": 443}]}),
+                vec![],
+            ),
+            (json!({"ports": [{"port": 443}]}), vec![]),
+        ];
+        for (spec, want) in cases {
+            let got: Vec<String> = service_addresses(&service(&spec))
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(got, want, "{spec}");
+        }
+    }
+
+    #[test]
+    fn slice_endpoints_follow_the_api_defaults() {
+        let s = slice(json!({
+            "metadata": {"name": "kubernetes"}, "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.0.0.1"]},
+                {"addresses": ["10.0.0.2"], "conditions": {"ready": false}},
+                {"addresses": ["not-an-ip"]},
+            ],
+            "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}, {"name": "any"}],
+        }));
+        assert_eq!(
+            slice_endpoints(&s),
+            vec![
+                Endpoint {
+                    addr: "10.0.0.1:6443".parse().unwrap(),
+                    ready: true
+                },
+                Endpoint {
+                    addr: "10.0.0.2:6443".parse().unwrap(),
+                    ready: false
+                },
+            ]
+        );
+        let fqdn = slice(json!({"metadata": {"name": "x"}, "addressType": "FQDN",
+            "endpoints": [{"addresses": ["api.example.com"]}], "ports": [{"port": 443}]}));
+        assert!(slice_endpoints(&fqdn).is_empty());
+    }
+
+    #[test]
+    fn targets_union_discovered_and_configured_and_dial_only_ready() {
+        let d = Discovered {
+            service: vec!["10.96.0.1:443".parse().unwrap()],
+            endpoints: vec![
+                Endpoint {
+                    addr: "10.0.0.1:6443".parse().unwrap(),
+                    ready: true,
+                },
+                Endpoint {
+                    addr: "10.0.0.2:6443".parse().unwrap(),
+                    ready: false,
+                },
+            ],
+            synced: true,
+        };
+        let extra = [
+            "10.0.0.1:6443".parse().unwrap(),
+            "[::ffff:192.0.2.7]:443".parse().unwrap(),
+        ];
+        let got: Vec<(String, TargetKind)> = d
+            .targets(&extra)
+            .into_iter()
+            .map(|(a, k)| (a.to_string(), k))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.0.0.1:6443".to_owned(), TargetKind::Endpoint),
+                ("10.0.0.2:6443".to_owned(), TargetKind::Endpoint),
+                ("10.96.0.1:443".to_owned(), TargetKind::ServiceIp),
+                ("192.0.2.7:443".to_owned(), TargetKind::Extra),
+            ]
+        );
+        assert_eq!(
+            d.ready_endpoints(),
+            vec!["10.0.0.1:6443".parse::<SocketAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn a_relist_replaces_what_the_watch_knew() {
+        let mut state = State::default();
+        let ep = |ip: &str| {
+            slice(json!({"metadata": {"name": ip}, "addressType": "IPv4",
+                "endpoints": [{"addresses": [ip]}], "ports": [{"port": 6443}]}))
+        };
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(ep("10.0.0.1")),
+            watcher::Event::InitDone,
+            watcher::Event::Apply(ep("10.0.0.2")),
+        ] {
+            state.apply(Change::Slice(Box::new(Ok(event)))).unwrap();
+        }
+        assert!(!state.discovered().synced, "the service has not listed yet");
+        assert_eq!(state.discovered().endpoints.len(), 2);
+        // A re-list after a watch gap: the slice deleted meanwhile disappears.
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(ep("10.0.0.2")),
+            watcher::Event::InitDone,
+        ] {
+            state.apply(Change::Slice(Box::new(Ok(event)))).unwrap();
+        }
+        for event in [watcher::Event::Init, watcher::Event::InitDone] {
+            state.apply(Change::Service(Box::new(Ok(event)))).unwrap();
+        }
+        let found = state.discovered();
+        assert!(found.synced);
+        assert_eq!(
+            found
+                .endpoints
+                .iter()
+                .map(|e| e.addr.to_string())
+                .collect::<Vec<_>>(),
+            vec!["10.0.0.2:6443"]
+        );
+    }
+}
