@@ -150,23 +150,33 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
             approvals.recover().await;
         }
     });
+    let node = config.identity.node_name.clone();
+    let server = Arc::new(crate::admin::Admin {
+        proxy: proxy.clone(),
+        client: admin_client.clone(),
+        node: config
+            .identity
+            .node_name
+            .clone()
+            .unwrap_or_else(|| "standalone".into()),
+        enforcing,
+        targets: programmed,
+        cert_file: config.tls.cert_file.clone(),
+    });
     if let Some(admin) = &config.admin {
-        let server = Arc::new(crate::admin::Admin {
-            proxy: proxy.clone(),
-            client: admin_client,
-            node: config
-                .identity
-                .node_name
-                .clone()
-                .unwrap_or_else(|| "standalone".into()),
-            enforcing,
-            targets: programmed,
-            cert_file: config.tls.cert_file.clone(),
-        });
         server
+            .clone()
             .serve(admin.listen, serving.acceptor()?)
             .await
             .map_err(|e| AgentError::ListenFailed(admin.listen, e))?;
+    }
+    if config.heartbeat.enabled.unwrap_or(node.is_some()) {
+        crate::admin::heartbeat::spawn(
+            server,
+            admin_client,
+            &config.heartbeat.namespace,
+            Duration::from_secs(config.heartbeat.interval_seconds),
+        );
     }
     let keys = proxy.clone();
     tokio::spawn(async move { keys.identity.load_keys().await });

@@ -49,6 +49,11 @@ pub struct Config {
     /// on with the kernel programs; see [`Discovery`].
     #[serde(default)]
     pub discovery: Discovery,
+    /// Heartbeats: a `coordination.k8s.io` Lease per node with this agent's status,
+    /// which `kgate status` reads with an admin's kubeconfig. Default: on when
+    /// `identity.nodeName` is known; see [`Heartbeat`].
+    #[serde(default)]
+    pub heartbeat: Heartbeat,
     /// The bpffs mount under which `kgate/v1` pins are kept. Default `/sys/fs/bpf`.
     #[serde(default = "default_bpffs")]
     pub bpffs: PathBuf,
@@ -292,6 +297,40 @@ impl<'de> Deserialize<'de> for CgroupSetting {
     }
 }
 
+/// The agent's heartbeat Lease, `kgate-<node>` in `namespace`, renewed every
+/// `intervalSeconds` with the agent's `/status` in the `kgate.io/status` annotation. It
+/// lasts three intervals: a Lease not renewed for that long means the agent is down.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Heartbeat {
+    /// Default: `true` when `identity.nodeName` is set.
+    pub enabled: Option<bool>,
+    /// Namespace of the Leases (the DaemonSet's). Default `kgate-system`.
+    #[serde(default = "default_heartbeat_namespace")]
+    pub namespace: String,
+    /// Seconds between renewals. Default 10.
+    #[serde(default = "default_heartbeat_seconds")]
+    pub interval_seconds: u64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            namespace: default_heartbeat_namespace(),
+            interval_seconds: default_heartbeat_seconds(),
+        }
+    }
+}
+
+fn default_heartbeat_namespace() -> String {
+    "kgate-system".to_owned()
+}
+
+fn default_heartbeat_seconds() -> u64 {
+    10
+}
+
 /// Where the API server's addresses come from besides `targets`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -479,6 +518,21 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if self.heartbeat.interval_seconds == 0 {
+            return Err(invalid("heartbeat.intervalSeconds", "must be at least 1"));
+        }
+        if self.heartbeat.enabled == Some(true) && self.identity.node_name.is_none() {
+            return Err(invalid(
+                "heartbeat.enabled",
+                "needs identity.nodeName: the Lease is named after the node",
+            ));
+        }
+        if !dns_label(&self.heartbeat.namespace) {
+            return Err(invalid(
+                "heartbeat.namespace",
+                &format!("{:?} is not a namespace name", self.heartbeat.namespace),
+            ));
         }
         if self.upstream.client_cert_file.is_some() != self.upstream.client_key_file.is_some() {
             return Err(invalid(

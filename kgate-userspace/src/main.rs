@@ -46,18 +46,24 @@ enum Command {
         #[arg(long, env = "NODE_NAME")]
         node_name: Option<String>,
     },
-    /// Every agent's state, one row per node; exits 1 if any is down or not enforcing.
+    /// Every node's agent, one row per node; exits 1 if any is down or not enforcing.
+    /// By default from the agents' heartbeat Leases, with the admin's kubeconfig
+    /// (KUBECONFIG or ~/.kube/config); with `--agent`, asking admin endpoints directly.
     Status {
+        /// Namespace of the agents' Leases (the DaemonSet's).
+        #[arg(long, short = 'n', default_value = "kgate-system")]
+        namespace: String,
         /// An agent's admin endpoint, `https://NODE:9443` (repeat for every node).
-        #[arg(long = "agent", required = true)]
+        #[arg(long = "agent", requires_all = ["ca_file", "token_file"])]
         agents: Vec<String>,
-        /// The CA that signed the agents' serving certificate (the cluster CA).
+        /// With `--agent`: the CA that signed the agents' serving certificate.
         #[arg(long)]
-        ca_file: PathBuf,
-        /// A bearer token the API server vouches for (TokenReview + SubjectAccessReview).
+        ca_file: Option<PathBuf>,
+        /// With `--agent`: a bearer token the API server vouches for (TokenReview +
+        /// SubjectAccessReview).
         #[arg(long)]
-        token_file: PathBuf,
-        /// `json` for the raw statuses.
+        token_file: Option<PathBuf>,
+        /// `json` or `yaml` for the raw statuses.
         #[arg(long, short = 'o')]
         output: Option<String>,
     },
@@ -310,26 +316,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status {
+            namespace,
             agents,
             ca_file,
             token_file,
             output,
-        } => {
-            let token = std::fs::read_to_string(&token_file)
-                .with_context(|| format!("reading {}", token_file.display()))?;
-            let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-            let rows = runtime.block_on(kgate::admin::cli::query(&agents, &ca_file, &token))?;
-            match output.as_deref() {
-                Some("json") => println!("{:#}", kgate::admin::cli::json(&rows)),
-                None => print!("{}", kgate::admin::cli::table(&rows)),
-                Some(other) => anyhow::bail!("-o {other:?}: only json"),
-            }
-            if rows.iter().all(kgate::admin::cli::Row::healthy) {
-                Ok(())
-            } else {
-                anyhow::bail!("not every agent is enforcing")
-            }
-        }
+        } => status(&namespace, &agents, ca_file, token_file, output.as_deref()),
         Command::Sessions(command) => sessions(command),
         Command::Crds => {
             print!("{}", kgate::crds::yaml()?);
@@ -376,6 +368,55 @@ fn run(command: Command) -> anyhow::Result<()> {
 }
 
 /// Runs an admin command with the admin's kubeconfig and prints what it returns.
+fn status(
+    namespace: &str,
+    agents: &[String],
+    ca_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    output: Option<&str>,
+) -> anyhow::Result<()> {
+    use kgate::admin::cli;
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    let (healthy, json, table) = if let (Some(ca_file), Some(token_file)) = (ca_file, token_file)
+        && !agents.is_empty()
+    {
+        let token = std::fs::read_to_string(&token_file)
+            .with_context(|| format!("reading {}", token_file.display()))?;
+        let rows = runtime.block_on(cli::query(agents, &ca_file, &token))?;
+        (
+            rows.iter().all(cli::Row::healthy),
+            cli::json(&rows),
+            cli::table(&rows),
+        )
+    } else {
+        let rows = runtime.block_on(async {
+            let client = kube::Client::try_default()
+                .await
+                .context("no usable kubeconfig (KUBECONFIG or ~/.kube/config)")?;
+            cli::from_leases(client, namespace).await
+        })?;
+        if rows.is_empty() {
+            anyhow::bail!("no nodes and no kgate heartbeats in namespace {namespace}");
+        }
+        (
+            rows.iter().all(cli::NodeRow::healthy),
+            cli::node_json(&rows),
+            cli::node_table(&rows),
+        )
+    };
+    match output {
+        Some("json") => println!("{json:#}"),
+        Some("yaml") => print!("{}", serde_yaml::to_string(&json)?),
+        None => print!("{table}"),
+        Some(other) => anyhow::bail!("-o {other:?}: json or yaml"),
+    }
+    if healthy {
+        Ok(())
+    } else {
+        anyhow::bail!("not every agent is enforcing")
+    }
+}
+
 fn admin<F, Fut>(f: F) -> anyhow::Result<()>
 where
     F: FnOnce(kube::Client) -> Fut,

@@ -203,3 +203,98 @@ fn cert_issue_covers_the_kubernetes_service_names() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--out-dir DIR or --secret NAME"));
 }
+
+/// `kgate status` with only a kubeconfig: every node's row from its agent's heartbeat
+/// Lease, and a node whose agent stopped turns into "agent down" once its Lease lapses.
+#[tokio::test(flavor = "multi_thread")]
+async fn kgate_status_reads_heartbeat_leases_with_a_kubeconfig() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let agent = |node: &str| {
+        Agent::standalone_with(
+            &server.url(),
+            server.ca_pem(),
+            server.admin_token(),
+            &format!(
+                "identity: {{nodeName: {node}, unboundSubjects: ['*']}}\n\
+                 policy: {{defaultAction: allow}}\nheartbeat: {{intervalSeconds: 1}}\n"
+            ),
+        )
+        .unwrap()
+    };
+    let first = agent("node-1");
+    let second = agent("node-2");
+    let dir = scratch_dir("status-leases");
+    let kubeconfig = kgate_tests::harness::kubeconfig(
+        &dir,
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+    );
+    let status = move |args: &[&str]| {
+        let out = Command::new(kgate_bin())
+            .arg("status")
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let status = std::sync::Arc::new(status);
+    let run = |args: &'static [&'static str]| {
+        let status = status.clone();
+        tokio::task::spawn_blocking(move || status(args))
+    };
+    let wait_for = |needle: &'static str| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (code, table, err) = run(&[]).await.unwrap();
+            if table.contains(needle) || std::time::Instant::now() > deadline {
+                return (code, table, err);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+
+    // Both agents beat; standalone agents enforce nothing, so the answer is still 1.
+    let (code, table, err) = wait_for("node-2               no        yes").await;
+    let row = |table: &str, node: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(node))
+            .unwrap_or_else(|| panic!("no row for {node}: {table}"))
+            .to_owned()
+    };
+    assert!(table.starts_with("NODE "), "{table}");
+    for node in ["node-1", "node-2"] {
+        let row = row(&table, node);
+        assert!(
+            row.split_whitespace().nth(1) == Some("no") && !row.contains("down"),
+            "{table}"
+        );
+    }
+    assert_eq!(code, Some(1), "{table}");
+    assert!(err.contains("not every agent is enforcing"), "{err}");
+    let lease = server
+        .get("leases", "kgate-system", "kgate-node-1")
+        .expect("the heartbeat Lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "node-1");
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 3);
+
+    let (_, json, _) = run(&["-o", "json"]).await.unwrap();
+    let rows: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(rows[0]["node"], "node-1", "{json}");
+    assert_eq!(rows[0]["status"]["node"], "node-1", "{json}");
+    assert_eq!(rows[0]["status"]["targetsSynced"], true, "{json}");
+
+    // The second agent stops: its Lease lapses after three intervals.
+    drop(second);
+    let (code, table, _) = wait_for("agent down: last heartbeat").await;
+    assert!(row(&table, "node-2").contains("agent down"), "{table}");
+    assert!(!row(&table, "node-1").contains("down"), "{table}");
+    assert_eq!(code, Some(1));
+    drop(first);
+}

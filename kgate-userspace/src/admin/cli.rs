@@ -1,5 +1,7 @@
-//! `kgate status`: asks each agent's admin endpoint for `/status` and prints one
-//! row per node; exits non-zero when any agent is unreachable or not enforcing.
+//! `kgate status`: one row per node, from the agents' heartbeat Leases read with the
+//! admin's kubeconfig ([`from_leases`]), or from each agent's admin endpoint asked
+//! directly ([`query`]); the caller exits non-zero when any agent is down or not
+//! enforcing.
 
 use std::{fmt::Write as _, path::Path, sync::Arc, time::Duration};
 
@@ -133,4 +135,153 @@ pub fn json(rows: &[Row]) -> Value {
 
 fn yes(v: &Value) -> &'static str {
     if v == true { "yes" } else { "no" }
+}
+
+// === from heartbeat Leases ===
+
+/// One node as its heartbeat Lease tells it.
+#[derive(Debug)]
+pub struct NodeRow {
+    pub node: String,
+    /// The agent's last status, if its Lease is fresh; otherwise why not.
+    pub status: Result<Value, String>,
+    /// Seconds since the Lease was renewed.
+    pub seen_seconds: Option<i64>,
+}
+
+impl NodeRow {
+    pub fn healthy(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_ok_and(|s| s["enforcing"] == true && s["ready"] == true)
+    }
+}
+
+/// Every node, with its agent's Lease in `namespace`. Without permission to list
+/// nodes, the nodes that have a Lease.
+pub async fn from_leases(client: kube::Client, namespace: &str) -> anyhow::Result<Vec<NodeRow>> {
+    use k8s_openapi::api::{coordination::v1::Lease, core::v1::Node};
+    use kube::{Api, api::ListParams};
+
+    use super::heartbeat::{APP_LABEL, NODE_LABEL, STATUS_ANNOTATION};
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let leases = leases
+        .list(&ListParams::default().labels(&format!("{}={}", APP_LABEL.0, APP_LABEL.1)))
+        .await
+        .map_err(|e| anyhow::anyhow!("listing kgate's Leases in namespace {namespace}: {e}"))?
+        .items;
+    let mut by_node: std::collections::BTreeMap<String, Option<&Lease>> = leases
+        .iter()
+        .filter_map(|l| {
+            Some((
+                l.metadata.labels.as_ref()?.get(NODE_LABEL)?.clone(),
+                Some(l),
+            ))
+        })
+        .collect();
+    // Nodes without a Lease have an agent that never started: the DaemonSet's gap.
+    match Api::<Node>::all(client).list(&ListParams::default()).await {
+        Ok(nodes) => {
+            for node in nodes.items {
+                if let Some(name) = node.metadata.name {
+                    by_node.entry(name).or_insert(None);
+                }
+            }
+        }
+        Err(error) => {
+            eprintln!("kgate: cannot list nodes ({error}); showing only nodes with a kgate Lease");
+        }
+    }
+    let now = jiff::Timestamp::now();
+    Ok(by_node
+        .into_iter()
+        .map(|(node, lease)| {
+            let Some(lease) = lease else {
+                return NodeRow {
+                    node,
+                    status: Err("no kgate heartbeat: is the agent running on this node?".into()),
+                    seen_seconds: None,
+                };
+            };
+            let spec = lease.spec.clone().unwrap_or_default();
+            let seen = spec.renew_time.map(|t| now.as_second() - t.0.as_second());
+            let duration = i64::from(spec.lease_duration_seconds.unwrap_or(30));
+            let status = lease
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(STATUS_ANNOTATION))
+                .ok_or_else(|| "the Lease carries no status".to_owned())
+                .and_then(|s| serde_json::from_str::<Value>(s).map_err(|e| e.to_string()));
+            let status = match seen {
+                Some(seen) if seen <= duration => status,
+                Some(seen) => Err(format!("agent down: last heartbeat {seen}s ago")),
+                None => Err("the Lease was never renewed".into()),
+            };
+            NodeRow {
+                node,
+                status,
+                seen_seconds: seen,
+            }
+        })
+        .collect())
+}
+
+/// The kubectl-style table of [`from_leases`].
+pub fn node_table(rows: &[NodeRow]) -> String {
+    let mut out = format!(
+        "{:<20} {:<9} {:<6} {:<7} {:<7} {:<9} {:<12} {:<8} {:<5} {}\n",
+        "NODE",
+        "ENFORCING",
+        "READY",
+        "TARGETS",
+        "POLICY",
+        "APPROVALS",
+        "CERT-EXPIRY",
+        "VERSION",
+        "SEEN",
+        "ERROR"
+    );
+    for row in rows {
+        let seen = row
+            .seen_seconds
+            .map_or_else(|| "-".to_owned(), |s| format!("{s}s"));
+        let _ = match &row.status {
+            Ok(s) => writeln!(
+                out,
+                "{:<20} {:<9} {:<6} {:<7} {:<7} {:<9} {:<12} {:<8} {:<5}",
+                row.node,
+                yes(&s["enforcing"]),
+                yes(&s["ready"]),
+                s["targets"].as_array().map_or(0, Vec::len),
+                s["policyGeneration"],
+                s["approvalsHeld"],
+                s["certNotAfter"]
+                    .as_i64()
+                    .and_then(|t| jiff::Timestamp::from_second(t).ok())
+                    .map_or_else(|| "-".to_owned(), |t| t.strftime("%Y-%m-%d").to_string()),
+                s["version"].as_str().unwrap_or("?"),
+                seen,
+            ),
+            Err(e) => writeln!(
+                out,
+                "{:<20} {:<9} {:<6} {:<7} {:<7} {:<9} {:<12} {:<8} {:<5} {e}",
+                row.node, "no", "no", "-", "-", "-", "-", "-", seen
+            ),
+        };
+    }
+    out
+}
+
+/// The rows of [`from_leases`] as JSON.
+pub fn node_json(rows: &[NodeRow]) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|r| match &r.status {
+                Ok(s) => json!({"node": r.node, "seenSeconds": r.seen_seconds, "status": s}),
+                Err(e) => json!({"node": r.node, "seenSeconds": r.seen_seconds, "error": e}),
+            })
+            .collect(),
+    )
 }

@@ -5,9 +5,12 @@
 //! TokenReview (or local verification), then a SubjectAccessReview for `get` on the
 //! non-resource path.
 //!
-//! Not here: runtime log levels, profiling.
+//! [`heartbeat`] publishes the same status in a Lease for `kgate status`.
+//!
+//! Not here: profiling.
 
 pub mod cli;
+pub mod heartbeat;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
@@ -138,7 +141,7 @@ impl Admin {
         }
     }
 
-    fn status(&self) -> AgentStatus {
+    pub fn status(&self) -> AgentStatus {
         let policy = self.proxy.policy.current();
         self.proxy.metrics.policy_generation.set(policy.generation);
         let policies_loaded = self.proxy.policy.ready();

@@ -511,10 +511,17 @@ fn log(state: &State, req: &Req, query: &str, user: Option<String>) {
 
 fn seed(store: &Store, addr: SocketAddr) {
     let started = store::now();
-    for ns in ["default", "kube-system", "demo"] {
+    for ns in ["default", "kube-system", "kgate-system", "demo"] {
         let _ = store.create("namespaces", "", json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": ns}, "status": {"phase": "Active"}}));
     }
     seed_kubernetes_service(store, addr);
+    for node in ["node-1", "node-2"] {
+        let _ = store.create("nodes", "", json!({"kind": "Node", "apiVersion": "v1",
+            "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node, "kubernetes.io/os": "linux"}},
+            "spec": {"podCIDR": "10.244.0.0/24"},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+                       "addresses": [{"type": "Hostname", "address": node}]}}));
+    }
     let objects = [
         (
             "serviceaccounts",
