@@ -15,6 +15,7 @@ pub mod crds;
 pub mod discovery;
 pub mod ebpf;
 pub mod identity;
+pub mod logging;
 pub mod mask;
 pub mod metrics;
 pub mod policy;

@@ -109,6 +109,11 @@ impl Status {
         Self::failure(StatusCode::NOT_FOUND, "NotFound", message)
     }
 
+    /// 405 MethodNotAllowed: the path is served, but not for this method.
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::failure(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message)
+    }
+
     /// 406 NotAcceptable: the client accepts no format kgate can check (the API
     /// server's content negotiation answers an unservable `Accept` the same way).
     pub fn not_acceptable(message: impl Into<String>) -> Self {

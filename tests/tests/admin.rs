@@ -298,3 +298,67 @@ async fn kgate_status_reads_heartbeat_leases_with_a_kubeconfig() {
     assert_eq!(code, Some(1));
     drop(first);
 }
+
+/// `/loglevel`: read and replaced at runtime by callers the API server lets `get` or
+/// `update` the path; a bad filter is refused with what is wrong, and the old one stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_filter_changes_at_runtime() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let port = free_port();
+    let agent = Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        &format!(
+            "identity: {{unboundSubjects: ['*']}}\npolicy: {{defaultAction: allow}}\n\
+             admin: {{listen: '127.0.0.1:{port}'}}\n"
+        ),
+    )
+    .unwrap();
+    let client = https_client(&agent.ca_pem, false);
+    let call = |method: &str, token: Option<&str>, body: &str| {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("https://127.0.0.1:{port}/loglevel"));
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+        let client = client.clone();
+        async move {
+            let response = client.request(req).await.unwrap();
+            (response.status(), text(response.into_body()).await)
+        }
+    };
+    let admin = Some(server.admin_token());
+    let debug_lines = || {
+        agent
+            .log()
+            .iter()
+            .filter(|l| l.contains("\"level\":\"DEBUG\""))
+            .count()
+    };
+
+    assert_eq!(call("GET", None, "").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call("GET", admin, "").await, (StatusCode::OK, "info\n".to_owned()));
+    let (code, body) = call("PUT", admin, "kgate=loud").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("invalid filter \\\"kgate=loud\\\""), "{body}");
+    server.add_token("viewer-token");
+    server.deny_access_reviews_for("token:viewer-token");
+    let (code, body) = call("PUT", Some("viewer-token"), "debug").await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("may not update /loglevel"), "{body}");
+    assert_eq!(call("DELETE", admin, "").await.0, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(debug_lines(), 0, "still at info");
+
+    assert_eq!(call("PUT", admin, "debug").await, (StatusCode::OK, "debug\n".to_owned()));
+    // Any request now leaves debug lines (hyper's and kgate's own).
+    call("GET", admin, "").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while debug_lines() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(debug_lines() > 0, "no debug line after the change");
+    assert!(agent.log().iter().any(|l| l.contains("log filter changed")));
+}

@@ -114,8 +114,9 @@ impl Admin {
                     )
                 }
             }
+            "/loglevel" => self.log_level(req).await,
             path @ ("/metrics" | "/status") => {
-                if let Err(status) = self.authorize(&req, path).await {
+                if let Err(status) = self.authorize(&req, path, "get").await {
                     return respond(&status);
                 }
                 if path == "/metrics" {
@@ -136,8 +137,51 @@ impl Admin {
                 }
             }
             _ => respond(&Status::not_found(
-                "kgate: the admin endpoint serves /healthz, /readyz, /metrics and /status",
+                "kgate: the admin endpoint serves /healthz, /readyz, /metrics, /status and /loglevel",
             )),
+        }
+    }
+
+    /// `GET /loglevel`: the log filter in force; `PUT /loglevel` with `RUST_LOG`-style
+    /// directives as the body replaces it (SubjectAccessReview verb `update`).
+    async fn log_level(&self, req: Request<Incoming>) -> Response<body::Body> {
+        let verb = match *req.method() {
+            http::Method::GET => "get",
+            http::Method::PUT => "update",
+            _ => {
+                return respond(&Status::method_not_allowed(
+                    "kgate: /loglevel takes GET, or PUT with a filter such as `debug` or `kgate=debug,info`",
+                ));
+            }
+        };
+        let user = match self.authorize(&req, "/loglevel", verb).await {
+            Ok(user) => user,
+            Err(status) => return respond(&status),
+        };
+        if verb == "get" {
+            return text(StatusCode::OK, &format!("{}\n", crate::logging::current()));
+        }
+        use http_body_util::BodyExt as _;
+        let body = match http_body_util::Limited::new(req.into_body(), 4096)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(e) => {
+                return respond(&Status::bad_request(format!(
+                    "kgate: cannot read the filter (at most 4 KiB): {e}"
+                )));
+            }
+        };
+        let Ok(directives) = std::str::from_utf8(&body) else {
+            return respond(&Status::bad_request("kgate: the filter is not UTF-8"));
+        };
+        match crate::logging::set_filter(directives) {
+            Ok(now) => {
+                info!(filter = now, by = user.username, "log filter changed");
+                text(StatusCode::OK, &format!("{now}\n"))
+            }
+            Err(message) => respond(&Status::bad_request(format!("kgate: {message}"))),
         }
     }
 
@@ -164,8 +208,13 @@ impl Admin {
         }
     }
 
-    /// The caller's token, then a SubjectAccessReview for `get` on `path`.
-    async fn authorize(&self, req: &Request<Incoming>, path: &str) -> Result<UserInfo, Status> {
+    /// The caller's token, then a SubjectAccessReview for `verb` on `path`.
+    async fn authorize(
+        &self,
+        req: &Request<Incoming>,
+        path: &str,
+        verb: &str,
+    ) -> Result<UserInfo, Status> {
         let user = self
             .proxy
             .identity
@@ -176,7 +225,7 @@ impl Admin {
             "kind": "SubjectAccessReview",
             "spec": {
                 "user": user.username, "uid": user.uid, "groups": user.groups, "extra": user.extra,
-                "nonResourceAttributes": {"path": path, "verb": "get"},
+                "nonResourceAttributes": {"path": path, "verb": verb},
             },
         });
         let unavailable = |e: String| {
@@ -195,7 +244,7 @@ impl Admin {
             Ok((*user).clone())
         } else {
             Err(Status::forbidden(format!(
-                "kgate: {} may not get {path} on the agent's admin endpoint",
+                "kgate: {} may not {verb} {path} on the agent's admin endpoint",
                 user.username
             )))
         }
