@@ -27,6 +27,8 @@ pub struct Metrics {
     pub approvals_held: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub masked_responses: Counter,
     pub policy_generation: Gauge<u64, AtomicU64>,
+    /// Connections, enforcement and the request path's stages.
+    pub node: NodeMetrics,
 }
 
 // === impl Metrics ===
@@ -74,8 +76,10 @@ impl Default for Metrics {
             "Generation of the policy set in force",
             policy_generation.clone(),
         );
+        let node = NodeMetrics::register(&mut registry);
         Self {
             registry,
+            node,
             requests,
             latency,
             stolen_tokens,
@@ -102,5 +106,86 @@ impl Metrics {
             })
             .inc();
         self.latency.observe(seconds);
+    }
+}
+
+// === node metrics ===
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    /// `kernel` (the kernel's origin record was found), `direct` (none, allowed by
+    /// `directClients`), or `refused`.
+    pub origin: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// `identify`, `authorize`, `approve` or `forward` (to the upstream's response head).
+    pub stage: &'static str,
+}
+
+/// What the node's agent is enforcing and where a request's time goes.
+pub struct NodeMetrics {
+    pub connections: Family<ConnectionLabels, Counter>,
+    pub stage_latency: Family<StageLabels, Histogram>,
+    /// Addresses in the kernel's targets map.
+    pub targets: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// 1 while discovery's targets are current (or discovery is off).
+    pub targets_synced: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// The serving certificate's notAfter, seconds since the epoch.
+    pub cert_not_after: Gauge<i64, std::sync::atomic::AtomicI64>,
+}
+
+impl NodeMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let connections = Family::<ConnectionLabels, Counter>::default();
+        registry.register(
+            "connections",
+            "Accepted client connections by where they came from",
+            connections.clone(),
+        );
+        // 10 µs to ~5 s: local stages at the low end, a slow API server at the top.
+        let stage_latency = Family::<StageLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3,
+                50e-3, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ])
+        });
+        registry.register(
+            "stage_duration_seconds",
+            "Time spent in each stage of the request path",
+            stage_latency.clone(),
+        );
+        let targets = Gauge::default();
+        registry.register(
+            "kernel_targets",
+            "API server addresses the kernel programs intercept",
+            targets.clone(),
+        );
+        let targets_synced = Gauge::default();
+        registry.register(
+            "kernel_targets_synced",
+            "1 when the intercepted addresses match endpoint discovery",
+            targets_synced.clone(),
+        );
+        let cert_not_after = Gauge::default();
+        registry.register(
+            "serving_cert_not_after_seconds",
+            "When the serving certificate expires (Unix time)",
+            cert_not_after.clone(),
+        );
+        Self {
+            connections,
+            stage_latency,
+            targets,
+            targets_synced,
+            cert_not_after,
+        }
+    }
+
+    pub fn stage(&self, stage: &'static str, elapsed: std::time::Duration) {
+        self.stage_latency
+            .get_or_create(&StageLabels { stage })
+            .observe(elapsed.as_secs_f64());
     }
 }

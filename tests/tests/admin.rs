@@ -81,6 +81,20 @@ async fn admin_endpoint_and_kgate_status() {
         metrics.contains("kgate_request_duration_seconds_bucket"),
         "{metrics}"
     );
+    for series in [
+        "kgate_connections_total{origin=\"direct\"} ",
+        "kgate_stage_duration_seconds_count{stage=\"identify\"} 1",
+        "kgate_stage_duration_seconds_count{stage=\"forward\"} 1",
+        "kgate_kernel_targets_synced 1",
+    ] {
+        assert!(metrics.contains(series), "no {series} in {metrics}");
+    }
+    let not_after = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kgate_serving_cert_not_after_seconds "))
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or_else(|| panic!("no certificate expiry in {metrics}"));
+    assert!(not_after > 1_700_000_000, "{metrics}");
 
     let status = get("/status", Some(server.admin_token())).await.unwrap();
     assert_eq!(status.status(), StatusCode::OK);
@@ -340,7 +354,10 @@ async fn the_log_filter_changes_at_runtime() {
     };
 
     assert_eq!(call("GET", None, "").await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(call("GET", admin, "").await, (StatusCode::OK, "info\n".to_owned()));
+    assert_eq!(
+        call("GET", admin, "").await,
+        (StatusCode::OK, "info\n".to_owned())
+    );
     let (code, body) = call("PUT", admin, "kgate=loud").await;
     assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("invalid filter \\\"kgate=loud\\\""), "{body}");
@@ -349,10 +366,16 @@ async fn the_log_filter_changes_at_runtime() {
     let (code, body) = call("PUT", Some("viewer-token"), "debug").await;
     assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
     assert!(body.contains("may not update /loglevel"), "{body}");
-    assert_eq!(call("DELETE", admin, "").await.0, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        call("DELETE", admin, "").await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
     assert_eq!(debug_lines(), 0, "still at info");
 
-    assert_eq!(call("PUT", admin, "debug").await, (StatusCode::OK, "debug\n".to_owned()));
+    assert_eq!(
+        call("PUT", admin, "debug").await,
+        (StatusCode::OK, "debug\n".to_owned())
+    );
     // Any request now leaves debug lines (hyper's and kgate's own).
     call("GET", admin, "").await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

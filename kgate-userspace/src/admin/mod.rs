@@ -120,6 +120,8 @@ impl Admin {
                     return respond(&status);
                 }
                 if path == "/metrics" {
+                    // The gauges that status computes, fresh for this scrape.
+                    self.status();
                     Response::builder()
                         .header(
                             CONTENT_TYPE,
@@ -191,6 +193,19 @@ impl Admin {
         let policies_loaded = self.proxy.policy.ready();
         let pod_index_synced = self.proxy.identity.pods_synced();
         let programmed = self.targets.borrow().clone();
+        let cert_not_after = std::fs::read(&self.cert_file)
+            .ok()
+            .and_then(|pem| crate::cert::not_after(&pem).ok());
+        let node_metrics = &self.proxy.metrics.node;
+        node_metrics
+            .targets
+            .set(i64::try_from(programmed.targets.len()).unwrap_or(i64::MAX));
+        node_metrics
+            .targets_synced
+            .set(i64::from(programmed.synced));
+        if let Some(t) = cert_not_after {
+            node_metrics.cert_not_after.set(t);
+        }
         AgentStatus {
             node: self.node.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -201,9 +216,7 @@ impl Admin {
             policies_loaded,
             pod_index_synced,
             approvals_held: self.proxy.metrics.approvals_held.get(),
-            cert_not_after: std::fs::read(&self.cert_file)
-                .ok()
-                .and_then(|pem| crate::cert::not_after(&pem).ok()),
+            cert_not_after,
             ready: policies_loaded && pod_index_synced && programmed.synced,
         }
     }

@@ -47,7 +47,7 @@ use crate::{
     ebpf::OriginTable,
     identity::Identifier,
     mask::{self, Masker},
-    metrics::Metrics,
+    metrics::{ConnectionLabels, Metrics},
     policy::{Decision, store::PolicyStore, types::Action},
     record::Recorder,
     status::Status,
@@ -87,9 +87,26 @@ pub async fn serve_connection(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAdd
         Ok(conn) => Arc::new(conn),
         Err(reason) => {
             warn!(reason, "connection refused");
+            proxy
+                .metrics
+                .node
+                .connections
+                .get_or_create(&ConnectionLabels { origin: "refused" })
+                .inc();
             return;
         }
     };
+    let origin = if conn.origin.is_some() {
+        "kernel"
+    } else {
+        "direct"
+    };
+    proxy
+        .metrics
+        .node
+        .connections
+        .get_or_create(&ConnectionLabels { origin })
+        .inc();
     match &conn.origin {
         Some(origin) => tracing::info!(
             dst = %origin.destination(),
@@ -177,7 +194,10 @@ async fn handle(
         pending.finish(&proxy.recorder, &proxy.metrics, subject, &outcome);
         response
     };
-    let identity = match identify::identify(&proxy.identity, &conn, req.headers()).await {
+    let stage = Instant::now();
+    let identified = identify::identify(&proxy.identity, &conn, req.headers()).await;
+    proxy.metrics.node.stage("identify", stage.elapsed());
+    let identity = match identified {
         Ok(identity) => identity,
         Err(status) => {
             if status.message.contains("token bound to pod") {
@@ -193,12 +213,14 @@ async fn handle(
         .with_retry_after(1);
         return refuse(&status, subject(Some(&identity), None));
     }
+    let stage = Instant::now();
     let decision = authorize::authorize(&info, req.headers())
         .map_err(|status| (None, status))
         .and_then(|()| {
             authorize::decide(&proxy.policy.current(), &identity, &conn, &info)
                 .map_err(|(d, status)| (Some(d), status))
         });
+    proxy.metrics.node.stage("authorize", stage.elapsed());
     let decision: Decision = match decision {
         Ok(decision) => decision,
         Err((decision, status)) => {
@@ -221,7 +243,8 @@ async fn handle(
     // approve: requests that policy holds wait here for a human.
     let (req, approval) = if decision.action == Action::Approve {
         let _held = HeldGauge::new(&proxy.metrics);
-        match approve::approve(
+        let stage = Instant::now();
+        let approved = approve::approve(
             proxy.approvals.as_ref(),
             &identity,
             &conn,
@@ -230,8 +253,9 @@ async fn handle(
             mask_plan.is_some(),
             req,
         )
-        .await
-        {
+        .await;
+        proxy.metrics.node.stage("approve", stage.elapsed());
+        match approved {
             Ok((req, approval)) => {
                 tracing::info!(approval, rule = decision.source, "held request approved");
                 (req, Some(approval))
@@ -247,11 +271,13 @@ async fn handle(
     }
     let tap = StreamTap::new(format!("{} {}", info.verb, info.path));
     let impersonate = identity.impersonate.then_some(&*identity.user);
-    let response = match proxy
+    let stage = Instant::now();
+    let forwarded = proxy
         .upstream
         .forward(conn.peer, req, impersonate, tap)
-        .await
-    {
+        .await;
+    proxy.metrics.node.stage("forward", stage.elapsed());
+    let response = match forwarded {
         Ok(response) => response,
         Err(error) => {
             warn!(%error, "forward failed");
