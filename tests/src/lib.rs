@@ -2,5 +2,6 @@
 //! and a faithful Kubernetes API-server double.
 pub mod apiserver;
 pub mod harness;
+pub mod kernel;
 pub mod pki;
 pub mod topology;

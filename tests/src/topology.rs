@@ -128,6 +128,12 @@ impl Topology {
         self.command_in(&self.pod_cgroup, &self.pod_ns, program.as_ref())
     }
 
+    /// A `hostNetwork: true` pod's process: in the pod cgroup, in the node's network
+    /// namespace.
+    pub fn host_network_pod_command(&self, program: impl AsRef<Path>) -> Command {
+        self.command_in(&self.pod_cgroup, &self.node_ns, program.as_ref())
+    }
+
     /// A kubelet-style cgroup for a container of pod `uid` (cgroupfs driver layout:
     /// `kubepods/besteffort/pod<uid>/<container id>`) under the intercepted cgroup.
     pub fn kubelet_pod_cgroup(&self, uid: &str, container_id: &str) -> anyhow::Result<PathBuf> {

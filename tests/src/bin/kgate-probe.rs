@@ -7,6 +7,10 @@
 //!
 //! `kgate-probe serve ADDR`: for each connection, reads a line and answers
 //! `from <peer> at <local>: <line>`, so a test sees who really connected.
+//!
+//! `kgate-probe bpf-open PATH`: asks the kernel for the BPF object pinned at PATH
+//! (`BPF_OBJ_GET`, what any tool that would change a map or a link must do first) and
+//! prints `{"ok":true}` or `{"ok":false,"error":..,"kind":..}`.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -31,7 +35,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         ["serve", addr] => serve(addr.parse()?),
-        _ => anyhow::bail!("usage: kgate-probe connect ADDR [TEXT] | serve ADDR"),
+        ["bpf-open", path] => {
+            println!("{}", bpf_open(path));
+            Ok(())
+        }
+        _ => anyhow::bail!("usage: kgate-probe connect ADDR [TEXT] | serve ADDR | bpf-open PATH"),
     }
 }
 
@@ -81,4 +89,47 @@ fn serve(addr: SocketAddr) -> anyhow::Result<()> {
         });
     }
     Ok(())
+}
+
+/// `BPF_OBJ_GET` of a pinned object.
+#[allow(unsafe_code)]
+fn bpf_open(path: &str) -> serde_json::Value {
+    /// The `BPF_OBJ_*` member of `union bpf_attr`.
+    #[repr(C)]
+    struct ObjAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        // The kernel refuses (EINVAL) an attr whose bytes past the last field are not 0.
+        _pad: u32,
+    }
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let Ok(path) = std::ffi::CString::new(path) else {
+        return json!({"ok": false, "error": "path has a NUL byte", "kind": "InvalidInput"});
+    };
+    let attr = ObjAttr {
+        pathname: path.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+        path_fd: 0,
+        _pad: 0,
+    };
+    // SAFETY: `attr` is a valid, initialised bpf_attr prefix that outlives the call,
+    // and its size is passed; the path pointer stays valid while `path` lives.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &raw const attr,
+            std::mem::size_of::<ObjAttr>(),
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return json!({"ok": false, "error": e.to_string(), "kind": format!("{:?}", e.kind())});
+    }
+    // SAFETY: the kernel just handed us this descriptor; nothing else owns it.
+    unsafe { libc::close(i32::try_from(fd).unwrap_or(-1)) };
+    json!({"ok": true})
 }
