@@ -6,6 +6,8 @@
 //! - `getpeername4`/`getpeername6` give the client back the address it dialled.
 //! - `sock_ops` publishes the origin, once the connection is established, under the
 //!   client's address and port (`CONNS`): what the agent sees from accept().
+//! - `COUNTERS` (per CPU) counts target connects redirected, refused and exempt, for
+//!   the agent's metrics.
 //!
 //! What these programs do not do: decide policy, look at payloads, or exempt anyone by
 //! UID or socket mark (a pod could claim either). Only cgroups in `EXEMPT`, written by
@@ -27,13 +29,14 @@ use aya_ebpf::{
         generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     },
     macros::{cgroup_sock_addr, map, sock_ops},
-    maps::{Array, HashMap, LruHashMap},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{SockAddrContext, SockOpsContext},
 };
 use aya_log_ebpf::{debug, warn};
 use kgate_common::{
-    AGENT_HAS_V4, AGENT_HAS_V6, AgentAddr, ConnKey, MAX_CONNS, MAX_EXEMPT, MAX_TARGETS, Origin,
-    TargetKey, is_mapped_v4, mapped_v4,
+    AGENT_HAS_V4, AGENT_HAS_V6, AgentAddr, COUNTER_EXEMPT, COUNTER_REDIRECTED, COUNTER_REFUSED,
+    COUNTER_SLOTS, ConnKey, MAX_CONNS, MAX_EXEMPT, MAX_TARGETS, Origin, TargetKey, is_mapped_v4,
+    mapped_v4,
 };
 
 /// Return values of cgroup sock_addr programs.
@@ -60,6 +63,17 @@ static ORIGINS: LruHashMap<u64, Origin> = LruHashMap::with_max_entries(MAX_CONNS
 #[map(name = "CONNS_V1")]
 static CONNS: LruHashMap<ConnKey, Origin> = LruHashMap::with_max_entries(MAX_CONNS, 0);
 
+#[map(name = "COUNTERS_V1")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+#[inline(always)]
+fn count(slot: u32) {
+    if let Some(counter) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: a per-CPU slot, touched only by this CPU with preemption off.
+        unsafe { *counter += 1 };
+    }
+}
+
 // === connect ===
 
 #[cgroup_sock_addr(connect4)]
@@ -76,8 +90,10 @@ pub fn kgate_connect4(ctx: SockAddrContext) -> i32 {
     };
     if agent.flags & AGENT_HAS_V4 == 0 {
         warn!(&ctx, "kgate: no IPv4 agent address; refusing connect to port {}", port);
+        count(COUNTER_REFUSED);
         return REFUSE;
     }
+    count(COUNTER_REDIRECTED);
     record(&ctx, dst, port, AF_INET);
     sa.user_ip4 = agent.addr4[3];
     sa.user_port = port_to_ctx(agent.port);
@@ -101,16 +117,19 @@ pub fn kgate_connect6(ctx: SockAddrContext) -> i32 {
     let to = if is_mapped_v4(&dst) {
         if agent.flags & AGENT_HAS_V4 == 0 {
             warn!(&ctx, "kgate: no IPv4 agent address; refusing connect to port {}", port);
+            count(COUNTER_REFUSED);
             return REFUSE;
         }
         agent.addr4
     } else {
         if agent.flags & AGENT_HAS_V6 == 0 {
             warn!(&ctx, "kgate: no IPv6 agent address; refusing connect to port {}", port);
+            count(COUNTER_REFUSED);
             return REFUSE;
         }
         agent.addr6
     };
+    count(COUNTER_REDIRECTED);
     record(&ctx, dst, port, AF_INET6);
     set_ip6(sa, &to);
     sa.user_port = port_to_ctx(agent.port);
@@ -126,6 +145,7 @@ fn intercepted(dst: &[u32; 4], port: u16) -> Option<AgentAddr> {
     // SAFETY: a helper call without arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     if EXEMPT.get_ptr(&cgroup_id).is_some() {
+        count(COUNTER_EXEMPT);
         return None;
     }
     Some(AGENT.get(0).copied().unwrap_or_default())

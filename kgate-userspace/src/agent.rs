@@ -108,6 +108,7 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         crate::policy::watch::spawn(client.clone(), policy.clone());
     }
     let origins = enforcement.as_ref().map(Enforcement::origins);
+    let kernel_counters = enforcement.as_ref().map(Enforcement::counters);
     let enforcing = enforcement.is_some();
     let enforcement = enforcement.map(|e| Arc::new(Mutex::new(e)));
     let programmed = if config.discovery.enabled(config.kernel) {
@@ -160,6 +161,7 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
             .clone()
             .unwrap_or_else(|| "standalone".into()),
         enforcing,
+        kernel: kernel_counters,
         targets: programmed,
         cert_file: config.tls.cert_file.clone(),
     });

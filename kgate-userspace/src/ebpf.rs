@@ -20,7 +20,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapError},
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
     programs::{
         CgroupAttachMode, CgroupSockAddr, ProgramError, SockOps,
         links::{FdLink, PinnedLink},
@@ -28,8 +28,9 @@ use aya::{
 };
 use aya_log::EbpfLogger;
 use kgate_common::{
-    AGENT_HAS_V4, AGENT_HAS_V6, AgentAddr, ConnKey, MAP_AGENT, MAP_CONNS, MAP_EXEMPT, MAP_ORIGINS,
-    MAP_TARGETS, Origin, PIN_DIR, TargetKey, TargetKind, addr_words,
+    AGENT_HAS_V4, AGENT_HAS_V6, AgentAddr, COUNTER_EXEMPT, COUNTER_REDIRECTED, COUNTER_REFUSED,
+    ConnKey, MAP_AGENT, MAP_CONNS, MAP_COUNTERS, MAP_EXEMPT, MAP_ORIGINS, MAP_TARGETS, Origin,
+    PIN_DIR, TargetKey, TargetKind, addr_words,
 };
 use tracing::{debug, info, warn};
 
@@ -46,7 +47,14 @@ const PROGRAMS: [&str; 5] = [
     "kgate_getpeername6",
     "kgate_sockops",
 ];
-const MAPS: [&str; 5] = [MAP_TARGETS, MAP_AGENT, MAP_EXEMPT, MAP_ORIGINS, MAP_CONNS];
+const MAPS: [&str; 6] = [
+    MAP_TARGETS,
+    MAP_AGENT,
+    MAP_EXEMPT,
+    MAP_ORIGINS,
+    MAP_CONNS,
+    MAP_COUNTERS,
+];
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -104,6 +112,7 @@ pub struct Enforcement {
     agent: Array<MapData, AgentAddr>,
     exempt: HashMap<MapData, u64, u8>,
     origins: OriginTable,
+    counters: KernelCounters,
     logger: Option<Logger>,
     // Holds the program fds of a fresh load; the pins keep them alive without it.
     _ebpf: Option<Ebpf>,
@@ -113,6 +122,19 @@ pub struct Enforcement {
 #[derive(Clone)]
 pub struct OriginTable {
     conns: Arc<Mutex<HashMap<MapData, ConnKey, Origin>>>,
+}
+
+/// What the connect programs did, summed over CPUs since they were attached.
+#[derive(Clone)]
+pub struct KernelCounters {
+    map: Arc<Mutex<PerCpuArray<MapData, u64>>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    pub redirected: u64,
+    pub refused: u64,
+    pub exempt: u64,
 }
 
 // === attach ===
@@ -247,6 +269,12 @@ fn open_maps(pin_dir: &Path) -> Result<Enforcement, EbpfError> {
                 HashMap::try_from(Map::LruHashMap(open(MAP_CONNS)?)).map_err(map_err(MAP_CONNS))?,
             )),
         },
+        counters: KernelCounters {
+            map: Arc::new(Mutex::new(
+                PerCpuArray::try_from(Map::PerCpuArray(open(MAP_COUNTERS)?))
+                    .map_err(map_err(MAP_COUNTERS))?,
+            )),
+        },
         logger: None,
         _ebpf: None,
     })
@@ -254,7 +282,11 @@ fn open_maps(pin_dir: &Path) -> Result<Enforcement, EbpfError> {
 
 fn map_data(map: &Map) -> &MapData {
     match map {
-        Map::HashMap(data) | Map::LruHashMap(data) | Map::Array(data) | Map::RingBuf(data) => data,
+        Map::HashMap(data)
+        | Map::LruHashMap(data)
+        | Map::Array(data)
+        | Map::PerCpuArray(data)
+        | Map::RingBuf(data) => data,
         other => unreachable!("kgate-ebpf declares no map of type {other:?}"),
     }
 }
@@ -364,6 +396,10 @@ impl Enforcement {
         self.origins.clone()
     }
 
+    pub fn counters(&self) -> KernelCounters {
+        self.counters.clone()
+    }
+
     /// Forwards the kernel programs' log records to the agent's log until the runtime ends.
     pub fn spawn_log_forwarder(&mut self) {
         let Some(logger) = self.logger.take() else {
@@ -387,6 +423,30 @@ impl Enforcement {
                 guard.clear_ready();
             }
         });
+    }
+}
+
+// === impl KernelCounters ===
+
+impl KernelCounters {
+    /// The counters now; a slot that cannot be read counts as zero (and is logged).
+    pub fn read(&self) -> Counts {
+        let map = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = |index: u32| match map.get(&index, 0) {
+            Ok(values) => values.iter().sum(),
+            Err(error) => {
+                debug!(%error, index, "kernel counter unreadable");
+                0
+            }
+        };
+        Counts {
+            redirected: slot(COUNTER_REDIRECTED),
+            refused: slot(COUNTER_REFUSED),
+            exempt: slot(COUNTER_EXEMPT),
+        }
     }
 }
 

@@ -119,6 +119,12 @@ pub struct ConnectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KernelLabels {
+    /// `redirected`, `refused` (no agent address: fail closed) or `exempt`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabels {
     /// `identify`, `authorize`, `approve` or `forward` (to the upstream's response head).
     pub stage: &'static str,
@@ -127,6 +133,9 @@ pub struct StageLabels {
 /// What the node's agent is enforcing and where a request's time goes.
 pub struct NodeMetrics {
     pub connections: Family<ConnectionLabels, Counter>,
+    /// Target connects the kernel programs handled, from their per-CPU counters.
+    kernel_connects: Family<KernelLabels, Counter>,
+    kernel_seen: std::sync::Mutex<[u64; 3]>,
     pub stage_latency: Family<StageLabels, Histogram>,
     /// Addresses in the kernel's targets map.
     pub targets: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -143,6 +152,12 @@ impl NodeMetrics {
             "connections",
             "Accepted client connections by where they came from",
             connections.clone(),
+        );
+        let kernel_connects = Family::<KernelLabels, Counter>::default();
+        registry.register(
+            "kernel_connects",
+            "Connects to API server addresses that the kernel programs redirected, refused or left to an exempt cgroup",
+            kernel_connects.clone(),
         );
         // 10 µs to ~5 s: local stages at the low end, a slow API server at the top.
         let stage_latency = Family::<StageLabels, Histogram>::new_with_constructor(|| {
@@ -176,6 +191,8 @@ impl NodeMetrics {
         );
         Self {
             connections,
+            kernel_connects,
+            kernel_seen: std::sync::Mutex::new([0; 3]),
             stage_latency,
             targets,
             targets_synced,
@@ -183,9 +200,48 @@ impl NodeMetrics {
         }
     }
 
+    /// Brings the kernel counters up to `now` (redirected, refused, exempt), which the
+    /// programs count from their attachment, across agent restarts.
+    pub fn kernel(&self, now: [u64; 3]) {
+        let mut seen = self
+            .kernel_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (i, outcome) in ["redirected", "refused", "exempt"].into_iter().enumerate() {
+            // Fewer than before: the programs were attached afresh.
+            let delta = now[i].checked_sub(seen[i]).unwrap_or(now[i]);
+            self.kernel_connects
+                .get_or_create(&KernelLabels { outcome })
+                .inc_by(delta);
+        }
+        *seen = now;
+    }
+
     pub fn stage(&self, stage: &'static str, elapsed: std::time::Duration) {
         self.stage_latency
             .get_or_create(&StageLabels { stage })
             .observe(elapsed.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_counters_advance_by_what_the_programs_counted() {
+        let metrics = Metrics::default();
+        metrics.node.kernel([5, 1, 0]);
+        metrics.node.kernel([7, 1, 2]);
+        // The programs were attached afresh: their counts start again.
+        metrics.node.kernel([3, 0, 0]);
+        let text = metrics.render();
+        for line in [
+            "kgate_kernel_connects_total{outcome=\"redirected\"} 10",
+            "kgate_kernel_connects_total{outcome=\"refused\"} 1",
+            "kgate_kernel_connects_total{outcome=\"exempt\"} 2",
+        ] {
+            assert!(text.contains(line), "no {line} in {text}");
+        }
     }
 }

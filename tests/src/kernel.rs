@@ -207,7 +207,7 @@ pub fn cluster(tag: &str) -> Cluster {
              tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key}}\n\
              upstream: {{server: 'https://{ENDPOINT}', caFile: {d}/apiserver/ca.crt, tokenFile: {d}/apiserver/token}}\n\
              identity: {{nodeName: node-1, unboundSubjects: [kubernetes-admin]}}\n\
-             policy: {{defaultAction: allow}}\n",
+             policy: {{defaultAction: allow}}\nheartbeat: {{intervalSeconds: 1}}\n",
             topo.cgroup_root.display(),
             topo.bpffs.display(),
             d = dir.display()

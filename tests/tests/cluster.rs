@@ -58,6 +58,40 @@ fn kubectl_in_a_pod_reaches_the_api_server_only_through_kgate() {
         !out.status.success() && err.contains("certificate"),
         "the pod reached the API server directly: {err}"
     );
+
+    // `kgate status`, as an admin with a kubeconfig: the node is enforcing, and its
+    // kernel programs counted the pod's redirected connects. The double's second node
+    // runs no agent; remove it so that the answer is all-healthy.
+    cluster.admin(&["delete", "node", "node-2"]);
+    let kubeconfig = kgate_tests::harness::kubeconfig(
+        &dir.join("status"),
+        &format!("https://{ENDPOINT}"),
+        &fs::read_to_string(dir.join("apiserver/ca.crt")).unwrap(),
+        token,
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    let (code, json) = loop {
+        let out = topo
+            .node_command(kgate_tests::harness::kgate_bin())
+            .env("KUBECONFIG", &kubeconfig)
+            .args(["status", "-o", "json"])
+            .output()
+            .unwrap();
+        let json = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break (out.status.code(), json);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(code, Some(0), "{json}");
+    let rows: Value = serde_json::from_str(&json).unwrap();
+    let status = &rows[0]["status"];
+    assert_eq!(status["node"], "node-1", "{json}");
+    assert_eq!(status["enforcing"], true, "{json}");
+    assert!(
+        status["kernelConnects"]["redirected"].as_u64() >= Some(3),
+        "{json}"
+    );
 }
 
 #[test]

@@ -29,6 +29,17 @@ pub const MAP_ORIGINS: &str = "ORIGINS_V1";
 /// agent sees it after accept(): [`ConnKey`] → [`Origin`].
 pub const MAP_CONNS: &str = "CONNS_V1";
 
+/// Per-CPU counters of what the connect programs did: `u32` slot → `u64`.
+pub const MAP_COUNTERS: &str = "COUNTERS_V1";
+/// A target connect rewritten to the agent.
+pub const COUNTER_REDIRECTED: u32 = 0;
+/// A target connect refused: no agent address for its family (fail closed).
+pub const COUNTER_REFUSED: u32 = 1;
+/// A target connect from an exempt cgroup, left alone.
+pub const COUNTER_EXEMPT: u32 = 2;
+/// Slots in [`MAP_COUNTERS`].
+pub const COUNTER_SLOTS: u32 = 3;
+
 /// Capacity of the per-connection LRU maps. An evicted entry only means the agent refuses
 /// that connection (fail closed), so the bound trades memory against burst size.
 pub const MAX_CONNS: u32 = 65_536;

@@ -48,6 +48,9 @@ pub struct AgentStatus {
     pub policies_loaded: bool,
     pub pod_index_synced: bool,
     pub approvals_held: i64,
+    /// Target connects the kernel programs redirected, refused (no agent address) and
+    /// left to exempt cgroups, since they were attached.
+    pub kernel_connects: Option<crate::ebpf::Counts>,
     /// When the serving certificate expires (seconds since the epoch).
     pub cert_not_after: Option<i64>,
     pub ready: bool,
@@ -58,6 +61,8 @@ pub struct Admin {
     pub client: kube::Client,
     pub node: String,
     pub enforcing: bool,
+    /// The kernel programs' counters (with the kernel programs).
+    pub kernel: Option<crate::ebpf::KernelCounters>,
     pub targets: tokio::sync::watch::Receiver<crate::agent::Programmed>,
     pub cert_file: std::path::PathBuf,
 }
@@ -206,6 +211,10 @@ impl Admin {
         if let Some(t) = cert_not_after {
             node_metrics.cert_not_after.set(t);
         }
+        let kernel_connects = self.kernel.as_ref().map(crate::ebpf::KernelCounters::read);
+        if let Some(c) = kernel_connects {
+            node_metrics.kernel([c.redirected, c.refused, c.exempt]);
+        }
         AgentStatus {
             node: self.node.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -216,6 +225,7 @@ impl Admin {
             policies_loaded,
             pod_index_synced,
             approvals_held: self.proxy.metrics.approvals_held.get(),
+            kernel_connects,
             cert_not_after,
             ready: policies_loaded && pod_index_synced && programmed.synced,
         }
