@@ -4,8 +4,11 @@
 //! cgroup, take a connection's origin).
 //!
 //! Enforcement outlives the agent: the links are pinned, so an agent restart finds them
-//! and re-uses them instead of attaching again, and while no agent listens a redirected
-//! connect is refused. Only `detach` removes them.
+//! and keeps them instead of attaching again, and while no agent listens a redirected
+//! connect is refused. A starting agent loads its own programs against the pinned maps
+//! and swaps them into the pinned links (`BPF_LINK_UPDATE`, atomic per link), so an
+//! upgrade changes the kernel programs without a moment unenforced. Only `detach`
+//! removes them.
 //!
 //! Not here: deciding which addresses are targets (endpoint discovery) or which cgroup
 //! to attach to (`cgroup`); this module takes both as plain data.
@@ -14,6 +17,7 @@ use std::{
     collections::HashSet,
     fs, io,
     net::SocketAddr,
+    os::fd::AsFd,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
@@ -148,6 +152,17 @@ pub fn attach(opts: &AttachOptions) -> Result<Enforcement, EbpfError> {
     let pin_dir = opts.bpffs.join(PIN_DIR);
 
     if all_pins_exist(&pin_dir) {
+        // This binary's programs take over the pinned links, so an upgrade needs no
+        // detach: the attachment never goes away, and the maps carry over.
+        match replace_in_place(opts, &pin_dir) {
+            Ok(enforcement) => {
+                info!(pins = %pin_dir.display(), "re-using pinned kernel programs (links kept, programs replaced in place): enforcement never lapsed");
+                return Ok(enforcement);
+            }
+            Err(error) => {
+                warn!(%error, "cannot replace the pinned programs in place; keeping them as they are");
+            }
+        }
         match reuse(&pin_dir) {
             Ok(enforcement) => {
                 info!(pins = %pin_dir.display(), "re-using pinned kernel programs: enforcement never lapsed");
@@ -167,13 +182,17 @@ pub fn attach(opts: &AttachOptions) -> Result<Enforcement, EbpfError> {
     })
 }
 
-fn load_and_attach(opts: &AttachOptions, pin_dir: &Path) -> Result<Enforcement, EbpfError> {
+/// Loads the object with its maps at their pins under `pin_dir` (created and pinned
+/// there on a first load, opened on later ones).
+fn load_object(opts: &AttachOptions, pin_dir: &Path) -> Result<(Ebpf, Option<Logger>), EbpfError> {
     // aya-log levels: 2 = warn, 4 = debug. The program skips formatting above this.
     let level: u8 = if opts.debug_logs { 4 } else { 2 };
-    let mut ebpf = EbpfLoader::new()
-        .override_global("AYA_LOG_LEVEL", &level, false)
-        .load(OBJECT)
-        .map_err(EbpfError::LoadFailed)?;
+    let mut loader = EbpfLoader::new();
+    loader.override_global("AYA_LOG_LEVEL", &level, false);
+    for name in MAPS {
+        loader.map_pin_path(name, pin_dir.join(name));
+    }
+    let mut ebpf = loader.load(OBJECT).map_err(EbpfError::LoadFailed)?;
     let logger = match EbpfLogger::init(&mut ebpf) {
         Ok(logger) => Some(logger),
         Err(error) => {
@@ -181,6 +200,55 @@ fn load_and_attach(opts: &AttachOptions, pin_dir: &Path) -> Result<Enforcement, 
             None
         }
     };
+    Ok((ebpf, logger))
+}
+
+/// Loads `name` into the kernel.
+fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), EbpfError> {
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(EbpfError::ProgramMissing(name))?;
+    let failed = |e| EbpfError::ProgramFailed(name, e);
+    if name == "kgate_sockops" {
+        let prog: &mut SockOps = program.try_into().map_err(failed)?;
+        prog.load().map_err(failed)
+    } else {
+        let prog: &mut CgroupSockAddr = program.try_into().map_err(failed)?;
+        prog.load().map_err(failed)
+    }
+}
+
+/// Points every pinned link at this binary's program (`BPF_LINK_UPDATE`, atomic per
+/// link) and re-pins the programs; the maps are the pinned ones.
+fn replace_in_place(opts: &AttachOptions, pin_dir: &Path) -> Result<Enforcement, EbpfError> {
+    let (mut ebpf, logger) = load_object(opts, pin_dir)?;
+    for name in PROGRAMS {
+        load_program(&mut ebpf, name)?;
+        let program = ebpf
+            .program_mut(name)
+            .ok_or(EbpfError::ProgramMissing(name))?;
+        let fd = program
+            .fd()
+            .map_err(|e| EbpfError::ProgramFailed(name, e))?;
+        let link = pin_dir.join(format!("link_{name}"));
+        raw::link_update(&link, fd.as_fd())
+            .map_err(|e| EbpfError::ReuseFailed(link.clone(), format!("BPF_LINK_UPDATE: {e}")))?;
+        let path = pin_dir.join(format!("prog_{name}"));
+        // The old program's pin goes; the link already runs the new one.
+        let _ = fs::remove_file(&path);
+        program
+            .pin(&path)
+            .map_err(|e| EbpfError::PinFailed(path, e.to_string()))?;
+    }
+    let mut enforcement = open_maps(pin_dir)?;
+    enforcement.reused = true;
+    enforcement.logger = logger;
+    enforcement._ebpf = Some(ebpf);
+    Ok(enforcement)
+}
+
+fn load_and_attach(opts: &AttachOptions, pin_dir: &Path) -> Result<Enforcement, EbpfError> {
+    let (mut ebpf, logger) = load_object(opts, pin_dir)?;
 
     let cgroup =
         fs::File::open(&opts.cgroup).map_err(|_| EbpfError::NotCgroup2(opts.cgroup.clone()))?;
@@ -218,15 +286,7 @@ fn load_and_attach(opts: &AttachOptions, pin_dir: &Path) -> Result<Enforcement, 
             .pin(&path)
             .map_err(|e| EbpfError::PinFailed(path, e.to_string()))?;
     }
-    for name in MAPS {
-        let map = ebpf
-            .map(name)
-            .ok_or(EbpfError::ReuseFailed(pin_dir.join(name), "missing".into()))?;
-        let path = pin_dir.join(name);
-        map_data(map)
-            .pin(&path)
-            .map_err(|e| EbpfError::PinFailed(path, e.to_string()))?;
-    }
+    // The maps were pinned as they were created (`load_object`).
     info!(cgroup = %opts.cgroup.display(), pins = %pin_dir.display(), "kernel programs attached and pinned");
 
     let mut enforcement = open_maps(pin_dir)?;
@@ -278,17 +338,6 @@ fn open_maps(pin_dir: &Path) -> Result<Enforcement, EbpfError> {
         logger: None,
         _ebpf: None,
     })
-}
-
-fn map_data(map: &Map) -> &MapData {
-    match map {
-        Map::HashMap(data)
-        | Map::LruHashMap(data)
-        | Map::Array(data)
-        | Map::PerCpuArray(data)
-        | Map::RingBuf(data) => data,
-        other => unreachable!("kgate-ebpf declares no map of type {other:?}"),
-    }
 }
 
 fn all_pins_exist(pin_dir: &Path) -> bool {
@@ -529,5 +578,96 @@ mod tests {
             missing_capabilities("garbage"),
             ["CAP_BPF", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"]
         );
+    }
+}
+
+// === raw syscalls ===
+
+/// What aya 0.14 does not expose for cgroup links: opening a pinned link and pointing
+/// it at another program.
+#[allow(unsafe_code)]
+mod raw {
+    use std::{
+        ffi::CString,
+        io,
+        os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        os::unix::ffi::OsStrExt,
+        path::Path,
+    };
+
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_UPDATE: libc::c_long = 29;
+
+    /// The `BPF_OBJ_*` member of `union bpf_attr`, its padding spelled out (the kernel
+    /// refuses an attr whose bytes past the command's last field are not zero).
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+        path_fd: i32,
+        _pad: u32,
+    }
+
+    /// The `link_update` member of `union bpf_attr`.
+    #[repr(C)]
+    struct LinkUpdate {
+        link_fd: u32,
+        new_prog_fd: u32,
+        flags: u32,
+        old_prog_fd: u32,
+    }
+
+    fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+        let path = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in pin path"))?;
+        let attr = ObjGet {
+            pathname: path.as_ptr() as u64,
+            bpf_fd: 0,
+            file_flags: 0,
+            path_fd: 0,
+            _pad: 0,
+        };
+        // SAFETY: `attr` is an initialised bpf_attr prefix of the size passed, and the
+        // path it points to outlives the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_OBJ_GET,
+                &raw const attr,
+                std::mem::size_of::<ObjGet>(),
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = i32::try_from(fd).map_err(|_| io::Error::other("fd out of range"))?;
+        // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Atomically replaces the program of the link pinned at `link` with `program`.
+    pub fn link_update(link: &Path, program: BorrowedFd<'_>) -> io::Result<()> {
+        let link = obj_get(link)?;
+        let fd = |fd: i32| u32::try_from(fd).map_err(|_| io::Error::other("negative fd"));
+        let attr = LinkUpdate {
+            link_fd: fd(link.as_raw_fd())?,
+            new_prog_fd: fd(program.as_raw_fd())?,
+            flags: 0,
+            old_prog_fd: 0,
+        };
+        // SAFETY: as in `obj_get`; both descriptors stay open for the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_LINK_UPDATE,
+                &raw const attr,
+                std::mem::size_of::<LinkUpdate>(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 }

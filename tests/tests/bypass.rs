@@ -113,3 +113,55 @@ fn a_pod_without_privileges_cannot_open_remove_or_detach_the_pins() {
     assert!(pins.iter().all(|p| p.exists()));
     assert_redirected(&rig, &agent, CLUSTER_IP);
 }
+
+#[test]
+#[ignore = "needs root (CAP_BPF, netns, cgroups): run by `cargo xtask test`"]
+fn restarting_or_upgrading_the_agent_never_lets_a_pod_through() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let rig = Rig::new("upgrade");
+    let agent = rig.start_agent();
+    assert_redirected(&rig, &agent, UPSTREAM);
+    // A pod dialling the API server's endpoint as fast as it can while the agent is
+    // stopped and started again (each start loads its own programs into the pinned
+    // links, as an upgrade does): every connect meets kgate or is refused.
+    let stop = AtomicBool::new(false);
+    let outcomes = std::thread::scope(|s| {
+        let dialler = s.spawn(|| {
+            let mut outcomes = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                outcomes.push(rig.pod_connect(UPSTREAM));
+            }
+            outcomes
+        });
+        let mut agent = agent;
+        for _ in 0..2 {
+            assert_eq!(rig.topo.stop(&agent).unwrap(), Some(0));
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            agent = rig.start_agent();
+            agent
+                .output
+                .wait_for("programs replaced in place", kgate_tests::kernel::WAIT)
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        stop.store(true, Ordering::Relaxed);
+        dialler.join().unwrap()
+    });
+    let kgate = |p: &serde_json::Value| {
+        p["reply"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("\u{15}\u{3}"))
+    };
+    let refused = |p: &serde_json::Value| p["kind"] == "ConnectionRefused";
+    assert!(outcomes.len() > 10, "{} connects", outcomes.len());
+    let through: Vec<_> = outcomes
+        .iter()
+        .filter(|p| !kgate(p) && !refused(p))
+        .collect();
+    assert!(
+        through.is_empty(),
+        "connects that got around kgate: {through:?}"
+    );
+    assert!(outcomes.iter().any(refused), "the agent was never down");
+    assert!(outcomes.iter().any(kgate));
+}

@@ -111,7 +111,7 @@ fn enforcement_survives_the_agent_and_detach_removes_it() {
     let agent = rig.start_agent();
     agent
         .output
-        .wait_for("re-using pinned kernel programs", WAIT)
+        .wait_for("programs replaced in place", WAIT)
         .unwrap();
     assert_redirected(&rig, &agent, CLUSTER_IP);
     assert_eq!(rig.topo.stop(&agent).unwrap(), Some(0));
