@@ -105,7 +105,8 @@ pub fn run() -> anyhow::Result<()> {
              tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key}}\n\
              upstream: {{server: 'https://{ENDPOINT}', caFile: {d}/apiserver/ca.crt, tokenFile: {d}/apiserver/token}}\n\
              identity: {{nodeName: node-1, unboundSubjects: ['system:serviceaccount:demo:*']}}\n\
-             policy: {{files: ['{d}/policy.yaml']}}\n",
+             policy: {{files: ['{d}/policy.yaml']}}\n\
+             heartbeat: {{intervalSeconds: 2}}\n",
             cg = topo.cgroup_root.display(),
             bpffs = topo.bpffs.display(),
             d = dir.display()
@@ -245,6 +246,20 @@ pub fn run() -> anyhow::Result<()> {
     println!(
         "    (the held kubectl) {}",
         String::from_utf8_lossy(&out.stdout).trim()
+    );
+
+    step("the admin: kgate status  (every node, from its agent's heartbeat Lease)");
+    let out = topo
+        .node_command(&kgate)
+        .env("KUBECONFIG", &admin_config)
+        .arg("status")
+        .output()?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("    {line}");
+    }
+    println!(
+        "    (exit {}: node-2 of the API-server double runs no agent, so not every node is enforcing)",
+        out.status.code().unwrap_or(-1)
     );
 
     step("what the agent knows about those connections (from the kernel, not the client)");

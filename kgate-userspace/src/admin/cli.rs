@@ -99,8 +99,8 @@ pub fn table(rows: &[Row]) -> String {
                 s["node"].as_str().unwrap_or("?"),
                 yes(&s["enforcing"]),
                 yes(&s["ready"]),
-                s["policyGeneration"],
-                s["approvalsHeld"],
+                s["policyGeneration"].to_string(),
+                s["approvalsHeld"].to_string(),
                 s["version"].as_str().unwrap_or("?"),
                 s["targets"]
                     .as_array()
@@ -255,8 +255,8 @@ pub fn node_table(rows: &[NodeRow]) -> String {
                 yes(&s["enforcing"]),
                 yes(&s["ready"]),
                 s["targets"].as_array().map_or(0, Vec::len),
-                s["policyGeneration"],
-                s["approvalsHeld"],
+                s["policyGeneration"].to_string(),
+                s["approvalsHeld"].to_string(),
                 s["certNotAfter"]
                     .as_i64()
                     .and_then(|t| jiff::Timestamp::from_second(t).ok())
