@@ -14,9 +14,8 @@ use kgate_tests::{
 };
 use serde_json::Value;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn admin_endpoint_and_kgate_status() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
+/// A standalone agent in front of `server` with its admin endpoint on a free port.
+fn agent_with_admin(server: &kgate_tests::apiserver::Handle) -> (Agent, u16) {
     let port = free_port();
     let agent = Agent::standalone_with(
         &server.url(),
@@ -28,6 +27,13 @@ async fn admin_endpoint_and_kgate_status() {
         ),
     )
     .unwrap();
+    (agent, port)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_endpoint_and_kgate_status() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let (agent, port) = agent_with_admin(&server);
     let admin = format!("https://127.0.0.1:{port}");
     let client = https_client(&agent.ca_pem, false);
     let get = |path: &str, token: Option<&str>| {
@@ -318,17 +324,7 @@ async fn kgate_status_reads_heartbeat_leases_with_a_kubeconfig() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_log_filter_changes_at_runtime() {
     let server = ApiServer::start(Config::default()).await.unwrap();
-    let port = free_port();
-    let agent = Agent::standalone_with(
-        &server.url(),
-        server.ca_pem(),
-        server.admin_token(),
-        &format!(
-            "identity: {{unboundSubjects: ['*']}}\npolicy: {{defaultAction: allow}}\n\
-             admin: {{listen: '127.0.0.1:{port}'}}\n"
-        ),
-    )
-    .unwrap();
+    let (agent, port) = agent_with_admin(&server);
     let client = https_client(&agent.ca_pem, false);
     let call = |method: &str, token: Option<&str>, body: &str| {
         let mut req = Request::builder()
