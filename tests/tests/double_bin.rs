@@ -44,6 +44,7 @@ fn prints_its_address_serves_kubectl_and_exits_on_sigterm() {
         [
             "namespace/default",
             "namespace/demo",
+            "namespace/kgate-system",
             "namespace/kube-system"
         ]
     );
