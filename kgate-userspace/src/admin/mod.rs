@@ -44,6 +44,8 @@ pub struct AgentStatus {
     pub approvals_held: i64,
     /// When the serving certificate expires (seconds since the epoch).
     pub cert_not_after: Option<i64>,
+    /// The record log's last write and sync succeeded (true without a log).
+    pub recorder_writable: bool,
     pub ready: bool,
 }
 
@@ -140,6 +142,7 @@ impl Admin {
         self.proxy.metrics.policy_generation.set(policy.generation);
         let policies_loaded = self.proxy.policy.ready();
         let pod_index_synced = self.proxy.identity.pods_synced();
+        let recorder_writable = self.proxy.recorder.writable();
         AgentStatus {
             node: self.node.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -152,7 +155,8 @@ impl Admin {
             cert_not_after: std::fs::read(&self.cert_file)
                 .ok()
                 .and_then(|pem| crate::cert::not_after(&pem).ok()),
-            ready: policies_loaded && pod_index_synced,
+            recorder_writable,
+            ready: policies_loaded && pod_index_synced && recorder_writable,
         }
     }
 

@@ -39,6 +39,15 @@ pub struct Limits {
     pub max_age: Duration,
 }
 
+/// A place in the log: the segment (by its first sequence number), a byte offset in
+/// it, and the sequence number of the record that starts there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+    pub seq: u64,
+}
+
 /// One damaged segment found by a scan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Damage {
@@ -203,6 +212,15 @@ impl Log {
         self.next_seq
     }
 
+    /// Where the next record will be appended (unless a rotation comes first).
+    pub fn end(&self) -> Position {
+        Position {
+            segment: first_seq(&self.active_path).unwrap_or(0),
+            offset: self.active_bytes,
+            seq: self.next_seq,
+        }
+    }
+
     /// Every segment, oldest first.
     pub fn segments(&self) -> Vec<PathBuf> {
         self.sealed
@@ -275,7 +293,8 @@ pub fn read_dir(dir: &Path) -> io::Result<(Vec<Vec<u8>>, Vec<Damage>)> {
     Ok((out, damaged))
 }
 
-fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+/// The segment files in `dir`, oldest first: (first sequence number, path).
+pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut segments: Vec<_> = fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())

@@ -1,18 +1,23 @@
 //! Durable request records: `audit.k8s.io/v1` events ([`event`]) in an append-only,
-//! segmented, checksummed log ([`log`]) that one writer thread owns ([`writer`]), and
-//! the `kgate sessions` views over it ([`sessions`]).
+//! segmented, checksummed log ([`log`]) that one writer thread owns ([`writer`]), the
+//! `kgate sessions` views over it ([`sessions`]), and its export: JSON lines on stdout
+//! (by the writer) and an audit webhook ([`webhook`]) that follows the log with a
+//! [`reader`] and a durable [`cursor`].
 //!
 //! The record **stage** (what goes into an event, and when) is
 //! [`crate::proxy::record`]; this module is the plumbing beside it.
 //!
 //! Not here: request or response bodies (only the `Metadata` level is recorded),
-//! exec/attach stream capture, shipping records off the node.
+//! exec/attach stream capture.
 
+pub mod cursor;
 pub mod event;
 pub mod log;
+pub mod reader;
 pub mod sessions;
 #[cfg(test)]
 mod tests;
+pub mod webhook;
 pub mod writer;
 
 use std::{
@@ -22,11 +27,13 @@ use std::{
     time::Duration,
 };
 
+use tokio::sync::watch;
 use tracing::info;
 
 use self::{
     event::Event,
     log::{Limits, Log},
+    webhook::Sink,
     writer::{Sinks, Stats, SubmitError, Writer},
 };
 use crate::config::{self, Durability};
@@ -41,6 +48,8 @@ pub enum RecordError {
     Submit(#[from] SubmitError),
     #[error("the record log write failed: {0}")]
     WriteFailed(String),
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
 }
 
 /// Where the request path sends its events. Without a sink it only logs them.
@@ -65,11 +74,14 @@ impl Recorder {
         }
     }
 
-    /// Opens the log (running its recovery scan) and starts the writer.
+    /// Opens the log (running its recovery scan) and starts the writer and, when one
+    /// is configured, the webhook sink (a task on the current tokio runtime).
     pub fn new(cfg: &config::Record) -> Result<Self, RecordError> {
         if cfg.dir.is_none() && !cfg.stdout {
             return Ok(Self::disabled());
         }
+        // Checked before the log is opened: a bad receiver setting changes nothing.
+        let sink = cfg.webhook.as_ref().map(Sink::new).transpose()?;
         let stats = Arc::new(Stats::default());
         let log = match &cfg.dir {
             Some(dir) => {
@@ -94,10 +106,21 @@ impl Recorder {
             Durability::Strict => None,
             Durability::Batch => Some(Duration::from_millis(cfg.flush_millis)),
         };
+        let (committed, following) = match &log {
+            Some(log) => {
+                let (tx, rx) = watch::channel(log.end());
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        if let (Some(sink), Some(dir), Some(following)) = (sink, &cfg.dir, following) {
+            tokio::spawn(sink.run(dir.clone(), following, stats.clone()));
+        }
         let writer = Writer::spawn(
             Sinks {
                 log,
                 stdout: cfg.stdout,
+                committed,
             },
             cfg.queue_records,
             flush,
@@ -146,6 +169,11 @@ impl Recorder {
 
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// Whether the last write (and sync) of the log succeeded. Without a log, true.
+    pub fn writable(&self) -> bool {
+        !self.stats.failing.load(Ordering::Relaxed)
     }
 }
 

@@ -235,6 +235,7 @@ async fn group_commit_acks_only_after_the_write() {
         Sinks {
             log: Some(log),
             stdout: false,
+            committed: None,
         },
         1024,
         None,
@@ -272,6 +273,7 @@ fn oversized_records_are_refused_and_counted() {
         Sinks {
             log: Some(log),
             stdout: false,
+            committed: None,
         },
         16,
         None,
@@ -283,7 +285,7 @@ fn oversized_records_are_refused_and_counted() {
             .submit(vec![b'x'; log::MAX_RECORD + 1], true)
             .is_err()
     );
-    assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.too_large.load(Ordering::Relaxed), 1);
 }
 
 #[test]
@@ -295,6 +297,7 @@ fn a_full_queue_is_counted() {
         Sinks {
             log: None,
             stdout: false,
+            committed: None,
         },
         1,
         Some(Duration::from_secs(60)),

@@ -15,33 +15,44 @@ use std::{
     io::{self, Write},
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::{self, RecvTimeoutError, SyncSender, TrySendError},
     },
     time::{Duration, Instant},
 };
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tracing::{error, warn};
 
-use super::log::{self, Log};
+use super::{
+    log::{self, Log, Position},
+    webhook::WebhookStats,
+};
 
 /// The most records written as one group.
 const MAX_GROUP: usize = 4096;
 
-/// Counters anyone may read.
+/// Counters anyone may read (`/metrics` shows them).
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Records written to the log (or to stdout, without a log).
     pub written: AtomicU64,
     /// Records lost because the queue was full.
     pub dropped: AtomicU64,
+    /// Records refused because they were empty or larger than [`log::MAX_RECORD`].
+    pub too_large: AtomicU64,
     /// Groups whose write or sync failed.
     pub write_errors: AtomicU64,
+    /// Records in those groups: lost in batch mode, refused requests in strict mode.
+    pub write_failed_records: AtomicU64,
+    /// The last write or sync failed (the next one that succeeds clears it).
+    pub failing: AtomicBool,
     /// Damaged segments the recovery scan found at start-up.
     pub damaged_segments: AtomicU64,
     /// `fdatasync` calls made.
     pub syncs: AtomicU64,
+    /// The webhook sink's counters.
+    pub webhook: WebhookStats,
 }
 
 pub type Ack = oneshot::Receiver<Result<(), String>>;
@@ -56,6 +67,9 @@ pub struct Sinks {
     pub log: Option<Log>,
     /// Also print each record as a JSON line on stdout.
     pub stdout: bool,
+    /// Where the log's durable end is published after each sync, for readers that
+    /// follow the writer (the webhook sink): they never read what a crash could undo.
+    pub committed: Option<watch::Sender<Position>>,
 }
 
 /// The request side of the writer thread.
@@ -103,7 +117,7 @@ impl Writer {
     /// durable (strict) or written (batch).
     pub fn submit(&self, payload: Vec<u8>, ack: bool) -> Result<Option<Ack>, SubmitError> {
         if payload.len() > log::MAX_RECORD || payload.is_empty() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.too_large.fetch_add(1, Ordering::Relaxed);
             warn!(bytes = payload.len(), "record dropped: empty or too large");
             return Err(SubmitError::TooLarge);
         }
@@ -186,15 +200,22 @@ fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, sta
             None => !group.is_empty(),
             Some(every) => last_sync.elapsed() >= every,
         };
+        let mut synced = false;
         if result.is_ok()
             && dirty
             && sync_due
             && let Some(log) = &mut sinks.log
         {
             result = log.sync();
+            synced = true;
             stats.syncs.fetch_add(1, Ordering::Relaxed);
             last_sync = Instant::now();
             dirty = false;
+            if result.is_ok()
+                && let Some(committed) = &sinks.committed
+            {
+                committed.send_replace(log.end());
+            }
         } else if sync_due {
             last_sync = Instant::now();
         }
@@ -204,9 +225,17 @@ fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, sta
                 stats
                     .written
                     .fetch_add(group.len() as u64, Ordering::Relaxed);
+                // An idle tick proves nothing about the disk.
+                if !group.is_empty() || synced {
+                    stats.failing.store(false, Ordering::Relaxed);
+                }
             }
             Err(e) => {
                 stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .write_failed_records
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                stats.failing.store(true, Ordering::Relaxed);
                 error!(error = %e, records = group.len(), "record log write failed");
             }
         }
