@@ -389,3 +389,28 @@ fn micro_time_has_microseconds() {
     let ts: jiff::Timestamp = "2026-01-02T03:04:05.1Z".parse().unwrap();
     assert_eq!(event::micro_time(ts), "2026-01-02T03:04:05.100000Z");
 }
+
+#[tokio::test]
+async fn the_durable_end_is_published_after_each_sync() {
+    let dir = Dir::new("committed");
+    let (log, _) = Log::open(&dir.0, BIG).unwrap();
+    let (tx, mut rx) = tokio::sync::watch::channel(log.end());
+    assert_eq!(rx.borrow_and_update().seq, 0);
+    let writer = Writer::spawn(
+        Sinks {
+            log: Some(log),
+            stdout: false,
+            committed: Some(tx),
+        },
+        16,
+        None,
+        Arc::new(Stats::default()),
+    )
+    .unwrap();
+    let ack = writer.submit(b"one".to_vec(), true).unwrap().unwrap();
+    ack.await.unwrap().unwrap();
+    // Published before the acknowledgement: a reader never lags what a request saw.
+    assert!(rx.has_changed().unwrap());
+    let end = *rx.borrow();
+    assert_eq!((end.seq, end.offset), (1, (log::HEADER + 3) as u64));
+}

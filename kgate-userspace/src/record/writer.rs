@@ -200,14 +200,12 @@ fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, sta
             None => !group.is_empty(),
             Some(every) => last_sync.elapsed() >= every,
         };
-        let mut synced = false;
         if result.is_ok()
             && dirty
             && sync_due
             && let Some(log) = &mut sinks.log
         {
             result = log.sync();
-            synced = true;
             stats.syncs.fetch_add(1, Ordering::Relaxed);
             last_sync = Instant::now();
             dirty = false;
@@ -225,8 +223,9 @@ fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, sta
                 stats
                     .written
                     .fetch_add(group.len() as u64, Ordering::Relaxed);
-                // An idle tick proves nothing about the disk.
-                if !group.is_empty() || synced {
+                // Only written records prove the disk takes them again: a sync with
+                // nothing new to write succeeds on a full disk too.
+                if !group.is_empty() {
                     stats.failing.store(false, Ordering::Relaxed);
                 }
             }

@@ -1,0 +1,658 @@
+//! The recorder's export and its behaviour when the disk is full, through a standalone
+//! agent in front of the API-server double: records as JSON lines on stdout, an audit
+//! webhook receiver that is down, up, failing and up again across an agent restart
+//! (nothing lost), and a full record filesystem (strict refuses with a 503 Status and
+//! forwards nothing; batch serves and counts the lost records; both resume).
+
+use std::{
+    collections::HashSet,
+    convert::Infallible,
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use kgate::record::{event::Event, sessions};
+use kgate_tests::{
+    apiserver::{ApiServer, Config, Handle},
+    harness::{Agent, HttpsClient, free_port, https_client, scratch_dir, text},
+    pki::Ca,
+};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+/// A GET through the agent as the admin; the status and the body.
+async fn get(client: &HttpsClient, agent: &Agent, token: &str, path: &str) -> (StatusCode, String) {
+    let req = Request::get(format!("{}{path}", agent.url()))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    let status = response.status();
+    (status, text(response.into_body()).await)
+}
+
+/// The agent's admin endpoint at `port`: `/metrics` (as the admin) or a probe.
+async fn admin(agent: &Agent, port: u16, token: &str, path: &str) -> (StatusCode, String) {
+    let client = https_client(&agent.ca_pem, false);
+    let req = Request::get(format!("https://127.0.0.1:{port}{path}"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    let status = response.status();
+    (status, text(response.into_body()).await)
+}
+
+/// The value of an unlabelled sample in a Prometheus exposition.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// The audit IDs the double saw on requests for `path`.
+fn seen_audit_ids(server: &Handle, path_prefix: &str) -> Vec<String> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with(path_prefix))
+        .filter_map(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == "audit-id")
+                .map(|(_, v)| v.clone())
+        })
+        .collect()
+}
+
+async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// === stdout ===
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_go_to_stdout_as_json_lines() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let agent = Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        "identity: {unboundSubjects: [kubernetes-admin]}\npolicy: {defaultAction: allow}\n\
+         record: {stdout: true}\n",
+    )
+    .unwrap();
+    let client = https_client(&agent.ca_pem, true);
+    let token = server.admin_token();
+    for i in 0..5 {
+        let (status, _) = get(
+            &client,
+            &agent,
+            token,
+            &format!("/api/v1/namespaces/demo/configmaps/stdout-{i}"),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "the double answers for itself"
+        );
+    }
+    let ids = seen_audit_ids(&server, "/api/v1/namespaces/demo/configmaps/stdout-");
+    assert_eq!(ids.len(), 5);
+    let lines = eventually(
+        "five records on stdout",
+        Duration::from_secs(10),
+        async || {
+            let lines = agent.stdout();
+            (lines.len() >= 5).then_some(lines)
+        },
+    )
+    .await;
+    // stdout holds records only (the log is on stderr), one event per line.
+    let events: Vec<Event> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not an event: {e}")))
+        .collect();
+    for event in &events {
+        assert_eq!(
+            (event.kind.as_str(), event.api_version.as_str()),
+            ("Event", "audit.k8s.io/v1")
+        );
+        assert_eq!(event.user.username, "kubernetes-admin");
+    }
+    let printed: HashSet<&str> = events.iter().map(|e| e.audit_id.as_str()).collect();
+    for id in &ids {
+        assert!(
+            printed.contains(id.as_str()),
+            "no stdout record for {id}: {lines:?}"
+        );
+    }
+    assert_eq!(
+        events.len(),
+        5,
+        "one record per request without a log: {lines:?}"
+    );
+}
+
+// === webhook ===
+
+/// An audit webhook receiver on loopback: answers 500 while `failing`, keeps every
+/// batch it acknowledged.
+#[derive(Clone, Default)]
+struct Receiver {
+    failing: Arc<AtomicBool>,
+    refused: Arc<AtomicU64>,
+    batches: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Receiver {
+    /// Starts serving on `port` with the certificate `pair`; expects `token`.
+    async fn serve(&self, port: u16, pair: &kgate_tests::pki::Pair, token: &str) {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
+                .map(Result::unwrap)
+                .collect();
+        let key = PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes()).unwrap();
+        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let (receiver, token) = (self.clone(), format!("Bearer {token}"));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (receiver, acceptor, token) =
+                    (receiver.clone(), acceptor.clone(), token.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |req| {
+                        let (receiver, token) = (receiver.clone(), token.clone());
+                        async move { Ok::<_, Infallible>(receiver.handle(req, &token).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    }
+
+    async fn handle(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        token: &str,
+    ) -> Response<Full<Bytes>> {
+        let answer = |code: StatusCode, body: &str| {
+            Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.to_owned())))
+                .unwrap()
+        };
+        if req.method() != http::Method::POST
+            || req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                != Some(token)
+            || req
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                != Some("application/json")
+        {
+            return answer(StatusCode::UNAUTHORIZED, "{}");
+        }
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        if self.failing.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                r#"{"kind":"Status","code":500}"#,
+            );
+        }
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(list) => {
+                self.batches.lock().unwrap().push(list);
+                answer(StatusCode::OK, "{}")
+            }
+            Err(_) => answer(StatusCode::BAD_REQUEST, "{}"),
+        }
+    }
+
+    /// (audit ID, stage) of every event received.
+    fn received(&self) -> HashSet<(String, String)> {
+        self.batches
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|list| list["items"].as_array().cloned().unwrap_or_default())
+            .map(|e| {
+                (
+                    e["auditID"].as_str().unwrap_or_default().to_owned(),
+                    e["stage"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// (audit ID, stage) of every record in the log.
+fn logged(dir: &Path) -> HashSet<(String, String)> {
+    sessions::load(dir)
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|e| (e.audit_id, e.stage))
+        .collect()
+}
+
+fn webhook_agent(
+    server: &Handle,
+    records: &Path,
+    hook: &Path,
+    hook_port: u16,
+    admin: u16,
+) -> Agent {
+    Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        &format!(
+            "identity: {{unboundSubjects: [kubernetes-admin]}}\npolicy: {{defaultAction: allow}}\n\
+             admin: {{listen: '127.0.0.1:{admin}'}}\n\
+             record:\n  dir: '{records}'\n  webhook:\n    url: 'https://localhost:{hook_port}/audit'\n    \
+             caFile: '{hook}/ca.crt'\n    tokenFile: '{hook}/token'\n    batchMaxRecords: 7\n    \
+             batchMaxWaitMillis: 100\n    initialBackoffMillis: 50\n    maxBackoffMillis: 400\n    \
+             timeoutSeconds: 5\n",
+            records = records.display(),
+            hook = hook.display(),
+        ),
+    )
+    .unwrap()
+}
+
+async fn traffic(agent: &Agent, token: &str, tag: &str, n: usize) {
+    let client = https_client(&agent.ca_pem, true);
+    for i in 0..n {
+        let (status, body) = get(
+            &client,
+            agent,
+            token,
+            &format!("/api/v1/namespaces/demo/configmaps/{tag}-{i}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_receiver_down_up_failing_and_an_agent_restart_lose_nothing() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let token = server.admin_token().to_owned();
+    let dir = scratch_dir("webhook");
+    let (records, hook) = (dir.join("records"), dir.join("hook"));
+    fs::create_dir_all(&hook).unwrap();
+    let ca = Ca::new("audit receiver CA").unwrap();
+    let pair = ca.issue(&["localhost"], &[]).unwrap();
+    fs::write(hook.join("ca.crt"), ca.cert_pem()).unwrap();
+    fs::write(hook.join("token"), "audit-sink-token\n").unwrap();
+    let (hook_port, admin_port) = (free_port(), free_port());
+    let receiver = Receiver::default();
+
+    // 1. The receiver is down: requests are served, records wait in the log.
+    let agent = webhook_agent(&server, &records, &hook, hook_port, admin_port);
+    traffic(&agent, &token, "down", 10).await;
+    let metrics = eventually(
+        "failed webhook attempts",
+        Duration::from_secs(10),
+        async || {
+            let (_, m) = admin(&agent, admin_port, &token, "/metrics").await;
+            (sample(&m, "kgate_record_webhook_failed_attempts_total") >= Some(2.0)).then_some(m)
+        },
+    )
+    .await;
+    assert!(
+        sample(&metrics, "kgate_record_webhook_lag_records") >= Some(10.0),
+        "ten requests' records wait: {metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "kgate_record_webhook_sent_records_total"),
+        Some(0.0)
+    );
+
+    // 2. Up: everything so far arrives.
+    receiver.serve(hook_port, &pair, "audit-sink-token").await;
+    eventually(
+        "the backlog at the receiver",
+        Duration::from_secs(20),
+        async || {
+            logged(&records)
+                .is_subset(&receiver.received())
+                .then_some(())
+        },
+    )
+    .await;
+    let metrics = eventually("no lag", Duration::from_secs(10), async || {
+        let (_, m) = admin(&agent, admin_port, &token, "/metrics").await;
+        (sample(&m, "kgate_record_webhook_lag_records") == Some(0.0)).then_some(m)
+    })
+    .await;
+    assert!(
+        sample(&metrics, "kgate_record_webhook_sent_records_total") >= Some(20.0),
+        "{metrics}"
+    );
+
+    // 3. Failing with 500: records wait again; then the agent is killed and replaced.
+    receiver.failing.store(true, Ordering::SeqCst);
+    traffic(&agent, &token, "failing", 10).await;
+    eventually("refused batches", Duration::from_secs(10), async || {
+        (receiver.refused.load(Ordering::SeqCst) >= 2).then_some(())
+    })
+    .await;
+    let killed = Command::new("kill")
+        .args(["-KILL", &agent.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    drop(agent);
+    let agent = webhook_agent(&server, &records, &hook, hook_port, admin_port);
+    traffic(&agent, &token, "restarted", 10).await;
+    eventually(
+        "refusals of the restarted agent",
+        Duration::from_secs(10),
+        async || {
+            let (_, m) = admin(&agent, admin_port, &token, "/metrics").await;
+            (sample(&m, "kgate_record_webhook_failed_attempts_total") >= Some(1.0)).then_some(())
+        },
+    )
+    .await;
+
+    // 4. Up again: every record of the log, before and after the restart, arrives.
+    receiver.failing.store(false, Ordering::SeqCst);
+    let all = eventually(
+        "every record at the receiver",
+        Duration::from_secs(30),
+        async || {
+            let logged = logged(&records);
+            logged.is_subset(&receiver.received()).then_some(logged)
+        },
+    )
+    .await;
+    // Strict mode: two records (received, complete) per forwarded request, 30 requests.
+    let forwarded = seen_audit_ids(&server, "/api/v1/namespaces/demo/configmaps/");
+    assert_eq!(forwarded.len(), 30);
+    let received = receiver.received();
+    for id in &forwarded {
+        for stage in ["RequestReceived", "ResponseComplete"] {
+            assert!(
+                received.contains(&(id.clone(), stage.to_owned())),
+                "{id} {stage} never reached the receiver"
+            );
+        }
+    }
+    assert!(all.len() >= 60, "{} records in the log", all.len());
+    // Every batch is an EventList of valid audit events, within the batch limit.
+    for list in receiver.batches.lock().unwrap().iter() {
+        assert_eq!(
+            (list["kind"].as_str(), list["apiVersion"].as_str()),
+            (Some("EventList"), Some("audit.k8s.io/v1"))
+        );
+        let items = list["items"].as_array().unwrap();
+        assert!((1..=7).contains(&items.len()), "{} items", items.len());
+        for item in items {
+            let event: Event = serde_json::from_value(item.clone()).unwrap();
+            assert_eq!(
+                (event.kind.as_str(), event.api_version.as_str()),
+                ("Event", "audit.k8s.io/v1")
+            );
+        }
+    }
+    let cursor: Value =
+        serde_json::from_slice(&fs::read(records.join("webhook.cursor")).unwrap()).unwrap();
+    assert!(cursor["seq"].as_u64() >= Some(60), "{cursor}");
+    eprintln!(
+        "webhook: {} records, {} distinct at the receiver in {} batches, {} refused POSTs",
+        all.len(),
+        received.len(),
+        receiver.batches.lock().unwrap().len(),
+        receiver.refused.load(Ordering::SeqCst)
+    );
+}
+
+// === disk full ===
+
+/// A tmpfs of `size` mounted at a fresh directory; unmounted and removed on drop,
+/// whatever the test's outcome.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: PathBuf, size: &str) -> Self {
+        fs::create_dir_all(&path).unwrap();
+        let guard = Self(path);
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&guard.0)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -t tmpfs failed");
+        guard
+    }
+
+    /// Writes a file until the filesystem is full; its path.
+    fn fill(&self) -> PathBuf {
+        let path = self.0.join("filler");
+        let mut file = fs::File::create(&path).unwrap();
+        let chunk = vec![0xa5u8; 16 << 10];
+        loop {
+            match file.write_all(&chunk) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+        // Single bytes into what partial pages remain.
+        while file.write_all(b"x").is_ok() {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn disk_agent(server: &Handle, records: &Path, durability: &str, admin: u16) -> Agent {
+    Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        &format!(
+            "identity: {{unboundSubjects: [kubernetes-admin]}}\npolicy: {{defaultAction: allow}}\n\
+             admin: {{listen: '127.0.0.1:{admin}'}}\n\
+             record: {{dir: '{}', durability: {durability}, flushMillis: 50}}\n",
+            records.display()
+        ),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs root"]
+async fn a_full_disk_makes_strict_refuse_and_batch_count() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let token = server.admin_token().to_owned();
+    let dir = scratch_dir("diskfull");
+
+    // Strict: a request that cannot be recorded is refused and never forwarded.
+    let strict_fs = Tmpfs::mount(dir.join("strict"), "2m");
+    let admin_port = free_port();
+    let agent = disk_agent(&server, &strict_fs.0, "strict", admin_port);
+    let client = https_client(&agent.ca_pem, true);
+    let path = |tag: &str| format!("/api/v1/namespaces/demo/configmaps/{tag}");
+    assert_eq!(
+        get(&client, &agent, &token, &path("before")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let filler = strict_fs.fill();
+    let mut refused = Vec::new();
+    for i in 0..20 {
+        let tag = format!("strict-full-{i}");
+        let (status, body) = get(&client, &agent, &token, &path(&tag)).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            let status: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                (status["kind"].as_str(), status["code"].as_u64()),
+                (Some("Status"), Some(503))
+            );
+            let message = status["message"].as_str().unwrap();
+            assert!(message.contains("cannot be recorded"), "{message}");
+            refused.push(tag);
+        } else {
+            assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        }
+    }
+    assert!(
+        refused.len() >= 10,
+        "only {} of 20 requests were refused on a full disk",
+        refused.len()
+    );
+    let seen: HashSet<String> = server.requests().into_iter().map(|r| r.path).collect();
+    for tag in &refused {
+        assert!(
+            !seen.contains(&path(tag)),
+            "{tag} was refused yet reached the API server"
+        );
+    }
+    let (ready, body) = admin(&agent, admin_port, &token, "/readyz").await;
+    assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("\"recorderWritable\":false"), "{body}");
+    // Space again: recording and forwarding resume.
+    fs::remove_file(&filler).unwrap();
+    assert_eq!(
+        get(&client, &agent, &token, &path("strict-after")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.path == path("strict-after"))
+    );
+    assert_eq!(
+        admin(&agent, admin_port, &token, "/readyz").await.0,
+        StatusCode::OK
+    );
+    let (_, metrics) = admin(&agent, admin_port, &token, "/metrics").await;
+    assert!(
+        sample(&metrics, "kgate_record_write_failed_records_total") >= Some(refused.len() as f64),
+        "{metrics}"
+    );
+    drop(agent);
+
+    // Batch: every request is served; the records lost are counted.
+    let batch_fs = Tmpfs::mount(dir.join("batch"), "2m");
+    let admin_port = free_port();
+    let agent = disk_agent(&server, &batch_fs.0, "batch", admin_port);
+    let client = https_client(&agent.ca_pem, true);
+    let filler = batch_fs.fill();
+    for i in 0..20 {
+        let (status, body) = get(&client, &agent, &token, &path(&format!("batch-full-{i}"))).await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "batch mode serves on a full disk: {body}"
+        );
+    }
+    let metrics = eventually(
+        "lost records counted",
+        Duration::from_secs(10),
+        async || {
+            let (_, m) = admin(&agent, admin_port, &token, "/metrics").await;
+            (sample(&m, "kgate_record_write_failed_records_total") >= Some(10.0)).then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(
+        sample(&metrics, "kgate_record_writable"),
+        Some(0.0),
+        "{metrics}"
+    );
+    fs::remove_file(&filler).unwrap();
+    for i in 0..3 {
+        get(&client, &agent, &token, &path(&format!("batch-after-{i}"))).await;
+    }
+    let events = eventually(
+        "records after space was freed",
+        Duration::from_secs(10),
+        async || {
+            let events = sessions::load(&batch_fs.0).unwrap().0;
+            (0..3)
+                .all(|i| {
+                    let uri = path(&format!("batch-after-{i}"));
+                    events.iter().any(|e| e.request_uri == uri)
+                })
+                .then_some(events)
+        },
+    )
+    .await;
+    let lost = sample(&metrics, "kgate_record_write_failed_records_total").unwrap_or_default();
+    eprintln!(
+        "batch: {} records in the log, {lost} counted as lost while the disk was full",
+        events.len()
+    );
+    let (_, metrics) = admin(&agent, admin_port, &token, "/metrics").await;
+    assert_eq!(
+        sample(&metrics, "kgate_record_writable"),
+        Some(1.0),
+        "{metrics}"
+    );
+    drop(agent);
+    drop(batch_fs);
+    drop(strict_fs);
+}
