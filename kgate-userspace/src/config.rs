@@ -12,7 +12,7 @@ use std::{
 use serde::Deserialize;
 
 mod record;
-pub use record::{Durability, Record, Webhook};
+pub use record::{Durability, Level, Record, Webhook};
 
 /// The agent's config file (YAML; JSON is YAML too).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]

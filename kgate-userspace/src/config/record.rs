@@ -7,11 +7,21 @@ use serde::Deserialize;
 
 use super::ConfigError;
 
-/// Where request records go. Every request becomes an `audit.k8s.io/v1` `Event` at
-/// the `Metadata` level (no bodies).
+/// Where request records go. Every request becomes an `audit.k8s.io/v1` `Event`.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Record {
+    /// `Metadata` (default): who, what, the decision and the outcome, no bodies.
+    /// `Request`: also the request's body as `requestObject` (on the event of the
+    /// response, as kube-apiserver does), when it is JSON, a JSON object where
+    /// masking rules cover the resource, and at most `requestObjectMaxBytes`; masked
+    /// by the `mask` rules whoever the caller is. Otherwise the event says why it has
+    /// none (`kgate.io/request-object`).
+    #[serde(default)]
+    pub level: Level,
+    /// The largest request body recorded at level `Request`. Default 262144 (256 KiB).
+    #[serde(default = "default_request_object_max_bytes")]
+    pub request_object_max_bytes: usize,
     /// Directory of the durable record log (segment files). Default: none, so no
     /// records are written to disk and each request is a log line only.
     pub dir: Option<PathBuf>,
@@ -49,6 +59,8 @@ pub struct Record {
 impl Default for Record {
     fn default() -> Self {
         Self {
+            level: Level::default(),
+            request_object_max_bytes: default_request_object_max_bytes(),
             dir: None,
             durability: Durability::default(),
             segment_bytes: default_segment_bytes(),
@@ -60,6 +72,14 @@ impl Default for Record {
             webhook: None,
         }
     }
+}
+
+/// An audit level, as kube-apiserver's audit policy names them.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum Level {
+    #[default]
+    Metadata,
+    Request,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -107,6 +127,13 @@ pub struct Webhook {
     #[serde(default = "default_timeout_seconds")]
     pub timeout_seconds: u64,
 }
+
+fn default_request_object_max_bytes() -> usize {
+    256 << 10
+}
+
+/// The API server's own limit on a request body (3 MiB): nothing larger arrives.
+const MAX_REQUEST_OBJECT_BYTES: usize = 3 << 20;
 
 fn default_segment_bytes() -> u64 {
     64 << 20
@@ -159,6 +186,14 @@ impl Record {
             field,
             message: message.into(),
         };
+        if self.request_object_max_bytes == 0
+            || self.request_object_max_bytes > MAX_REQUEST_OBJECT_BYTES
+        {
+            return Err(invalid(
+                "record.requestObjectMaxBytes",
+                &format!("must be between 1 and {MAX_REQUEST_OBJECT_BYTES}"),
+            ));
+        }
         if self.segment_bytes < 4096 {
             return Err(invalid("record.segmentBytes", "must be at least 4096"));
         }
@@ -264,6 +299,24 @@ mod tests {
         let record: Record = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
         record.validate().map_err(|e| e.to_string())?;
         Ok(record)
+    }
+
+    #[test]
+    fn levels() {
+        let r = record("{}").unwrap();
+        assert_eq!(
+            (r.level, r.request_object_max_bytes),
+            (Level::Metadata, 262_144)
+        );
+        let r = record("{level: Request, requestObjectMaxBytes: 1024}").unwrap();
+        assert_eq!(
+            (r.level, r.request_object_max_bytes),
+            (Level::Request, 1024)
+        );
+        let err = record("{level: RequestResponse}").unwrap_err();
+        assert!(err.contains("Metadata") && err.contains("Request"), "{err}");
+        let err = record("{requestObjectMaxBytes: 0}").unwrap_err();
+        assert!(err.contains("`record.requestObjectMaxBytes`"), "{err}");
     }
 
     #[test]

@@ -7,13 +7,14 @@
 //! The record **stage** (what goes into an event, and when) is
 //! [`crate::proxy::record`]; this module is the plumbing beside it.
 //!
-//! Not here: request or response bodies (only the `Metadata` level is recorded),
-//! exec/attach stream capture.
+//! Not here: response bodies (levels `Metadata` and `Request` only), exec/attach
+//! stream capture.
 
 pub mod cursor;
 pub mod event;
 pub mod log;
 pub mod reader;
+pub mod request_object;
 pub mod sessions;
 #[cfg(test)]
 mod tests;
@@ -36,7 +37,7 @@ use self::{
     webhook::Sink,
     writer::{Sinks, Stats, SubmitError, Writer},
 };
-use crate::config::{self, Durability};
+use crate::config::{self, Durability, Level};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -58,6 +59,8 @@ pub struct Recorder {
     durability: Durability,
     /// Events are written durably (a `record.dir`).
     durable: bool,
+    /// At level `Request`, the largest request body recorded.
+    request_objects: Option<usize>,
     stats: Arc<Stats>,
 }
 
@@ -70,6 +73,7 @@ impl Recorder {
             writer: None,
             durability: Durability::Batch,
             durable: false,
+            request_objects: None,
             stats: Arc::default(),
         }
     }
@@ -131,6 +135,7 @@ impl Recorder {
             writer: Some(writer),
             durability: cfg.durability,
             durable: cfg.dir.is_some(),
+            request_objects: (cfg.level == Level::Request).then_some(cfg.request_object_max_bytes),
             stats,
         })
     }
@@ -138,6 +143,20 @@ impl Recorder {
     /// Whether forwarding must wait until the request's record is durable.
     pub fn strict(&self) -> bool {
         self.durable && self.durability == Durability::Strict
+    }
+
+    /// The audit level of every event.
+    pub fn level(&self) -> &'static str {
+        if self.request_objects.is_some() {
+            event::LEVEL_REQUEST
+        } else {
+            event::LEVEL_METADATA
+        }
+    }
+
+    /// At level `Request`, the largest request body recorded.
+    pub fn request_object_limit(&self) -> Option<usize> {
+        self.request_objects
     }
 
     /// Whether events go anywhere but the log line.
