@@ -312,7 +312,8 @@ fn first_seq(path: &Path) -> Option<u64> {
         .ok()
 }
 
-fn segment_path(dir: &Path, first: u64) -> PathBuf {
+/// The file of the segment whose first record is `first`.
+pub fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}{SUFFIX}"))
 }
 

@@ -129,17 +129,13 @@ fn skip_to(batch: &mut Batch, first: u64, reason: &str) {
     batch.skipped += skipped;
     batch.skip_reason = Some(format!(
         "segment {}: {reason}",
-        segment_name(batch.next.segment)
+        log::segment_path(Path::new(""), batch.next.segment).display()
     ));
     batch.next = Position {
         segment: first,
         offset: 0,
         seq: first,
     };
-}
-
-fn segment_name(first: u64) -> String {
-    format!("{first:020}.log")
 }
 
 enum Segment {

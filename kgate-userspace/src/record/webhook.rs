@@ -45,7 +45,12 @@ use rustls::{
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{cursor::Cursor, log::Position, reader, writer::Stats};
+use super::{
+    cursor::Cursor,
+    log::{self, Position},
+    reader,
+    writer::Stats,
+};
 use crate::config;
 
 /// The payload read for one batch, at most (a batch holds at least one record).
@@ -170,11 +175,21 @@ impl Sink {
         let end = *committed.borrow();
         let mut at = match cursor.load() {
             Some(at) if at.seq <= end.seq => at,
+            // The recovery scan cut the log back below what was sent (damage): what
+            // the cursor passed was sent, what follows the new end is new.
+            Some(at) if log::segment_path(&dir, at.segment).exists() => {
+                warn!(
+                    ?at,
+                    ?end,
+                    "the webhook cursor is past the repaired log's end: going on from there"
+                );
+                end
+            }
             Some(at) => {
                 warn!(
                     ?at,
                     ?end,
-                    "the webhook cursor is past the log's end: sending the whole log"
+                    "the webhook cursor names segments that are gone: sending the whole log"
                 );
                 oldest(&dir)
             }
@@ -336,7 +351,7 @@ impl Sink {
 
 /// The start of the oldest segment in `dir`.
 fn oldest(dir: &Path) -> Position {
-    let first = super::log::list_segments(dir)
+    let first = log::list_segments(dir)
         .ok()
         .and_then(|s| s.first().map(|(first, _)| *first))
         .unwrap_or(0);
