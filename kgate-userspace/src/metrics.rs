@@ -214,7 +214,8 @@ impl Collector for RecorderCollector {
             gauges.push((
                 "record_webhook_lag_records",
                 "Durable records the audit webhook has not had acknowledged yet",
-                i64::try_from(get(&webhook.lag)).unwrap_or(i64::MAX),
+                i64::try_from(get(&stats.durable_end).saturating_sub(get(&webhook.acked)))
+                    .unwrap_or(i64::MAX),
             ));
         }
         for (name, help, value) in gauges {
@@ -248,7 +249,8 @@ mod tests {
         assert!(text.contains("kgate_record_writable 0"), "{text}");
         assert!(!text.contains("webhook"), "no webhook configured: {text}");
         stats.webhook.enabled.store(true, Ordering::Relaxed);
-        stats.webhook.lag.store(12, Ordering::Relaxed);
+        stats.durable_end.store(20, Ordering::Relaxed);
+        stats.webhook.acked.store(8, Ordering::Relaxed);
         let text = metrics.render();
         assert!(
             text.contains("kgate_record_webhook_lag_records 12"),

@@ -295,6 +295,7 @@ fn webhook_agent(
     hook: &Path,
     hook_port: u16,
     admin: u16,
+    limits: &str,
 ) -> Agent {
     Agent::standalone_with(
         &server.url(),
@@ -303,7 +304,7 @@ fn webhook_agent(
         &format!(
             "identity: {{unboundSubjects: [kubernetes-admin]}}\npolicy: {{defaultAction: allow}}\n\
              admin: {{listen: '127.0.0.1:{admin}'}}\n\
-             record:\n  dir: '{records}'\n  webhook:\n    url: 'https://localhost:{hook_port}/audit'\n    \
+             record:\n  dir: '{records}'\n{limits}  webhook:\n    url: 'https://localhost:{hook_port}/audit'\n    \
              caFile: '{hook}/ca.crt'\n    tokenFile: '{hook}/token'\n    batchMaxRecords: 7\n    \
              batchMaxWaitMillis: 100\n    initialBackoffMillis: 50\n    maxBackoffMillis: 400\n    \
              timeoutSeconds: 5\n",
@@ -343,7 +344,7 @@ async fn webhook_receiver_down_up_failing_and_an_agent_restart_lose_nothing() {
     let receiver = Receiver::default();
 
     // 1. The receiver is down: requests are served, records wait in the log.
-    let agent = webhook_agent(&server, &records, &hook, hook_port, admin_port);
+    let agent = webhook_agent(&server, &records, &hook, hook_port, admin_port, "");
     traffic(&agent, &token, "down", 10).await;
     let metrics = eventually(
         "failed webhook attempts",
@@ -398,7 +399,7 @@ async fn webhook_receiver_down_up_failing_and_an_agent_restart_lose_nothing() {
         .unwrap();
     assert!(killed.success());
     drop(agent);
-    let agent = webhook_agent(&server, &records, &hook, hook_port, admin_port);
+    let agent = webhook_agent(&server, &records, &hook, hook_port, admin_port, "");
     traffic(&agent, &token, "restarted", 10).await;
     eventually(
         "refusals of the restarted agent",
@@ -459,9 +460,17 @@ async fn webhook_receiver_down_up_failing_and_an_agent_restart_lose_nothing() {
             );
         }
     }
-    let cursor: Value =
-        serde_json::from_slice(&fs::read(records.join("webhook.cursor")).unwrap()).unwrap();
-    assert!(cursor["seq"].as_u64() >= Some(60), "{cursor}");
+    // The cursor is saved just after the receiver's answer.
+    eventually(
+        "the cursor past every record",
+        Duration::from_secs(10),
+        async || {
+            let cursor: Value =
+                serde_json::from_slice(&fs::read(records.join("webhook.cursor")).ok()?).ok()?;
+            (cursor["seq"].as_u64()? >= all.len() as u64).then_some(())
+        },
+    )
+    .await;
     eprintln!(
         "webhook: {} records, {} received ({} distinct) in {} batches, {} refused POSTs",
         all.len(),
@@ -852,4 +861,62 @@ async fn request_level_records_request_bodies_masked() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_records_deleted_by_retention_are_logged_and_counted() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let token = server.admin_token().to_owned();
+    let dir = scratch_dir("webhook-retention");
+    let (records, hook) = (dir.join("records"), dir.join("hook"));
+    fs::create_dir_all(&hook).unwrap();
+    let ca = Ca::new("audit receiver CA").unwrap();
+    let pair = ca.issue(&["localhost"], &[]).unwrap();
+    fs::write(hook.join("ca.crt"), ca.cert_pem()).unwrap();
+    fs::write(hook.join("token"), "audit-sink-token").unwrap();
+    let (hook_port, admin_port) = (free_port(), free_port());
+    // Two segments of about three records each: most of the backlog is deleted.
+    let agent = webhook_agent(
+        &server,
+        &records,
+        &hook,
+        hook_port,
+        admin_port,
+        "  segmentBytes: 4096\n  maxBytes: 8192\n",
+    );
+    traffic(&agent, &token, "retained", 30).await;
+    let receiver = Receiver::default();
+    receiver.serve(hook_port, &pair, "audit-sink-token").await;
+    let metrics = eventually("the sink caught up", Duration::from_secs(20), async || {
+        let (_, m) = admin(&agent, admin_port, &token, "/metrics").await;
+        let written = sample(&m, "kgate_record_written_records_total")?;
+        let sent = sample(&m, "kgate_record_webhook_sent_records_total")?;
+        let skipped = sample(&m, "kgate_record_webhook_skipped_records_total")?;
+        (written >= 60.0 && sent + skipped == written).then_some(m)
+    })
+    .await;
+    let skipped = sample(&metrics, "kgate_record_webhook_skipped_records_total").unwrap();
+    assert!(
+        skipped >= 30.0,
+        "most of 60 records were deleted unsent: {metrics}"
+    );
+    agent
+        .wait_for(
+            "records lost to the receiver before they were sent",
+            Duration::from_secs(1),
+        )
+        .unwrap();
+    // What retention kept was sent, and the receiver got no more than that.
+    let kept = logged(&records);
+    let received = receiver.received();
+    assert!(
+        kept.is_subset(&received),
+        "{} kept, {} received",
+        kept.len(),
+        received.len()
+    );
+    assert_eq!(
+        receiver.items().len() as f64,
+        sample(&metrics, "kgate_record_webhook_sent_records_total").unwrap()
+    );
 }

@@ -112,6 +112,7 @@ impl Recorder {
         };
         let (committed, following) = match &log {
             Some(log) => {
+                stats.durable_end.store(log.end().seq, Ordering::Relaxed);
                 let (tx, rx) = watch::channel(log.end());
                 (Some(tx), Some(rx))
             }

@@ -68,8 +68,9 @@ pub struct WebhookStats {
     /// Records passed over because they could not be read (deleted by retention
     /// before they were sent, damaged) or were not JSON.
     pub skipped: AtomicU64,
-    /// Durable records the receiver has not acknowledged yet.
-    pub lag: AtomicU64,
+    /// The sequence number after the last record the receiver acknowledged (or that
+    /// was skipped): with [`Stats::durable_end`], the lag.
+    pub acked: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +197,7 @@ impl Sink {
             None => oldest(&dir),
         };
         info!(url = %self.uri, ?at, "record webhook sending");
+        stats.acked.store(at.seq, Ordering::Relaxed);
         let max_wait = Duration::from_millis(self.cfg.batch_max_wait_millis);
         let max_records = self.cfg.batch_max_records;
         let mut waiting_since: Option<Instant> = None;
@@ -204,7 +206,6 @@ impl Sink {
         loop {
             let end = *committed.borrow_and_update();
             let pending = end.seq.saturating_sub(at.seq);
-            stats.lag.store(pending, Ordering::Relaxed);
             if pending == 0 {
                 waiting_since = None;
                 if closed || committed.changed().await.is_err() {
@@ -272,6 +273,7 @@ impl Sink {
                 stats.sent.fetch_add(count, Ordering::Relaxed);
             }
             at = batch.next;
+            stats.acked.store(at.seq, Ordering::Relaxed);
             let saving = Cursor::new(&dir);
             match tokio::task::spawn_blocking(move || saving.save(at)).await {
                 Ok(Ok(())) => {}
@@ -299,7 +301,6 @@ impl Sink {
                 Err(error) => {
                     stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
                     let lag = committed.borrow().seq.saturating_sub(at.seq);
-                    stats.lag.store(lag, Ordering::Relaxed);
                     warn!(%error, retry_in = ?backoff, lag, "record webhook batch failed");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(max);

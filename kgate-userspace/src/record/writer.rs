@@ -51,6 +51,8 @@ pub struct Stats {
     pub damaged_segments: AtomicU64,
     /// `fdatasync` calls made.
     pub syncs: AtomicU64,
+    /// The sequence number after the last durable record (with a log).
+    pub durable_end: AtomicU64,
     /// The webhook sink's counters.
     pub webhook: WebhookStats,
 }
@@ -212,7 +214,9 @@ fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, sta
             if result.is_ok()
                 && let Some(committed) = &sinks.committed
             {
-                committed.send_replace(log.end());
+                let end = log.end();
+                stats.durable_end.store(end.seq, Ordering::Relaxed);
+                committed.send_replace(end);
             }
         } else if sync_due {
             last_sync = Instant::now();
