@@ -240,7 +240,15 @@ impl Receiver {
         {
             return answer(StatusCode::UNAUTHORIZED, "{}");
         }
-        let body = req.into_body().collect().await.unwrap().to_bytes();
+        // A sender killed mid-request leaves a cut-off body: not a batch.
+        let Ok(body) = req
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+        else {
+            return answer(StatusCode::BAD_REQUEST, "{}");
+        };
         if self.failing.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::SeqCst);
             return answer(
@@ -296,6 +304,7 @@ fn webhook_agent(
     hook_port: u16,
     admin: u16,
     limits: &str,
+    batch: usize,
 ) -> Agent {
     Agent::standalone_with(
         &server.url(),
@@ -305,7 +314,7 @@ fn webhook_agent(
             "identity: {{unboundSubjects: [kubernetes-admin]}}\npolicy: {{defaultAction: allow}}\n\
              admin: {{listen: '127.0.0.1:{admin}'}}\n\
              record:\n  dir: '{records}'\n{limits}  webhook:\n    url: 'https://localhost:{hook_port}/audit'\n    \
-             caFile: '{hook}/ca.crt'\n    tokenFile: '{hook}/token'\n    batchMaxRecords: 7\n    \
+             caFile: '{hook}/ca.crt'\n    tokenFile: '{hook}/token'\n    batchMaxRecords: {batch}\n    \
              batchMaxWaitMillis: 100\n    initialBackoffMillis: 50\n    maxBackoffMillis: 400\n    \
              timeoutSeconds: 5\n",
             records = records.display(),
@@ -344,7 +353,7 @@ async fn webhook_receiver_down_up_failing_and_an_agent_restart_lose_nothing() {
     let receiver = Receiver::default();
 
     // 1. The receiver is down: requests are served, records wait in the log.
-    let agent = webhook_agent(&server, &records, &hook, hook_port, admin_port, "");
+    let agent = webhook_agent(&server, &records, &hook, hook_port, admin_port, "", 7);
     traffic(&agent, &token, "down", 10).await;
     let metrics = eventually(
         "failed webhook attempts",
@@ -399,7 +408,7 @@ async fn webhook_receiver_down_up_failing_and_an_agent_restart_lose_nothing() {
         .unwrap();
     assert!(killed.success());
     drop(agent);
-    let agent = webhook_agent(&server, &records, &hook, hook_port, admin_port, "");
+    let agent = webhook_agent(&server, &records, &hook, hook_port, admin_port, "", 7);
     traffic(&agent, &token, "restarted", 10).await;
     eventually(
         "refusals of the restarted agent",
@@ -883,6 +892,7 @@ async fn webhook_records_deleted_by_retention_are_logged_and_counted() {
         hook_port,
         admin_port,
         "  segmentBytes: 4096\n  maxBytes: 8192\n",
+        7,
     );
     traffic(&agent, &token, "retained", 30).await;
     let receiver = Receiver::default();
@@ -918,5 +928,109 @@ async fn webhook_records_deleted_by_retention_are_logged_and_counted() {
     assert_eq!(
         receiver.items().len() as f64,
         sample(&metrics, "kgate_record_webhook_sent_records_total").unwrap()
+    );
+}
+
+// === measurement ===
+
+/// `n` GETs from 8 concurrent clients; how long they took.
+async fn load(agent: &Agent, token: &str, n: usize) -> Duration {
+    let client = https_client(&agent.ca_pem, true);
+    let url = format!(
+        "{}/api/v1/namespaces/demo/configmaps/app-config",
+        agent.url()
+    );
+    let started = Instant::now();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, url, token) = (client.clone(), url.clone(), token.to_owned());
+            tokio::spawn(async move {
+                for _ in 0..n / 8 {
+                    let req = Request::get(&url)
+                        .header("authorization", format!("Bearer {token}"))
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    let response = client.request(req).await.unwrap();
+                    assert_eq!(response.status(), StatusCode::OK);
+                    text(response.into_body()).await;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "measurement: prints request rates and the webhook's drain rate"]
+async fn measure_the_webhook_sink() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let token = server.admin_token().to_owned();
+    let dir = scratch_dir("webhook-measure");
+    let hook = dir.join("hook");
+    fs::create_dir_all(&hook).unwrap();
+    let ca = Ca::new("audit receiver CA").unwrap();
+    let pair = ca.issue(&["localhost"], &[]).unwrap();
+    fs::write(hook.join("ca.crt"), ca.cert_pem()).unwrap();
+    fs::write(hook.join("token"), "audit-sink-token").unwrap();
+    let n = 2000;
+
+    let plain = Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        &token,
+        &format!(
+            "identity: {{unboundSubjects: [kubernetes-admin]}}\npolicy: {{defaultAction: allow}}\n\
+             record: {{dir: '{}'}}\n",
+            dir.join("plain").display()
+        ),
+    )
+    .unwrap();
+    load(&plain, &token, 200).await;
+    let without = load(&plain, &token, n).await;
+    drop(plain);
+
+    let (hook_port, admin_port) = (free_port(), free_port());
+    let receiver = Receiver::default();
+    receiver.serve(hook_port, &pair, "audit-sink-token").await;
+    let records = dir.join("hooked");
+    let hooked = webhook_agent(&server, &records, &hook, hook_port, admin_port, "", 400);
+    load(&hooked, &token, 200).await;
+    let with = load(&hooked, &token, n).await;
+    drop(hooked);
+
+    // A backlog: the receiver is down (a port nobody serves) while requests come in.
+    let (down_port, admin_port) = (free_port(), free_port());
+    let backlog = dir.join("backlog");
+    let agent = webhook_agent(&server, &backlog, &hook, down_port, admin_port, "", 400);
+    load(&agent, &token, n).await;
+    drop(agent);
+    let receiver = Receiver::default();
+    receiver.serve(down_port, &pair, "audit-sink-token").await;
+    let total = logged(&backlog).len();
+    let batch: usize = std::env::var("KGATE_MEASURE_BATCH")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(400);
+    let started = Instant::now();
+    let agent = webhook_agent(&server, &backlog, &hook, down_port, admin_port, "", batch);
+    eventually(
+        "the backlog drained",
+        Duration::from_secs(120),
+        async || (receiver.items().len() >= total).then_some(()),
+    )
+    .await;
+    let drained = started.elapsed();
+    drop(agent);
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    eprintln!(
+        "strict GETs, 8 clients: {:.0}/s without a webhook, {:.0}/s with a live webhook \
+         (batchMaxRecords 400); a backlog of {total} records drained in {drained:?} \
+         (batchMaxRecords {batch}, agent start included, {:.0} records/s)",
+        rate(without),
+        rate(with),
+        total as f64 / drained.as_secs_f64()
     );
 }
