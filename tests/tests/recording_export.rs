@@ -769,6 +769,9 @@ async fn request_level_records_request_bodies_masked() {
     );
     tokio::task::spawn_blocking(move || {
         kubectl.ok(&["create", "configmap", "from-kubectl", "--from-literal=x=y"]);
+        // An upgraded stream at level Request: no body to keep, nothing to say.
+        let out = kubectl.ok(&["exec", "web-0", "--", "echo", "streamed"]);
+        assert_eq!(out.trim(), "streamed");
     })
     .await
     .unwrap();
@@ -793,8 +796,9 @@ async fn request_level_records_request_bodies_masked() {
                 .iter()
                 .filter(|e| e.stage == "ResponseComplete" && e.verb == "create")
                 .count()
-                == 3)
-            .then_some(events)
+                == 3
+            && events.iter().any(|e| e.stage == "ResponseStarted"))
+        .then_some(events)
     })
     .await;
     assert!(
@@ -849,6 +853,22 @@ async fn request_level_records_request_bodies_masked() {
         (
             read.request_object.as_ref(),
             read.annotation(kgate::record::event::REQUEST_OBJECT)
+        ),
+        (None, None)
+    );
+    let exec = events
+        .iter()
+        .find(|e| {
+            e.stage == "ResponseStarted"
+                && e.object_ref
+                    .as_ref()
+                    .is_some_and(|o| o.subresource == "exec")
+        })
+        .expect("the exec's record");
+    assert_eq!(
+        (
+            exec.request_object.as_ref(),
+            exec.annotation(kgate::record::event::REQUEST_OBJECT)
         ),
         (None, None)
     );

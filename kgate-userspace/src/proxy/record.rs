@@ -21,7 +21,7 @@ use std::{
 
 use http::{
     HeaderValue, Method, StatusCode,
-    header::{CONTENT_LENGTH, CONTENT_TYPE, USER_AGENT},
+    header::{CONTENT_LENGTH, CONTENT_TYPE, UPGRADE, USER_AGENT},
 };
 use jiff::Timestamp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -128,10 +128,13 @@ impl Pending {
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        // Upgrades (exec, attach, port-forward) carry streams, not objects.
         let has_body = matches!(
             *req.method(),
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-        ) && length != Some(0);
+        ) && length != Some(0)
+            && !req.headers().contains_key(UPGRADE)
+            && !http_body::Body::is_end_stream(req.body());
         if !has_body || !recorder.enabled() {
             return req;
         }
@@ -202,7 +205,7 @@ impl Pending {
             event.level = recorder.level().to_owned();
             if let Some(captured) = self.request_body.get() {
                 match captured.object() {
-                    Ok(object) => event.request_object = Some(object),
+                    Ok(object) => event.request_object = object,
                     Err(why) => {
                         event
                             .annotations

@@ -119,8 +119,9 @@ impl HttpBody for Tee {
 // === impl Captured ===
 
 impl Captured {
-    /// The body as the record keeps it (masked), or why it keeps none.
-    pub fn object(&self) -> Result<Value, String> {
+    /// The body as the record keeps it (masked; `None` when it was empty), or why it
+    /// keeps none.
+    pub fn object(&self) -> Result<Option<Value>, String> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if !self.json {
             return Err("omitted: not JSON".into());
@@ -136,7 +137,7 @@ impl Captured {
             return Err("omitted: the body had not all arrived when the response began".into());
         }
         if state.bytes.is_empty() {
-            return Err("omitted: empty".into());
+            return Ok(None);
         }
         let mut value: Value = serde_json::from_slice(&state.bytes)
             .map_err(|e| format!("omitted: not valid JSON ({e})"))?;
@@ -145,7 +146,7 @@ impl Captured {
         {
             return Err("omitted: masked fields of a body that is not an object".into());
         }
-        Ok(value)
+        Ok(Some(value))
     }
 }
 
@@ -171,6 +172,17 @@ mod tests {
         json: bool,
         mask: Option<Plan>,
     ) -> Result<Value, String> {
+        through_maybe_empty(body, limit, json, mask)
+            .await
+            .map(|v| v.expect("a body"))
+    }
+
+    async fn through_maybe_empty(
+        body: &[u8],
+        limit: usize,
+        json: bool,
+        mask: Option<Plan>,
+    ) -> Result<Option<Value>, String> {
         let (tee, captured) = tee(body::full(body.to_vec()), limit, None, json, mask);
         let forwarded = tee.collect().await.unwrap().to_bytes();
         assert_eq!(forwarded, body, "the body passes unchanged");
@@ -216,6 +228,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.contains("not JSON"), "{err}");
+        assert_eq!(
+            through_maybe_empty(b"", 1 << 20, true, None).await,
+            Ok(None)
+        );
         let err = through(b"{\"a\":", 1 << 20, true, None).await.unwrap_err();
         assert!(err.contains("not valid JSON"), "{err}");
     }
