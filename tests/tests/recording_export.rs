@@ -915,6 +915,13 @@ async fn webhook_records_deleted_by_retention_are_logged_and_counted() {
         7,
     );
     traffic(&agent, &token, "retained", 30).await;
+    // Said when it happens, not only when the receiver is back.
+    agent
+        .wait_for(
+            "retention deleted records the webhook has not sent yet",
+            Duration::from_secs(5),
+        )
+        .unwrap();
     let receiver = Receiver::default();
     receiver.serve(hook_port, &pair, "audit-sink-token").await;
     let metrics = eventually("the sink caught up", Duration::from_secs(20), async || {

@@ -20,6 +20,10 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write},
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -79,6 +83,9 @@ pub struct Log {
     active_path: PathBuf,
     active_bytes: u64,
     next_seq: u64,
+    /// The sequence number up to which a reader (the webhook) has had the records:
+    /// retention says so when it deletes records past it.
+    consumed: Option<Arc<AtomicU64>>,
 }
 
 // === framing ===
@@ -178,6 +185,7 @@ impl Log {
             active_path,
             active_bytes,
             next_seq,
+            consumed: None,
         };
         log.retain();
         Ok((log, recovery))
@@ -210,6 +218,13 @@ impl Log {
     /// The sequence number the next record gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// From now on retention warns when it deletes records at or past `consumed`
+    /// (a sequence number a reader such as the webhook sink keeps up to date): it
+    /// still deletes them, since the disk bound protects the node.
+    pub fn warn_unconsumed(&mut self, consumed: Arc<AtomicU64>) {
+        self.consumed = Some(consumed);
     }
 
     /// Where the next record will be appended (unless a rotation comes first).
@@ -264,6 +279,21 @@ impl Log {
             if let Err(error) = fs::remove_file(oldest) {
                 warn!(segment = %oldest.display(), %error, "cannot delete an old record segment");
                 break;
+            }
+            if let Some(consumed) = &self.consumed {
+                let first = self.sealed[0].0;
+                let end = self.sealed.get(1).map_or_else(
+                    || first_seq(&self.active_path).unwrap_or(first),
+                    |(s, _)| *s,
+                );
+                let consumed = consumed.load(Ordering::Relaxed);
+                if end > consumed {
+                    warn!(
+                        segment = %oldest.display(),
+                        records = end - consumed.max(first),
+                        "retention deleted records the webhook has not sent yet"
+                    );
+                }
             }
             total -= bytes.min(total);
             self.sealed.remove(0);

@@ -89,8 +89,12 @@ impl Recorder {
         let stats = Arc::new(Stats::default());
         let log = match &cfg.dir {
             Some(dir) => {
-                let (log, recovery) = Log::open(dir, limits(cfg))
+                let (mut log, recovery) = Log::open(dir, limits(cfg))
                     .map_err(|e| RecordError::OpenFailed(dir.clone(), e))?;
+                if sink.is_some() {
+                    // Until the sink has loaded its cursor, everything counts as unsent.
+                    log.warn_unconsumed(stats.webhook.acked.clone());
+                }
                 stats
                     .damaged_segments
                     .store(recovery.damaged.len() as u64, Ordering::Relaxed);

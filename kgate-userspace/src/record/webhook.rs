@@ -17,7 +17,9 @@
 //!   cursor save sends those batches again. Without a cursor the whole log is sent.
 //! - Retention wins over the webhook: when it deletes a segment the sink has not sent
 //!   (the receiver was down for longer than the log holds), those records are lost
-//!   to the receiver; that is logged and counted (`..._webhook_skipped_records`).
+//!   to the receiver; retention logs it as it deletes them ([`log::Log::warn_unconsumed`]),
+//!   and the sink logs and counts them (`..._webhook_skipped_records`) when it
+//!   reaches the gap.
 //!
 //! Not here: mTLS client certificates, kubeconfig-style receiver configuration.
 
@@ -71,7 +73,7 @@ pub struct WebhookStats {
     pub skipped: AtomicU64,
     /// The sequence number after the last record the receiver acknowledged (or that
     /// was skipped): with [`Stats::durable_end`], the lag.
-    pub acked: AtomicU64,
+    pub acked: Arc<AtomicU64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +177,6 @@ impl Sink {
         stats: Arc<Stats>,
     ) {
         let stats = &stats.webhook;
-        stats.enabled.store(true, Ordering::Relaxed);
         let cursor = Cursor::new(&dir);
         let end = *committed.borrow();
         let mut at = match cursor.load() {
@@ -202,6 +203,7 @@ impl Sink {
         };
         info!(url = %self.uri, ?at, "record webhook sending");
         stats.acked.store(at.seq, Ordering::Relaxed);
+        stats.enabled.store(true, Ordering::Relaxed);
         // The cursor is saved beside the sending, so that its two fsyncs do not pace
         // the batches; a crash may then resend a little more (at least once anyway).
         let (acked, saved) = watch::channel(at);
