@@ -180,6 +180,11 @@ impl Collector for RecorderCollector {
                 get(&webhook.failed_attempts),
             ),
             (
+                "record_webhook_rejected_records",
+                "Records the audit webhook rejected as bad (400, 413, 415, 422) even alone",
+                get(&webhook.rejected),
+            ),
+            (
                 "record_webhook_skipped_records",
                 "Records never sent: deleted by retention first, damaged, or not JSON",
                 get(&webhook.skipped),

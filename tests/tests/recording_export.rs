@@ -169,6 +169,8 @@ async fn records_go_to_stdout_as_json_lines() {
 #[derive(Clone, Default)]
 struct Receiver {
     failing: Arc<AtomicBool>,
+    /// Batches holding this text are refused with 400, as bad.
+    poison: Arc<Mutex<Option<String>>>,
     refused: Arc<AtomicU64>,
     batches: Arc<Mutex<Vec<Value>>>,
 }
@@ -255,6 +257,11 @@ impl Receiver {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 r#"{"kind":"Status","code":500}"#,
             );
+        }
+        if let Some(poison) = self.poison.lock().unwrap().as_deref()
+            && String::from_utf8_lossy(&body).contains(poison)
+        {
+            return answer(StatusCode::BAD_REQUEST, r#"{"kind":"Status","code":400}"#);
         }
         match serde_json::from_slice::<Value>(&body) {
             Ok(list) => {
@@ -890,6 +897,67 @@ async fn request_level_records_request_bodies_masked() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_the_receiver_rejects_does_not_hold_back_the_rest() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let token = server.admin_token().to_owned();
+    let dir = scratch_dir("webhook-reject");
+    let (records, hook) = (dir.join("records"), dir.join("hook"));
+    fs::create_dir_all(&hook).unwrap();
+    let ca = Ca::new("audit receiver CA").unwrap();
+    let pair = ca.issue(&["localhost"], &[]).unwrap();
+    fs::write(hook.join("ca.crt"), ca.cert_pem()).unwrap();
+    fs::write(hook.join("token"), "audit-sink-token").unwrap();
+    let (hook_port, admin_port) = (free_port(), free_port());
+    let receiver = Receiver::default();
+    *receiver.poison.lock().unwrap() = Some("configmaps/poison".to_owned());
+    receiver.serve(hook_port, &pair, "audit-sink-token").await;
+    let agent = webhook_agent(&server, &records, &hook, hook_port, admin_port, "", 7);
+    traffic(&agent, &token, "before", 10).await;
+    traffic(&agent, &token, "poison", 1).await;
+    traffic(&agent, &token, "after", 10).await;
+    let metrics = eventually(
+        "the sink past the poison",
+        Duration::from_secs(20),
+        async || {
+            let (_, m) = admin(&agent, admin_port, &token, "/metrics").await;
+            (sample(&m, "kgate_record_webhook_lag_records") == Some(0.0)
+                && sample(&m, "kgate_record_written_records_total") >= Some(42.0))
+            .then_some(m)
+        },
+    )
+    .await;
+    // Strict: the poisoned request's two records, each refused even alone.
+    assert_eq!(
+        sample(&metrics, "kgate_record_webhook_rejected_records_total"),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "kgate_record_webhook_sent_records_total"),
+        Some(40.0),
+        "{metrics}"
+    );
+    let events = sessions::load(&records).unwrap().0;
+    let received = receiver.received();
+    for event in &events {
+        let poisoned = event.request_uri.contains("configmaps/poison");
+        assert_eq!(
+            received.contains(&(event.audit_id.clone(), event.stage.clone())),
+            !poisoned,
+            "{} {}",
+            event.request_uri,
+            event.stage
+        );
+    }
+    agent
+        .wait_for(
+            "the receiver rejects this record; skipped",
+            Duration::from_secs(1),
+        )
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

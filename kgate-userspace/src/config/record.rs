@@ -93,7 +93,9 @@ pub enum Durability {
 /// An audit webhook: what kube-apiserver's `--audit-webhook-*` backend talks to. The
 /// durable log's records are POSTed as `audit.k8s.io/v1` `EventList` batches over
 /// HTTPS; a non-2xx answer or no answer is a failure, retried with capped exponential
-/// backoff, forever (records wait in the log, bounded by its retention). Delivery is
+/// backoff, forever (records wait in the log, bounded by its retention), except that
+/// a batch rejected as bad (400, 413, 415, 422) is split down to the records the
+/// receiver refuses even alone, which are skipped and counted. Delivery is
 /// at least once: a batch the receiver took but whose acknowledgement kgate did not
 /// persist (a crash in between) is sent again.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]

@@ -9,7 +9,11 @@
 //!   retention.
 //! - A failed batch is retried, the same batch, with capped exponential backoff,
 //!   until it is acknowledged. Unlike kube-apiserver, which drops a batch after a
-//!   few tries, nothing is given up: the log is the buffer.
+//!   few tries, nothing is given up: the log is the buffer. The one exception is a
+//!   batch the receiver rejects as bad (400, 413, 415, 422), which no retry can
+//!   fix: it is sent in halves, and a single record still rejected is skipped,
+//!   logged and counted (`..._webhook_rejected_records`), so that it cannot hold
+//!   back every record after it.
 //! - The position after the last acknowledged batch is saved ([`super::cursor`]) by
 //!   a task beside the sending (the latest one whenever it changes, so the cursor's
 //!   fsyncs never pace the batches), and a restarted agent goes on from there.
@@ -24,6 +28,7 @@
 //! Not here: mTLS client certificates, kubeconfig-style receiver configuration.
 
 use std::{
+    collections::VecDeque,
     fs,
     path::{Path, PathBuf},
     sync::{
@@ -71,6 +76,8 @@ pub struct WebhookStats {
     /// Records passed over because they could not be read (deleted by retention
     /// before they were sent, damaged) or were not JSON.
     pub skipped: AtomicU64,
+    /// Records the receiver rejected as bad (400, 413, 415, 422) even alone.
+    pub rejected: AtomicU64,
     /// The sequence number after the last record the receiver acknowledged (or that
     /// was skipped): with [`Stats::durable_end`], the lag.
     pub acked: Arc<AtomicU64>,
@@ -270,7 +277,9 @@ impl Sink {
                     "record webhook: records lost to the receiver before they were sent"
                 );
             }
-            let (body, count, invalid) = event_list(&batch.records);
+            let total = batch.records.len();
+            let records: Vec<Vec<u8>> = batch.records.into_iter().filter(|r| is_json(r)).collect();
+            let invalid = (total - records.len()) as u64;
             if invalid > 0 {
                 stats.skipped.fetch_add(invalid, Ordering::Relaxed);
                 warn!(
@@ -278,31 +287,70 @@ impl Sink {
                     "record webhook: records that are not JSON skipped"
                 );
             }
-            if count > 0 {
-                self.deliver(body, &committed, at, stats).await;
-                stats.sent.fetch_add(count, Ordering::Relaxed);
-            }
+            self.send(&records, &committed, at, stats).await;
             at = batch.next;
             stats.acked.store(at.seq, Ordering::Relaxed);
             acked.send_replace(at);
         }
     }
 
-    /// POSTs `body` until the receiver acknowledges it.
+    /// Sends `records` in order. A batch the receiver rejects as bad (400, 413, 415,
+    /// 422: sending it again cannot help) is split in halves, down to single records,
+    /// so that one record it cannot take does not hold back the rest; such a record is
+    /// skipped, logged and counted. Every other failure is retried.
+    async fn send(
+        &self,
+        records: &[Vec<u8>],
+        committed: &watch::Receiver<Position>,
+        at: Position,
+        stats: &WebhookStats,
+    ) {
+        let mut parts = VecDeque::new();
+        parts.push_back(0..records.len());
+        while let Some(range) = parts.pop_front() {
+            let part = &records[range.clone()];
+            if part.is_empty() {
+                continue;
+            }
+            match self.deliver(event_list(part), committed, at, stats).await {
+                Ok(()) => {
+                    stats.sent.fetch_add(part.len() as u64, Ordering::Relaxed);
+                }
+                Err(error) if part.len() > 1 => {
+                    warn!(%error, records = part.len(), "record webhook: batch rejected; sending it in halves");
+                    let mid = range.start + part.len() / 2;
+                    parts.push_front(mid..range.end);
+                    parts.push_front(range.start..mid);
+                }
+                Err(error) => {
+                    stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    let audit_id = serde_json::from_slice::<serde_json::Value>(&part[0])
+                        .ok()
+                        .and_then(|e| e["auditID"].as_str().map(str::to_owned));
+                    warn!(%error, audit_id, "record webhook: the receiver rejects this record; skipped");
+                }
+            }
+        }
+    }
+
+    /// POSTs `body` until the receiver acknowledges it, or rejects it as bad.
     async fn deliver(
         &self,
         body: Bytes,
         committed: &watch::Receiver<Position>,
         at: Position,
         stats: &WebhookStats,
-    ) {
+    ) -> Result<(), PostError> {
         let mut backoff = Duration::from_millis(self.cfg.initial_backoff_millis);
         let max = Duration::from_millis(self.cfg.max_backoff_millis);
         loop {
             match self.post(body.clone()).await {
-                Ok(()) => return,
+                Ok(()) => return Ok(()),
                 Err(error) => {
                     stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    if error.is_rejection() {
+                        return Err(error);
+                    }
                     let lag = committed.borrow().seq.saturating_sub(at.seq);
                     warn!(%error, retry_in = ?backoff, lag, "record webhook batch failed");
                     tokio::time::sleep(backoff).await;
@@ -382,27 +430,34 @@ fn oldest(dir: &Path) -> Position {
     }
 }
 
-/// The `EventList` of the records that are JSON, how many that is, and how many were
-/// not. The records are the log's serialized events, put in as they are.
-fn event_list(records: &[Vec<u8>]) -> (Bytes, u64, u64) {
+fn is_json(record: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(record).is_ok()
+}
+
+/// The `EventList` of `records` (the log's serialized events, put in as they are).
+fn event_list(records: &[Vec<u8>]) -> Bytes {
     let mut body = Vec::with_capacity(records.iter().map(|r| r.len() + 1).sum::<usize>() + 96);
     body.extend_from_slice(
         br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":["#,
     );
-    let (mut count, mut invalid) = (0, 0);
-    for record in records {
-        if serde_json::from_slice::<serde::de::IgnoredAny>(record).is_err() {
-            invalid += 1;
-            continue;
-        }
-        if count > 0 {
+    for (i, record) in records.iter().enumerate() {
+        if i > 0 {
             body.push(b',');
         }
         body.extend_from_slice(record);
-        count += 1;
     }
     body.extend_from_slice(b"]}");
-    (body.into(), count, invalid)
+    body.into()
+}
+
+// === impl PostError ===
+
+impl PostError {
+    /// The receiver says the batch itself is bad: the same bytes will never pass.
+    /// Authentication (401, 403) and throttling (429) are not: they may be fixed.
+    fn is_rejection(&self) -> bool {
+        matches!(self, Self::Refused(status, _) if matches!(status.as_u16(), 400 | 413 | 415 | 422))
+    }
 }
 
 #[cfg(test)]
@@ -410,20 +465,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn event_list_holds_the_json_records() {
+    fn event_list_holds_the_records() {
         let records = vec![
             br#"{"kind":"Event","auditID":"a"}"#.to_vec(),
-            b"not json".to_vec(),
             br#"{"kind":"Event","auditID":"b"}"#.to_vec(),
         ];
-        let (body, count, invalid) = event_list(&records);
-        assert_eq!((count, invalid), (2, 1));
-        let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(records.iter().all(|r| is_json(r)) && !is_json(b"not json"));
+        let list: serde_json::Value = serde_json::from_slice(&event_list(&records)).unwrap();
         assert_eq!(list["kind"], "EventList");
         assert_eq!(list["apiVersion"], "audit.k8s.io/v1");
         assert_eq!(list["items"][1]["auditID"], "b");
-        let (empty, ..) = event_list(&[]);
-        let empty: serde_json::Value = serde_json::from_slice(&empty).unwrap();
+        let empty: serde_json::Value = serde_json::from_slice(&event_list(&[])).unwrap();
         assert_eq!(empty["items"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn only_a_bad_batch_is_a_rejection() {
+        let refused = |code: u16| {
+            PostError::Refused(http::StatusCode::from_u16(code).unwrap(), String::new())
+        };
+        for code in [400, 413, 415, 422] {
+            assert!(refused(code).is_rejection(), "{code}");
+        }
+        for code in [401, 403, 404, 408, 429, 500, 502, 503] {
+            assert!(!refused(code).is_rejection(), "{code}");
+        }
+        assert!(!PostError::TimedOut(Duration::from_secs(1)).is_rejection());
     }
 }
