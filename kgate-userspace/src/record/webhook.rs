@@ -256,6 +256,7 @@ impl Sink {
                 }
                 Err(error) => {
                     warn!(%error, "the record webhook's reader failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(self.cfg.max_backoff_millis)).await;
                     continue;
                 }
             };
