@@ -3,4 +3,5 @@
 pub mod apiserver;
 pub mod harness;
 pub mod pki;
+pub mod recorder;
 pub mod topology;
