@@ -142,7 +142,7 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         approvals: Some(approvals),
         upstream,
         masker,
-        metrics: Metrics::default(),
+        metrics: Metrics::with_recorder(recorder.stats().clone()),
         recorder,
     });
     let recovering = proxy.clone();

@@ -11,6 +11,9 @@ use std::{
 
 use serde::Deserialize;
 
+mod record;
+pub use record::{Durability, Level, Record, Webhook};
+
 /// The agent's config file (YAML; JSON is YAML too).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -79,85 +82,6 @@ pub struct Config {
     /// [`Record`].
     #[serde(default)]
     pub record: Record,
-}
-
-/// Where request records go. Every request becomes an `audit.k8s.io/v1` `Event` at
-/// the `Metadata` level (no bodies).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Record {
-    /// Directory of the durable record log (segment files). Default: none, so no
-    /// records are written to disk and each request is a log line only.
-    pub dir: Option<PathBuf>,
-    /// `strict` (default): a forwarded request's `RequestReceived` record is on disk
-    /// (`fdatasync`, shared by concurrent requests) before the request is forwarded,
-    /// and a request whose record cannot be written is refused with a 503. `batch`:
-    /// records are queued and synced every `flushMillis`; a full queue drops records
-    /// (counted and logged), never requests.
-    #[serde(default)]
-    pub durability: Durability,
-    /// A segment file is closed and a new one started past this size. Default 64 MiB.
-    #[serde(default = "default_segment_bytes")]
-    pub segment_bytes: u64,
-    /// The oldest segments are deleted while the log is larger. Default 1 GiB.
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: u64,
-    /// Segments older than this are deleted. Default 168 (7 days).
-    #[serde(default = "default_max_age_hours")]
-    pub max_age_hours: u64,
-    /// Records waiting for the writer, at most. Default 65536.
-    #[serde(default = "default_queue_records")]
-    pub queue_records: usize,
-    /// In `batch` mode, how often the log is synced, in milliseconds. Default 1000.
-    #[serde(default = "default_flush_millis")]
-    pub flush_millis: u64,
-    /// Also print every record as a JSON line on stdout (with or without `dir`).
-    /// Default `false`.
-    #[serde(default)]
-    pub stdout: bool,
-}
-
-impl Default for Record {
-    fn default() -> Self {
-        Self {
-            dir: None,
-            durability: Durability::default(),
-            segment_bytes: default_segment_bytes(),
-            max_bytes: default_max_bytes(),
-            max_age_hours: default_max_age_hours(),
-            queue_records: default_queue_records(),
-            flush_millis: default_flush_millis(),
-            stdout: false,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub enum Durability {
-    #[default]
-    Strict,
-    Batch,
-}
-
-fn default_segment_bytes() -> u64 {
-    64 << 20
-}
-
-fn default_max_bytes() -> u64 {
-    1 << 30
-}
-
-fn default_max_age_hours() -> u64 {
-    7 * 24
-}
-
-fn default_queue_records() -> usize {
-    65536
-}
-
-fn default_flush_millis() -> u64 {
-    1000
 }
 
 /// The admin endpoint.
@@ -575,28 +499,7 @@ impl Config {
             field: e.field,
             message: e.message,
         })?;
-        let record = &self.record;
-        if record.segment_bytes < 4096 {
-            return Err(invalid("record.segmentBytes", "must be at least 4096"));
-        }
-        if record.max_bytes < record.segment_bytes {
-            return Err(invalid(
-                "record.maxBytes",
-                "must be at least record.segmentBytes",
-            ));
-        }
-        if record.max_age_hours == 0 {
-            return Err(invalid("record.maxAgeHours", "must be at least 1"));
-        }
-        if record.queue_records == 0 {
-            return Err(invalid("record.queueRecords", "must be at least 1"));
-        }
-        if record.flush_millis == 0 {
-            return Err(invalid("record.flushMillis", "must be at least 1"));
-        }
-        if record.dir.as_ref().is_some_and(|d| !d.is_absolute()) {
-            return Err(invalid("record.dir", "must be an absolute path"));
-        }
+        self.record.validate()?;
         if self.tls.reload_seconds == 0 {
             return Err(invalid("tls.reloadSeconds", "must be at least 1"));
         }

@@ -1,14 +1,26 @@
 //! The agent's Prometheus metrics (served on the admin endpoint's `/metrics`):
 //! requests by decision and outcome, request latency, stolen-token denials, held
-//! approvals, masked responses, the policy generation.
+//! approvals, masked responses, the policy generation, and the recorder's counters
+//! (read from [`crate::record::writer::Stats`] at each scrape).
 
-use std::sync::atomic::AtomicU64;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, text::encode},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::Histogram,
+    },
     registry::Registry,
 };
+
+use crate::record::writer::Stats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -91,6 +103,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The agent's metrics, with the recorder's counters from `stats`.
+    pub fn with_recorder(stats: Arc<Stats>) -> Self {
+        let mut metrics = Self::default();
+        metrics
+            .registry
+            .register_collector(Box::new(RecorderCollector(stats)));
+        metrics
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -224,6 +245,111 @@ impl NodeMetrics {
     }
 }
 
+/// The recorder's counters, as they are at the scrape. The writer thread keeps plain
+/// atomics, so the record path does not depend on the metrics library.
+#[derive(Debug)]
+struct RecorderCollector(Arc<Stats>);
+
+impl Collector for RecorderCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = &self.0;
+        let get = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        let counters = [
+            (
+                "record_written_records",
+                "Records written to the log (or stdout)",
+                get(&stats.written),
+            ),
+            (
+                "record_dropped_queue_full_records",
+                "Records lost because the writer's queue was full",
+                get(&stats.dropped),
+            ),
+            (
+                "record_dropped_too_large_records",
+                "Records refused because they were empty or too large",
+                get(&stats.too_large),
+            ),
+            (
+                "record_write_errors",
+                "Record groups whose write or sync failed",
+                get(&stats.write_errors),
+            ),
+            (
+                "record_write_failed_records",
+                "Records whose write failed: lost (batch) or refused requests (strict)",
+                get(&stats.write_failed_records),
+            ),
+            (
+                "record_syncs",
+                "fdatasync calls of the record log",
+                get(&stats.syncs),
+            ),
+        ];
+        let webhook = &stats.webhook;
+        let webhook_counters = [
+            (
+                "record_webhook_sent_records",
+                "Records the audit webhook acknowledged",
+                get(&webhook.sent),
+            ),
+            (
+                "record_webhook_failed_attempts",
+                "Audit webhook POSTs that failed (each retry counted)",
+                get(&webhook.failed_attempts),
+            ),
+            (
+                "record_webhook_rejected_records",
+                "Records the audit webhook rejected as bad (400, 413, 415, 422) even alone",
+                get(&webhook.rejected),
+            ),
+            (
+                "record_webhook_skipped_records",
+                "Records never sent: deleted by retention first, damaged, or not JSON",
+                get(&webhook.skipped),
+            ),
+        ];
+        let webhook_on = webhook.enabled.load(Ordering::Relaxed);
+        for (name, help, value) in counters
+            .into_iter()
+            .chain(webhook_counters.into_iter().filter(|_| webhook_on))
+        {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let mut gauges = vec![
+            (
+                "record_damaged_segments",
+                "Damaged segments the recovery scan found at start-up",
+                i64::try_from(get(&stats.damaged_segments)).unwrap_or(i64::MAX),
+            ),
+            (
+                "record_writable",
+                "1 when the last write and sync of the record log succeeded",
+                i64::from(!stats.failing.load(Ordering::Relaxed)),
+            ),
+        ];
+        if webhook_on {
+            gauges.push((
+                "record_webhook_lag_records",
+                "Durable records the audit webhook has not had acknowledged yet",
+                i64::try_from(get(&stats.durable_end).saturating_sub(get(&webhook.acked)))
+                    .unwrap_or(i64::MAX),
+            ));
+        }
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +369,37 @@ mod tests {
         ] {
             assert!(text.contains(line), "no {line} in {text}");
         }
+    }
+
+    #[test]
+    fn recorder_counters_are_exposed() {
+        let stats = Arc::new(Stats::default());
+        stats.written.store(7, Ordering::Relaxed);
+        stats.write_failed_records.store(3, Ordering::Relaxed);
+        stats.failing.store(true, Ordering::Relaxed);
+        let metrics = Metrics::with_recorder(stats.clone());
+        let text = metrics.render();
+        assert!(
+            text.contains("kgate_record_written_records_total 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kgate_record_write_failed_records_total 3"),
+            "{text}"
+        );
+        assert!(text.contains("kgate_record_writable 0"), "{text}");
+        assert!(!text.contains("webhook"), "no webhook configured: {text}");
+        stats.webhook.enabled.store(true, Ordering::Relaxed);
+        stats.durable_end.store(20, Ordering::Relaxed);
+        stats.webhook.acked.store(8, Ordering::Relaxed);
+        let text = metrics.render();
+        assert!(
+            text.contains("kgate_record_webhook_lag_records 12"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kgate_record_webhook_sent_records_total 0"),
+            "{text}"
+        );
     }
 }

@@ -83,6 +83,7 @@ pub struct Agent {
     pub dir: ScratchDir,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<String>>>,
 }
 
 impl Agent {
@@ -131,23 +132,35 @@ impl Agent {
             .args(["--log-format", "json", "agent", "--config"])
             .arg(&config)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .context("spawning kgate")?;
         let lines = Arc::new(Mutex::new(Vec::new()));
-        let (stderr, sink) = (child.stderr.take().expect("piped"), lines.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        for (pipe, sink) in [
+            (
+                Box::new(child.stderr.take().expect("piped")) as Box<dyn Read + Send>,
+                lines.clone(),
+            ),
+            (
+                Box::new(child.stdout.take().expect("piped")),
+                stdout.clone(),
+            ),
+        ] {
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
         let agent = Self {
             addr,
             ca_pem: ca.cert_pem(),
             dir,
             child,
             lines,
+            stdout,
         };
         agent.wait_for("agent listening", Duration::from_secs(20))?;
         Ok(agent)
@@ -161,8 +174,14 @@ impl Agent {
         self.child.id()
     }
 
+    /// The agent's log (stderr), line by line.
     pub fn log(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
+    }
+
+    /// What the agent printed on stdout (records, with `record.stdout`), line by line.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
     }
 
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> anyhow::Result<String> {

@@ -4,4 +4,5 @@ pub mod apiserver;
 pub mod harness;
 pub mod kernel;
 pub mod pki;
+pub mod recorder;
 pub mod topology;

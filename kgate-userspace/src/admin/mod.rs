@@ -53,6 +53,8 @@ pub struct AgentStatus {
     pub kernel_connects: Option<crate::ebpf::Counts>,
     /// When the serving certificate expires (seconds since the epoch).
     pub cert_not_after: Option<i64>,
+    /// The record log's last write and sync succeeded (true without a log).
+    pub recorder_writable: bool,
     pub ready: bool,
 }
 
@@ -215,6 +217,7 @@ impl Admin {
         if let Some(c) = kernel_connects {
             node_metrics.kernel([c.redirected, c.refused, c.exempt]);
         }
+        let recorder_writable = self.proxy.recorder.writable();
         AgentStatus {
             node: self.node.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -227,7 +230,8 @@ impl Admin {
             approvals_held: self.proxy.metrics.approvals_held.get(),
             kernel_connects,
             cert_not_after,
-            ready: policies_loaded && pod_index_synced && programmed.synced,
+            recorder_writable,
+            ready: policies_loaded && pod_index_synced && programmed.synced && recorder_writable,
         }
     }
 

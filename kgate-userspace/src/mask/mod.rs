@@ -175,6 +175,22 @@ impl Masker {
         })
     }
 
+    /// How to mask this request's body for the record: the same rules as responses,
+    /// whoever the caller is, since records hold masked data only. `None` when no
+    /// rule covers the resource.
+    pub fn record_plan(&self, info: &RequestInfo) -> Option<Plan> {
+        if !info.is_resource_request {
+            return None;
+        }
+        Some(Plan {
+            rules: self.rules.clone(),
+            target: self.target(info)?,
+            watch: false,
+            resource: info.resource.clone(),
+            max_object_bytes: self.max_object_bytes,
+        })
+    }
+
     fn target(&self, info: &RequestInfo) -> Option<Target> {
         let (group, resource, sub) = (
             info.api_group.as_str(),
@@ -220,6 +236,17 @@ impl Plan {
     /// Whether the response is a watch stream.
     pub fn is_watch(&self) -> bool {
         self.watch
+    }
+
+    /// Masks one parsed object (a request body, say) in place. `false` when `value`
+    /// is not an object (a JSON patch's array of operations): its values cannot be
+    /// found by field, so it must not be kept.
+    pub fn mask_object(&self, value: &mut serde_json::Value) -> bool {
+        if !value.is_object() {
+            return false;
+        }
+        rules::mask_value(&self.rules, self.target, value);
+        true
     }
 
     /// A scanner for this plan's response body (`watch`: an event stream).

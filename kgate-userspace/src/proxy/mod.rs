@@ -265,6 +265,8 @@ async fn handle(
     } else {
         (req.map(body::stream), None)
     };
+    // record: at level Request, a copy of the body is kept as it streams upstream.
+    let req = pending.capture_body(&proxy.recorder, &proxy.masker, &info, req);
     // record (first half): with strict durability, nothing is forwarded unrecorded.
     if let Err(status) = pending.received(&proxy.recorder, decided).await {
         return refuse(&status, decided);

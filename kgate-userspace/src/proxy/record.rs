@@ -15,25 +15,30 @@
 use std::{
     io,
     net::SocketAddr,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
-use http::{HeaderValue, StatusCode, header::USER_AGENT};
+use http::{
+    HeaderValue, Method, StatusCode,
+    header::{CONTENT_LENGTH, CONTENT_TYPE, UPGRADE, USER_AGENT},
+};
 use jiff::Timestamp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::info;
 
 use kgate_common::Origin;
 
-use super::accept::Connection;
+use super::{accept::Connection, body::Body};
 use crate::{
     identity::{EXTRA_POD_UID, Identity, Workload},
+    mask::Masker,
     metrics::Metrics,
     policy::{Decision, types::Action},
     record::{
         Recorder,
         event::{self, Event, ObjectRef, ResponseStatus},
+        request_object::{self, Captured},
     },
     request_info::RequestInfo,
     status::Status,
@@ -69,6 +74,8 @@ pub struct Pending {
     request_uri: String,
     user_agent: String,
     peer: SocketAddr,
+    /// At level `Request`: the copy of the body, for the final record.
+    request_body: OnceLock<Captured>,
 }
 
 /// The caller and the request, as far as they are known.
@@ -101,7 +108,48 @@ impl Pending {
                 .unwrap_or_default()
                 .to_owned(),
             peer,
+            request_body: OnceLock::new(),
         }
+    }
+
+    /// At level `Request`: keeps a copy of the body as it streams upstream, for the
+    /// final record (masked by `masker`'s rules for this resource, whoever asks).
+    pub fn capture_body(
+        &self,
+        recorder: &Recorder,
+        masker: &Masker,
+        info: &RequestInfo,
+        req: http::Request<Body>,
+    ) -> http::Request<Body> {
+        let Some(limit) = recorder.request_object_limit() else {
+            return req;
+        };
+        let length = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        // Upgrades (exec, attach, port-forward) carry streams, not objects.
+        let has_body = matches!(
+            *req.method(),
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        ) && length != Some(0)
+            && !req.headers().contains_key(UPGRADE)
+            && !http_body::Body::is_end_stream(req.body());
+        if !has_body || !recorder.enabled() {
+            return req;
+        }
+        // JSON and the JSON patch types; protobuf and apply's YAML are not kept.
+        let json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|t| t.trim().ends_with("json"));
+        let (parts, body) = req.into_parts();
+        let (body, captured) =
+            request_object::tee(body, limit, length, json, masker.record_plan(info));
+        let _ = self.request_body.set(captured);
+        http::Request::from_parts(parts, body)
     }
 
     /// The `Audit-ID` header the API server gets, so its audit log joins kgate's.
@@ -115,7 +163,8 @@ impl Pending {
         if !recorder.strict() {
             return Ok(());
         }
-        let event = self.event(subject, event::STAGE_RECEIVED, None);
+        let mut event = self.event(subject, event::STAGE_RECEIVED, None);
+        event.level = recorder.level().to_owned();
         recorder.durable(&event).await.map_err(|error| {
             tracing::error!(%error, audit_id = self.audit_id, "request refused: it cannot be recorded");
             Status::service_unavailable(format!(
@@ -152,7 +201,19 @@ impl Pending {
             } else {
                 event::STAGE_COMPLETE
             };
-            recorder.submit(&self.event(subject, stage, Some(outcome)));
+            let mut event = self.event(subject, stage, Some(outcome));
+            event.level = recorder.level().to_owned();
+            if let Some(captured) = self.request_body.get() {
+                match captured.object() {
+                    Ok(object) => event.request_object = object,
+                    Err(why) => {
+                        event
+                            .annotations
+                            .insert(event::REQUEST_OBJECT.to_owned(), why);
+                    }
+                }
+            }
+            recorder.submit(&event);
         }
     }
 
@@ -246,6 +307,7 @@ impl Pending {
                 subresource: info.subresource.clone(),
             }),
             response_status,
+            request_object: None,
             request_received_timestamp: event::micro_time(self.received),
             stage_timestamp: event::micro_time(Timestamp::now()),
             annotations,

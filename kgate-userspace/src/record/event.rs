@@ -2,7 +2,8 @@
 //! API-server audit logs read kgate's, with kgate's own facts as `kgate.io/*`
 //! annotations.
 //!
-//! Only the `Metadata` level: request and response bodies are not recorded.
+//! Levels `Metadata` and `Request` (the request's body as `requestObject`, see
+//! [`super::request_object`]); response bodies are not recorded.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +14,7 @@ use crate::identity::UserInfo;
 
 pub const API_VERSION: &str = "audit.k8s.io/v1";
 pub const LEVEL_METADATA: &str = "Metadata";
+pub const LEVEL_REQUEST: &str = "Request";
 pub const STAGE_RECEIVED: &str = "RequestReceived";
 pub const STAGE_STARTED: &str = "ResponseStarted";
 pub const STAGE_COMPLETE: &str = "ResponseComplete";
@@ -30,6 +32,8 @@ pub const APPROVAL: &str = "kgate.io/approval";
 pub const LATENCY_US: &str = "kgate.io/latency-us";
 pub const BINDING: &str = "kgate.io/binding";
 pub const CONNECTION: &str = "kgate.io/connection";
+/// At level `Request`, why an event of a request with a body has no `requestObject`.
+pub const REQUEST_OBJECT: &str = "kgate.io/request-object";
 
 /// An `audit.k8s.io/v1` `Event`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +57,9 @@ pub struct Event {
     pub object_ref: Option<ObjectRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_status: Option<ResponseStatus>,
+    /// At level `Request`: the request's body, masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_object: Option<serde_json::Value>,
     pub request_received_timestamp: String,
     pub stage_timestamp: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -20,6 +20,10 @@ use std::{
     fs::{self, File, OpenOptions},
     io::{self, Write},
     path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -37,6 +41,15 @@ pub struct Limits {
     pub segment_bytes: u64,
     pub max_bytes: u64,
     pub max_age: Duration,
+}
+
+/// A place in the log: the segment (by its first sequence number), a byte offset in
+/// it, and the sequence number of the record that starts there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+    pub seq: u64,
 }
 
 /// One damaged segment found by a scan.
@@ -70,6 +83,9 @@ pub struct Log {
     active_path: PathBuf,
     active_bytes: u64,
     next_seq: u64,
+    /// The sequence number up to which a reader (the webhook) has had the records:
+    /// retention says so when it deletes records past it.
+    consumed: Option<Arc<AtomicU64>>,
 }
 
 // === framing ===
@@ -169,6 +185,7 @@ impl Log {
             active_path,
             active_bytes,
             next_seq,
+            consumed: None,
         };
         log.retain();
         Ok((log, recovery))
@@ -201,6 +218,22 @@ impl Log {
     /// The sequence number the next record gets.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// From now on retention warns when it deletes records at or past `consumed`
+    /// (a sequence number a reader such as the webhook sink keeps up to date): it
+    /// still deletes them, since the disk bound protects the node.
+    pub fn warn_unconsumed(&mut self, consumed: Arc<AtomicU64>) {
+        self.consumed = Some(consumed);
+    }
+
+    /// Where the next record will be appended (unless a rotation comes first).
+    pub fn end(&self) -> Position {
+        Position {
+            segment: first_seq(&self.active_path).unwrap_or(0),
+            offset: self.active_bytes,
+            seq: self.next_seq,
+        }
     }
 
     /// Every segment, oldest first.
@@ -247,6 +280,21 @@ impl Log {
                 warn!(segment = %oldest.display(), %error, "cannot delete an old record segment");
                 break;
             }
+            if let Some(consumed) = &self.consumed {
+                let first = self.sealed[0].0;
+                let end = self.sealed.get(1).map_or_else(
+                    || first_seq(&self.active_path).unwrap_or(first),
+                    |(s, _)| *s,
+                );
+                let consumed = consumed.load(Ordering::Relaxed);
+                if end > consumed {
+                    warn!(
+                        segment = %oldest.display(),
+                        records = end - consumed.max(first),
+                        "retention deleted records the webhook has not sent yet"
+                    );
+                }
+            }
             total -= bytes.min(total);
             self.sealed.remove(0);
         }
@@ -275,7 +323,8 @@ pub fn read_dir(dir: &Path) -> io::Result<(Vec<Vec<u8>>, Vec<Damage>)> {
     Ok((out, damaged))
 }
 
-fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+/// The segment files in `dir`, oldest first: (first sequence number, path).
+pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut segments: Vec<_> = fs::read_dir(dir)?
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -293,7 +342,8 @@ fn first_seq(path: &Path) -> Option<u64> {
         .ok()
 }
 
-fn segment_path(dir: &Path, first: u64) -> PathBuf {
+/// The file of the segment whose first record is `first`.
+pub fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}{SUFFIX}"))
 }
 

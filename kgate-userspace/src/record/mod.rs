@@ -1,18 +1,24 @@
 //! Durable request records: `audit.k8s.io/v1` events ([`event`]) in an append-only,
-//! segmented, checksummed log ([`log`]) that one writer thread owns ([`writer`]), and
-//! the `kgate sessions` views over it ([`sessions`]).
+//! segmented, checksummed log ([`log`]) that one writer thread owns ([`writer`]), the
+//! `kgate sessions` views over it ([`sessions`]), and its export: JSON lines on stdout
+//! (by the writer) and an audit webhook ([`webhook`]) that follows the log with a
+//! [`reader`] and a durable [`cursor`].
 //!
 //! The record **stage** (what goes into an event, and when) is
 //! [`crate::proxy::record`]; this module is the plumbing beside it.
 //!
-//! Not here: request or response bodies (only the `Metadata` level is recorded),
-//! exec/attach stream capture, shipping records off the node.
+//! Not here: response bodies (levels `Metadata` and `Request` only), exec/attach
+//! stream capture.
 
+pub mod cursor;
 pub mod event;
 pub mod log;
+pub mod reader;
+pub mod request_object;
 pub mod sessions;
 #[cfg(test)]
 mod tests;
+pub mod webhook;
 pub mod writer;
 
 use std::{
@@ -22,14 +28,16 @@ use std::{
     time::Duration,
 };
 
+use tokio::sync::watch;
 use tracing::info;
 
 use self::{
     event::Event,
     log::{Limits, Log},
+    webhook::Sink,
     writer::{Sinks, Stats, SubmitError, Writer},
 };
-use crate::config::{self, Durability};
+use crate::config::{self, Durability, Level};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -41,6 +49,8 @@ pub enum RecordError {
     Submit(#[from] SubmitError),
     #[error("the record log write failed: {0}")]
     WriteFailed(String),
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
 }
 
 /// Where the request path sends its events. Without a sink it only logs them.
@@ -49,6 +59,8 @@ pub struct Recorder {
     durability: Durability,
     /// Events are written durably (a `record.dir`).
     durable: bool,
+    /// At level `Request`, the largest request body recorded.
+    request_objects: Option<usize>,
     stats: Arc<Stats>,
 }
 
@@ -61,20 +73,28 @@ impl Recorder {
             writer: None,
             durability: Durability::Batch,
             durable: false,
+            request_objects: None,
             stats: Arc::default(),
         }
     }
 
-    /// Opens the log (running its recovery scan) and starts the writer.
+    /// Opens the log (running its recovery scan) and starts the writer and, when one
+    /// is configured, the webhook sink (a task on the current tokio runtime).
     pub fn new(cfg: &config::Record) -> Result<Self, RecordError> {
         if cfg.dir.is_none() && !cfg.stdout {
             return Ok(Self::disabled());
         }
+        // Checked before the log is opened: a bad receiver setting changes nothing.
+        let sink = cfg.webhook.as_ref().map(Sink::new).transpose()?;
         let stats = Arc::new(Stats::default());
         let log = match &cfg.dir {
             Some(dir) => {
-                let (log, recovery) = Log::open(dir, limits(cfg))
+                let (mut log, recovery) = Log::open(dir, limits(cfg))
                     .map_err(|e| RecordError::OpenFailed(dir.clone(), e))?;
+                if sink.is_some() {
+                    // Until the sink has loaded its cursor, everything counts as unsent.
+                    log.warn_unconsumed(stats.webhook.acked.clone());
+                }
                 stats
                     .damaged_segments
                     .store(recovery.damaged.len() as u64, Ordering::Relaxed);
@@ -94,10 +114,22 @@ impl Recorder {
             Durability::Strict => None,
             Durability::Batch => Some(Duration::from_millis(cfg.flush_millis)),
         };
+        let (committed, following) = match &log {
+            Some(log) => {
+                stats.durable_end.store(log.end().seq, Ordering::Relaxed);
+                let (tx, rx) = watch::channel(log.end());
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        if let (Some(sink), Some(dir), Some(following)) = (sink, &cfg.dir, following) {
+            tokio::spawn(sink.run(dir.clone(), following, stats.clone()));
+        }
         let writer = Writer::spawn(
             Sinks {
                 log,
                 stdout: cfg.stdout,
+                committed,
             },
             cfg.queue_records,
             flush,
@@ -108,6 +140,7 @@ impl Recorder {
             writer: Some(writer),
             durability: cfg.durability,
             durable: cfg.dir.is_some(),
+            request_objects: (cfg.level == Level::Request).then_some(cfg.request_object_max_bytes),
             stats,
         })
     }
@@ -115,6 +148,20 @@ impl Recorder {
     /// Whether forwarding must wait until the request's record is durable.
     pub fn strict(&self) -> bool {
         self.durable && self.durability == Durability::Strict
+    }
+
+    /// The audit level of every event.
+    pub fn level(&self) -> &'static str {
+        if self.request_objects.is_some() {
+            event::LEVEL_REQUEST
+        } else {
+            event::LEVEL_METADATA
+        }
+    }
+
+    /// At level `Request`, the largest request body recorded.
+    pub fn request_object_limit(&self) -> Option<usize> {
+        self.request_objects
     }
 
     /// Whether events go anywhere but the log line.
@@ -146,6 +193,11 @@ impl Recorder {
 
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// Whether the last write (and sync) of the log succeeded. Without a log, true.
+    pub fn writable(&self) -> bool {
+        !self.stats.failing.load(Ordering::Relaxed)
     }
 }
 

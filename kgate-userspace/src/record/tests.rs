@@ -235,6 +235,7 @@ async fn group_commit_acks_only_after_the_write() {
         Sinks {
             log: Some(log),
             stdout: false,
+            committed: None,
         },
         1024,
         None,
@@ -272,6 +273,7 @@ fn oversized_records_are_refused_and_counted() {
         Sinks {
             log: Some(log),
             stdout: false,
+            committed: None,
         },
         16,
         None,
@@ -283,7 +285,7 @@ fn oversized_records_are_refused_and_counted() {
             .submit(vec![b'x'; log::MAX_RECORD + 1], true)
             .is_err()
     );
-    assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.too_large.load(Ordering::Relaxed), 1);
 }
 
 #[test]
@@ -295,6 +297,7 @@ fn a_full_queue_is_counted() {
         Sinks {
             log: None,
             stdout: false,
+            committed: None,
         },
         1,
         Some(Duration::from_secs(60)),
@@ -385,4 +388,29 @@ fn sessions_group_by_connection_and_user() {
 fn micro_time_has_microseconds() {
     let ts: jiff::Timestamp = "2026-01-02T03:04:05.1Z".parse().unwrap();
     assert_eq!(event::micro_time(ts), "2026-01-02T03:04:05.100000Z");
+}
+
+#[tokio::test]
+async fn the_durable_end_is_published_after_each_sync() {
+    let dir = Dir::new("committed");
+    let (log, _) = Log::open(&dir.0, BIG).unwrap();
+    let (tx, mut rx) = tokio::sync::watch::channel(log.end());
+    assert_eq!(rx.borrow_and_update().seq, 0);
+    let writer = Writer::spawn(
+        Sinks {
+            log: Some(log),
+            stdout: false,
+            committed: Some(tx),
+        },
+        16,
+        None,
+        Arc::new(Stats::default()),
+    )
+    .unwrap();
+    let ack = writer.submit(b"one".to_vec(), true).unwrap().unwrap();
+    ack.await.unwrap().unwrap();
+    // Published before the acknowledgement: a reader never lags what a request saw.
+    assert!(rx.has_changed().unwrap());
+    let end = *rx.borrow();
+    assert_eq!((end.seq, end.offset), (1, (log::HEADER + 3) as u64));
 }

@@ -15,33 +15,46 @@ use std::{
     io::{self, Write},
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::{self, RecvTimeoutError, SyncSender, TrySendError},
     },
     time::{Duration, Instant},
 };
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tracing::{error, warn};
 
-use super::log::{self, Log};
+use super::{
+    log::{self, Log, Position},
+    webhook::WebhookStats,
+};
 
 /// The most records written as one group.
 const MAX_GROUP: usize = 4096;
 
-/// Counters anyone may read.
+/// Counters anyone may read (`/metrics` shows them).
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Records written to the log (or to stdout, without a log).
     pub written: AtomicU64,
     /// Records lost because the queue was full.
     pub dropped: AtomicU64,
+    /// Records refused because they were empty or larger than [`log::MAX_RECORD`].
+    pub too_large: AtomicU64,
     /// Groups whose write or sync failed.
     pub write_errors: AtomicU64,
+    /// Records in those groups: lost in batch mode, refused requests in strict mode.
+    pub write_failed_records: AtomicU64,
+    /// The last write or sync failed (the next one that succeeds clears it).
+    pub failing: AtomicBool,
     /// Damaged segments the recovery scan found at start-up.
     pub damaged_segments: AtomicU64,
     /// `fdatasync` calls made.
     pub syncs: AtomicU64,
+    /// The sequence number after the last durable record (with a log).
+    pub durable_end: AtomicU64,
+    /// The webhook sink's counters.
+    pub webhook: WebhookStats,
 }
 
 pub type Ack = oneshot::Receiver<Result<(), String>>;
@@ -56,6 +69,9 @@ pub struct Sinks {
     pub log: Option<Log>,
     /// Also print each record as a JSON line on stdout.
     pub stdout: bool,
+    /// Where the log's durable end is published after each sync, for readers that
+    /// follow the writer (the webhook sink): they never read what a crash could undo.
+    pub committed: Option<watch::Sender<Position>>,
 }
 
 /// The request side of the writer thread.
@@ -103,7 +119,7 @@ impl Writer {
     /// durable (strict) or written (batch).
     pub fn submit(&self, payload: Vec<u8>, ack: bool) -> Result<Option<Ack>, SubmitError> {
         if payload.len() > log::MAX_RECORD || payload.is_empty() {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.too_large.fetch_add(1, Ordering::Relaxed);
             warn!(bytes = payload.len(), "record dropped: empty or too large");
             return Err(SubmitError::TooLarge);
         }
@@ -195,6 +211,13 @@ fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, sta
             stats.syncs.fetch_add(1, Ordering::Relaxed);
             last_sync = Instant::now();
             dirty = false;
+            if result.is_ok()
+                && let Some(committed) = &sinks.committed
+            {
+                let end = log.end();
+                stats.durable_end.store(end.seq, Ordering::Relaxed);
+                committed.send_replace(end);
+            }
         } else if sync_due {
             last_sync = Instant::now();
         }
@@ -204,9 +227,18 @@ fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, sta
                 stats
                     .written
                     .fetch_add(group.len() as u64, Ordering::Relaxed);
+                // Only written records prove the disk takes them again: a sync with
+                // nothing new to write succeeds on a full disk too.
+                if !group.is_empty() {
+                    stats.failing.store(false, Ordering::Relaxed);
+                }
             }
             Err(e) => {
                 stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .write_failed_records
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
+                stats.failing.store(true, Ordering::Relaxed);
                 error!(error = %e, records = group.len(), "record log write failed");
             }
         }

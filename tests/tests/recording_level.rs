@@ -1,0 +1,219 @@
+//! Recording at level `Request` through a standalone agent in front of the
+//! API-server double: kube-rs's JSON writes are recorded with their bodies, a
+//! Secret's values masked and nowhere in the log's bytes; kubectl's protobuf writes,
+//! a JSON patch of a Secret and an exec stream carry no body, saying why (or, for
+//! the stream, nothing).
+
+use std::{fs, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use kgate::record::{event::Event, sessions};
+use kgate_tests::{
+    apiserver::{ApiServer, Config},
+    harness::{Agent, https_client, scratch_dir},
+    recorder::eventually,
+};
+
+// === level Request ===
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_level_records_request_bodies_masked() {
+    use base64::Engine as _;
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let dir = scratch_dir("request-level");
+    let records = dir.join("records");
+    let agent = Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        &format!(
+            "identity: {{unboundSubjects: [kubernetes-admin]}}\npolicy: {{defaultAction: allow}}\n\
+             record: {{dir: '{}', level: Request}}\n",
+            records.display()
+        ),
+    )
+    .unwrap();
+    // kube-rs writes JSON bodies; kubectl writes built-in kinds as protobuf.
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    use kube::{Api, Client, api::PostParams};
+    let kube_dir = scratch_dir("request-level-kube");
+    let kubeconfig = kgate_tests::harness::kubeconfig(
+        &kube_dir,
+        &agent.url(),
+        &agent.ca_pem,
+        server.admin_token(),
+    );
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = Client::try_from(config).unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "demo");
+    let maps: Api<ConfigMap> = Api::namespaced(client, "demo");
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "creds"},
+        "data": {"apikey": "a2V5LXZhbHVlLTEyMw=="},
+        "stringData": {"password": "hunter2-value"},
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let map: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "settings"},
+        "data": {"mode": "fast"},
+    }))
+    .unwrap();
+    maps.create(&PostParams::default(), &map).await.unwrap();
+    // A JSON patch (an array of operations), as kubectl patch --type=json sends it.
+    let patch = Request::patch(format!(
+        "{}/api/v1/namespaces/demo/secrets/creds",
+        agent.url()
+    ))
+    .header("authorization", format!("Bearer {}", server.admin_token()))
+    .header("content-type", "application/json-patch+json")
+    .body(Full::new(Bytes::from_static(
+        br#"[{"op":"replace","path":"/data/password","value":"bmV3LXNlY3JldA=="}]"#,
+    )))
+    .unwrap();
+    let patched = https_client(&agent.ca_pem, true)
+        .request(patch)
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), StatusCode::OK);
+    maps.get("settings").await.unwrap();
+    let kubectl = kgate_tests::harness::Kubectl::new(
+        scratch_dir("request-level-kubectl"),
+        &agent.url(),
+        &agent.ca_pem,
+        server.admin_token(),
+    );
+    tokio::task::spawn_blocking(move || {
+        kubectl.ok(&["create", "configmap", "from-kubectl", "--from-literal=x=y"]);
+        // An upgraded stream at level Request: no body to keep, nothing to say.
+        let out = kubectl.ok(&["exec", "web-0", "--", "echo", "streamed"]);
+        assert_eq!(out.trim(), "streamed");
+    })
+    .await
+    .unwrap();
+
+    let complete = |events: &[Event], verb: &str, resource: &str| {
+        events
+            .iter()
+            .find(|e| {
+                e.stage == "ResponseComplete"
+                    && e.verb == verb
+                    && e.object_ref
+                        .as_ref()
+                        .is_some_and(|o| o.resource == resource)
+            })
+            .cloned()
+    };
+    let events = eventually("the writes' records", Duration::from_secs(10), async || {
+        let events = sessions::load(&records).unwrap().0;
+        (complete(&events, "patch", "secrets").is_some()
+            && complete(&events, "get", "configmaps").is_some()
+            && events
+                .iter()
+                .filter(|e| e.stage == "ResponseComplete" && e.verb == "create")
+                .count()
+                == 3
+            && events.iter().any(|e| e.stage == "ResponseStarted"))
+        .then_some(events)
+    })
+    .await;
+    assert!(
+        events.iter().all(|e| e.level == "Request"),
+        "every event at level Request"
+    );
+
+    let secret = complete(&events, "create", "secrets").unwrap();
+    let object = secret.request_object.clone().unwrap_or_else(|| {
+        panic!(
+            "the Secret's body is not recorded: {:?}",
+            secret.annotations
+        )
+    });
+    assert_eq!(object["kind"], "Secret");
+    assert_eq!(object["metadata"]["name"], "creds");
+    assert_eq!(object["data"]["apikey"], kgate::mask::MASKED_BASE64);
+    assert_eq!(object["stringData"]["password"], kgate::mask::MASKED_TEXT);
+    let map = events
+        .iter()
+        .find(|e| {
+            e.stage == "ResponseComplete"
+                && e.verb == "create"
+                && e.object_ref
+                    .as_ref()
+                    .is_some_and(|o| o.resource == "configmaps")
+                && e.request_object.is_some()
+        })
+        .cloned()
+        .expect("the kube-rs ConfigMap's body is recorded");
+    assert_eq!(
+        map.request_object.expect("the ConfigMap's body")["data"]["mode"],
+        "fast"
+    );
+    let patch = complete(&events, "patch", "secrets").unwrap();
+    assert_eq!(
+        patch.request_object, None,
+        "a JSON patch of a Secret cannot be masked by field"
+    );
+    let why = patch
+        .annotation(kgate::record::event::REQUEST_OBJECT)
+        .unwrap_or_default();
+    assert!(why.contains("not an object"), "{why:?}");
+    let protobuf = events
+        .iter()
+        .filter(|e| e.stage == "ResponseComplete" && e.verb == "create")
+        .find_map(|e| e.annotation(kgate::record::event::REQUEST_OBJECT))
+        .expect("kubectl's protobuf create says why it has no requestObject");
+    assert_eq!(protobuf, "omitted: not JSON");
+    let read = complete(&events, "get", "configmaps").unwrap();
+    assert_eq!(
+        (
+            read.request_object.as_ref(),
+            read.annotation(kgate::record::event::REQUEST_OBJECT)
+        ),
+        (None, None)
+    );
+    let exec = events
+        .iter()
+        .find(|e| {
+            e.stage == "ResponseStarted"
+                && e.object_ref
+                    .as_ref()
+                    .is_some_and(|o| o.subresource == "exec")
+        })
+        .expect("the exec's record");
+    assert_eq!(
+        (
+            exec.request_object.as_ref(),
+            exec.annotation(kgate::record::event::REQUEST_OBJECT)
+        ),
+        (None, None)
+    );
+    // Nothing of the Secret's values anywhere in the log's bytes.
+    let secrets = [
+        "hunter2-value".to_owned(),
+        base64::engine::general_purpose::STANDARD.encode("hunter2-value"),
+        "bmV3LXNlY3JldA==".to_owned(),
+        "a2V5LXZhbHVlLTEyMw==".to_owned(),
+        "key-value-123".to_owned(),
+    ];
+    for entry in fs::read_dir(&records).unwrap() {
+        let bytes = fs::read(entry.unwrap().path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{secret} is in the record log"
+            );
+        }
+    }
+}
