@@ -244,7 +244,11 @@ async fn handle(
     if let Err(status) = pending.received(&proxy.recorder, decided).await {
         return refuse(&status, decided);
     }
-    let tap = StreamTap::new(format!("{} {}", info.verb, info.path));
+    let mut tap = StreamTap::new(format!("{} {}", info.verb, info.path));
+    if let Some(sink) = proxy.recorder.stream_sink() {
+        let sink = sink.counting(proxy.metrics.stream_capture_failures.clone());
+        tap = tap.capturing(sink, &pending.audit_id, &info.subresource);
+    }
     let impersonate = identity.impersonate.then_some(&*identity.user);
     let response = match proxy
         .upstream

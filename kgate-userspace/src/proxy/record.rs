@@ -9,17 +9,20 @@
 //! is sent: `ResponseComplete`, or `ResponseStarted` for watches and upgraded streams
 //! (whose bodies flow on after it).
 //!
-//! Not yet here: frame-level capture of upgraded streams. [`StreamTap`] is where they
-//! pass through, so that capture has one place to go.
+//! Upgraded streams (exec, attach, port-forward) pass through [`StreamTap`], which
+//! relays them unchanged and feeds a copy to their capture ([`crate::record::stream`]).
 
 use std::{
     io,
     net::SocketAddr,
-    sync::Arc,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
-use http::{HeaderValue, StatusCode, header::USER_AGENT};
+use http::{HeaderMap, HeaderValue, StatusCode, header::USER_AGENT};
 use jiff::Timestamp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::info;
@@ -34,6 +37,7 @@ use crate::{
     record::{
         Recorder,
         event::{self, Event, ObjectRef, ResponseStatus},
+        stream::{self, Capture, Dir, Sink},
     },
     request_info::RequestInfo,
     status::Status,
@@ -292,19 +296,60 @@ fn log_line(audit_id: &str, subject: Subject<'_>, outcome: &Outcome<'_>) {
     );
 }
 
-/// The relay of one upgraded stream (exec, attach, port-forward).
-#[derive(Debug)]
+/// The relay of one upgraded stream (exec, attach, port-forward), and its capture.
 pub struct StreamTap {
     what: String,
+    plan: Option<CapturePlan>,
+    capture: Option<Capture>,
+}
+
+/// What a capture needs before the protocol is known.
+struct CapturePlan {
+    sink: Sink,
+    audit_id: String,
+    subresource: String,
 }
 
 impl StreamTap {
+    /// A tap that only counts bytes.
     pub fn new(what: String) -> Self {
-        Self { what }
+        Self {
+            what,
+            plan: None,
+            capture: None,
+        }
+    }
+
+    /// Also captures the stream's frames into `sink`, once [`StreamTap::negotiated`]
+    /// says how to read them.
+    #[must_use]
+    pub fn capturing(mut self, sink: Sink, audit_id: &str, subresource: &str) -> Self {
+        self.plan = Some(CapturePlan {
+            sink,
+            audit_id: audit_id.to_owned(),
+            subresource: subresource.to_owned(),
+        });
+        self
+    }
+
+    /// The API server switched protocols with these response headers: the stream
+    /// starts now.
+    #[must_use]
+    pub fn negotiated(mut self, headers: &HeaderMap) -> Self {
+        if let Some(plan) = self.plan.take() {
+            self.capture = Some(Capture::start(
+                plan.sink,
+                &plan.audit_id,
+                &plan.subresource,
+                headers,
+            ));
+        }
+        self
     }
 
     /// Copies both ways until each side has closed its half; returns the byte counts
-    /// (client → upstream, upstream → client).
+    /// (client → upstream, upstream → client). Captured frames are written every
+    /// [`stream::CHUNK_AGE`] even while the stream is quiet.
     pub async fn relay<C, U>(self, client: C, upstream: U) -> io::Result<(u64, u64)>
     where
         C: AsyncRead + AsyncWrite + Unpin,
@@ -312,33 +357,94 @@ impl StreamTap {
     {
         let (mut client_read, mut client_write) = tokio::io::split(client);
         let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
-        let (up, down) = tokio::join!(
-            copy_half(&mut client_read, &mut upstream_write),
-            copy_half(&mut upstream_read, &mut client_write),
-        );
-        let (up, down) = (up?, down?);
+        let capture = self.capture.map(Mutex::new);
+        let tap = |dir: Dir| {
+            let capture = capture.as_ref();
+            move |bytes: &[u8]| {
+                if let Some(capture) = capture {
+                    lock(capture).feed(dir, bytes);
+                }
+            }
+        };
+        let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+        let results = {
+            let copies = async {
+                tokio::join!(
+                    copy_half(&mut client_read, &mut upstream_write, &up, tap(Dir::Up)),
+                    copy_half(&mut upstream_read, &mut client_write, &down, tap(Dir::Down)),
+                )
+            };
+            tokio::pin!(copies);
+            let mut tick = tokio::time::interval(stream::CHUNK_AGE);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    done = &mut copies => break done,
+                    _ = tick.tick(), if capture.is_some() => {
+                        if let Some(capture) = &capture {
+                            lock(capture).tick();
+                        }
+                    }
+                }
+            }
+        };
+        let (up, down) = (up.into_inner(), down.into_inner());
+        let error = match &results {
+            (Err(e), _) | (_, Err(e)) => Some(e.to_string()),
+            _ => None,
+        };
+        if let Some(capture) = capture {
+            capture
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .finish(up, down, error);
+        }
+        let (read, written) = results;
+        read?;
+        written?;
         info!(stream = %self.what, bytes_in = up, bytes_out = down, "stream closed");
         Ok((up, down))
     }
 }
 
+fn lock(capture: &Mutex<Capture>) -> std::sync::MutexGuard<'_, Capture> {
+    capture
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Copies until EOF, then half-closes the writer so the far side sees the EOF too
-/// (kubectl exec's stdin EOF must reach the process).
-async fn copy_half<R, W>(reader: &mut R, writer: &mut W) -> io::Result<u64>
+/// (kubectl exec's stdin EOF must reach the process); a read error half-closes it
+/// too. Each piece goes to `tap` after
+/// it was written, so capture never delays the stream; `total` counts what was
+/// copied, errors or not.
+async fn copy_half<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    total: &AtomicU64,
+    tap: impl Fn(&[u8]),
+) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; 16 * 1024];
-    let mut total = 0u64;
     loop {
-        let n = reader.read(&mut buf).await?;
+        let n = match reader.read(&mut buf).await {
+            Ok(n) => n,
+            Err(error) => {
+                // A reset side is a closed side: without the shutdown the far end
+                // would wait for an EOF, and the other half of the relay with it.
+                let _ = writer.shutdown().await;
+                return Err(error);
+            }
+        };
         if n == 0 {
-            writer.shutdown().await?;
-            return Ok(total);
+            return writer.shutdown().await;
         }
         writer.write_all(&buf[..n]).await?;
         writer.flush().await?;
-        total += n as u64;
+        total.fetch_add(n as u64, Ordering::Relaxed);
+        tap(&buf[..n]);
     }
 }

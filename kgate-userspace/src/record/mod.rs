@@ -1,16 +1,19 @@
-//! Durable request records: `audit.k8s.io/v1` events ([`event`]) in an append-only,
+//! Durable request records: `audit.k8s.io/v1` events ([`event`]) and the captured
+//! frames of exec/attach/port-forward streams ([`stream`]) in an append-only,
 //! segmented, checksummed log ([`log`]) that one writer thread owns ([`writer`]), and
-//! the `kgate sessions` views over it ([`sessions`]).
+//! the `kgate sessions` views over it ([`sessions`], [`replay`]).
 //!
 //! The record **stage** (what goes into an event, and when) is
 //! [`crate::proxy::record`]; this module is the plumbing beside it.
 //!
 //! Not here: request or response bodies (only the `Metadata` level is recorded),
-//! exec/attach stream capture, shipping records off the node.
+//! shipping records off the node.
 
 pub mod event;
 pub mod log;
+pub mod replay;
 pub mod sessions;
+pub mod stream;
 #[cfg(test)]
 mod tests;
 pub mod writer;
@@ -142,6 +145,11 @@ impl Recorder {
         if let Some(writer) = &self.writer {
             let _ = writer.submit(to_json(event), false);
         }
+    }
+
+    /// Where captured stream frames go; `None` when records go nowhere.
+    pub fn stream_sink(&self) -> Option<stream::Sink> {
+        self.writer.clone().map(stream::Sink::new)
     }
 
     pub fn stats(&self) -> &Arc<Stats> {

@@ -1,0 +1,535 @@
+//! One stream's capture: picks the decoder from the negotiated protocol, turns what
+//! the decoders see into [`Frame`]s, and writes them out in chunks.
+
+use std::{collections::HashMap, time::Instant};
+
+use http::HeaderMap;
+use jiff::Timestamp;
+use prometheus_client::metrics::counter::Counter;
+use tracing::warn;
+
+use super::{
+    API_VERSION, CHUNK_AGE, CHUNK_BYTES, Channel, DecodeError, Frame, KIND, StreamChunk, StreamEnd,
+    spdy::{self, SpdyEvent},
+    websocket::{self, ChannelEvent, WsEvent},
+};
+use crate::record::{event::micro_time, writer::Writer};
+
+/// The most port-forward streams tracked at once; past it capture stops.
+const MAX_STREAMS: usize = 4096;
+
+/// Where chunks go: the record writer.
+#[derive(Clone)]
+pub struct Sink {
+    writer: Writer,
+    failures: Option<Counter>,
+}
+
+/// Which way bytes flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// Client to API server.
+    Up = 0,
+    /// API server to client.
+    Down = 1,
+}
+
+/// The capture of one upgraded stream.
+pub struct Capture {
+    sink: Sink,
+    chunk: StreamChunk,
+    decoder: Option<Decoder>,
+    mapper: Mapper,
+    started: Instant,
+    pending_bytes: usize,
+    oldest: Option<Instant>,
+}
+
+enum Decoder {
+    /// The WebSocket channel protocols.
+    Channels {
+        frames: [websocket::Frames; 2],
+        channels: [websocket::Channels; 2],
+    },
+    Spdy([spdy::Frames; 2]),
+    /// SPDY in the payloads of binary WebSocket messages (kubectl 1.31+ port-forward).
+    Tunnel {
+        ws: [websocket::Frames; 2],
+        spdy: [spdy::Frames; 2],
+    },
+}
+
+/// Turns decoded events into frames.
+struct Mapper {
+    /// Port-forward: count bytes per stream, keep no payload.
+    ports: bool,
+    streams: HashMap<u32, Stream>,
+}
+
+#[derive(Default)]
+struct Stream {
+    channel: Option<Channel>,
+    bytes: [u64; 2],
+    fin: [bool; 2],
+}
+
+// === impl Sink ===
+
+impl Sink {
+    pub fn new(writer: Writer) -> Self {
+        Self {
+            writer,
+            failures: None,
+        }
+    }
+
+    /// Counts capture failures in `counter`.
+    #[must_use]
+    pub fn counting(mut self, counter: Counter) -> Self {
+        self.failures = Some(counter);
+        self
+    }
+}
+
+// === impl Capture ===
+
+impl Capture {
+    /// Starts capturing the stream of `subresource` whose 101 response carried
+    /// `headers`. An undecodable protocol is reported in the first chunk.
+    pub fn start(sink: Sink, audit_id: &str, subresource: &str, headers: &HeaderMap) -> Self {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        };
+        let upgrade = header("upgrade").to_ascii_lowercase();
+        let (transport, protocol, decoder) = if upgrade == "websocket" {
+            let protocol = header("sec-websocket-protocol");
+            let decoder = if protocol.starts_with("SPDY/3.1+") {
+                Ok((
+                    "spdy-over-websocket",
+                    Decoder::Tunnel {
+                        ws: Default::default(),
+                        spdy: Default::default(),
+                    },
+                ))
+            } else if is_channel_protocol(&protocol) {
+                let base64 = protocol.contains("base64.");
+                Ok((
+                    "websocket",
+                    Decoder::Channels {
+                        frames: Default::default(),
+                        channels: [
+                            websocket::Channels::new(base64),
+                            websocket::Channels::new(base64),
+                        ],
+                    },
+                ))
+            } else {
+                Err(format!("unknown WebSocket subprotocol {protocol:?}"))
+            };
+            (
+                decoder.as_ref().map_or("websocket", |d| d.0),
+                protocol,
+                decoder.map(|d| d.1),
+            )
+        } else if upgrade.eq_ignore_ascii_case("spdy/3.1") {
+            (
+                "spdy",
+                header("x-stream-protocol-version"),
+                Ok(Decoder::Spdy(Default::default())),
+            )
+        } else {
+            (
+                "unknown",
+                String::new(),
+                Err(format!("unknown upgrade {upgrade:?}")),
+            )
+        };
+        let ports = subresource == "portforward";
+        let decoder = match decoder {
+            Ok(_) if !ports && !matches!(subresource, "exec" | "attach") => Err(format!(
+                "not an exec, attach or port-forward stream ({subresource:?})"
+            )),
+            other => other,
+        };
+        let mut capture = Self {
+            sink,
+            chunk: StreamChunk {
+                kind: KIND.to_owned(),
+                api_version: API_VERSION.to_owned(),
+                audit_id: audit_id.to_owned(),
+                seq: 0,
+                subresource: subresource.to_owned(),
+                transport: transport.to_owned(),
+                protocol,
+                started: micro_time(Timestamp::now()),
+                ..StreamChunk::default()
+            },
+            decoder: None,
+            mapper: Mapper {
+                ports,
+                streams: HashMap::new(),
+            },
+            started: Instant::now(),
+            pending_bytes: 0,
+            oldest: None,
+        };
+        match decoder {
+            Ok(decoder) => capture.decoder = Some(decoder),
+            Err(reason) => capture.fail(&DecodeError(reason)),
+        }
+        capture
+    }
+
+    /// Decodes bytes that were just relayed in direction `dir`.
+    pub fn feed(&mut self, dir: Dir, bytes: &[u8]) {
+        let Some(decoder) = &mut self.decoder else {
+            return;
+        };
+        let t = micros(self.started);
+        let before = self.chunk.frames.len();
+        let out = Out {
+            frames: &mut self.chunk.frames,
+            bytes: &mut self.pending_bytes,
+            t,
+        };
+        let result = decode(decoder, &mut self.mapper, dir, bytes, out);
+        if self.chunk.frames.len() > before && self.oldest.is_none() {
+            self.oldest = Some(Instant::now());
+        }
+        if let Err(error) = result {
+            self.fail(&error);
+            return;
+        }
+        if self.pending_bytes >= CHUNK_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Writes the pending frames if the oldest has waited [`CHUNK_AGE`].
+    pub fn tick(&mut self) {
+        if self.oldest.is_some_and(|t| t.elapsed() >= CHUNK_AGE) {
+            self.flush();
+        }
+    }
+
+    /// The stream has closed: the last chunk, with the byte counts.
+    pub fn finish(mut self, bytes_in: u64, bytes_out: u64, error: Option<String>) {
+        let t = micros(self.started);
+        let mut open: Vec<_> = self.mapper.streams.drain().collect();
+        open.sort_by_key(|(id, _)| *id);
+        if self.mapper.ports {
+            for (stream, s) in open {
+                self.chunk.frames.push(Frame::Closed {
+                    t,
+                    stream,
+                    bytes_in: s.bytes[0],
+                    bytes_out: s.bytes[1],
+                });
+            }
+        }
+        self.chunk.end = Some(StreamEnd {
+            t,
+            bytes_in,
+            bytes_out,
+            error,
+        });
+        self.flush();
+    }
+
+    fn fail(&mut self, error: &DecodeError) {
+        warn!(
+            audit_id = self.chunk.audit_id,
+            subresource = self.chunk.subresource,
+            transport = self.chunk.transport,
+            protocol = self.chunk.protocol,
+            %error,
+            "stream capture stopped; the stream is still relayed"
+        );
+        if let Some(failures) = &self.sink.failures {
+            failures.inc();
+        }
+        self.decoder = None;
+        self.chunk.capture_error = Some(error.0.clone());
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        let next = StreamChunk {
+            seq: self.chunk.seq + 1,
+            frames: Vec::new(),
+            capture_error: None,
+            end: None,
+            ..self.chunk.clone_head()
+        };
+        let chunk = std::mem::replace(&mut self.chunk, next);
+        self.pending_bytes = 0;
+        self.oldest = None;
+        let payload = serde_json::to_vec(&chunk).expect("a stream chunk always serializes");
+        // A full queue is counted and logged by the writer; the stream goes on.
+        let _ = self.sink.writer.submit(payload, false);
+    }
+}
+
+impl StreamChunk {
+    /// The chunk's identifying fields, without frames.
+    fn clone_head(&self) -> Self {
+        Self {
+            kind: self.kind.clone(),
+            api_version: self.api_version.clone(),
+            audit_id: self.audit_id.clone(),
+            seq: self.seq,
+            subresource: self.subresource.clone(),
+            transport: self.transport.clone(),
+            protocol: self.protocol.clone(),
+            started: self.started.clone(),
+            ..Self::default()
+        }
+    }
+}
+
+/// `""` (no subprotocol: the oldest channel framing), `channel.k8s.io`,
+/// `base64.channel.k8s.io`, `vN.channel.k8s.io`, `vN.base64.channel.k8s.io`, and the
+/// kubelet's WebSocket port-forward (`portforward.k8s.io`, `v4.channel.k8s.io`).
+fn is_channel_protocol(protocol: &str) -> bool {
+    let rest = protocol
+        .strip_prefix('v')
+        .and_then(|r| r.split_once('.'))
+        .filter(|(n, _)| n.parse::<u8>().is_ok())
+        .map_or(protocol, |(_, r)| r);
+    matches!(
+        rest,
+        "" | "channel.k8s.io" | "base64.channel.k8s.io" | "portforward.k8s.io"
+    )
+}
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Where decoded frames go, and the time they get.
+struct Out<'a> {
+    frames: &'a mut Vec<Frame>,
+    bytes: &'a mut usize,
+    t: u64,
+}
+
+fn decode(
+    decoder: &mut Decoder,
+    mapper: &mut Mapper,
+    dir: Dir,
+    bytes: &[u8],
+    mut out: Out<'_>,
+) -> Result<(), DecodeError> {
+    let d = dir as usize;
+    match decoder {
+        Decoder::Channels { frames, channels } => {
+            let channels = &mut channels[d];
+            frames[d].feed(bytes, &mut |event| {
+                channels.on(event, &mut |event| mapper.channel(event, dir, &mut out))
+            })
+        }
+        Decoder::Spdy(frames) => {
+            frames[d].feed(bytes, &mut |event| mapper.spdy(event, dir, &mut out))
+        }
+        Decoder::Tunnel { ws, spdy } => {
+            let spdy = &mut spdy[d];
+            ws[d].feed(bytes, &mut |event| match event {
+                WsEvent::Start { text: true } => Err(DecodeError::new(
+                    "text message in a SPDY-over-WebSocket tunnel",
+                )),
+                WsEvent::Payload(data) => {
+                    spdy.feed(data, &mut |event| mapper.spdy(event, dir, &mut out))
+                }
+                WsEvent::Start { .. } | WsEvent::End => Ok(()),
+            })
+        }
+    }
+}
+
+// === impl Mapper ===
+
+impl Mapper {
+    fn channel(
+        &mut self,
+        event: ChannelEvent<'_>,
+        dir: Dir,
+        out: &mut Out<'_>,
+    ) -> Result<(), DecodeError> {
+        match event {
+            ChannelEvent::Data(index, data) if self.ports => {
+                let stream = self.port_stream(
+                    u32::from(index),
+                    out,
+                    || {
+                        // The kubelet's channel pairs: even data, odd error.
+                        (if index % 2 == 0 { "data" } else { "error" }).to_owned()
+                    },
+                    String::new(),
+                )?;
+                stream.bytes[dir as usize] += data.len() as u64;
+                Ok(())
+            }
+            ChannelEvent::Data(index, data) => {
+                let ch = Channel::from_index(index)
+                    .ok_or_else(|| DecodeError(format!("data on unknown channel {index}")))?;
+                out.data(ch, data);
+                Ok(())
+            }
+            ChannelEvent::Close(index) => {
+                if let Some(ch) = Channel::from_index(index)
+                    && !self.ports
+                {
+                    out.frames.push(Frame::Close { t: out.t, ch });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn spdy(
+        &mut self,
+        event: SpdyEvent<'_>,
+        dir: Dir,
+        out: &mut Out<'_>,
+    ) -> Result<(), DecodeError> {
+        let header = |headers: &[(String, String)], name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        match event {
+            SpdyEvent::Open { id, headers } => {
+                let kind = header(&headers, "streamtype");
+                if self.ports {
+                    let port = header(&headers, "port");
+                    self.port_stream(id, out, || kind, port)?;
+                } else {
+                    let channel = Channel::from_streamtype(&kind).ok_or_else(|| {
+                        DecodeError(format!("SPDY stream {id} of unknown streamtype {kind:?}"))
+                    })?;
+                    if self.streams.len() >= MAX_STREAMS {
+                        return Err(DecodeError::new("too many SPDY streams"));
+                    }
+                    self.streams.insert(
+                        id,
+                        Stream {
+                            channel: Some(channel),
+                            ..Stream::default()
+                        },
+                    );
+                }
+                Ok(())
+            }
+            SpdyEvent::Data { id, data } => {
+                let Some(stream) = self.streams.get_mut(&id) else {
+                    // The reply to a reset, or a stream opened before capture knew it.
+                    return Ok(());
+                };
+                stream.bytes[dir as usize] += data.len() as u64;
+                if let Some(ch) = stream.channel {
+                    out.data(ch, data);
+                }
+                Ok(())
+            }
+            SpdyEvent::Fin { id } => {
+                let Some(stream) = self.streams.get_mut(&id) else {
+                    return Ok(());
+                };
+                stream.fin[dir as usize] = true;
+                match stream.channel {
+                    // Only the writer's FIN means something: a client also finishes
+                    // the output streams it never writes.
+                    Some(ch) => {
+                        if ch.from_client() == (dir == Dir::Up) {
+                            out.frames.push(Frame::Close { t: out.t, ch });
+                        }
+                    }
+                    None => {
+                        if stream.fin == [true, true] {
+                            self.close_port(id, out);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            SpdyEvent::Reset { id } => {
+                if self.ports {
+                    self.close_port(id, out);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn port_stream(
+        &mut self,
+        id: u32,
+        out: &mut Out<'_>,
+        kind: impl FnOnce() -> String,
+        port: String,
+    ) -> Result<&mut Stream, DecodeError> {
+        if !self.streams.contains_key(&id) {
+            if self.streams.len() >= MAX_STREAMS {
+                return Err(DecodeError(format!(
+                    "more than {MAX_STREAMS} port-forward streams open at once"
+                )));
+            }
+            out.frames.push(Frame::Open {
+                t: out.t,
+                stream: id,
+                kind: kind(),
+                port,
+            });
+        }
+        Ok(self.streams.entry(id).or_default())
+    }
+
+    fn close_port(&mut self, id: u32, out: &mut Out<'_>) {
+        if let Some(s) = self.streams.remove(&id) {
+            out.frames.push(Frame::Closed {
+                t: out.t,
+                stream: id,
+                bytes_in: s.bytes[0],
+                bytes_out: s.bytes[1],
+            });
+        }
+    }
+}
+
+// === impl Out ===
+
+impl Out<'_> {
+    /// Appends payload, joining a piece of the same channel from the same read.
+    fn data(&mut self, ch: Channel, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        *self.bytes += data.len();
+        if let Some(Frame::Data {
+            t,
+            ch: last,
+            data: d,
+        }) = self.frames.last_mut()
+            && *t == self.t
+            && *last == ch
+        {
+            d.extend_from_slice(data);
+            return;
+        }
+        self.frames.push(Frame::Data {
+            t: self.t,
+            ch,
+            data: data.to_vec(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

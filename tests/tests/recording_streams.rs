@@ -1,0 +1,355 @@
+//! exec stream capture and replay through a standalone agent with a record log: real
+//! `kubectl exec -i` over WebSocket (v5) and over SPDY/3.1, with a known stdin and a
+//! command in the double that echoes it and writes known stderr; then
+//! `kgate sessions replay` must give back exactly the stdout and stderr bytes kubectl
+//! received, its asciicast the same text in order with stdin as sent, and `-o json`
+//! every stdin byte. Port-forward streams are recorded as streams and byte counts.
+
+use std::{
+    io::Write,
+    net::TcpStream,
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use kgate::record::{replay::Recording, sessions, stream::Frame};
+use kgate_tests::{
+    apiserver::{ApiServer, Config},
+    harness::{Agent, Kubectl, kgate_bin, scratch_dir},
+};
+use serde_json::Value;
+
+/// stdout: stdin (cat), then `done`; stderr in between. Exit 3 comes back on the
+/// error channel.
+const SCRIPT: &str = "cat; echo to stderr >&2; echo done; exit 3";
+
+/// A stdin larger than a chunk (64 KiB) and than one read (16 KiB), with multi-byte
+/// UTF-8 characters that reads and frames will cut in two.
+fn stdin_text() -> Vec<u8> {
+    let mut text = String::new();
+    for i in 0..6000 {
+        text.push_str(&format!("line {i:05}: grüße, €uro ✓ — kgate\n"));
+    }
+    text.into_bytes()
+}
+
+fn exec(kubectl: &Kubectl, spdy: bool, stdin: &[u8]) -> Output {
+    let mut cmd = kubectl.command();
+    cmd.args(["exec", "-i", "web-0", "--", "sh", "-c", SCRIPT]);
+    if spdy {
+        cmd.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false");
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Polls the log until `done` holds for its recordings.
+fn recordings_until(dir: &Path, done: impl Fn(&[Recording]) -> bool) -> Vec<Recording> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let loaded = sessions::load_all(dir).unwrap();
+        if done(&loaded.recordings) || Instant::now() > deadline {
+            return loaded.recordings;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kgate(args: &[&str]) -> Output {
+    let out = Command::new(kgate_bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "kgate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The session whose requests include `audit_id`.
+fn session_of(dir: &Path, audit_id: &str) -> String {
+    let (events, _) = sessions::load(dir).unwrap();
+    sessions::sessions(events)
+        .into_iter()
+        .find(|s| s.events.iter().any(|e| e.audit_id == audit_id))
+        .expect("the stream's request is in a session")
+        .id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_sessions_are_recorded_and_replayed_byte_exact() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let dir = scratch_dir("rec-streams");
+    let records = dir.join("records");
+    let agent = Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        &format!(
+            "identity: {{unboundSubjects: [kubernetes-admin]}}\n\
+             policy: {{defaultAction: allow}}\n\
+             record: {{dir: '{}', durability: batch, flushMillis: 100}}\n",
+            records.display()
+        ),
+    )
+    .unwrap();
+    let kubectl = Kubectl::new(
+        scratch_dir("rec-streams-kubectl"),
+        &agent.url(),
+        &agent.ca_pem,
+        server.admin_token(),
+    );
+    let records_arg = records.to_str().unwrap().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let _agent = agent;
+        let stdin = stdin_text();
+        let mut seen = Vec::new();
+        for (spdy, transport) in [(false, "websocket"), (true, "spdy")] {
+            let out = exec(&kubectl, spdy, &stdin);
+            assert_eq!(out.status.code(), Some(3), "{transport}: {out:?}");
+            let mut expected = stdin.clone();
+            expected.extend_from_slice(b"done\n");
+            assert!(out.stdout == expected, "{transport}: kubectl's stdout");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stderr),
+                "to stderr\ncommand terminated with exit code 3\n",
+                "{transport}"
+            );
+
+            // The stream's chunks, closed, linked to the exec request's audit ID.
+            let recs = recordings_until(&records, |r| {
+                r.iter()
+                    .filter(|r| r.transport == transport && r.end.is_some())
+                    .count()
+                    == 1
+            });
+            let rec = recs
+                .iter()
+                .find(|r| r.transport == transport)
+                .unwrap_or_else(|| panic!("{transport}: no recording in {recs:#?}"))
+                .clone();
+            assert_eq!(rec.subresource, "exec");
+            assert!(rec.capture_error.is_none(), "{transport}: {rec:?}");
+            assert!(rec.missing_chunks.is_empty(), "{transport}");
+            seen.push(rec.audit_id.clone());
+            let session = session_of(&records, &rec.audit_id);
+
+            // Terminal replay: stdout and stderr exactly as kubectl got them (kubectl
+            // adds its own "command terminated" line; the exit status is on the
+            // error channel, not replayed).
+            let replay = kgate(&[
+                "sessions",
+                "replay",
+                &session,
+                "--dir",
+                &records_arg,
+                "--speed",
+                "0",
+            ]);
+            assert!(replay.stdout == out.stdout, "{transport}: replayed stdout");
+            assert_eq!(String::from_utf8_lossy(&replay.stderr), "to stderr\n");
+
+            // asciicast v2: output in order, stdin as sent.
+            let cast = kgate(&[
+                "sessions",
+                "replay",
+                &session,
+                "--dir",
+                &records_arg,
+                "--asciicast",
+                "-",
+            ]);
+            let cast = String::from_utf8(cast.stdout).unwrap();
+            let mut lines = cast.lines();
+            let header: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+            assert_eq!(header["version"], 2);
+            assert_eq!(
+                (header["width"].as_u64(), header["height"].as_u64()),
+                (Some(80), Some(24))
+            );
+            let (mut o, mut i, mut last) = (String::new(), String::new(), 0.0);
+            for line in lines {
+                let event: Value = serde_json::from_str(line).unwrap();
+                let t = event[0].as_f64().unwrap();
+                assert!(t >= last, "{transport}: events in time order");
+                last = t;
+                let data = event[2].as_str().unwrap();
+                match event[1].as_str().unwrap() {
+                    "o" => o.push_str(data),
+                    "i" => i.push_str(data),
+                    other => panic!("unexpected event {other}"),
+                }
+            }
+            let mut text = String::from_utf8(stdin.clone()).unwrap();
+            assert!(i == text, "{transport}: asciicast stdin");
+            text.push_str("to stderr\ndone\n");
+            assert!(o == text, "{transport}: asciicast output");
+
+            // -o json: every stdin byte, and stdin's close.
+            let json = kgate(&[
+                "sessions",
+                "replay",
+                &session,
+                "--dir",
+                &records_arg,
+                "-o",
+                "json",
+            ]);
+            let json: Value = serde_json::from_slice(&json.stdout).unwrap();
+            let mut sent = Vec::new();
+            let mut closed = false;
+            for frame in json["frames"].as_array().unwrap() {
+                match (frame["event"].as_str(), frame["ch"].as_str()) {
+                    (Some("data"), Some("stdin")) => {
+                        sent.extend(STANDARD.decode(frame["data"].as_str().unwrap()).unwrap());
+                    }
+                    (Some("close"), Some("stdin")) => closed = true,
+                    _ => {}
+                }
+            }
+            assert!(sent == stdin, "{transport}: json stdin");
+            assert!(closed, "{transport}: stdin's EOF is recorded");
+            let error = json["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["ch"] == "error")
+                .expect("the exit status on the error channel");
+            let status = STANDARD.decode(error["data"].as_str().unwrap()).unwrap();
+            assert!(
+                String::from_utf8_lossy(&status).contains("NonZeroExitCode"),
+                "{transport}: {}",
+                String::from_utf8_lossy(&status)
+            );
+
+            // sessions show lists the stream.
+            let show = kgate(&["sessions", "show", &session, "--dir", &records_arg]);
+            let show = String::from_utf8_lossy(&show.stdout);
+            assert!(
+                show.contains(&rec.audit_id) && show.contains(&format!("stdin {} B", stdin.len())),
+                "{show}"
+            );
+        }
+        assert_eq!(seen.len(), 2);
+    })
+    .await
+    .unwrap();
+}
+
+/// Port-forward is recorded as its streams and their byte counts, never payload.
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forward_streams_are_counted_not_captured() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let dir = scratch_dir("rec-pf");
+    let records = dir.join("records");
+    let agent = Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        &format!(
+            "identity: {{unboundSubjects: [kubernetes-admin]}}\n\
+             policy: {{defaultAction: allow}}\n\
+             record: {{dir: '{}', durability: batch, flushMillis: 100}}\n",
+            records.display()
+        ),
+    )
+    .unwrap();
+    let kubectl = Kubectl::new(
+        scratch_dir("rec-pf-kubectl"),
+        &agent.url(),
+        &agent.ca_pem,
+        server.admin_token(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let _agent = agent;
+        for (env, transport) in [
+            (Some(("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")), "spdy"),
+            (None, "spdy-over-websocket"),
+        ] {
+            let port = free_port();
+            let mut cmd = kubectl.command();
+            cmd.args(["port-forward", "web-0", &format!("{port}:8080")]);
+            if let Some((k, v)) = env {
+                cmd.env(k, v);
+            }
+            let mut child = cmd
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut ready = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+                &mut ready,
+            )
+            .unwrap();
+            assert!(ready.contains("Forwarding"), "{ready}");
+            let payload = b"secret payload through port-forward";
+            let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            conn.write_all(payload).unwrap();
+            let mut back = vec![0; payload.len()];
+            std::io::Read::read_exact(&mut conn, &mut back).unwrap();
+            assert_eq!(&back, payload);
+            // The connection's end closes its stream pair (kubectl half-closes the
+            // data stream, the echo answers EOF with EOF)...
+            drop(conn);
+            let closed = |f: &Frame| matches!(f, Frame::Closed { .. });
+            recordings_until(&records, |r| {
+                r.iter()
+                    .any(|r| r.transport == transport && r.frames.iter().any(closed))
+            });
+            // ...and kubectl's exit the whole stream.
+            let _ = child.kill();
+            let _ = child.wait();
+            let recs = recordings_until(&records, |r| {
+                r.iter()
+                    .any(|r| r.transport == transport && r.end.is_some())
+            });
+            let rec = recs
+                .iter()
+                .find(|r| r.transport == transport)
+                .unwrap_or_else(|| panic!("{transport}: no recording in {recs:#?}"));
+            assert_eq!(rec.subresource, "portforward");
+            assert!(
+                rec.end.is_some(),
+                "{transport}: the stream closed with kubectl"
+            );
+            assert!(rec.capture_error.is_none(), "{transport}: {rec:?}");
+            let json = serde_json::to_value(&rec.frames).unwrap();
+            let frames = json.as_array().unwrap();
+            assert!(
+                frames
+                    .iter()
+                    .any(|f| f["event"] == "open" && f["type"] == "data" && f["port"] == "8080"),
+                "{transport}: {frames:?}"
+            );
+            assert!(
+                frames.iter().any(|f| f["event"] == "closed"
+                    && f["bytesIn"] == payload.len()
+                    && f["bytesOut"] == payload.len()),
+                "{transport}: {rec:?}"
+            );
+            assert!(
+                frames.iter().all(|f| f.get("data").is_none()),
+                "{transport}: no payload recorded"
+            );
+        }
+    })
+    .await
+    .unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
