@@ -243,6 +243,130 @@ async fn exec_sessions_are_recorded_and_replayed_byte_exact() {
     .unwrap();
 }
 
+/// attach is captured like exec; a TTY session's size (kubectl's first resize) heads
+/// its asciicast and each resize is an `"r"` event.
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_and_tty_sessions_replay_with_their_size() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let dir = scratch_dir("rec-tty");
+    let records = dir.join("records");
+    let agent = Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        &format!(
+            "identity: {{unboundSubjects: [kubernetes-admin]}}\n\
+             policy: {{defaultAction: allow}}\n\
+             record: {{dir: '{}', durability: batch, flushMillis: 100}}\n",
+            records.display()
+        ),
+    )
+    .unwrap();
+    let kubectl = Kubectl::new(
+        scratch_dir("rec-tty-kubectl"),
+        &agent.url(),
+        &agent.ca_pem,
+        server.admin_token(),
+    );
+    let records_arg = records.to_str().unwrap().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let _agent = agent;
+        // attach: the main process echoes stdin; its EOF ends the attach.
+        let mut child = kubectl
+            .command()
+            .args(["attach", "-i", "web-0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"attached\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("attached\n"),
+            "{out:?}"
+        );
+        let recs = recordings_until(&records, |r| {
+            r.iter()
+                .any(|r| r.subresource == "attach" && r.end.is_some())
+        });
+        let rec = recs.iter().find(|r| r.subresource == "attach").unwrap();
+        let session = session_of(&records, &rec.audit_id);
+        let replay = kgate(&[
+            "sessions",
+            "replay",
+            &session,
+            "--dir",
+            &records_arg,
+            "--speed",
+            "0",
+        ]);
+        assert!(replay.stdout == out.stdout, "attach: replayed stdout");
+
+        // A TTY: kubectl inside a pseudo-terminal of 100x30 (script(1) provides it).
+        let base: Vec<String> = kubectl
+            .command()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let inner = format!(
+            "stty cols 100 rows 30; kubectl {} exec -it web-0 -- stty size",
+            base.join(" ")
+        );
+        let out = Command::new("script")
+            .args(["-qec", &inner, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(shown.contains("30 100"), "{out:?}");
+        let recs = recordings_until(&records, |r| {
+            r.iter().any(|r| r.subresource == "exec" && r.end.is_some())
+        });
+        let rec = recs.iter().find(|r| r.subresource == "exec").unwrap();
+        assert_eq!(rec.first_size(), Some((100, 30)), "{rec:?}");
+        let session = session_of(&records, &rec.audit_id);
+        let cast = kgate(&[
+            "sessions",
+            "replay",
+            &session,
+            "--dir",
+            &records_arg,
+            "--asciicast",
+            "-",
+        ]);
+        let cast = String::from_utf8(cast.stdout).unwrap();
+        let mut lines = cast
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap());
+        let header = lines.next().unwrap();
+        assert_eq!(
+            (header["width"].as_u64(), header["height"].as_u64()),
+            (Some(100), Some(30))
+        );
+        let events: Vec<Value> = lines.collect();
+        assert!(
+            events.iter().any(|e| e[1] == "r" && e[2] == "100x30"),
+            "{events:?}"
+        );
+        // The pty's output (onlcr turns \n into \r\n), as kubectl printed it.
+        let output: String = events
+            .iter()
+            .filter(|e| e[1] == "o")
+            .map(|e| e[2].as_str().unwrap())
+            .collect();
+        assert_eq!(output, "30 100\r\n");
+    })
+    .await
+    .unwrap();
+}
+
 /// Port-forward is recorded as its streams and their byte counts, never payload.
 #[tokio::test(flavor = "multi_thread")]
 async fn port_forward_streams_are_counted_not_captured() {

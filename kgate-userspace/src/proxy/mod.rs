@@ -245,7 +245,9 @@ async fn handle(
         return refuse(&status, decided);
     }
     let mut tap = StreamTap::new(format!("{} {}", info.verb, info.path));
-    if let Some(sink) = proxy.recorder.stream_sink() {
+    if crate::record::stream::is_captured(&info.subresource)
+        && let Some(sink) = proxy.recorder.stream_sink()
+    {
         let sink = sink.counting(proxy.metrics.stream_capture_failures.clone());
         tap = tap.capturing(sink, &pending.audit_id, &info.subresource);
     }

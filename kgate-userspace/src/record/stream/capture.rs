@@ -151,7 +151,7 @@ impl Capture {
         };
         let ports = subresource == "portforward";
         let decoder = match decoder {
-            Ok(_) if !ports && !matches!(subresource, "exec" | "attach") => Err(format!(
+            Ok(_) if !super::is_captured(subresource) => Err(format!(
                 "not an exec, attach or port-forward stream ({subresource:?})"
             )),
             other => other,

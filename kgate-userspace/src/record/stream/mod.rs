@@ -35,6 +35,13 @@ pub const CHUNK_BYTES: usize = 64 << 10;
 /// ... or once its oldest frame is this old.
 pub const CHUNK_AGE: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Whether upgrades of this pod subresource are captured: exec, attach and
+/// port-forward. Other upgrades (a WebSocket through `pods/proxy`, say) carry an
+/// application's own protocol and are only counted.
+pub fn is_captured(subresource: &str) -> bool {
+    matches!(subresource, "exec" | "attach" | "portforward")
+}
+
 /// Why a stream could not be decoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
