@@ -14,7 +14,11 @@ use std::{
 };
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use kgate::record::{replay::Recording, sessions, stream::Frame};
+use kgate::record::{
+    replay::Recording,
+    sessions,
+    stream::{Channel, Frame},
+};
 use kgate_tests::{
     apiserver::{ApiServer, Config},
     harness::{Agent, Kubectl, kgate_bin, scratch_dir},
@@ -83,6 +87,7 @@ fn session_of(dir: &Path, audit_id: &str) -> String {
         .id
 }
 
+/// With strict durability (the default): chunks count as written once synced.
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_sessions_are_recorded_and_replayed_byte_exact() {
     let server = ApiServer::start(Config::default()).await.unwrap();
@@ -95,7 +100,7 @@ async fn exec_sessions_are_recorded_and_replayed_byte_exact() {
         &format!(
             "identity: {{unboundSubjects: [kubernetes-admin]}}\n\
              policy: {{defaultAction: allow}}\n\
-             record: {{dir: '{}', durability: batch, flushMillis: 100}}\n",
+             record: {{dir: '{}', durability: strict}}\n",
             records.display()
         ),
     )
@@ -243,14 +248,9 @@ async fn exec_sessions_are_recorded_and_replayed_byte_exact() {
     .unwrap();
 }
 
-/// attach is captured like exec; a TTY session's size (kubectl's first resize) heads
-/// its asciicast and each resize is an `"r"` event.
-#[tokio::test(flavor = "multi_thread")]
-async fn attach_and_tty_sessions_replay_with_their_size() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let dir = scratch_dir("rec-tty");
-    let records = dir.join("records");
-    let agent = Agent::standalone_with(
+/// An agent with a record log, in front of `server`.
+fn recording_agent(server: &kgate_tests::apiserver::Handle, records: &Path) -> Agent {
+    Agent::standalone_with(
         &server.url(),
         server.ca_pem(),
         server.admin_token(),
@@ -261,7 +261,155 @@ async fn attach_and_tty_sessions_replay_with_their_size() {
             records.display()
         ),
     )
+    .unwrap()
+}
+
+/// A quiet session is written out chunk by chunk while it lasts, so an agent killed
+/// with SIGKILL mid-session leaves what had been said in the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigkill_mid_session_keeps_what_was_captured() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let dir = scratch_dir("rec-kill");
+    let records = dir.join("records");
+    let agent = recording_agent(&server, &records);
+    let kubectl = Kubectl::new(
+        scratch_dir("rec-kill-kubectl"),
+        &agent.url(),
+        &agent.ca_pem,
+        server.admin_token(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let mut child = kubectl
+            .command()
+            .args(["exec", "-i", "web-0", "--", "cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"before the kill\n").unwrap();
+        let mut echoed = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut echoed,
+        )
+        .unwrap();
+        assert_eq!(echoed, "before the kill\n");
+        // The stream stays open and quiet: only the chunk timer writes it out.
+        let has_both = |r: &Recording| {
+            [Channel::Stdin, Channel::Stdout].iter().all(|want| {
+                r.frames.iter().any(|f| {
+                    matches!(f, Frame::Data { ch, data, .. } if ch == want && data == b"before the kill\n")
+                })
+            })
+        };
+        let recs = recordings_until(&records, |r| r.iter().any(has_both));
+        assert!(recs.iter().any(has_both), "{recs:?}");
+        let killed = Command::new("kill")
+            .args(["-KILL", &agent.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        drop(stdin);
+        let _ = child.wait();
+        drop(agent);
+        // What the killed agent left: the stream, unfinished, with what it carried.
+        let loaded = sessions::load_all(&records).unwrap();
+        let rec = loaded
+            .recordings
+            .iter()
+            .find(|r| has_both(r))
+            .expect("the captured frames survive the kill");
+        assert!(rec.end.is_none(), "{rec:?}");
+        let session = session_of(&records, &rec.audit_id);
+        let show = kgate(&["sessions", "show", &session, "--dir", records.to_str().unwrap()]);
+        assert!(
+            String::from_utf8_lossy(&show.stdout).contains("[open, or its last chunk is lost]"),
+            "{}",
+            String::from_utf8_lossy(&show.stdout)
+        );
+    })
+    .await
     .unwrap();
+}
+
+/// Capture holds no stream: 64 MB through `kubectl exec -i cat`, captured both ways,
+/// leave the agent's memory bounded (the relay waits for the record writer rather
+/// than queueing chunks without bound).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_exec_is_captured_with_bounded_agent_memory() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let dir = scratch_dir("rec-big");
+    let records = dir.join("records");
+    let agent = recording_agent(&server, &records);
+    let kubectl = Kubectl::new(
+        scratch_dir("rec-big-kubectl"),
+        &agent.url(),
+        &agent.ca_pem,
+        server.admin_token(),
+    );
+    let total = 64usize << 20;
+    let (agent, received, elapsed) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut child = kubectl
+            .command()
+            .args(["exec", "-i", "web-0", "--", "cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || {
+            let block: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+            for _ in 0..total >> 20 {
+                stdin.write_all(&block).unwrap();
+            }
+        });
+        let mut out = child.stdout.take().unwrap();
+        let mut received = 0usize;
+        let mut buf = vec![0; 1 << 16];
+        loop {
+            let n = std::io::Read::read(&mut out, &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            received += n;
+        }
+        writer.join().unwrap();
+        assert!(child.wait().unwrap().success());
+        (agent, received, started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert_eq!(received, total);
+    let rss = agent.peak_rss_kib();
+    let recs = recordings_until(&records, |r| r.iter().any(|r| r.end.is_some()));
+    let summary = recs.iter().find(|r| r.end.is_some()).unwrap().summary();
+    eprintln!(
+        "captured a {} MB exec both ways in {elapsed:?} (debug build), agent peak RSS {rss} KiB, {:?}",
+        total >> 20,
+        summary.bytes
+    );
+    assert_eq!(summary.bytes.get("stdin"), Some(&(total as u64)));
+    assert_eq!(summary.bytes.get("stdout"), Some(&(total as u64)));
+    // Without capture the agent peaks near 33 MiB here; buffering the stream would
+    // take 128 MiB more, and an unbounded writer queue took about 58 MiB.
+    assert!(
+        rss > 0 && rss < 52 * 1024,
+        "agent peak RSS {rss} KiB for a {} MB exec: capture buffered it",
+        total >> 20
+    );
+}
+
+/// attach is captured like exec; a TTY session's size (kubectl's first resize) heads
+/// its asciicast and each resize is an `"r"` event.
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_and_tty_sessions_replay_with_their_size() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let dir = scratch_dir("rec-tty");
+    let records = dir.join("records");
+    let agent = recording_agent(&server, &records);
     let kubectl = Kubectl::new(
         scratch_dir("rec-tty-kubectl"),
         &agent.url(),
@@ -373,18 +521,7 @@ async fn port_forward_streams_are_counted_not_captured() {
     let server = ApiServer::start(Config::default()).await.unwrap();
     let dir = scratch_dir("rec-pf");
     let records = dir.join("records");
-    let agent = Agent::standalone_with(
-        &server.url(),
-        server.ca_pem(),
-        server.admin_token(),
-        &format!(
-            "identity: {{unboundSubjects: [kubernetes-admin]}}\n\
-             policy: {{defaultAction: allow}}\n\
-             record: {{dir: '{}', durability: batch, flushMillis: 100}}\n",
-            records.display()
-        ),
-    )
-    .unwrap();
+    let agent = recording_agent(&server, &records);
     let kubectl = Kubectl::new(
         scratch_dir("rec-pf-kubectl"),
         &agent.url(),

@@ -358,20 +358,22 @@ impl StreamTap {
         let (mut client_read, mut client_write) = tokio::io::split(client);
         let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
         let capture = self.capture.map(Mutex::new);
-        let tap = |dir: Dir| {
-            let capture = capture.as_ref();
-            move |bytes: &[u8]| {
-                if let Some(capture) = capture {
-                    lock(capture).feed(dir, bytes);
-                }
-            }
-        };
         let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
         let results = {
             let copies = async {
                 tokio::join!(
-                    copy_half(&mut client_read, &mut upstream_write, &up, tap(Dir::Up)),
-                    copy_half(&mut upstream_read, &mut client_write, &down, tap(Dir::Down)),
+                    copy_half(
+                        &mut client_read,
+                        &mut upstream_write,
+                        &up,
+                        (capture.as_ref(), Dir::Up)
+                    ),
+                    copy_half(
+                        &mut upstream_read,
+                        &mut client_write,
+                        &down,
+                        (capture.as_ref(), Dir::Down)
+                    ),
                 )
             };
             tokio::pin!(copies);
@@ -415,14 +417,15 @@ fn lock(capture: &Mutex<Capture>) -> std::sync::MutexGuard<'_, Capture> {
 
 /// Copies until EOF, then half-closes the writer so the far side sees the EOF too
 /// (kubectl exec's stdin EOF must reach the process); a read error half-closes it
-/// too. Each piece goes to `tap` after
-/// it was written, so capture never delays the stream; `total` counts what was
-/// copied, errors or not.
+/// too. Each piece goes to the capture after it was written, so decoding never delays
+/// the stream; only a record writer that falls [`stream::MAX_UNWRITTEN`] bytes behind
+/// does.
+/// `total` counts what was copied, errors or not.
 async fn copy_half<R, W>(
     reader: &mut R,
     writer: &mut W,
     total: &AtomicU64,
-    tap: impl Fn(&[u8]),
+    (capture, dir): (Option<&Mutex<Capture>>, Dir),
 ) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -445,6 +448,18 @@ where
         writer.write_all(&buf[..n]).await?;
         writer.flush().await?;
         total.fetch_add(n as u64, Ordering::Relaxed);
-        tap(&buf[..n]);
+        if let Some(capture) = capture {
+            lock(capture).feed(dir, &buf[..n]);
+            // The lock is not held across the wait: the other half goes on.
+            loop {
+                let backlog = lock(capture).backlog();
+                match backlog {
+                    Some(ack) => {
+                        let _ = ack.await;
+                    }
+                    None => break,
+                }
+            }
+        }
     }
 }

@@ -1,7 +1,10 @@
 //! One stream's capture: picks the decoder from the negotiated protocol, turns what
 //! the decoders see into [`Frame`]s, and writes them out in chunks.
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::{HashMap, VecDeque},
+    time::Instant,
+};
 
 use http::HeaderMap;
 use jiff::Timestamp;
@@ -13,10 +16,17 @@ use super::{
     spdy::{self, SpdyEvent},
     websocket::{self, ChannelEvent, WsEvent},
 };
-use crate::record::{event::micro_time, writer::Writer};
+use crate::record::{
+    event::micro_time,
+    writer::{Ack, Writer},
+};
 
 /// The most port-forward streams tracked at once; past it capture stops.
 const MAX_STREAMS: usize = 4096;
+/// Chunk bytes a stream may have queued for the writer but not yet written. Past it
+/// the relay waits for the writer ([`Capture::backlog`]): a stream faster than the
+/// disk is slowed to the disk's pace rather than held in memory or left unrecorded.
+pub const MAX_UNWRITTEN: usize = 1 << 20;
 
 /// Where chunks go: the record writer.
 #[derive(Clone)]
@@ -43,6 +53,9 @@ pub struct Capture {
     started: Instant,
     pending_bytes: usize,
     oldest: Option<Instant>,
+    /// Chunks handed to the writer and not yet written, oldest first, with their size.
+    unwritten: VecDeque<(Ack, usize)>,
+    unwritten_bytes: usize,
 }
 
 enum Decoder {
@@ -177,6 +190,8 @@ impl Capture {
             started: Instant::now(),
             pending_bytes: 0,
             oldest: None,
+            unwritten: VecDeque::new(),
+            unwritten_bytes: 0,
         };
         match decoder {
             Ok(decoder) => capture.decoder = Some(decoder),
@@ -208,6 +223,27 @@ impl Capture {
         if self.pending_bytes >= CHUNK_BYTES {
             self.flush();
         }
+    }
+
+    /// The oldest unwritten chunk's acknowledgement to wait for when more than
+    /// [`MAX_UNWRITTEN`] bytes of this stream wait for the writer; `None` otherwise.
+    pub fn backlog(&mut self) -> Option<Ack> {
+        while let Some((ack, bytes)) = self.unwritten.front_mut() {
+            let bytes = *bytes;
+            let written = !matches!(
+                ack.try_recv(),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+            );
+            if !written && self.unwritten_bytes <= MAX_UNWRITTEN {
+                return None;
+            }
+            let (ack, _) = self.unwritten.pop_front().expect("a front element");
+            self.unwritten_bytes -= bytes;
+            if !written {
+                return Some(ack);
+            }
+        }
+        None
     }
 
     /// Writes the pending frames if the oldest has waited [`CHUNK_AGE`].
@@ -270,8 +306,13 @@ impl Capture {
         self.pending_bytes = 0;
         self.oldest = None;
         let payload = serde_json::to_vec(&chunk).expect("a stream chunk always serializes");
-        // A full queue is counted and logged by the writer; the stream goes on.
-        let _ = self.sink.writer.submit(payload, false);
+        let bytes = payload.len();
+        // A full queue is counted and logged by the writer; the stream goes on, and
+        // the reader sees the chunk's number missing.
+        if let Ok(Some(ack)) = self.sink.writer.submit(payload, true) {
+            self.unwritten.push_back((ack, bytes));
+            self.unwritten_bytes += bytes;
+        }
     }
 }
 

@@ -8,6 +8,10 @@
 //! - Decoding never changes or delays what is relayed: the tap copies first and hands
 //!   the decoder the same bytes afterwards. The decoders ([`websocket`], [`spdy`]) hold
 //!   at most a frame header, a SPDY header frame and the per-direction zlib state.
+//! - Memory per stream is bounded by the chunk being filled plus [`MAX_UNWRITTEN`]
+//!   bytes of chunks the writer has not written yet; past that the relay waits for the
+//!   writer, so a stream faster than the disk goes at the disk's pace instead of
+//!   queueing without bound or going unrecorded.
 //! - Frames are written in chunks: when [`CHUNK_BYTES`] of payload have gathered or the
 //!   oldest pending frame is [`CHUNK_AGE`] old, so a long session holds little memory
 //!   and an agent killed with SIGKILL loses at most the last chunk.
@@ -24,7 +28,7 @@ pub mod websocket;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::capture::{Capture, Dir, Sink};
+pub use self::capture::{Capture, Dir, MAX_UNWRITTEN, Sink};
 
 /// The `kind` of a stream record.
 pub const KIND: &str = "StreamChunk";
