@@ -463,3 +463,6 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
