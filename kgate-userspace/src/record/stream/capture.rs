@@ -1,5 +1,6 @@
-//! One stream's capture: picks the decoder from the negotiated protocol, turns what
-//! the decoders see into [`Frame`]s, and writes them out in chunks.
+//! One stream's capture: picks the decoder from the negotiated protocol, runs it over
+//! each direction's bytes (the [`super::mapper`] makes frames of what it sees), and
+//! writes the frames out in chunks.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -12,17 +13,16 @@ use prometheus_client::metrics::counter::Counter;
 use tracing::warn;
 
 use super::{
-    API_VERSION, CHUNK_AGE, CHUNK_BYTES, Channel, DecodeError, Frame, KIND, StreamChunk, StreamEnd,
-    spdy::{self, SpdyEvent},
-    websocket::{self, ChannelEvent, WsEvent},
+    API_VERSION, CHUNK_AGE, CHUNK_BYTES, DecodeError, Frame, KIND, StreamChunk, StreamEnd,
+    mapper::{Mapper, Out},
+    spdy,
+    websocket::{self, WsEvent},
 };
 use crate::record::{
     event::micro_time,
     writer::{Ack, Writer},
 };
 
-/// The most port-forward streams tracked at once; past it capture stops.
-const MAX_STREAMS: usize = 4096;
 /// Chunk bytes a stream may have queued for the writer but not yet written. Past it
 /// the relay waits for the writer ([`Capture::backlog`]): a stream faster than the
 /// disk is slowed to the disk's pace rather than held in memory or left unrecorded.
@@ -72,20 +72,6 @@ enum Decoder {
     },
 }
 
-/// Turns decoded events into frames.
-struct Mapper {
-    /// Port-forward: count bytes per stream, keep no payload.
-    ports: bool,
-    streams: HashMap<u32, Stream>,
-}
-
-#[derive(Default)]
-struct Stream {
-    channel: Option<Channel>,
-    bytes: [u64; 2],
-    fin: [bool; 2],
-}
-
 // === impl Sink ===
 
 impl Sink {
@@ -110,58 +96,7 @@ impl Capture {
     /// Starts capturing the stream of `subresource` whose 101 response carried
     /// `headers`. An undecodable protocol is reported in the first chunk.
     pub fn start(sink: Sink, audit_id: &str, subresource: &str, headers: &HeaderMap) -> Self {
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .trim()
-                .to_owned()
-        };
-        let upgrade = header("upgrade").to_ascii_lowercase();
-        let (transport, protocol, decoder) = if upgrade == "websocket" {
-            let protocol = header("sec-websocket-protocol");
-            let decoder = if protocol.starts_with("SPDY/3.1+") {
-                Ok((
-                    "spdy-over-websocket",
-                    Decoder::Tunnel {
-                        ws: Default::default(),
-                        spdy: Default::default(),
-                    },
-                ))
-            } else if is_channel_protocol(&protocol) {
-                let base64 = protocol.contains("base64.");
-                Ok((
-                    "websocket",
-                    Decoder::Channels {
-                        frames: Default::default(),
-                        channels: [
-                            websocket::Channels::new(base64),
-                            websocket::Channels::new(base64),
-                        ],
-                    },
-                ))
-            } else {
-                Err(format!("unknown WebSocket subprotocol {protocol:?}"))
-            };
-            (
-                decoder.as_ref().map_or("websocket", |d| d.0),
-                protocol,
-                decoder.map(|d| d.1),
-            )
-        } else if upgrade.eq_ignore_ascii_case("spdy/3.1") {
-            (
-                "spdy",
-                header("x-stream-protocol-version"),
-                Ok(Decoder::Spdy(Default::default())),
-            )
-        } else {
-            (
-                "unknown",
-                String::new(),
-                Err(format!("unknown upgrade {upgrade:?}")),
-            )
-        };
+        let (transport, protocol, decoder) = negotiate(headers);
         let ports = subresource == "portforward";
         let decoder = match decoder {
             Ok(_) if !super::is_captured(subresource) => Err(format!(
@@ -333,6 +268,63 @@ impl StreamChunk {
     }
 }
 
+/// The decoder for a stream whose 101 response carried `headers`: the transport's
+/// name, the subprotocol, and the decoder or why there is none.
+fn negotiate(headers: &HeaderMap) -> (&'static str, String, Result<Decoder, String>) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    let upgrade = header("upgrade").to_ascii_lowercase();
+    if upgrade == "websocket" {
+        let protocol = header("sec-websocket-protocol");
+        let decoder = if protocol.starts_with("SPDY/3.1+") {
+            Ok((
+                "spdy-over-websocket",
+                Decoder::Tunnel {
+                    ws: Default::default(),
+                    spdy: Default::default(),
+                },
+            ))
+        } else if is_channel_protocol(&protocol) {
+            let base64 = protocol.contains("base64.");
+            Ok((
+                "websocket",
+                Decoder::Channels {
+                    frames: Default::default(),
+                    channels: [
+                        websocket::Channels::new(base64),
+                        websocket::Channels::new(base64),
+                    ],
+                },
+            ))
+        } else {
+            Err(format!("unknown WebSocket subprotocol {protocol:?}"))
+        };
+        (
+            decoder.as_ref().map_or("websocket", |d| d.0),
+            protocol,
+            decoder.map(|d| d.1),
+        )
+    } else if upgrade.eq_ignore_ascii_case("spdy/3.1") {
+        (
+            "spdy",
+            header("x-stream-protocol-version"),
+            Ok(Decoder::Spdy(Default::default())),
+        )
+    } else {
+        (
+            "unknown",
+            String::new(),
+            Err(format!("unknown upgrade {upgrade:?}")),
+        )
+    }
+}
+
 /// `""` (no subprotocol: the oldest channel framing), `channel.k8s.io`,
 /// `base64.channel.k8s.io`, `vN.channel.k8s.io`, `vN.base64.channel.k8s.io`, and the
 /// kubelet's WebSocket port-forward (`portforward.k8s.io`, `v4.channel.k8s.io`).
@@ -350,13 +342,6 @@ fn is_channel_protocol(protocol: &str) -> bool {
 
 fn micros(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
-}
-
-/// Where decoded frames go, and the time they get.
-struct Out<'a> {
-    frames: &'a mut Vec<Frame>,
-    bytes: &'a mut usize,
-    t: u64,
 }
 
 fn decode(
@@ -389,186 +374,6 @@ fn decode(
                 WsEvent::Start { .. } | WsEvent::End => Ok(()),
             })
         }
-    }
-}
-
-// === impl Mapper ===
-
-impl Mapper {
-    fn channel(
-        &mut self,
-        event: ChannelEvent<'_>,
-        dir: Dir,
-        out: &mut Out<'_>,
-    ) -> Result<(), DecodeError> {
-        match event {
-            ChannelEvent::Data(index, data) if self.ports => {
-                let stream = self.port_stream(
-                    u32::from(index),
-                    out,
-                    || {
-                        // The kubelet's channel pairs: even data, odd error.
-                        (if index % 2 == 0 { "data" } else { "error" }).to_owned()
-                    },
-                    String::new(),
-                )?;
-                stream.bytes[dir as usize] += data.len() as u64;
-                Ok(())
-            }
-            ChannelEvent::Data(index, data) => {
-                let ch = Channel::from_index(index)
-                    .ok_or_else(|| DecodeError(format!("data on unknown channel {index}")))?;
-                out.data(ch, data);
-                Ok(())
-            }
-            ChannelEvent::Close(index) => {
-                if let Some(ch) = Channel::from_index(index)
-                    && !self.ports
-                {
-                    out.frames.push(Frame::Close { t: out.t, ch });
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn spdy(
-        &mut self,
-        event: SpdyEvent<'_>,
-        dir: Dir,
-        out: &mut Out<'_>,
-    ) -> Result<(), DecodeError> {
-        let header = |headers: &[(String, String)], name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        match event {
-            SpdyEvent::Open { id, headers } => {
-                let kind = header(&headers, "streamtype");
-                if self.ports {
-                    let port = header(&headers, "port");
-                    self.port_stream(id, out, || kind, port)?;
-                } else {
-                    let channel = Channel::from_streamtype(&kind).ok_or_else(|| {
-                        DecodeError(format!("SPDY stream {id} of unknown streamtype {kind:?}"))
-                    })?;
-                    if self.streams.len() >= MAX_STREAMS {
-                        return Err(DecodeError::new("too many SPDY streams"));
-                    }
-                    self.streams.insert(
-                        id,
-                        Stream {
-                            channel: Some(channel),
-                            ..Stream::default()
-                        },
-                    );
-                }
-                Ok(())
-            }
-            SpdyEvent::Data { id, data } => {
-                let Some(stream) = self.streams.get_mut(&id) else {
-                    // The reply to a reset, or a stream opened before capture knew it.
-                    return Ok(());
-                };
-                stream.bytes[dir as usize] += data.len() as u64;
-                if let Some(ch) = stream.channel {
-                    out.data(ch, data);
-                }
-                Ok(())
-            }
-            SpdyEvent::Fin { id } => {
-                let Some(stream) = self.streams.get_mut(&id) else {
-                    return Ok(());
-                };
-                stream.fin[dir as usize] = true;
-                match stream.channel {
-                    // Only the writer's FIN means something: a client also finishes
-                    // the output streams it never writes.
-                    Some(ch) => {
-                        if ch.from_client() == (dir == Dir::Up) {
-                            out.frames.push(Frame::Close { t: out.t, ch });
-                        }
-                    }
-                    None => {
-                        if stream.fin == [true, true] {
-                            self.close_port(id, out);
-                        }
-                    }
-                }
-                Ok(())
-            }
-            SpdyEvent::Reset { id } => {
-                if self.ports {
-                    self.close_port(id, out);
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn port_stream(
-        &mut self,
-        id: u32,
-        out: &mut Out<'_>,
-        kind: impl FnOnce() -> String,
-        port: String,
-    ) -> Result<&mut Stream, DecodeError> {
-        if !self.streams.contains_key(&id) {
-            if self.streams.len() >= MAX_STREAMS {
-                return Err(DecodeError(format!(
-                    "more than {MAX_STREAMS} port-forward streams open at once"
-                )));
-            }
-            out.frames.push(Frame::Open {
-                t: out.t,
-                stream: id,
-                kind: kind(),
-                port,
-            });
-        }
-        Ok(self.streams.entry(id).or_default())
-    }
-
-    fn close_port(&mut self, id: u32, out: &mut Out<'_>) {
-        if let Some(s) = self.streams.remove(&id) {
-            out.frames.push(Frame::Closed {
-                t: out.t,
-                stream: id,
-                bytes_in: s.bytes[0],
-                bytes_out: s.bytes[1],
-            });
-        }
-    }
-}
-
-// === impl Out ===
-
-impl Out<'_> {
-    /// Appends payload, joining a piece of the same channel from the same read.
-    fn data(&mut self, ch: Channel, data: &[u8]) {
-        if data.is_empty() {
-            return;
-        }
-        *self.bytes += data.len();
-        if let Some(Frame::Data {
-            t,
-            ch: last,
-            data: d,
-        }) = self.frames.last_mut()
-            && *t == self.t
-            && *last == ch
-        {
-            d.extend_from_slice(data);
-            return;
-        }
-        self.frames.push(Frame::Data {
-            t: self.t,
-            ch,
-            data: data.to_vec(),
-        });
     }
 }
 

@@ -23,6 +23,7 @@
 //! about whether a stream may start (authorize).
 
 mod capture;
+mod mapper;
 pub mod spdy;
 pub mod websocket;
 

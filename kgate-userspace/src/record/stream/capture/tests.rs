@@ -6,7 +6,7 @@ use super::*;
 use crate::record::{
     log::{self, Limits, Log},
     replay::{self, Recording},
-    stream::{spdy::tests::Encoder, websocket::tests::frame},
+    stream::{Channel, spdy::tests::Encoder, websocket::tests::frame},
     writer::{Sinks, Writer},
 };
 
