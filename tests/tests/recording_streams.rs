@@ -242,6 +242,25 @@ async fn exec_sessions_are_recorded_and_replayed_byte_exact() {
                 "{show}"
             );
         }
+        // sessions list: each exec's session has one stream.
+        let listed = kgate(&["sessions", "list", "--dir", &records_arg, "-o", "json"]);
+        let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+        for audit_id in &seen {
+            let session = listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["streams"][0]["auditID"] == audit_id.as_str())
+                .unwrap_or_else(|| panic!("no session lists stream {audit_id}: {listed}"));
+            assert_eq!(session["streams"].as_array().unwrap().len(), 1);
+            assert_eq!(session["streams"][0]["subresource"], "exec");
+        }
+        let table = kgate(&["sessions", "list", "--dir", &records_arg]);
+        let table = String::from_utf8_lossy(&table.stdout);
+        assert!(
+            table.lines().next().unwrap().ends_with("STREAMS"),
+            "{table}"
+        );
         assert_eq!(seen.len(), 2);
     })
     .await

@@ -303,20 +303,21 @@ pub fn list_table(sessions: &[Session]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<14} {:<40} {:<28} {:<20} {:<20} {:>8} {:>7}",
-        "ID", "USER", "WORKLOAD", "START", "END", "REQUESTS", "REFUSED"
+        "{:<14} {:<40} {:<28} {:<20} {:<20} {:>8} {:>7} {:>7}",
+        "ID", "USER", "WORKLOAD", "START", "END", "REQUESTS", "REFUSED", "STREAMS"
     );
     for s in sessions {
         let _ = writeln!(
             out,
-            "{:<14} {:<40} {:<28} {:<20} {:<20} {:>8} {:>7}",
+            "{:<14} {:<40} {:<28} {:<20} {:<20} {:>8} {:>7} {:>7}",
             s.id,
             or_dash(&s.user),
             or_dash(&s.workload),
             seconds(&s.start),
             seconds(&s.end),
             s.requests,
-            s.refused
+            s.refused,
+            s.streams.len()
         );
     }
     out
