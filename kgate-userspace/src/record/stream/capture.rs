@@ -2,10 +2,7 @@
 //! each direction's bytes (the [`super::mapper`] makes frames of what it sees), and
 //! writes the frames out in chunks.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    time::Instant,
-};
+use std::{collections::VecDeque, time::Instant};
 
 use http::HeaderMap;
 use jiff::Timestamp;
@@ -118,10 +115,7 @@ impl Capture {
                 ..StreamChunk::default()
             },
             decoder: None,
-            mapper: Mapper {
-                ports,
-                streams: HashMap::new(),
-            },
+            mapper: Mapper::new(ports),
             started: Instant::now(),
             pending_bytes: 0,
             oldest: None,

@@ -14,6 +14,8 @@ pub(super) struct Mapper {
     /// Port-forward: count bytes per stream, keep no payload.
     pub ports: bool,
     pub streams: HashMap<u32, Stream>,
+    /// WebSocket port-forward: the port bytes seen so far of channels not yet open.
+    port_prefix: HashMap<u8, Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -33,6 +35,15 @@ pub(super) struct Out<'a> {
 // === impl Mapper ===
 
 impl Mapper {
+    /// `ports` for port-forward.
+    pub fn new(ports: bool) -> Self {
+        Self {
+            ports,
+            streams: HashMap::new(),
+            port_prefix: HashMap::new(),
+        }
+    }
+
     pub fn channel(
         &mut self,
         event: ChannelEvent<'_>,
@@ -40,16 +51,24 @@ impl Mapper {
         out: &mut Out<'_>,
     ) -> Result<(), DecodeError> {
         match event {
-            ChannelEvent::Data(index, data) if self.ports => {
-                let stream = self.port_stream(
-                    u32::from(index),
-                    out,
-                    || {
-                        // The kubelet's channel pairs: even data, odd error.
-                        (if index % 2 == 0 { "data" } else { "error" }).to_owned()
-                    },
-                    String::new(),
-                )?;
+            ChannelEvent::Data(index, mut data) if self.ports => {
+                let id = u32::from(index);
+                // The kubelet's channel pairs: even data, odd error.
+                let kind = || (if index % 2 == 0 { "data" } else { "error" }).to_owned();
+                if dir == Dir::Down && !self.streams.contains_key(&id) {
+                    // ... each opened by the kubelet with its port (2 bytes, LE).
+                    let prefix = self.port_prefix.entry(index).or_default();
+                    let n = (2 - prefix.len()).min(data.len());
+                    prefix.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    if prefix.len() < 2 {
+                        return Ok(());
+                    }
+                    let port = u16::from_le_bytes([prefix[0], prefix[1]]);
+                    self.port_prefix.remove(&index);
+                    self.port_stream(id, out, kind, port.to_string())?;
+                }
+                let stream = self.port_stream(id, out, kind, String::new())?;
                 stream.bytes[dir as usize] += data.len() as u64;
                 Ok(())
             }

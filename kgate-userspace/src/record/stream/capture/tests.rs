@@ -220,6 +220,62 @@ fn spdy_exec_and_port_forward_are_captured() {
 }
 
 #[test]
+fn websocket_port_forward_streams_carry_their_port() {
+    // The kubelet's channel protocol: per port a data and an error channel, each
+    // opened by the server with the port in two little-endian bytes.
+    let dir = scratch("ws-pf");
+    let (sink, _) = open_sink(&dir);
+    let h = headers(&[
+        ("upgrade", "websocket"),
+        ("sec-websocket-protocol", "v4.channel.k8s.io"),
+    ]);
+    let mut capture = Capture::start(sink, "audit-wspf", "portforward", &h);
+    let port = 8080u16.to_le_bytes();
+    let down: Vec<u8> = [
+        frame(2, true, &[0, port[0], port[1]], None),
+        frame(2, false, &[1, port[0]], None),
+    ]
+    .concat();
+    // The second channel's port in two frames of one message.
+    capture.feed(Dir::Down, &down);
+    capture.feed(Dir::Down, &frame(0, true, &[port[1]], None)[..]);
+    capture.feed(Dir::Up, &frame(2, true, b"\x00hello", Some([5, 6, 7, 8])));
+    capture.feed(Dir::Down, &frame(2, true, b"\x00hello!", None));
+    capture.finish(0, 0, None);
+    let rec = &recorded(&dir)[0];
+    assert_eq!(
+        rec.frames,
+        [
+            Frame::Open {
+                t: rec.frames[0].t(),
+                stream: 0,
+                kind: "data".into(),
+                port: "8080".into()
+            },
+            Frame::Open {
+                t: rec.frames[1].t(),
+                stream: 1,
+                kind: "error".into(),
+                port: "8080".into()
+            },
+            Frame::Closed {
+                t: rec.frames[2].t(),
+                stream: 0,
+                bytes_in: 5,
+                bytes_out: 6
+            },
+            Frame::Closed {
+                t: rec.frames[3].t(),
+                stream: 1,
+                bytes_in: 0,
+                bytes_out: 0
+            },
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn an_undecodable_stream_is_reported_and_counted() {
     for (h, why) in [
         (
