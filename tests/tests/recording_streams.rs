@@ -3,14 +3,15 @@
 //! command in the double that echoes it and writes known stderr; then
 //! `kgate sessions replay` must give back exactly the stdout and stderr bytes kubectl
 //! received, its asciicast the same text in order with stdin as sent, and `-o json`
-//! every stdin byte. Port-forward streams are recorded as streams and byte counts.
+//! every stdin byte. Also: attach, a TTY exec's size and resizes, an agent killed
+//! mid-session, a 64 MB exec with bounded agent memory, and port-forward recorded as
+//! streams and byte counts.
 
 use std::{
     io::Write,
     net::TcpStream,
-    path::Path,
     process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
@@ -21,9 +22,14 @@ use kgate::record::{
 };
 use kgate_tests::{
     apiserver::{ApiServer, Config},
-    harness::{Agent, Kubectl, kgate_bin, scratch_dir},
+    harness::{Agent, Kubectl, scratch_dir},
 };
 use serde_json::Value;
+
+#[path = "recording_streams/support.rs"]
+mod support;
+
+use support::{asciicast, free_port, kgate, recording_agent, recordings_until, session_of};
 
 /// stdout: stdin (cat), then `done`; stderr in between. Exit 3 comes back on the
 /// error channel.
@@ -53,38 +59,6 @@ fn exec(kubectl: &Kubectl, spdy: bool, stdin: &[u8]) -> Output {
         .unwrap();
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
-}
-
-/// Polls the log until `done` holds for its recordings.
-fn recordings_until(dir: &Path, done: impl Fn(&[Recording]) -> bool) -> Vec<Recording> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let loaded = sessions::load_all(dir).unwrap();
-        if done(&loaded.recordings) || Instant::now() > deadline {
-            return loaded.recordings;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn kgate(args: &[&str]) -> Output {
-    let out = Command::new(kgate_bin()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "kgate {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// The session whose requests include `audit_id`.
-fn session_of(dir: &Path, audit_id: &str) -> String {
-    let (events, _) = sessions::load(dir).unwrap();
-    sessions::sessions(events)
-        .into_iter()
-        .find(|s| s.events.iter().any(|e| e.audit_id == audit_id))
-        .expect("the stream's request is in a session")
-        .id
 }
 
 /// With strict durability (the default): chunks count as written once synced.
@@ -171,17 +145,15 @@ async fn exec_sessions_are_recorded_and_replayed_byte_exact() {
                 "--asciicast",
                 "-",
             ]);
-            let cast = String::from_utf8(cast.stdout).unwrap();
-            let mut lines = cast.lines();
-            let header: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+            let (header, events) = asciicast(&String::from_utf8(cast.stdout).unwrap());
             assert_eq!(header["version"], 2);
+            // No TTY, no resize: the default size.
             assert_eq!(
                 (header["width"].as_u64(), header["height"].as_u64()),
                 (Some(80), Some(24))
             );
             let (mut o, mut i, mut last) = (String::new(), String::new(), 0.0);
-            for line in lines {
-                let event: Value = serde_json::from_str(line).unwrap();
+            for event in events {
                 let t = event[0].as_f64().unwrap();
                 assert!(t >= last, "{transport}: events in time order");
                 last = t;
@@ -265,22 +237,6 @@ async fn exec_sessions_are_recorded_and_replayed_byte_exact() {
     })
     .await
     .unwrap();
-}
-
-/// An agent with a record log, in front of `server`.
-fn recording_agent(server: &kgate_tests::apiserver::Handle, records: &Path) -> Agent {
-    Agent::standalone_with(
-        &server.url(),
-        server.ca_pem(),
-        server.admin_token(),
-        &format!(
-            "identity: {{unboundSubjects: [kubernetes-admin]}}\n\
-             policy: {{defaultAction: allow}}\n\
-             record: {{dir: '{}', durability: batch, flushMillis: 100}}\n",
-            records.display()
-        ),
-    )
-    .unwrap()
 }
 
 /// A quiet session is written out chunk by chunk while it lasts, so an agent killed
@@ -508,16 +464,11 @@ async fn attach_and_tty_sessions_replay_with_their_size() {
             "--asciicast",
             "-",
         ]);
-        let cast = String::from_utf8(cast.stdout).unwrap();
-        let mut lines = cast
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap());
-        let header = lines.next().unwrap();
+        let (header, events) = asciicast(&String::from_utf8(cast.stdout).unwrap());
         assert_eq!(
             (header["width"].as_u64(), header["height"].as_u64()),
             (Some(100), Some(30))
         );
-        let events: Vec<Value> = lines.collect();
         assert!(
             events.iter().any(|e| e[1] == "r" && e[2] == "100x30"),
             "{events:?}"
@@ -624,12 +575,4 @@ async fn port_forward_streams_are_counted_not_captured() {
     })
     .await
     .unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
