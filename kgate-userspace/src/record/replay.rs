@@ -214,7 +214,9 @@ pub fn play(
             _ => continue,
         };
         if pace.speed > 0.0 {
-            let mut wait = Duration::from_micros(t.saturating_sub(at)).div_f64(pace.speed);
+            // A tiny speed makes a wait too long for a Duration: wait "forever".
+            let mut wait = Duration::try_from_secs_f64(secs(t.saturating_sub(at)) / pace.speed)
+                .unwrap_or(Duration::MAX);
             if let Some(max) = pace.max_idle {
                 wait = wait.min(max);
             }

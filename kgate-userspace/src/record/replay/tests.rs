@@ -84,7 +84,8 @@ fn play_writes_output_exactly_and_in_order() {
     let rec = recording(vec![data(10_000_000, Channel::Stdout, b"late")]);
     let started = std::time::Instant::now();
     let pace = Pace {
-        speed: 1.0,
+        // A wait longer than a Duration holds, capped.
+        speed: 1e-300,
         max_idle: Some(Duration::from_millis(1)),
     };
     let mut out = Vec::new();
