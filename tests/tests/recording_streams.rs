@@ -16,9 +16,10 @@ use std::{
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use kgate::record::{
+    event::{Event, STAGE_COMPLETE, STAGE_RECEIVED, STAGE_STARTED},
     replay::Recording,
     sessions,
-    stream::{Channel, Frame},
+    stream::{self, Channel, Frame},
 };
 use kgate_tests::{
     apiserver::{ApiServer, Config},
@@ -29,7 +30,9 @@ use serde_json::Value;
 #[path = "recording_streams/support.rs"]
 mod support;
 
-use support::{asciicast, free_port, kgate, recording_agent, recordings_until, session_of};
+use support::{
+    asciicast, events_until, free_port, kgate, recording_agent, recordings_until, session_of,
+};
 
 /// stdout: stdin (cat), then `done`; stderr in between. Exit 3 comes back on the
 /// error channel.
@@ -119,6 +122,36 @@ async fn exec_sessions_are_recorded_and_replayed_byte_exact() {
             assert!(rec.missing_chunks.is_empty(), "{transport}");
             seen.push(rec.audit_id.clone());
             let session = session_of(&records, &rec.audit_id);
+
+            // The request's audit events: started at the 101, complete at the
+            // stream's end (as the API server's are), with the bytes relayed.
+            let stages = |events: &[Event]| {
+                events
+                    .iter()
+                    .filter(|e| e.audit_id == rec.audit_id)
+                    .map(|e| e.stage.clone())
+                    .collect::<Vec<_>>()
+            };
+            let events = events_until(&records, |e| stages(e).len() == 3);
+            assert_eq!(
+                stages(&events),
+                [STAGE_RECEIVED, STAGE_STARTED, STAGE_COMPLETE],
+                "{transport}"
+            );
+            let complete = events
+                .iter()
+                .find(|e| e.audit_id == rec.audit_id && e.stage == STAGE_COMPLETE)
+                .unwrap();
+            assert_eq!(complete.code(), Some(101));
+            let end = rec.end.as_ref().unwrap();
+            assert_eq!(
+                complete.annotation(stream::BYTES_IN),
+                Some(end.bytes_in.to_string().as_str())
+            );
+            assert!(
+                end.bytes_in > stdin.len() as u64,
+                "{transport}: framing included"
+            );
 
             // Terminal replay: stdout and stderr exactly as kubectl got them (kubectl
             // adds its own "command terminated" line; the exit status is on the

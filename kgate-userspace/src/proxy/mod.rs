@@ -245,12 +245,13 @@ async fn handle(
         return refuse(&status, decided);
     }
     let mut tap = StreamTap::new(format!("{} {}", info.verb, info.path));
-    if crate::record::stream::is_captured(&info.subresource)
-        && let Some(sink) = proxy.recorder.stream_sink()
-    {
+    let completion = proxy.recorder.stream_sink().map(|sink| {
         let sink = sink.counting(proxy.metrics.stream_capture_failures.clone());
-        tap = tap.capturing(sink, &pending.audit_id, &info.subresource);
-    }
+        if crate::record::stream::is_captured(&info.subresource) {
+            tap.capture(sink.clone(), &pending.audit_id, &info.subresource);
+        }
+        tap.completing(sink)
+    });
     let impersonate = identity.impersonate.then_some(&*identity.user);
     let response = match proxy
         .upstream
@@ -286,7 +287,12 @@ async fn handle(
         refused: refused.as_ref(),
         approval: approval.as_deref(),
     };
-    pending.finish(&proxy.recorder, &proxy.metrics, decided, &outcome);
+    let recorded = pending.finish(&proxy.recorder, &proxy.metrics, decided, &outcome);
+    if let (Some(event), Some(completion)) = (recorded, completion)
+        && outcome.status == http::StatusCode::SWITCHING_PROTOCOLS
+    {
+        completion.started(event);
+    }
     response
 }
 

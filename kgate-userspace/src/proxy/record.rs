@@ -7,7 +7,8 @@
 //! request whose record cannot be written is refused (503, fail closed). Every
 //! request, refused or forwarded, then gets its final record when the response head
 //! is sent: `ResponseComplete`, or `ResponseStarted` for watches and upgraded streams
-//! (whose bodies flow on after it).
+//! (whose bodies flow on after it); an upgraded stream's `ResponseComplete` follows
+//! when it closes ([`Completion`]).
 //!
 //! Upgraded streams (exec, attach, port-forward) pass through [`StreamTap`], which
 //! relays them unchanged and feeds a copy to their capture ([`crate::record::stream`]).
@@ -128,14 +129,15 @@ impl Pending {
         })
     }
 
-    /// Records how the request ended (for a watch or stream: its response head).
+    /// Records how the request ended (for a watch or stream: its response head);
+    /// returns the event recorded, if any.
     pub fn finish(
         &self,
         recorder: &Recorder,
         metrics: &Metrics,
         subject: Subject<'_>,
         outcome: &Outcome<'_>,
-    ) {
+    ) -> Option<Event> {
         log_line(&self.audit_id, subject, outcome);
         let label = match subject.decision {
             None => "refused",
@@ -156,8 +158,11 @@ impl Pending {
             } else {
                 event::STAGE_COMPLETE
             };
-            recorder.submit(&self.event(subject, stage, Some(outcome)));
+            let event = self.event(subject, stage, Some(outcome));
+            recorder.submit(&event);
+            return Some(event);
         }
+        None
     }
 
     /// The audit event of the request at `stage`.
@@ -301,6 +306,49 @@ pub struct StreamTap {
     what: String,
     plan: Option<CapturePlan>,
     capture: Option<Capture>,
+    completion: Option<Completion>,
+}
+
+/// The `ResponseComplete` event a stream's end records, as the API server's audit
+/// log has one for every long-running request: the request's `ResponseStarted` event
+/// (handed over by the record stage once the 101 is recorded) with the time the
+/// stream closed and its byte counts.
+#[derive(Clone)]
+pub struct Completion {
+    started: Arc<Mutex<Option<Event>>>,
+    sink: Sink,
+}
+
+// === impl Completion ===
+
+impl Completion {
+    /// The stream's request was recorded as started with `event`.
+    pub fn started(&self, event: Event) {
+        *self
+            .started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(event);
+    }
+
+    fn complete(&self, bytes_in: u64, bytes_out: u64) {
+        let started = self
+            .started
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(mut event) = started else {
+            return;
+        };
+        event.stage = event::STAGE_COMPLETE.to_owned();
+        event.stage_timestamp = event::micro_time(Timestamp::now());
+        event
+            .annotations
+            .insert(stream::BYTES_IN.to_owned(), bytes_in.to_string());
+        event
+            .annotations
+            .insert(stream::BYTES_OUT.to_owned(), bytes_out.to_string());
+        self.sink.submit_event(&event);
+    }
 }
 
 /// What a capture needs before the protocol is known.
@@ -317,19 +365,29 @@ impl StreamTap {
             what,
             plan: None,
             capture: None,
+            completion: None,
         }
+    }
+
+    /// Records the stream's end in `sink` as its request's `ResponseComplete` event,
+    /// once [`Completion::started`] has said what the request's event is.
+    pub fn completing(&mut self, sink: Sink) -> Completion {
+        let completion = Completion {
+            started: Arc::default(),
+            sink,
+        };
+        self.completion = Some(completion.clone());
+        completion
     }
 
     /// Also captures the stream's frames into `sink`, once [`StreamTap::negotiated`]
     /// says how to read them.
-    #[must_use]
-    pub fn capturing(mut self, sink: Sink, audit_id: &str, subresource: &str) -> Self {
+    pub fn capture(&mut self, sink: Sink, audit_id: &str, subresource: &str) {
         self.plan = Some(CapturePlan {
             sink,
             audit_id: audit_id.to_owned(),
             subresource: subresource.to_owned(),
         });
-        self
     }
 
     /// The API server switched protocols with these response headers: the stream
@@ -400,6 +458,9 @@ impl StreamTap {
                 .into_inner()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .finish(up, down, error);
+        }
+        if let Some(completion) = &self.completion {
+            completion.complete(up, down);
         }
         let (read, written) = results;
         read?;

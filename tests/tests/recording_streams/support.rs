@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kgate::record::{replay::Recording, sessions};
+use kgate::record::{event::Event, replay::Recording, sessions};
 use kgate_tests::{
     apiserver::Handle,
     harness::{Agent, kgate_bin},
@@ -60,6 +60,18 @@ pub fn session_of(dir: &Path, audit_id: &str) -> String {
         .find(|s| s.events.iter().any(|e| e.audit_id == audit_id))
         .expect("the stream's request is in a session")
         .id
+}
+
+/// Polls the log until `done` holds for its audit events.
+pub fn events_until(dir: &Path, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (events, _) = sessions::load(dir).unwrap();
+        if done(&events) || Instant::now() > deadline {
+            return events;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// An asciicast v2 file: its header and its events.

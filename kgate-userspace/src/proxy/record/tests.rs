@@ -37,9 +37,9 @@ async fn an_undecodable_stream_is_relayed_unchanged() {
         "sec-websocket-protocol",
         HeaderValue::from_static("v5.channel.k8s.io"),
     );
-    let tap = StreamTap::new("exec test".into())
-        .capturing(sink(&dir), "audit-tap", "exec")
-        .negotiated(&headers);
+    let mut tap = StreamTap::new("exec test".into());
+    tap.capture(sink(&dir), "audit-tap", "exec");
+    let tap = tap.negotiated(&headers);
     let (client, mut client_far) = duplex(1024);
     let (upstream, mut upstream_far) = duplex(1024);
     let relay = tokio::spawn(tap.relay(client, upstream));

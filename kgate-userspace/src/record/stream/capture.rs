@@ -79,6 +79,12 @@ impl Sink {
         }
     }
 
+    /// Records an audit event (a stream's `ResponseComplete`) without waiting.
+    pub fn submit_event(&self, event: &crate::record::event::Event) {
+        let payload = serde_json::to_vec(event).expect("an event always serializes");
+        let _ = self.writer.submit(payload, false);
+    }
+
     /// Counts capture failures in `counter`.
     #[must_use]
     pub fn counting(mut self, counter: Counter) -> Self {

@@ -35,6 +35,10 @@ pub use self::capture::{Capture, Dir, MAX_UNWRITTEN, Sink};
 pub const KIND: &str = "StreamChunk";
 /// Its `apiVersion`.
 pub const API_VERSION: &str = "kgate.io/v1alpha1";
+/// Annotations of a stream's `ResponseComplete` audit event: the bytes relayed client
+/// to API server, and back.
+pub const BYTES_IN: &str = "kgate.io/stream-bytes-in";
+pub const BYTES_OUT: &str = "kgate.io/stream-bytes-out";
 /// A chunk is written once this much payload has gathered.
 pub const CHUNK_BYTES: usize = 64 << 10;
 /// ... or once its oldest frame is this old.
