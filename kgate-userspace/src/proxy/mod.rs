@@ -244,14 +244,19 @@ async fn handle(
     if let Err(status) = pending.received(&proxy.recorder, decided).await {
         return refuse(&status, decided);
     }
+    // record (streams): an upgrade's frames are captured as it is relayed.
     let mut tap = StreamTap::new(format!("{} {}", info.verb, info.path));
-    let completion = proxy.recorder.stream_sink().map(|sink| {
-        let sink = sink.counting(proxy.metrics.stream_capture_failures.clone());
-        if crate::record::stream::is_captured(&info.subresource) {
-            tap.capture(sink.clone(), &pending.audit_id, &info.subresource);
-        }
-        tap.completing(sink)
-    });
+    let upgrade = forward::upgrade_protocol(req.headers()).is_some();
+    let completion = upgrade
+        .then(|| proxy.recorder.stream_sink())
+        .flatten()
+        .map(|sink| {
+            let sink = sink.counting(proxy.metrics.stream_capture_failures.clone());
+            if crate::record::stream::is_captured(&info.subresource) {
+                tap.capture(sink.clone(), &pending.audit_id, &info.subresource);
+            }
+            tap.completing(sink)
+        });
     let impersonate = identity.impersonate.then_some(&*identity.user);
     let response = match proxy
         .upstream
