@@ -169,13 +169,37 @@ enum SessionsCommand {
         #[arg(long, short = 'o')]
         output: Option<String>,
     },
-    /// A session's requests as a timeline.
+    /// A session's requests as a timeline, and the streams they opened.
     Show {
         /// The session ID (or a unique prefix).
         id: String,
         #[arg(long, env = "KGATE_RECORD_DIR", default_value = DEFAULT_RECORD_DIR)]
         dir: PathBuf,
         /// `json` for the session's audit events, one per line.
+        #[arg(long, short = 'o')]
+        output: Option<String>,
+    },
+    /// Plays a session's exec or attach stream (stdout and stderr) at recorded speed,
+    /// or writes it as asciicast v2 or JSON.
+    Replay {
+        /// The session ID (or a unique prefix).
+        id: String,
+        #[arg(long, env = "KGATE_RECORD_DIR", default_value = DEFAULT_RECORD_DIR)]
+        dir: PathBuf,
+        /// The stream's audit ID (or a unique prefix); needed when the session has
+        /// several exec/attach streams (`kgate sessions show` lists them).
+        #[arg(long)]
+        stream: Option<String>,
+        /// Playback speed: 2 is twice as fast, 0 plays without waiting.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Waits longer than this many seconds are cut short.
+        #[arg(long)]
+        max_idle: Option<f64>,
+        /// Write the stream as an asciicast v2 file (`-` for stdout) instead.
+        #[arg(long, conflicts_with = "output")]
+        asciicast: Option<PathBuf>,
+        /// `json` for the stream's captured frames (payloads in base64).
         #[arg(long, short = 'o')]
         output: Option<String>,
     },
@@ -504,8 +528,8 @@ fn policy(command: PolicyCommand) -> anyhow::Result<()> {
 fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
     use kgate::record::sessions::{self, Filter};
     let load = |dir: &std::path::Path| -> anyhow::Result<_> {
-        let (events, damage) = sessions::load(dir)?;
-        for d in damage {
+        let loaded = sessions::load_all(dir)?;
+        for d in &loaded.damage {
             eprintln!(
                 "warning: {}: {} bytes after offset {} unreadable ({}; a write in progress if this is the newest segment)",
                 d.segment.display(),
@@ -514,7 +538,9 @@ fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
                 d.reason
             );
         }
-        Ok(sessions::sessions(events))
+        let mut all = sessions::sessions(loaded.events);
+        sessions::attach_streams(&mut all, &loaded.recordings);
+        Ok((all, loaded.recordings))
     };
     let json = |output: Option<&str>| match output {
         None => Ok(false),
@@ -543,7 +569,7 @@ fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
                 pod: pod.as_deref().map(wildmatch::WildMatch::new),
                 since,
             };
-            let selected = sessions::select(load(&dir)?, &filter);
+            let selected = sessions::select(load(&dir)?.0, &filter);
             if json {
                 println!("{}", serde_json::to_string_pretty(&selected)?);
             } else {
@@ -553,13 +579,66 @@ fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
         }
         SessionsCommand::Show { id, dir, output } => {
             let json = json(output.as_deref())?;
-            let session = sessions::find(load(&dir)?, &id)?;
+            let session = sessions::find(load(&dir)?.0, &id)?;
             if json {
                 for event in &session.events {
                     println!("{}", serde_json::to_string(event)?);
                 }
             } else {
                 print!("{}", sessions::show_timeline(&session));
+                print!("{}", sessions::show_streams(&session));
+            }
+            Ok(())
+        }
+        SessionsCommand::Replay {
+            id,
+            dir,
+            stream,
+            speed,
+            max_idle,
+            asciicast,
+            output,
+        } => {
+            use kgate::record::replay;
+            let json = json(output.as_deref())?;
+            if !speed.is_finite() || speed < 0.0 {
+                anyhow::bail!("--speed {speed}: must be 0 (no waits) or more");
+            }
+            let max_idle = max_idle
+                .map(|s| {
+                    std::time::Duration::try_from_secs_f64(s)
+                        .map_err(|_| anyhow::anyhow!("--max-idle {s}: must be 0 or more seconds"))
+                })
+                .transpose()?;
+            let (all, recordings) = load(&dir)?;
+            let session = sessions::find(all, &id)?;
+            let rec = sessions::pick_stream(&session, &recordings, stream.as_deref())?;
+            if let Some(error) = &rec.capture_error {
+                eprintln!("warning: capture of this stream stopped early: {error}");
+            }
+            if !rec.missing_chunks.is_empty() {
+                eprintln!(
+                    "warning: {} chunks of this stream are missing from the log",
+                    rec.missing_chunks.len()
+                );
+            }
+            let stdout = std::io::stdout();
+            if json {
+                println!("{}", serde_json::to_string_pretty(rec)?);
+            } else if let Some(path) = asciicast {
+                if path.as_os_str() == "-" {
+                    replay::asciicast(rec, &mut stdout.lock())?;
+                } else {
+                    let mut file = std::io::BufWriter::new(
+                        std::fs::File::create(&path)
+                            .with_context(|| format!("--asciicast {}", path.display()))?,
+                    );
+                    replay::asciicast(rec, &mut file)?;
+                    std::io::Write::flush(&mut file)?;
+                }
+            } else {
+                let pace = replay::Pace { speed, max_idle };
+                replay::play(rec, pace, &mut stdout.lock(), &mut std::io::stderr().lock())?;
             }
             Ok(())
         }

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub stolen_tokens: Counter,
     pub approvals_held: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub masked_responses: Counter,
+    /// exec/attach/port-forward streams relayed without (full) capture.
+    pub stream_capture_failures: Counter,
     pub policy_generation: Gauge<u64, AtomicU64>,
     /// Connections, enforcement and the request path's stages.
     pub node: NodeMetrics,
@@ -82,6 +84,12 @@ impl Default for Metrics {
             "Responses that went through the masker",
             masked_responses.clone(),
         );
+        let stream_capture_failures = Counter::default();
+        registry.register(
+            "stream_capture_failures",
+            "Upgraded streams relayed unchanged whose frames could not be captured",
+            stream_capture_failures.clone(),
+        );
         let policy_generation = Gauge::<u64, AtomicU64>::default();
         registry.register(
             "policy_generation",
@@ -97,6 +105,7 @@ impl Default for Metrics {
             stolen_tokens,
             approvals_held,
             masked_responses,
+            stream_capture_failures,
             policy_generation,
         }
     }

@@ -195,6 +195,7 @@ impl Upstream {
             && response.status() == StatusCode::SWITCHING_PROTOCOLS
         {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let tap = tap.negotiated(response.headers());
             tokio::spawn(relay(client_upgrade, upstream_upgrade, tap));
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers, true);

@@ -271,7 +271,19 @@ async fn handle(
     if let Err(status) = pending.received(&proxy.recorder, decided).await {
         return refuse(&status, decided);
     }
-    let tap = StreamTap::new(format!("{} {}", info.verb, info.path));
+    // record (streams): an upgrade's frames are captured as it is relayed.
+    let mut tap = StreamTap::new(format!("{} {}", info.verb, info.path));
+    let upgrade = forward::upgrade_protocol(req.headers()).is_some();
+    let completion = upgrade
+        .then(|| proxy.recorder.stream_sink())
+        .flatten()
+        .map(|sink| {
+            let sink = sink.counting(proxy.metrics.stream_capture_failures.clone());
+            if crate::record::stream::is_captured(&info.subresource) {
+                tap.capture(sink.clone(), &pending.audit_id, &info.subresource);
+            }
+            tap.completing(sink)
+        });
     let impersonate = identity.impersonate.then_some(&*identity.user);
     let stage = Instant::now();
     let forwarded = proxy
@@ -309,7 +321,12 @@ async fn handle(
         refused: refused.as_ref(),
         approval: approval.as_deref(),
     };
-    pending.finish(&proxy.recorder, &proxy.metrics, decided, &outcome);
+    let recorded = pending.finish(&proxy.recorder, &proxy.metrics, decided, &outcome);
+    if let (Some(event), Some(completion)) = (recorded, completion)
+        && outcome.status == http::StatusCode::SWITCHING_PROTOCOLS
+    {
+        completion.started(event);
+    }
     response
 }
 

@@ -35,6 +35,13 @@ pub const CONNECTION: &str = "kgate.io/connection";
 /// At level `Request`, why an event of a request with a body has no `requestObject`.
 pub const REQUEST_OBJECT: &str = "kgate.io/request-object";
 
+/// Whether a serialized log record is an audit [`Event`] (the log holds other kinds
+/// too, such as captured stream frames, which audit consumers must not get). Exact for
+/// the records kgate writes: an `Event` serializes `kind` first.
+pub fn is_audit_event(record: &[u8]) -> bool {
+    record.starts_with(br#"{"kind":"Event","#)
+}
+
 /// An `audit.k8s.io/v1` `Event`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -118,5 +125,27 @@ impl Event {
 
     pub fn code(&self) -> Option<u16> {
         self.response_status.as_ref().map(|s| s.code)
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+    use crate::record::stream::StreamChunk;
+
+    #[test]
+    fn audit_events_are_told_from_other_records() {
+        let event = Event {
+            kind: "Event".to_owned(),
+            api_version: API_VERSION.to_owned(),
+            ..Event::default()
+        };
+        assert!(is_audit_event(&serde_json::to_vec(&event).unwrap()));
+        let chunk = StreamChunk {
+            kind: crate::record::stream::KIND.to_owned(),
+            ..StreamChunk::default()
+        };
+        assert!(!is_audit_event(&serde_json::to_vec(&chunk).unwrap()));
+        assert!(!is_audit_event(b"not json"));
     }
 }

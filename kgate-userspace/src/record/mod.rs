@@ -1,21 +1,23 @@
-//! Durable request records: `audit.k8s.io/v1` events ([`event`]) in an append-only,
+//! Durable request records: `audit.k8s.io/v1` events ([`event`]) and the captured
+//! frames of exec/attach/port-forward streams ([`stream`]) in an append-only,
 //! segmented, checksummed log ([`log`]) that one writer thread owns ([`writer`]), the
-//! `kgate sessions` views over it ([`sessions`]), and its export: JSON lines on stdout
-//! (by the writer) and an audit webhook ([`webhook`]) that follows the log with a
-//! [`reader`] and a durable [`cursor`].
+//! `kgate sessions` views over it ([`sessions`], [`replay`]), and its export: JSON
+//! lines on stdout (by the writer) and an audit webhook ([`webhook`]) that follows the
+//! log with a [`reader`] and a durable [`cursor`].
 //!
 //! The record **stage** (what goes into an event, and when) is
 //! [`crate::proxy::record`]; this module is the plumbing beside it.
 //!
-//! Not here: response bodies (levels `Metadata` and `Request` only), exec/attach
-//! stream capture.
+//! Not here: response bodies (levels `Metadata` and `Request` only).
 
 pub mod cursor;
 pub mod event;
 pub mod log;
 pub mod reader;
+pub mod replay;
 pub mod request_object;
 pub mod sessions;
+pub mod stream;
 #[cfg(test)]
 mod tests;
 pub mod webhook;
@@ -189,6 +191,11 @@ impl Recorder {
         if let Some(writer) = &self.writer {
             let _ = writer.submit(to_json(event), false);
         }
+    }
+
+    /// Where captured stream frames go; `None` when records go nowhere.
+    pub fn stream_sink(&self) -> Option<stream::Sink> {
+        self.writer.clone().map(stream::Sink::new)
     }
 
     pub fn stats(&self) -> &Arc<Stats> {

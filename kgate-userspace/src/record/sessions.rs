@@ -2,8 +2,13 @@
 //! connection's requests by one user; its ID is the connection's (12 hex digits),
 //! with `.2`, `.3`, … for further users of the same connection.
 //!
-//! Pure functions over events, so tests need no agent; [`load`] reads a log directory
-//! without changing it.
+//! A session also lists the exec/attach/port-forward streams its requests opened
+//! (their captured frames, [`super::stream`], joined by [`super::replay`]).
+//!
+//! Pure functions over records, so tests need no agent; [`load`] and [`load_all`] read
+//! a log directory without changing it. Records of kinds this version does not know
+//! are skipped, and logs written before stream capture (audit events only) read as
+//! sessions without streams.
 
 use std::{collections::HashMap, fmt::Write as _, path::Path};
 
@@ -14,6 +19,8 @@ use wildmatch::WildMatch;
 use super::{
     event::{self, Event},
     log::{self, Damage},
+    replay::{self, Recording, StreamSummary},
+    stream::{self, StreamChunk},
 };
 
 /// Which sessions to list.
@@ -38,8 +45,20 @@ pub struct Session {
     pub end: String,
     pub requests: usize,
     pub refused: usize,
+    /// The streams (exec, attach, port-forward) of the session's requests.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<StreamSummary>,
     #[serde(skip)]
     pub events: Vec<Event>,
+}
+
+/// Everything in a record log.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub events: Vec<Event>,
+    /// Captured streams, joined from their chunks.
+    pub recordings: Vec<Recording>,
+    pub damage: Vec<Damage>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,17 +69,124 @@ pub enum SessionsError {
     NotFound(String),
     #[error("session ID {0:?} is ambiguous: {1}")]
     Ambiguous(String, String),
+    #[error("session {0} has no recorded exec or attach stream")]
+    NoStream(String),
+    #[error("session {0} has no stream {1:?}; its streams: {2}")]
+    StreamNotFound(String, String, String),
+    #[error("session {0} has several exec/attach streams; choose one with --stream: {1}")]
+    WhichStream(String, String),
+    #[error(
+        "stream {0} is a port-forward: only its streams and byte counts are recorded (kgate sessions show)"
+    )]
+    NotTerminal(String),
 }
 
 /// Every event in `dir` (undecodable records skipped) and the damage found.
 pub fn load(dir: &Path) -> Result<(Vec<Event>, Vec<Damage>), SessionsError> {
+    let loaded = load_all(dir)?;
+    Ok((loaded.events, loaded.damage))
+}
+
+/// Every event and captured stream in `dir`, and the damage found.
+pub fn load_all(dir: &Path) -> Result<Loaded, SessionsError> {
     let (records, damage) =
         log::read_dir(dir).map_err(|e| SessionsError::ReadFailed(dir.display().to_string(), e))?;
-    let events = records
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    let mut events = Vec::new();
+    let mut chunks: Vec<StreamChunk> = Vec::new();
+    for record in &records {
+        let Ok(Kind { kind }) = serde_json::from_slice(record) else {
+            continue;
+        };
+        if kind == stream::KIND {
+            chunks.extend(serde_json::from_slice(record).ok());
+        } else if kind == "Event" {
+            events.extend(serde_json::from_slice(record).ok());
+        }
+    }
+    Ok(Loaded {
+        events,
+        recordings: replay::assemble(chunks),
+        damage,
+    })
+}
+
+/// Lists each recording under the session whose request opened it.
+pub fn attach_streams(sessions: &mut [Session], recordings: &[Recording]) {
+    let by_audit: HashMap<&str, &Recording> = recordings
         .iter()
-        .filter_map(|r| serde_json::from_slice(r).ok())
+        .map(|r| (r.audit_id.as_str(), r))
         .collect();
-    Ok((events, damage))
+    for session in sessions {
+        session.streams = session
+            .events
+            .iter()
+            .filter_map(|e| by_audit.get(e.audit_id.as_str()))
+            .map(|r| r.summary())
+            .collect();
+    }
+}
+
+/// The recording `replay` plays: the one named by `stream` (an audit ID or a unique
+/// prefix), else the session's only exec/attach stream.
+pub fn pick_stream<'a>(
+    session: &Session,
+    recordings: &'a [Recording],
+    stream: Option<&str>,
+) -> Result<&'a Recording, SessionsError> {
+    let ids: Vec<&str> = session.events.iter().map(|e| e.audit_id.as_str()).collect();
+    let mine: Vec<&Recording> = recordings
+        .iter()
+        .filter(|r| ids.contains(&r.audit_id.as_str()))
+        .collect();
+    let names = |rs: &[&Recording]| {
+        rs.iter()
+            .map(|r| format!("{} ({})", r.audit_id, r.subresource))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let chosen = match stream {
+        Some(id) => {
+            let found: Vec<&Recording> = mine
+                .iter()
+                .copied()
+                .filter(|r| r.audit_id.starts_with(id))
+                .collect();
+            match found.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(SessionsError::StreamNotFound(
+                        session.id.clone(),
+                        id.to_owned(),
+                        if mine.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names(&mine)
+                        },
+                    ));
+                }
+                many => return Err(SessionsError::Ambiguous(id.to_owned(), names(many))),
+            }
+        }
+        None => {
+            let terminal: Vec<&Recording> =
+                mine.iter().copied().filter(|r| r.is_terminal()).collect();
+            match terminal.as_slice() {
+                [one] => *one,
+                [] => return Err(SessionsError::NoStream(session.id.clone())),
+                many => return Err(SessionsError::WhichStream(session.id.clone(), names(many))),
+            }
+        }
+    };
+    if chosen.is_terminal() {
+        Ok(chosen)
+    } else {
+        Err(SessionsError::NotTerminal(chosen.audit_id.clone()))
+    }
 }
 
 /// Groups events into sessions, in order of their first request. Each request counts
@@ -106,6 +232,7 @@ pub fn sessions(events: Vec<Event>) -> Vec<Session> {
                 end: String::new(),
                 requests: 0,
                 refused: 0,
+                streams: Vec::new(),
                 events: Vec::new(),
             });
             out.len() - 1
@@ -176,20 +303,21 @@ pub fn list_table(sessions: &[Session]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<14} {:<40} {:<28} {:<20} {:<20} {:>8} {:>7}",
-        "ID", "USER", "WORKLOAD", "START", "END", "REQUESTS", "REFUSED"
+        "{:<14} {:<40} {:<28} {:<20} {:<20} {:>8} {:>7} {:>7}",
+        "ID", "USER", "WORKLOAD", "START", "END", "REQUESTS", "REFUSED", "STREAMS"
     );
     for s in sessions {
         let _ = writeln!(
             out,
-            "{:<14} {:<40} {:<28} {:<20} {:<20} {:>8} {:>7}",
+            "{:<14} {:<40} {:<28} {:<20} {:<20} {:>8} {:>7} {:>7}",
             s.id,
             or_dash(&s.user),
             or_dash(&s.workload),
             seconds(&s.start),
             seconds(&s.end),
             s.requests,
-            s.refused
+            s.refused,
+            s.streams.len()
         );
     }
     out
@@ -231,6 +359,53 @@ pub fn show_timeline(session: &Session) -> String {
             e.verb,
             what(e),
             code,
+        );
+    }
+    out
+}
+
+/// The streams section of `kgate sessions show` (empty without streams).
+pub fn show_streams(session: &Session) -> String {
+    let mut out = String::new();
+    if session.streams.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\nStreams\n{:<36} {:<12} {:<40} {:>9}  CAPTURED",
+        "AUDIT ID", "SUBRESOURCE", "TRANSPORT", "SECONDS"
+    );
+    for s in &session.streams {
+        let mut captured = if s.subresource == "portforward" {
+            format!("{} port-forward streams", s.port_streams)
+        } else {
+            let mut parts: Vec<String> = ["stdin", "stdout", "stderr", "resize"]
+                .iter()
+                .filter_map(|ch| s.bytes.get(*ch).map(|n| format!("{ch} {n} B")))
+                .collect();
+            if parts.is_empty() {
+                parts.push("no data".to_owned());
+            }
+            parts.join(", ")
+        };
+        if !s.closed {
+            captured.push_str(" [open, or its last chunk is lost]");
+        }
+        if !s.missing_chunks.is_empty() {
+            let _ = write!(captured, " [{} chunks missing]", s.missing_chunks.len());
+        }
+        if let Some(error) = &s.capture_error {
+            let _ = write!(captured, " [capture failed: {error}]");
+        }
+        let transport = if s.protocol.is_empty() {
+            s.transport.clone()
+        } else {
+            format!("{} {}", s.transport, s.protocol)
+        };
+        let _ = writeln!(
+            out,
+            "{:<36} {:<12} {:<40} {:>9.3}  {captured}",
+            s.audit_id, s.subresource, transport, s.seconds
         );
     }
     out

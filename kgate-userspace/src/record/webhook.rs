@@ -55,6 +55,7 @@ use tracing::{info, warn};
 
 use super::{
     cursor::Cursor,
+    event,
     log::{self, Position},
     reader,
     writer::Stats,
@@ -278,8 +279,15 @@ impl Sink {
                     "record webhook: records lost to the receiver before they were sent"
                 );
             }
-            let total = batch.records.len();
-            let records: Vec<Vec<u8>> = batch.records.into_iter().filter(|r| is_json(r)).collect();
+            // Captured stream frames (exec stdin/stdout) are not audit events: they
+            // stay on the node.
+            let events: Vec<Vec<u8>> = batch
+                .records
+                .into_iter()
+                .filter(|r| !r.starts_with(b"{") || event::is_audit_event(r))
+                .collect();
+            let total = events.len();
+            let records: Vec<Vec<u8>> = events.into_iter().filter(|r| is_json(r)).collect();
             let invalid = (total - records.len()) as u64;
             if invalid > 0 {
                 stats.skipped.fetch_add(invalid, Ordering::Relaxed);

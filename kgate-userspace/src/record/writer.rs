@@ -191,7 +191,12 @@ fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, sta
             }
             if sinks.stdout {
                 let mut out = stdout.lock();
-                for item in &group {
+                // Log shippers get the audit events; captured stream frames (exec
+                // stdin/stdout, unmaskable) stay in the node's log.
+                for item in group
+                    .iter()
+                    .filter(|i| super::event::is_audit_event(&i.payload))
+                {
                     let _ = out.write_all(&item.payload);
                     let _ = out.write_all(b"\n");
                 }
