@@ -10,14 +10,11 @@ use std::{
     path::Path,
     process::Command,
     sync::atomic::Ordering,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::Full;
+use http::StatusCode;
 use kgate::record::{event::Event, sessions};
-use kgate_tests::harness::text;
 use kgate_tests::{
     apiserver::{ApiServer, Config, Handle},
     harness::{Agent, free_port, https_client, scratch_dir},
@@ -423,105 +420,4 @@ async fn webhook_records_deleted_by_retention_are_logged_and_counted() {
     );
 }
 
-// === measurement ===
 
-/// `n` GETs from 8 concurrent clients; how long they took.
-async fn load(agent: &Agent, token: &str, n: usize) -> Duration {
-    let client = https_client(&agent.ca_pem, true);
-    let url = format!(
-        "{}/api/v1/namespaces/demo/configmaps/app-config",
-        agent.url()
-    );
-    let started = Instant::now();
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            let (client, url, token) = (client.clone(), url.clone(), token.to_owned());
-            tokio::spawn(async move {
-                for _ in 0..n / 8 {
-                    let req = Request::get(&url)
-                        .header("authorization", format!("Bearer {token}"))
-                        .body(Full::new(Bytes::new()))
-                        .unwrap();
-                    let response = client.request(req).await.unwrap();
-                    assert_eq!(response.status(), StatusCode::OK);
-                    text(response.into_body()).await;
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.await.unwrap();
-    }
-    started.elapsed()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-#[ignore = "measurement: prints request rates and the webhook's drain rate"]
-async fn measure_the_webhook_sink() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let token = server.admin_token().to_owned();
-    let dir = scratch_dir("webhook-measure");
-    let hook = dir.join("hook");
-    fs::create_dir_all(&hook).unwrap();
-    let ca = Ca::new("audit receiver CA").unwrap();
-    let pair = ca.issue(&["localhost"], &[]).unwrap();
-    fs::write(hook.join("ca.crt"), ca.cert_pem()).unwrap();
-    fs::write(hook.join("token"), "audit-sink-token").unwrap();
-    let n = 2000;
-
-    let plain = Agent::standalone_with(
-        &server.url(),
-        server.ca_pem(),
-        &token,
-        &format!(
-            "identity: {{unboundSubjects: [kubernetes-admin]}}\npolicy: {{defaultAction: allow}}\n\
-             record: {{dir: '{}'}}\n",
-            dir.join("plain").display()
-        ),
-    )
-    .unwrap();
-    load(&plain, &token, 200).await;
-    let without = load(&plain, &token, n).await;
-    drop(plain);
-
-    let (_receiver, hook_port) = Receiver::start(&pair, "audit-sink-token", false).await;
-    let admin_port = free_port();
-    let records = dir.join("hooked");
-    let hooked = webhook_agent(&server, &records, &hook, hook_port, admin_port, "", 400);
-    load(&hooked, &token, 200).await;
-    let with = load(&hooked, &token, n).await;
-    drop(hooked);
-
-    // A backlog: the receiver is down (a port nobody serves) while requests come in.
-    let (receiver, down_port) = Receiver::start(&pair, "audit-sink-token", true).await;
-    let admin_port = free_port();
-    let backlog = dir.join("backlog");
-    let agent = webhook_agent(&server, &backlog, &hook, down_port, admin_port, "", 400);
-    load(&agent, &token, n).await;
-    drop(agent);
-    receiver.down.store(false, Ordering::SeqCst);
-    let total = logged(&backlog).len();
-    let batch: usize = std::env::var("KGATE_MEASURE_BATCH")
-        .ok()
-        .and_then(|b| b.parse().ok())
-        .unwrap_or(400);
-    let started = Instant::now();
-    let agent = webhook_agent(&server, &backlog, &hook, down_port, admin_port, "", batch);
-    eventually(
-        "the backlog drained",
-        Duration::from_secs(120),
-        async || (receiver.items().len() >= total).then_some(()),
-    )
-    .await;
-    let drained = started.elapsed();
-    drop(agent);
-    let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    eprintln!(
-        "strict GETs, 8 clients: {:.0}/s without a webhook, {:.0}/s with a live webhook \
-         (batchMaxRecords 400); a backlog of {total} records drained in {drained:?} \
-         (batchMaxRecords {batch}, agent start included, {:.0} records/s)",
-        rate(without),
-        rate(with),
-        total as f64 / drained.as_secs_f64()
-    );
-}
