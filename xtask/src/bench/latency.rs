@@ -88,8 +88,10 @@ pub async fn fixed_rate(setup: &Setup, findings: &mut Findings) -> anyhow::Resul
                 let base = *direct.get_or_insert(p);
                 let added = [p[0] - base[0], p[1] - base[1], p[2] - base[2]];
                 let (cpu, rss) = proxy_cells(usage.as_ref(), &outcome);
-                if target.via == "kgate" && rate == 1000 {
-                    findings.added_1k.push((proto.label(), added[0], added[1]));
+                if target.via.starts_with("kgate") && rate == 1000 {
+                    findings
+                        .added_1k
+                        .push((proto.label(), target.via, added[0], added[1]));
                     if let Some(u) = &usage {
                         findings.rss_at_1k_kib = findings.rss_at_1k_kib.max(u.peak_rss_kib);
                     }
@@ -153,9 +155,13 @@ pub async fn saturation(setup: &Setup, findings: &mut Findings) -> anyhow::Resul
         ],
     );
     for proto in [Proto::H2, Proto::H1] {
-        crate::step(&format!("{} at saturation", proto.label()));
         let mut runs = Vec::new();
         for target in setup.targets() {
+            crate::step(&format!(
+                "{} at saturation via {}",
+                proto.label(),
+                target.via
+            ));
             let meter = setup.pid(target).map(Meter::start);
             let outcome = load::closed_loop(
                 target,
@@ -178,8 +184,8 @@ pub async fn saturation(setup: &Setup, findings: &mut Findings) -> anyhow::Resul
             .map_or(0.0, |r| r.1.rps());
         for (via, outcome, usage) in &runs {
             let ratio = outcome.rps() / nginx_rps.max(1.0);
-            if *via == "kgate" {
-                findings.rps_vs_nginx.push((proto.label(), ratio));
+            if via.starts_with("kgate") {
+                findings.rps_vs_nginx.push((proto.label(), via, ratio));
             }
             let (cpu, rss) = proxy_cells(usage.as_ref(), outcome);
             let cores = usage.map_or("-".to_owned(), |u| {

@@ -72,7 +72,8 @@ pub async fn rows(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Sect
             token: setup.bot_token.clone(),
         };
         let mut upstream = None;
-        for target in setup.targets() {
+        // Recording writes one record per list or watch: kgate-batch would repeat kgate.
+        for target in [&setup.direct, &setup.nginx, &setup.kgate] {
             crate::step(&format!("masking: {kind} via {}", target.via));
             let meter = setup.pid(target).map(Meter::start);
             let started = Instant::now();

@@ -59,21 +59,22 @@ pub struct Args {
     /// Idle TLS connections for the memory row. Default 10000 (500 with --quick).
     #[arg(long)]
     pub idle: Option<usize>,
-    /// kgate's record durability. Default strict, the agent's own default.
-    #[arg(long, value_enum, default_value_t = Durability::Strict)]
-    pub durability: Durability,
     /// Only these parts, comma-separated. Default: all.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Part>,
 }
 
-/// What every scenario needs: the three ways to the API server and the request.
+/// What every scenario needs: the ways to the API server and the request.
 pub struct Setup {
     pub direct: Target,
     pub nginx: Target,
+    /// kgate as deployed by default: strict recording.
     pub kgate: Target,
+    /// kgate with batch recording: the difference is what fsync-before-forward costs.
+    pub kgate_batch: Target,
     pub nginx_pid: u32,
     pub kgate_pid: u32,
+    pub kgate_batch_pid: u32,
     /// GET of a ConfigMap of about 1 KiB, as the bot.
     pub get: Get,
     pub bot_token: String,
@@ -85,8 +86,9 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub fn targets(&self) -> [&Target; 3] {
-        [&self.direct, &self.nginx, &self.kgate]
+    /// Every way to the API server, direct first (the baseline of each comparison).
+    pub fn targets(&self) -> [&Target; 4] {
+        [&self.direct, &self.nginx, &self.kgate, &self.kgate_batch]
     }
 
     /// The proxy process behind a target (none for direct).
@@ -94,6 +96,7 @@ impl Setup {
         match target.via {
             "nginx" => Some(self.nginx_pid),
             "kgate" => Some(self.kgate_pid),
+            "kgate-batch" => Some(self.kgate_batch_pid),
             _ => None,
         }
     }
@@ -146,15 +149,19 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     ));
     let double = servers::Double::start(dir, bulk)?;
     let serving = servers::Serving::issue(dir)?;
-    let (kgate, kgate_addr) = servers::start_kgate(dir, &double, &serving, args.durability)?;
+    let (kgate, kgate_addr) = servers::start_kgate(dir, &double, &serving, Durability::Strict)?;
+    let (kgate_batch, kgate_batch_addr) =
+        servers::start_kgate(dir, &double, &serving, Durability::Batch)?;
     let (nginx, nginx_addr) = nginx::start(dir, &double, &serving)?;
     let bot_token = servers::bot_token(&double, dir)?;
     let setup = Setup {
         direct: Target::new("direct", double.addr, &double.ca_pem)?,
         nginx: Target::new("nginx", nginx_addr, &serving.ca_pem)?,
         kgate: Target::new("kgate", kgate_addr, &serving.ca_pem)?,
+        kgate_batch: Target::new("kgate-batch", kgate_batch_addr, &serving.ca_pem)?,
         nginx_pid: nginx.pid(),
         kgate_pid: kgate.pid(),
+        kgate_batch_pid: kgate_batch.pid(),
         get: Get {
             path: "/api/v1/namespaces/demo/configmaps/bench-1k".to_owned(),
             token: bot_token.clone(),
@@ -171,8 +178,7 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
         "seconds_per_point": seconds,
         "list_bytes": bulk.0 * bulk.1,
         "idle_connections": idle,
-        "record_durability": args.durability.name(),
-        "kgate": "standalone; identity (projected token, local JWKS verify), policy file, masking defaults, record log",
+        "kgate": "standalone; identity (projected token, local JWKS verify), policy file, masking defaults, record log (kgate: strict durability, the default; kgate-batch: batch)",
     });
     let wants = |part: Part| args.only.is_empty() || args.only.contains(&part);
     let mut findings = targets::Findings::default();
@@ -196,7 +202,7 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     sections.push(targets::section(&findings));
     let (md, json) = report::write(&machine, &settings, &sections)?;
     step(&format!("wrote {} and {}", md.display(), json.display()));
-    drop((nginx, kgate, double));
+    drop((nginx, kgate, kgate_batch, double));
     Ok(())
 }
 

@@ -92,7 +92,8 @@ pub fn start(
             .arg("-c")
             .arg(&conf),
         &root.join("stderr.log"),
-    )?;
+    )?
+    .graceful();
     wait_for(Duration::from_secs(10), || {
         std::net::TcpStream::connect(addr).is_ok()
     })

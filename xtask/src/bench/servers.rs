@@ -16,8 +16,12 @@ use std::{
 use anyhow::{Context as _, bail};
 use kgate_tests::{harness::free_port, pki::Ca};
 
-/// A child process, killed and reaped on drop.
-pub struct Child(std::process::Child);
+/// A child process, stopped and reaped on drop.
+pub struct Child {
+    child: std::process::Child,
+    /// Stop with SIGTERM first (nginx: a SIGKILLed master orphans its workers).
+    graceful: bool,
+}
 
 impl Child {
     pub fn spawn(cmd: &mut Command, log: &Path) -> anyhow::Result<Self> {
@@ -28,16 +32,25 @@ impl Child {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {cmd:?}"))?;
-        Ok(Self(child))
+        Ok(Self {
+            child,
+            graceful: false,
+        })
+    }
+
+    /// Stopped with SIGTERM (then SIGKILL after 5 s) rather than SIGKILL.
+    pub fn graceful(mut self) -> Self {
+        self.graceful = true;
+        self
     }
 
     pub fn pid(&self) -> u32 {
-        self.0.id()
+        self.child.id()
     }
 
     /// Fails when the process has already exited (say, it refused its config).
     pub fn check_running(&mut self, what: &str) -> anyhow::Result<()> {
-        if let Some(status) = self.0.try_wait()? {
+        if let Some(status) = self.child.try_wait()? {
             bail!("{what} exited: {status}");
         }
         Ok(())
@@ -46,8 +59,22 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if self.graceful
+            && Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success())
+        {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -112,8 +139,9 @@ impl Serving {
     }
 }
 
-/// How kgate records, for the run (its default is strict).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// How a kgate instance records: `strict` (the agent's default: a forwarded request's
+/// record is fsynced first) or `batch` (synced every second).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
     Strict,
     Batch,
@@ -139,6 +167,8 @@ pub fn start_kgate(
     durability: Durability,
 ) -> anyhow::Result<(Child, SocketAddr)> {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+    let own = dir.join(format!("kgate-{}", durability.name()));
+    fs::create_dir_all(&own)?;
     fs::write(
         dir.join("policy.yaml"),
         "apiVersion: kgate.io/v1alpha1\nkind: KgatePolicy\nmetadata: {name: bench}\n\
@@ -146,27 +176,28 @@ pub fn start_kgate(
          \x20   - {name: read, match: {verbs: [get, list, watch]}, action: allow}\n",
     )?;
     fs::write(
-        dir.join("agent.yaml"),
+        own.join("agent.yaml"),
         format!(
             "listen: '{addr}'\nkernel: false\ndirectClients: allow\n\
              tls: {{certFile: {cert}, keyFile: {key}}}\n\
              upstream: {{server: 'https://{api}', caFile: {d}/api/ca.crt, tokenFile: {d}/api/token}}\n\
              identity: {{unboundSubjects: ['system:serviceaccount:demo:bot']}}\n\
              policy: {{files: ['{d}/policy.yaml']}}\n\
-             record: {{dir: {d}/records, durability: {durability}}}\n",
+             record: {{dir: {own}/records, durability: {durability}}}\n",
             cert = serving.cert.display(),
             key = serving.key.display(),
             api = double.addr,
             d = dir.display(),
+            own = own.display(),
             durability = durability.name(),
         ),
     )?;
     let mut child = Child::spawn(
         Command::new(release_bin("kgate"))
             .args(["agent", "--config"])
-            .arg(dir.join("agent.yaml"))
+            .arg(own.join("agent.yaml"))
             .env("RUST_LOG", "warn"),
-        &dir.join("kgate.log"),
+        &own.join("kgate.log"),
     )?;
     wait_for(Duration::from_secs(30), || {
         std::net::TcpStream::connect(addr).is_ok()
