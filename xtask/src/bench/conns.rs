@@ -44,6 +44,7 @@ pub fn idle_limit(wanted: usize) -> usize {
 pub async fn handshakes(setup: &Setup) -> Section {
     crate::step("new connections (TLS handshakes)");
     let mut section = Section::new(
+        "handshakes",
         "New connections",
         &format!(
             "{HANDSHAKE_CONCURRENCY} workers, each opening a new TLS connection (full handshake, no resumption, as client-go) for every 1 KiB GET over HTTP/1.1. Proxy CPU: % of one core per 1k connections/s."
@@ -91,6 +92,7 @@ fn kib_to_mib(kib: u64) -> f64 {
 
 pub async fn memory(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
     let mut section = Section::new(
+        "connection_memory",
         "Connection memory",
         &format!(
             "Proxy resident memory (nginx: master and workers summed): at rest; peak with {BUSY} busy HTTP/1.1 connections (closed loop); with {} idle HTTP/2 TLS connections (each after one GET).",

@@ -53,6 +53,7 @@ fn check(outcome: &Outcome, what: &str) {
 pub async fn fixed_rate(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
     let rates: &[u32] = if setup.quick { &[1000] } else { &[1000, 5000] };
     let mut section = Section::new(
+        "open_loop",
         "Latency at fixed rates (open loop)",
         "1 KiB GETs over warm connections at a fixed arrival rate; latency from each request's scheduled send time (no coordinated omission). \"+\" columns: added over direct at the same percentile. Proxy CPU: % of one core per 1k req/s.",
         &[
@@ -137,6 +138,7 @@ pub async fn fixed_rate(setup: &Setup, findings: &mut Findings) -> anyhow::Resul
 
 pub async fn saturation(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
     let mut section = Section::new(
+        "saturation",
         "Saturation (closed loop)",
         &format!(
             "{SATURATION_CONCURRENCY} workers each sending the next 1 KiB GET when the last is answered (HTTP/1.1: a connection each; HTTP/2: 8 streams per connection). Client, proxy and API server share the cores. Proxy CPU: cores used, and % of one core per 1k req/s."

@@ -46,6 +46,7 @@ async fn read(target: &Target, get: &Get, events: Option<usize>) -> anyhow::Resu
 
 pub async fn rows(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
     let mut section = Section::new(
+        "masking",
         "Masking",
         &format!(
             "{} Secrets of {} KiB in one namespace, read over HTTP/2 as one list and as one watch (its initial events). MB/s of upstream bytes; per proxy core: upstream MB per CPU-second of the proxy. Extra RSS: the proxy's peak during the read over its memory before.",

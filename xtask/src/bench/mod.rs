@@ -214,6 +214,7 @@ fn identity() -> anyhow::Result<report::Section> {
     let cost: serde_json::Value = serde_json::from_str(out.trim()).context("bench-identity")?;
     let us = |key: &str| cost[key].as_f64().unwrap_or(0.0) / 1000.0;
     let mut section = report::Section::new(
+        "token_check",
         "Token check",
         "The identity stage alone, in-process: a token already in the cache (hit), and a new ES256 token whose signature is verified against the JWKS (miss).",
         &["case", "µs per check"],

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 
 /// One table of the report.
 pub struct Section {
+    /// The section's name in the JSON (`open_loop`, `saturation`, …).
+    pub key: &'static str,
     pub title: String,
     pub note: String,
     pub columns: Vec<&'static str>,
@@ -19,8 +21,9 @@ pub struct Section {
 }
 
 impl Section {
-    pub fn new(title: &str, note: &str, columns: &[&'static str]) -> Self {
+    pub fn new(key: &'static str, title: &str, note: &str, columns: &[&'static str]) -> Self {
         Self {
+            key,
             title: title.to_owned(),
             note: note.to_owned(),
             columns: columns.to_vec(),
@@ -130,7 +133,7 @@ pub fn write(
     fs::write(&md_path, md)?;
     let results: serde_json::Map<String, Value> = sections
         .iter()
-        .map(|s| (s.title.clone(), Value::Array(s.json.clone())))
+        .map(|s| (s.key.to_owned(), Value::Array(s.json.clone())))
         .collect();
     let doc = json!({
         "time": now.to_string(),

@@ -22,6 +22,7 @@ pub struct Findings {
 
 pub fn section(f: &Findings) -> Section {
     let mut s = Section::new(
+        "targets",
         "Targets",
         "Goals from issue 9, as ratios and figures of this run (not test assertions).",
         &["goal", "measured", "met"],
