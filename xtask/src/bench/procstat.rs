@@ -29,18 +29,28 @@ pub fn family(pid: u32) -> Vec<u32> {
 /// The fields of /proc/PID/stat after the command name (field 3 onwards), so that a
 /// command with spaces or parentheses cannot shift them.
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_stat(stat: &str) -> Option<Vec<String>> {
+    let after = stat.get(stat.rfind(')')? + 1..)?;
     Some(after.split_whitespace().map(str::to_owned).collect())
 }
 
 /// utime + stime in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
+    stat_fields(pid).map_or(0, |f| ticks(&f))
+}
+
+fn ticks(fields: &[String]) -> u64 {
     // After the command: state is field 3, so utime (14) and stime (15) are at 11, 12.
-    stat_fields(pid).map_or(0, |f| {
-        let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        field(11) + field(12)
-    })
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
 }
 
 /// A `VmRSS:`/`VmHWM:` style line of /proc/PID/status, in KiB; 0 when unreadable.
@@ -124,5 +134,27 @@ impl Meter {
             start_rss_kib: self.rss_kib,
             peak_rss_kib: pids.iter().map(|p| status_kib(*p, "VmHWM:")).sum(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_stat, ticks};
+
+    #[test]
+    fn a_command_with_spaces_and_parentheses_does_not_shift_the_fields() {
+        // pid (comm) state ppid … utime=14 stime=15 …
+        let stat = "4242 (nginx: worker (x)) S 4241 4241 4241 0 -1 4194560 100 0 0 0 \
+                    1234 567 0 0 20 0 1 0 99 1000 200";
+        let fields = parse_stat(stat).expect("parses");
+        assert_eq!(fields[0], "S");
+        assert_eq!(fields[1], "4241", "ppid");
+        assert_eq!(ticks(&fields), 1234 + 567);
+    }
+
+    #[test]
+    fn a_truncated_stat_is_no_fields_or_zero_ticks() {
+        assert_eq!(parse_stat("4242 nginx"), None);
+        assert_eq!(ticks(&parse_stat("4242 (nginx) S 1").expect("parses")), 0);
     }
 }
