@@ -31,8 +31,8 @@ enum Cmd {
     },
     /// Run the demo: a pod's connection to the API server lands in kgate.
     Demo,
-    /// Benchmark kgate against direct access to the same API server, in one run.
-    Bench,
+    /// Benchmark kgate against direct access and nginx, in one run (docs/bench.md).
+    Bench(bench::Args),
     /// Regenerate deploy/crds.yaml from the Rust types (a test fails when it drifts).
     Crds,
 }
@@ -48,9 +48,9 @@ fn main() -> anyhow::Result<()> {
             toolchain::setup()?;
             test(&args)
         }
-        Cmd::Bench => {
+        Cmd::Bench(args) => {
             toolchain::setup()?;
-            bench::run()
+            bench::run(&args)
         }
         Cmd::Crds => {
             toolchain::setup()?;

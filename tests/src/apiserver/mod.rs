@@ -143,6 +143,10 @@ impl ApiServer {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                // As kube-apiserver: Go sets TCP_NODELAY on every connection. Without
+                // it, Nagle's algorithm and the peer's delayed ACK hold small writes
+                // (a handshake's last flight, an h2 frame) for up to 40 ms.
+                let _ = tcp.set_nodelay(true);
                 let (tls, state) = (tls.clone(), serve_state.clone());
                 tokio::spawn(async move {
                     let Ok(stream) = tls.accept(tcp).await else {

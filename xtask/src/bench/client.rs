@@ -1,0 +1,176 @@
+//! The load generator's connections: TLS (rustls, the same CA the server's certificate
+//! chains to) and one hyper client connection each, HTTP/2 or HTTP/1.1 by ALPN.
+//!
+//! Connections are made by hand rather than through a pooling client, so that the
+//! benchmark decides exactly how many exist and when each is opened: warm ones for the
+//! latency rows, a new one per request for the handshake row. Session resumption is
+//! off: every handshake is a full one, as client-go's are (it keeps no session cache).
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    H1,
+    H2,
+}
+
+impl Proto {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::H1 => "HTTP/1.1",
+            Self::H2 => "HTTP/2",
+        }
+    }
+}
+
+/// One server to measure: where it listens and how to trust it.
+#[derive(Clone)]
+pub struct Target {
+    /// `direct`, `nginx` or `kgate`.
+    pub via: &'static str,
+    pub addr: SocketAddr,
+    h1: Arc<rustls::ClientConfig>,
+    h2: Arc<rustls::ClientConfig>,
+}
+
+impl Target {
+    pub fn new(via: &'static str, addr: SocketAddr, ca_pem: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            via,
+            addr,
+            h1: Arc::new(tls_config(ca_pem, b"http/1.1")?),
+            h2: Arc::new(tls_config(ca_pem, b"h2")?),
+        })
+    }
+}
+
+fn tls_config(ca_pem: &str, alpn: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.context("CA certificate")?)?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(config)
+}
+
+/// A GET as the benchmark sends it: one path, a bearer token.
+#[derive(Clone)]
+pub struct Get {
+    pub path: String,
+    pub token: String,
+}
+
+/// One open client connection.
+pub enum Conn {
+    H1(http1::SendRequest<Empty<Bytes>>),
+    H2(http2::SendRequest<Empty<Bytes>>),
+}
+
+/// Opens a TCP + TLS connection and starts HTTP on it (the connection's driver runs
+/// as a task until either side closes).
+pub async fn connect(target: &Target, proto: Proto) -> anyhow::Result<Conn> {
+    let tcp = TcpStream::connect(target.addr)
+        .await
+        .with_context(|| format!("connecting to {} ({})", target.via, target.addr))?;
+    tcp.set_nodelay(true)?;
+    let config = match proto {
+        Proto::H1 => target.h1.clone(),
+        Proto::H2 => target.h2.clone(),
+    };
+    let tls = TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await
+        .with_context(|| format!("TLS handshake with {}", target.via))?;
+    let negotiated = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let io = TokioIo::new(tls);
+    Ok(match proto {
+        Proto::H1 => {
+            let (send, conn) = http1::handshake(io).await?;
+            tokio::spawn(conn);
+            Conn::H1(send)
+        }
+        Proto::H2 => {
+            if negotiated.as_deref() != Some(b"h2") {
+                bail!("{} did not negotiate h2", target.via);
+            }
+            let (send, conn) = http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            Conn::H2(send)
+        }
+    })
+}
+
+impl Conn {
+    /// Sends the GET and reads the whole response; returns the body's length. A
+    /// status other than 200 is an error: a refused request must not count as served.
+    pub async fn get(&mut self, target: &Target, get: &Get) -> anyhow::Result<u64> {
+        let mut body = self.send(target, get).await?;
+        let mut bytes = 0;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                bytes += data.len() as u64;
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Sends the GET and returns the response body once the status is 200.
+    pub async fn send(
+        &mut self,
+        target: &Target,
+        get: &Get,
+    ) -> anyhow::Result<hyper::body::Incoming> {
+        let response = match self {
+            Self::H1(send) => {
+                let req = Request::get(&get.path)
+                    .header("host", target.addr.to_string())
+                    .header("authorization", format!("Bearer {}", get.token))
+                    .body(Empty::new())?;
+                send.ready().await?;
+                send.send_request(req).await?
+            }
+            Self::H2(send) => {
+                let req = Request::get(format!("https://{}{}", target.addr, get.path))
+                    .header("authorization", format!("Bearer {}", get.token))
+                    .body(Empty::new())?;
+                send.ready().await?;
+                send.send_request(req).await?
+            }
+        };
+        if response.status() != StatusCode::OK {
+            let status = response.status();
+            let text = response.into_body().collect().await?.to_bytes();
+            bail!(
+                "{} answered {status}: {}",
+                target.via,
+                String::from_utf8_lossy(&text[..text.len().min(300)])
+            );
+        }
+        Ok(response.into_body())
+    }
+
+    /// An HTTP/2 connection serves many requests at once: a handle for one more.
+    pub fn share(&self) -> Option<Self> {
+        match self {
+            Self::H2(send) => Some(Self::H2(send.clone())),
+            Self::H1(_) => None,
+        }
+    }
+}

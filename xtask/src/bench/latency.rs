@@ -1,0 +1,221 @@
+//! The 1 KiB GET rows: latency at fixed arrival rates (open loop, below saturation)
+//! and requests/s at saturation (closed loop), each direct, via nginx and via kgate,
+//! with the proxy's CPU and peak memory over the same run.
+
+use serde_json::json;
+
+use super::{
+    Setup,
+    client::Proto,
+    load::{self, Outcome},
+    procstat::{Meter, Usage},
+    report::Section,
+    targets::Findings,
+};
+
+/// Concurrency of the closed loop: enough to saturate two cores.
+const SATURATION_CONCURRENCY: usize = 32;
+
+fn mib(kib: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let mib = kib as f64 / 1024.0;
+    format!("{mib:.1}")
+}
+
+/// CPU as % of one core per 1,000 requests/s (CPU seconds per request × 10⁵).
+pub fn cpu_per_krps(usage: &Usage, requests: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let requests = requests.max(1) as f64;
+    usage.cpu_seconds / requests * 1e5
+}
+
+fn proxy_cells(usage: Option<&Usage>, outcome: &Outcome) -> (String, String) {
+    usage.map_or_else(
+        || ("-".to_owned(), "-".to_owned()),
+        |u| {
+            (
+                format!("{:.1}", cpu_per_krps(u, outcome.ok)),
+                mib(u.peak_rss_kib),
+            )
+        },
+    )
+}
+
+fn check(outcome: &Outcome, what: &str) {
+    if let Some(e) = &outcome.first_error {
+        crate::step(&format!(
+            "{what}: {} errors, the first: {e}",
+            outcome.errors
+        ));
+    }
+}
+
+pub async fn fixed_rate(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
+    let rates: &[u32] = if setup.quick { &[1000] } else { &[1000, 5000] };
+    let mut section = Section::new(
+        "open_loop",
+        "Latency at fixed rates (open loop)",
+        "1 KiB GETs over warm connections at a fixed arrival rate; latency from each request's scheduled send time (no coordinated omission). \"+\" columns: added over direct at the same percentile. Proxy CPU: % of one core per 1k req/s.",
+        &[
+            "protocol",
+            "rate",
+            "via",
+            "p50 µs",
+            "p99 µs",
+            "p99.9 µs",
+            "+p50",
+            "+p99",
+            "+p99.9",
+            "req/s",
+            "errors",
+            "proxy CPU",
+            "proxy peak RSS MiB",
+        ],
+    );
+    for proto in [Proto::H2, Proto::H1] {
+        for &rate in rates {
+            crate::step(&format!("{} at {rate} req/s", proto.label()));
+            let mut direct = None;
+            for target in setup.targets() {
+                let meter = setup.pid(target).map(Meter::start);
+                let outcome =
+                    load::open_loop(target, proto, &setup.get, rate, setup.duration()).await?;
+                let usage = meter.map(Meter::stop);
+                check(
+                    &outcome,
+                    &format!("{} {} at {rate}", proto.label(), target.via),
+                );
+                let p = [outcome.us(50.0), outcome.us(99.0), outcome.us(99.9)];
+                let base = *direct.get_or_insert(p);
+                let added = [p[0] - base[0], p[1] - base[1], p[2] - base[2]];
+                let (cpu, rss) = proxy_cells(usage.as_ref(), &outcome);
+                if target.via.starts_with("kgate") && rate == 1000 {
+                    findings
+                        .added_1k
+                        .push((proto.label(), target.via, added[0], added[1]));
+                    if let Some(u) = &usage {
+                        findings.rss_at_1k_kib = findings.rss_at_1k_kib.max(u.peak_rss_kib);
+                    }
+                }
+                let plus = |v: f64| {
+                    if target.via == "direct" {
+                        "-".to_owned()
+                    } else {
+                        format!("{v:+.0}")
+                    }
+                };
+                section.row(
+                    vec![
+                        proto.label().into(),
+                        rate.to_string(),
+                        target.via.into(),
+                        format!("{:.0}", p[0]),
+                        format!("{:.0}", p[1]),
+                        format!("{:.0}", p[2]),
+                        plus(added[0]),
+                        plus(added[1]),
+                        plus(added[2]),
+                        format!("{:.0}", outcome.rps()),
+                        outcome.errors.to_string(),
+                        cpu,
+                        rss,
+                    ],
+                    json!({
+                        "protocol": proto.label(), "rate": rate, "via": target.via,
+                        "p50_us": p[0], "p99_us": p[1], "p999_us": p[2],
+                        "added_p50_us": added[0], "added_p99_us": added[1], "added_p999_us": added[2],
+                        "achieved_rps": outcome.rps(), "ok": outcome.ok, "errors": outcome.errors,
+                        "proxy_cpu_seconds": usage.map(|u| u.cpu_seconds),
+                        "proxy_cpu_pct_core_per_krps": usage.map(|u| cpu_per_krps(&u, outcome.ok)),
+                        "proxy_peak_rss_kib": usage.map(|u| u.peak_rss_kib),
+                    }),
+                );
+            }
+        }
+    }
+    Ok(section)
+}
+
+pub async fn saturation(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
+    let mut section = Section::new(
+        "saturation",
+        "Saturation (closed loop)",
+        &format!(
+            "{SATURATION_CONCURRENCY} workers each sending the next 1 KiB GET when the last is answered (HTTP/1.1: a connection each; HTTP/2: 8 streams per connection). Client, proxy and API server share the cores. Proxy CPU: cores used, and % of one core per 1k req/s."
+        ),
+        &[
+            "protocol",
+            "via",
+            "req/s",
+            "vs nginx",
+            "p50 µs",
+            "p99 µs",
+            "errors",
+            "proxy cores",
+            "proxy CPU per 1k req/s",
+            "proxy peak RSS MiB",
+        ],
+    );
+    for proto in [Proto::H2, Proto::H1] {
+        let mut runs = Vec::new();
+        for target in setup.targets() {
+            crate::step(&format!(
+                "{} at saturation via {}",
+                proto.label(),
+                target.via
+            ));
+            let meter = setup.pid(target).map(Meter::start);
+            let outcome = load::closed_loop(
+                target,
+                proto,
+                &setup.get,
+                SATURATION_CONCURRENCY,
+                setup.duration(),
+            )
+            .await?;
+            let usage = meter.map(Meter::stop);
+            check(
+                &outcome,
+                &format!("{} {} at saturation", proto.label(), target.via),
+            );
+            runs.push((target.via, outcome, usage));
+        }
+        let nginx_rps = runs
+            .iter()
+            .find(|r| r.0 == "nginx")
+            .map_or(0.0, |r| r.1.rps());
+        for (via, outcome, usage) in &runs {
+            let ratio = outcome.rps() / nginx_rps.max(1.0);
+            if via.starts_with("kgate") {
+                findings.rps_vs_nginx.push((proto.label(), via, ratio));
+            }
+            let (cpu, rss) = proxy_cells(usage.as_ref(), outcome);
+            let cores = usage.map_or("-".to_owned(), |u| {
+                format!("{:.2}", u.cpu_seconds / u.seconds.max(1e-9))
+            });
+            section.row(
+                vec![
+                    proto.label().into(),
+                    (*via).into(),
+                    format!("{:.0}", outcome.rps()),
+                    format!("{ratio:.2}×"),
+                    format!("{:.0}", outcome.us(50.0)),
+                    format!("{:.0}", outcome.us(99.0)),
+                    outcome.errors.to_string(),
+                    cores,
+                    cpu,
+                    rss,
+                ],
+                json!({
+                    "protocol": proto.label(), "via": via, "concurrency": SATURATION_CONCURRENCY,
+                    "rps": outcome.rps(), "vs_nginx": ratio, "ok": outcome.ok, "errors": outcome.errors,
+                    "p50_us": outcome.us(50.0), "p99_us": outcome.us(99.0),
+                    "proxy_cpu_seconds": usage.map(|u| u.cpu_seconds),
+                    "proxy_cpu_pct_core_per_krps": usage.map(|u| cpu_per_krps(&u, outcome.ok)),
+                    "proxy_peak_rss_kib": usage.map(|u| u.peak_rss_kib),
+                }),
+            );
+        }
+    }
+    Ok(section)
+}
