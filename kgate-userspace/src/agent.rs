@@ -70,6 +70,7 @@ pub enum AgentError {
 
 /// Runs the agent until SIGINT or SIGTERM. The kernel programs stay attached on exit.
 pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
+    raise_open_files_limit();
     // Everything that can be wrong with the inputs is found before the kernel programs
     // are attached, so bad input leaves nothing behind.
     let serving = ServingCert::load(&config.tls.cert_file, &config.tls.key_file)?;
@@ -306,6 +307,21 @@ fn spawn_target_sync(
         }
     });
     rx
+}
+
+/// Every client connection is a socket, and so is its upstream: the usual soft limit
+/// of 1024 would refuse a node's clients long before memory runs short. Raised to the
+/// hard limit, as Go's runtime does for kube-apiserver.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!(from = soft, to = hard, "open files limit raised"),
+            Err(error) => warn!(%error, soft, "cannot raise the open files limit"),
+        },
+        Ok(_) => {}
+        Err(error) => warn!(%error, "cannot read the open files limit"),
+    }
 }
 
 fn join_cgroup(mount: &Path, rel: &str) -> PathBuf {

@@ -381,3 +381,51 @@ async fn the_log_filter_changes_at_runtime() {
     assert!(debug_lines() > 0, "no debug line after the change");
     assert!(agent.log().iter().any(|l| l.contains("log filter changed")));
 }
+
+/// A node's clients need more sockets than the usual soft limit of 1024: the agent
+/// raises its open-files limit to the hard limit at start.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_raises_its_open_files_limit() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let (agent, _) = agent_with_admin(&server);
+    // The same config on other ports, for an agent started with a low soft limit.
+    let text = std::fs::read_to_string(agent.dir.join("agent.yaml")).unwrap();
+    let text = text
+        .replace(&agent.addr.port().to_string(), &free_port().to_string())
+        .replace("admin: {listen:", "# admin: {listen:");
+    let config = agent.dir.join("low-limit.yaml");
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=256:4096")
+        .arg("--")
+        .arg(kgate_bin())
+        .args(["agent", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let limit = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("open files limit raised") || l.contains("agent listening"))
+    })
+    .await
+    .unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        limit.is_some_and(|l| l.contains("open files limit raised")),
+        "no word of the limit"
+    );
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert_eq!(open_files[3..5], ["4096", "4096"], "{limits}");
+}

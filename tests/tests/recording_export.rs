@@ -5,12 +5,7 @@
 //! deleting records the webhook had not sent (logged and counted).
 
 use std::{
-    collections::HashSet,
-    fs,
-    path::Path,
-    process::Command,
-    sync::atomic::Ordering,
-    time::Duration,
+    collections::HashSet, fs, path::Path, process::Command, sync::atomic::Ordering, time::Duration,
 };
 
 use http::StatusCode;
@@ -419,5 +414,3 @@ async fn webhook_records_deleted_by_retention_are_logged_and_counted() {
         sample(&metrics, "kgate_record_webhook_sent_records_total").unwrap()
     );
 }
-
-
