@@ -14,7 +14,7 @@
 //! "would deny"/"would hold" and the request passes.
 //!
 //! Not here: holding requests for approval (the approve stage does it with the
-//! decision this returns) and loading policy sources ([`store`], [`file`]).
+//! decision this returns) and loading policy sources ([`store`], [`file`](mod@file)).
 
 pub mod compile;
 pub mod explain;

@@ -1,4 +1,4 @@
-//! The request path. Each stage is a module; [`serve_connection`] and [`handle`] are
+//! The request path. Each stage is a module; [`serve_connection`] and `handle` are
 //! their order, top to bottom:
 //!
 //! 1. [`accept`]: the kernel's origin record for the connection, or refuse it;
