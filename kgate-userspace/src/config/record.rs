@@ -16,12 +16,19 @@ pub struct Record {
     /// response, as kube-apiserver does), when it is JSON, a JSON object where
     /// masking rules cover the resource, and at most `requestObjectMaxBytes`; masked
     /// by the `mask` rules whoever the caller is. Otherwise the event says why it has
-    /// none (`kgate.io/request-object`).
+    /// none (`kgate.io/request-object`). `RequestResponse`: also the response's body as
+    /// `responseObject`, as the client got it (masked), when it is JSON and at most
+    /// `responseObjectMaxBytes`; that event is written once the body has been sent.
+    /// Watches and streams keep their bodies out of the record at every level.
     #[serde(default)]
     pub level: Level,
     /// The largest request body recorded at level `Request`. Default 262144 (256 KiB).
     #[serde(default = "default_request_object_max_bytes")]
     pub request_object_max_bytes: usize,
+    /// The largest response body recorded at level `RequestResponse`. Default 262144
+    /// (256 KiB).
+    #[serde(default = "default_request_object_max_bytes")]
+    pub response_object_max_bytes: usize,
     /// Directory of the durable record log (segment files). Default: none, so no
     /// records are written to disk and each request is a log line only.
     pub dir: Option<PathBuf>,
@@ -61,6 +68,7 @@ impl Default for Record {
         Self {
             level: Level::default(),
             request_object_max_bytes: default_request_object_max_bytes(),
+            response_object_max_bytes: default_request_object_max_bytes(),
             dir: None,
             durability: Durability::default(),
             segment_bytes: default_segment_bytes(),
@@ -80,6 +88,7 @@ pub enum Level {
     #[default]
     Metadata,
     Request,
+    RequestResponse,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -193,6 +202,14 @@ impl Record {
         {
             return Err(invalid(
                 "record.requestObjectMaxBytes",
+                &format!("must be between 1 and {MAX_REQUEST_OBJECT_BYTES}"),
+            ));
+        }
+        if self.response_object_max_bytes == 0
+            || self.response_object_max_bytes > MAX_REQUEST_OBJECT_BYTES
+        {
+            return Err(invalid(
+                "record.responseObjectMaxBytes",
                 &format!("must be between 1 and {MAX_REQUEST_OBJECT_BYTES}"),
             ));
         }
@@ -315,8 +332,18 @@ mod tests {
             (r.level, r.request_object_max_bytes),
             (Level::Request, 1024)
         );
-        let err = record("{level: RequestResponse}").unwrap_err();
-        assert!(err.contains("Metadata") && err.contains("Request"), "{err}");
+        let r = record("{level: RequestResponse, responseObjectMaxBytes: 4096}").unwrap();
+        assert_eq!(
+            (r.level, r.response_object_max_bytes),
+            (Level::RequestResponse, 4096)
+        );
+        let err = record("{level: Everything}").unwrap_err();
+        assert!(
+            err.contains("Metadata") && err.contains("RequestResponse"),
+            "{err}"
+        );
+        let err = record("{responseObjectMaxBytes: 0}").unwrap_err();
+        assert!(err.contains("`record.responseObjectMaxBytes`"), "{err}");
         let err = record("{requestObjectMaxBytes: 0}").unwrap_err();
         assert!(err.contains("`record.requestObjectMaxBytes`"), "{err}");
     }

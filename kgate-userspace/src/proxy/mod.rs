@@ -315,6 +315,10 @@ async fn handle(
         },
         None => response,
     };
+    // record: at level RequestResponse the event waits for the body it carries, which
+    // must be masked data.
+    let masked = mask_plan.is_some() || proxy.masker.record_plan(&info).is_none();
+    let response = pending.capture_response(&proxy.recorder, &info, masked, response);
     let outcome = record::Outcome {
         status: response.status(),
         latency: started.elapsed(),

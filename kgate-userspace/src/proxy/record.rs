@@ -81,6 +81,9 @@ pub struct Pending {
     peer: SocketAddr,
     /// At level `Request`: the copy of the body, for the final record.
     request_body: OnceLock<Captured>,
+    /// At level `RequestResponse`: the response body the final record waits for, or
+    /// why it does not.
+    response_body: OnceLock<Result<response::Held, String>>,
 }
 
 /// The caller and the request, as far as they are known.
@@ -114,6 +117,7 @@ impl Pending {
                 .to_owned(),
             peer,
             request_body: OnceLock::new(),
+            response_body: OnceLock::new(),
         }
     }
 
@@ -155,6 +159,37 @@ impl Pending {
             request_object::tee(body, limit, length, json, masker.record_plan(info));
         let _ = self.request_body.set(captured);
         http::Request::from_parts(parts, body)
+    }
+
+    /// At level `RequestResponse`: makes the final record wait for `response`'s body
+    /// and carry a copy of it. `masked`: what the client gets is masked data (the
+    /// masker rewrote it, or no mask rule covers it); otherwise the body stays out of
+    /// the record. Watches and upgrades keep their bodies out at every level.
+    pub fn capture_response(
+        &self,
+        recorder: &Recorder,
+        info: &RequestInfo,
+        masked: bool,
+        response: http::Response<Body>,
+    ) -> http::Response<Body> {
+        let Some(limit) = recorder.response_object_limit() else {
+            return response;
+        };
+        if info.verb == "watch"
+            || response.status() == StatusCode::SWITCHING_PROTOCOLS
+            || response.headers().contains_key(UPGRADE)
+        {
+            return response;
+        }
+        if !masked {
+            let _ = self.response_body.set(Err(
+                "omitted: served unmasked to a subject granted unmasked reads".to_owned(),
+            ));
+            return response;
+        }
+        let (response, held) = response::hold(recorder, limit, response);
+        let _ = self.response_body.set(Ok(held));
+        response
     }
 
     /// The `Audit-ID` header the API server gets, so its audit log joins kgate's.
@@ -219,7 +254,16 @@ impl Pending {
                     }
                 }
             }
-            recorder.submit(&event);
+            match self.response_body.get() {
+                Some(Ok(held)) => held.event(event.clone()),
+                Some(Err(why)) => {
+                    event
+                        .annotations
+                        .insert(event::RESPONSE_OBJECT.to_owned(), why.clone());
+                    recorder.submit(&event);
+                }
+                None => recorder.submit(&event),
+            }
             return Some(event);
         }
         None
@@ -316,6 +360,7 @@ impl Pending {
             }),
             response_status,
             request_object: None,
+            response_object: None,
             request_received_timestamp: event::micro_time(self.received),
             stage_timestamp: event::micro_time(Timestamp::now()),
             annotations,
@@ -586,5 +631,6 @@ where
     }
 }
 
+mod response;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 //! annotations.
 //!
 //! Levels `Metadata` and `Request` (the request's body as `requestObject`, see
-//! [`super::request_object`]); response bodies are not recorded.
+//! [`super::request_object`]), and the response body at `RequestResponse`.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +15,7 @@ use crate::identity::UserInfo;
 pub const API_VERSION: &str = "audit.k8s.io/v1";
 pub const LEVEL_METADATA: &str = "Metadata";
 pub const LEVEL_REQUEST: &str = "Request";
+pub const LEVEL_REQUEST_RESPONSE: &str = "RequestResponse";
 pub const STAGE_RECEIVED: &str = "RequestReceived";
 pub const STAGE_STARTED: &str = "ResponseStarted";
 pub const STAGE_COMPLETE: &str = "ResponseComplete";
@@ -34,6 +35,8 @@ pub const BINDING: &str = "kgate.io/binding";
 pub const CONNECTION: &str = "kgate.io/connection";
 /// At level `Request`, why an event of a request with a body has no `requestObject`.
 pub const REQUEST_OBJECT: &str = "kgate.io/request-object";
+/// Why an event at level `RequestResponse` has no `responseObject`.
+pub const RESPONSE_OBJECT: &str = "kgate.io/response-object";
 
 /// Whether a serialized log record is an audit [`Event`] (the log holds other kinds
 /// too, such as captured stream frames, which audit consumers must not get). Exact for
@@ -67,6 +70,9 @@ pub struct Event {
     /// At level `Request`: the request's body, masked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_object: Option<serde_json::Value>,
+    /// At level `RequestResponse`: the response's body as the client got it, masked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_object: Option<serde_json::Value>,
     pub request_received_timestamp: String,
     pub stage_timestamp: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -63,6 +63,8 @@ pub struct Recorder {
     durable: bool,
     /// At level `Request`, the largest request body recorded.
     request_objects: Option<usize>,
+    /// At level `RequestResponse`: the largest response body recorded.
+    response_objects: Option<usize>,
     stats: Arc<Stats>,
 }
 
@@ -76,6 +78,7 @@ impl Recorder {
             durability: Durability::Batch,
             durable: false,
             request_objects: None,
+            response_objects: None,
             stats: Arc::default(),
         }
     }
@@ -142,7 +145,10 @@ impl Recorder {
             writer: Some(writer),
             durability: cfg.durability,
             durable: cfg.dir.is_some(),
-            request_objects: (cfg.level == Level::Request).then_some(cfg.request_object_max_bytes),
+            request_objects: matches!(cfg.level, Level::Request | Level::RequestResponse)
+                .then_some(cfg.request_object_max_bytes),
+            response_objects: (cfg.level == Level::RequestResponse)
+                .then_some(cfg.response_object_max_bytes),
             stats,
         })
     }
@@ -154,11 +160,16 @@ impl Recorder {
 
     /// The audit level of every event.
     pub fn level(&self) -> &'static str {
-        if self.request_objects.is_some() {
-            event::LEVEL_REQUEST
-        } else {
-            event::LEVEL_METADATA
+        match (self.request_objects, self.response_objects) {
+            (_, Some(_)) => event::LEVEL_REQUEST_RESPONSE,
+            (Some(_), None) => event::LEVEL_REQUEST,
+            (None, None) => event::LEVEL_METADATA,
         }
+    }
+
+    /// At level `RequestResponse`, the largest response body recorded.
+    pub fn response_object_limit(&self) -> Option<usize> {
+        self.response_objects.filter(|_| self.enabled())
     }
 
     /// At level `Request`, the largest request body recorded.
@@ -191,6 +202,11 @@ impl Recorder {
         if let Some(writer) = &self.writer {
             let _ = writer.submit(to_json(event), false);
         }
+    }
+
+    /// The writer, for a record written later (see `proxy::record::response`).
+    pub fn writer(&self) -> Option<Writer> {
+        self.writer.clone()
     }
 
     /// Where captured stream frames go; `None` when records go nowhere.

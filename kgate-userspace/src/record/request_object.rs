@@ -7,7 +7,9 @@
 //! every masked field can be found). Otherwise the event gets no `requestObject`,
 //! and [`Captured::object`] says why.
 //!
-//! Not here: response bodies (`RequestResponse`), protobuf or YAML bodies.
+//! The same copy serves response bodies at `RequestResponse` ([`Captured::for_response`]).
+//!
+//! Not here: protobuf or YAML bodies.
 
 use std::{
     pin::Pin,
@@ -42,6 +44,8 @@ pub struct Captured {
     expected: Option<u64>,
     json: bool,
     mask: Option<Plan>,
+    /// The config field that sets `limit`, for the reason a body is left out.
+    limit_field: &'static str,
 }
 
 /// The request body, passing through unchanged while a copy is taken.
@@ -72,6 +76,7 @@ pub fn tee(
         expected,
         json,
         mask,
+        limit_field: "record.requestObjectMaxBytes",
     };
     (Body::new(tee), captured)
 }
@@ -119,6 +124,28 @@ impl HttpBody for Tee {
 // === impl Captured ===
 
 impl Captured {
+    /// For a response body: the limit is `record.responseObjectMaxBytes`.
+    #[must_use]
+    pub fn for_response(mut self) -> Self {
+        self.limit_field = "record.responseObjectMaxBytes";
+        self
+    }
+
+    /// The body's end, as its reader learnt it from `is_end_stream` without polling
+    /// for it (hyper does so with HTTP/2).
+    pub fn mark_ended(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ended = true;
+    }
+
+    /// Whether all of the body has passed: its end was seen, or its `Content-Length`.
+    pub fn whole(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.ended || self.expected.is_some_and(|n| n == state.seen)
+    }
+
     /// The body as the record keeps it (masked; `None` when it was empty), or why it
     /// keeps none.
     pub fn object(&self) -> Result<Option<Value>, String> {
@@ -128,8 +155,8 @@ impl Captured {
         }
         if state.over {
             return Err(format!(
-                "omitted: larger than record.requestObjectMaxBytes ({} bytes)",
-                self.limit
+                "omitted: larger than {} ({} bytes)",
+                self.limit_field, self.limit
             ));
         }
         let whole = state.ended || self.expected.is_some_and(|n| n == state.seen);
