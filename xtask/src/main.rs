@@ -75,7 +75,8 @@ fn main() -> anyhow::Result<()> {
             run_cmd(
                 cargo()
                     .args(["test", "-p", "kgate-tests", "--test", "recording", "--"])
-                    .args(["--include-ignored", "--exact"])
+                    // Each trial prints its seed and what it saw.
+                    .args(["--include-ignored", "--exact", "--nocapture"])
                     .arg("strict_records_survive_sigkills_under_load")
                     .env("KGATE_KILL_TRIALS", trials.to_string()),
             )
