@@ -30,6 +30,19 @@ use tokio::{
 };
 use tokio_rustls::client::TlsStream;
 
+#[path = "hostile/slow.rs"]
+mod slow;
+#[path = "hostile/smuggling.rs"]
+mod smuggling;
+#[path = "hostile/tokens.rs"]
+mod tokens;
+
+use self::{
+    slow::{client_hello, quiet_watch, time_to_close},
+    smuggling::smuggling_cases,
+    tokens::malformed_tokens,
+};
+
 /// The admin may do anything but read Secrets: a smuggled Secret read that reached
 /// the API server would have passed kgate unseen.
 const POLICY: &str = r#"
@@ -131,200 +144,6 @@ fn statuses(bytes: &[u8]) -> Vec<u16> {
 }
 
 // === smuggling ===
-
-/// One smuggling attempt: the bytes, and whether the agent must refuse them outright
-/// (RFC 9112 leaves it no other choice) rather than read them as one request.
-struct Case {
-    name: &'static str,
-    bytes: Vec<u8>,
-    must_refuse: bool,
-}
-
-fn smuggling_cases(token: &str) -> Vec<Case> {
-    // The hidden request reads a Secret without a token: if the API server ever saw
-    // it, kgate and the API server disagreed about where a request ends.
-    let hidden = |case: &str| {
-        format!(
-            "GET /api/v1/namespaces/demo/secrets/db-creds?smuggled={case} HTTP/1.1\r\nHost: kubernetes\r\n\r\n"
-        )
-    };
-    let head = |case: &str, version: &str, headers: &str| {
-        format!(
-            "POST /api/v1/namespaces/demo/configmaps?case={case} {version}\r\nHost: kubernetes\r\n\
-             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n{headers}\r\n"
-        )
-    };
-    let case =
-        |name: &'static str, must_refuse: bool, headers: &dyn Fn(usize) -> String, body: String| {
-            Case {
-                name,
-                bytes: format!("{}{body}", head(name, "HTTP/1.1", &headers(body.len())))
-                    .into_bytes(),
-                must_refuse,
-            }
-        };
-    let mut cases = vec![
-        // CL.TE: Content-Length covers the hidden request, chunked ends before it.
-        case(
-            "cl_te",
-            false,
-            &|len| format!("Content-Length: {len}\r\nTransfer-Encoding: chunked\r\n"),
-            format!("0\r\n\r\n{}", hidden("cl_te")),
-        ),
-        // TE.CL: the hidden request is chunk data; Content-Length ends before it.
-        case(
-            "te_cl",
-            false,
-            &|_| "Transfer-Encoding: chunked\r\nContent-Length: 4\r\n".into(),
-            format!(
-                "{:x}\r\n{}\r\n0\r\n\r\n",
-                hidden("te_cl").len(),
-                hidden("te_cl")
-            ),
-        ),
-        case(
-            "cl_conflict",
-            true,
-            &|len| format!("Content-Length: 2\r\nContent-Length: {len}\r\n"),
-            format!("{{}}{}", hidden("cl_conflict")),
-        ),
-        case(
-            "cl_list",
-            true,
-            &|len| format!("Content-Length: 2, {len}\r\n"),
-            format!("{{}}{}", hidden("cl_list")),
-        ),
-        case(
-            "cl_sign",
-            true,
-            &|_| "Content-Length: +2\r\n".into(),
-            format!("{{}}{}", hidden("cl_sign")),
-        ),
-        case(
-            "cl_space",
-            true,
-            &|_| "Content-Length : 2\r\n".into(),
-            format!("{{}}{}", hidden("cl_space")),
-        ),
-        case(
-            "te_not_last",
-            true,
-            &|len| format!("Transfer-Encoding: chunked, identity\r\nContent-Length: {len}\r\n"),
-            format!("0\r\n\r\n{}", hidden("te_not_last")),
-        ),
-        case(
-            "te_unknown",
-            true,
-            &|len| format!("Transfer-Encoding: xchunked\r\nContent-Length: {len}\r\n"),
-            format!("0\r\n\r\n{}", hidden("te_unknown")),
-        ),
-        case(
-            "te_space",
-            true,
-            &|len| format!("Transfer-Encoding : chunked\r\nContent-Length: {len}\r\n"),
-            format!("0\r\n\r\n{}", hidden("te_space")),
-        ),
-        case(
-            "te_twice",
-            false,
-            &|len| {
-                format!(
-                    "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\nContent-Length: {len}\r\n"
-                )
-            },
-            format!("0\r\n\r\n{}", hidden("te_twice")),
-        ),
-        // obs-fold: RFC 9112 §5.2 lets a server refuse it or replace it with spaces.
-        case(
-            "obs_fold",
-            false,
-            &|len| format!("X-Note: a\r\n b\r\nContent-Length: {len}\r\n"),
-            format!("{{}}{}", hidden("obs_fold")),
-        ),
-        case(
-            "obs_fold_te",
-            false,
-            &|len| format!("Transfer-Encoding: identity\r\n chunked\r\nContent-Length: {len}\r\n"),
-            format!("0\r\n\r\n{}", hidden("obs_fold_te")),
-        ),
-        case(
-            "chunk_not_hex",
-            true,
-            &|_| "Transfer-Encoding: chunked\r\n".into(),
-            format!("zz\r\n{}\r\n0\r\n\r\n", hidden("chunk_not_hex")),
-        ),
-        case(
-            "chunk_negative",
-            true,
-            &|_| "Transfer-Encoding: chunked\r\n".into(),
-            format!("-1\r\n{}\r\n0\r\n\r\n", hidden("chunk_negative")),
-        ),
-        case(
-            "chunk_overflow",
-            true,
-            &|_| "Transfer-Encoding: chunked\r\n".into(),
-            format!(
-                "10000000000000002\r\n{{}}\r\n0\r\n\r\n{}",
-                hidden("chunk_overflow")
-            ),
-        ),
-        case(
-            "chunk_0x",
-            true,
-            &|_| "Transfer-Encoding: chunked\r\n".into(),
-            format!("0x2\r\n{{}}\r\n0\r\n\r\n{}", hidden("chunk_0x")),
-        ),
-        case(
-            "chunk_too_long",
-            true,
-            &|_| "Transfer-Encoding: chunked\r\n".into(),
-            format!("2\r\n{{}}{}\r\n0\r\n\r\n", hidden("chunk_too_long")),
-        ),
-        // A whole request as the body: one request, whatever its body says.
-        case(
-            "in_body",
-            false,
-            &|len| format!("Content-Length: {len}\r\n"),
-            hidden("in_body"),
-        ),
-        case(
-            "nul_in_header",
-            true,
-            &|len| format!("X-Note: a\0b\r\nContent-Length: {len}\r\n"),
-            format!("{{}}{}", hidden("nul_in_header")),
-        ),
-    ];
-    // Chunked with HTTP/1.0, which has no chunked coding.
-    let body = format!("0\r\n\r\n{}", hidden("http10_te"));
-    cases.push(Case {
-        name: "http10_te",
-        bytes: format!(
-            "{}{body}",
-            head(
-                "http10_te",
-                "HTTP/1.0",
-                &format!(
-                    "Transfer-Encoding: chunked\r\nContent-Length: {}\r\n",
-                    body.len()
-                )
-            )
-        )
-        .into_bytes(),
-        must_refuse: false,
-    });
-    // Bare LF line ends.
-    let body = format!("{{}}{}", hidden("bare_lf"));
-    cases.push(Case {
-        name: "bare_lf",
-        bytes: format!(
-            "POST /api/v1/namespaces/demo/configmaps?case=bare_lf HTTP/1.1\nHost: kubernetes\n\
-             Authorization: Bearer {token}\nContent-Length: 2\n\n{body}"
-        )
-        .into_bytes(),
-        must_refuse: false,
-    });
-    cases
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn smuggled_requests_never_desync_the_agent_and_the_api_server() {
@@ -491,68 +310,6 @@ async fn oversized_heads_and_bodies_get_the_api_servers_answers() {
 /// The cut-off deadline the agent promises (30 s), with room for a loaded machine.
 const CUT_OFF: Duration = Duration::from_secs(35);
 
-/// How long until the agent closes a connection on which `dribble` sends one byte
-/// per second after `first`, reading whatever comes back.
-async fn time_to_close<S>(mut stream: S, first: Vec<u8>, dribble: Vec<u8>) -> Duration
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let started = Instant::now();
-    let (mut read, mut write) = tokio::io::split(&mut stream);
-    let writer = async {
-        let _ = write.write_all(&first).await;
-        let _ = write.flush().await;
-        for b in dribble.iter().cycle() {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            if write.write_all(&[*b]).await.is_err() || write.flush().await.is_err() {
-                break;
-            }
-        }
-        std::future::pending::<()>().await;
-    };
-    let reader = async {
-        let mut buf = [0; 4096];
-        loop {
-            match read.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    };
-    let limit = CUT_OFF + Duration::from_secs(20);
-    let _ = tokio::time::timeout(limit, async {
-        tokio::select! {
-            () = writer => {},
-            () = reader => {},
-        }
-    })
-    .await;
-    started.elapsed()
-}
-
-/// The first bytes a TLS client sends (its ClientHello).
-fn client_hello(agent: &Agent) -> Vec<u8> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(agent.ca_pem.as_bytes()).flatten() {
-        roots.add(cert).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let mut conn = rustls::ClientConnection::new(
-        Arc::new(config),
-        ServerName::from(IpAddr::from([127, 0, 0, 1])),
-    )
-    .unwrap();
-    let mut hello = Vec::new();
-    conn.write_tls(&mut hello).unwrap();
-    hello
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn slowloris_clients_are_cut_off_and_quiet_watches_are_not() {
     let s = setup(None, "").await;
@@ -609,58 +366,6 @@ async fn slowloris_clients_are_cut_off_and_quiet_watches_are_not() {
     assert!(!s.agent.log().iter().any(|l| l.contains("panicked")));
 }
 
-/// An HTTP/1.1 watch that sees no event for `silence`, then one: what it read.
-async fn quiet_watch(s: &Setup, silence: Duration) -> Result<String, String> {
-    let rv =
-        s.server.get("configmaps", "demo", "app-config").unwrap()["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-    let mut tls = connect(&s.agent, b"http/1.1").await;
-    let request = format!(
-        "GET /api/v1/namespaces/demo/configmaps?watch=1&resourceVersion={rv} HTTP/1.1\r\nHost: kubernetes\r\n\
-         Authorization: Bearer {}\r\n\r\n",
-        s.server.admin_token()
-    );
-    tls.write_all(request.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0; 4096];
-    let quiet_until = Instant::now() + silence;
-    // The head arrives at once; then silence.
-    while Instant::now() < quiet_until {
-        match tokio::time::timeout_at(quiet_until.into(), tls.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => {
-                return Err(format!(
-                    "closed during the silence: {}",
-                    String::from_utf8_lossy(&got)
-                ));
-            }
-            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
-            Err(_) => break,
-        }
-    }
-    s.server
-        .create(
-            "configmaps",
-            "demo",
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "after-the-silence"}}),
-        )
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&got).contains("after-the-silence") {
-        match tokio::time::timeout_at(deadline.into(), tls.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
-            _ => {
-                return Err(format!(
-                    "no event after the silence: {}",
-                    String::from_utf8_lossy(&got)
-                ));
-            }
-        }
-    }
-    Ok(String::from_utf8_lossy(&got).into_owned())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_stops_reading_is_cut_off() {
     let s = setup(None, "").await;
@@ -707,78 +412,6 @@ async fn a_client_that_stops_reading_is_cut_off() {
 }
 
 // === tokens ===
-
-/// A cheap deterministic generator (xorshift64): the same flood every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % n as u64).unwrap()
-    }
-}
-
-/// Bearer tokens that must all be refused: random bytes, truncated and bit-flipped
-/// JWTs, `alg: none`, unknown key ids, foreign signers, huge ones.
-fn malformed_tokens(server: &Handle, count: usize) -> Vec<String> {
-    let subject = Subject {
-        namespace: "demo".into(),
-        service_account: "bot".into(),
-        service_account_uid: "uid-bot".into(),
-        pod: None,
-    };
-    let audiences = [kgate_tests::apiserver::DEFAULT_ISSUER.to_owned()];
-    let real = server.mint_token(&subject, &audiences, 3600);
-    let foreign = server.mint_foreign_token(&subject, &audiences, 3600);
-    let parts: Vec<&str> = real.split('.').collect();
-    let claims = parts[1];
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let printable = |rng: &mut Rng, len: usize| -> String {
-        (0..len)
-            .map(|_| char::from(b'!' + u8::try_from(rng.below(94)).unwrap()))
-            .collect()
-    };
-    (0..count)
-        .map(|i| match i % 8 {
-            0 => {
-                let len = 1 + rng.below(300);
-                printable(&mut rng, len)
-            }
-            1 => real[..rng.below(real.len() - 1)].to_owned(),
-            2 => {
-                let mut bytes = real.clone().into_bytes();
-                let at = parts[0].len() + parts[1].len() + 2 + rng.below(parts[2].len());
-                bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
-                String::from_utf8(bytes).unwrap()
-            }
-            3 => format!(
-                "{}.{claims}.",
-                URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#)
-            ),
-            4 => format!(
-                "{}.{claims}.{}",
-                URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"RS256","kid":"nope-{i}"}}"#)),
-                parts[2]
-            ),
-            5 => foreign.clone(),
-            6 => format!(
-                "{}.{claims}.{}",
-                URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#),
-                URL_SAFE_NO_PAD.encode(rng.next().to_le_bytes())
-            ),
-            _ => {
-                let len = 8_000 + rng.below(56_000);
-                printable(&mut rng, len)
-            }
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ten_thousand_malformed_tokens_are_refused_with_bounded_memory() {
