@@ -322,10 +322,21 @@ pub struct Upstream {
     /// the pod watch) and for impersonation. Re-read when it changes, as projected
     /// tokens rotate. Default: none.
     pub token_file: Option<PathBuf>,
+    /// How long a request that is not long-running (not a watch, exec, attach,
+    /// port-forward, proxy or `logs`) waits for the API server's response head
+    /// before the client gets a 504 Status. Default: 70, just above the API
+    /// server's own 60 s request timeout, so that its 504 normally comes first and
+    /// this only fires when the API server hangs.
+    #[serde(default = "default_response_timeout_seconds")]
+    pub response_timeout_seconds: u64,
 }
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 6443))
+}
+
+fn default_response_timeout_seconds() -> u64 {
+    70
 }
 
 fn default_true() -> bool {
@@ -502,6 +513,12 @@ impl Config {
         self.record.validate()?;
         if self.tls.reload_seconds == 0 {
             return Err(invalid("tls.reloadSeconds", "must be at least 1"));
+        }
+        if self.upstream.response_timeout_seconds == 0 {
+            return Err(invalid(
+                "upstream.responseTimeoutSeconds",
+                "must be at least 1",
+            ));
         }
         if let CgroupSetting::Path(p) = &self.cgroup
             && !p.is_absolute()

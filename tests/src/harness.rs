@@ -111,6 +111,18 @@ impl Agent {
         admin_token: &str,
         extra: &str,
     ) -> anyhow::Result<Self> {
+        Self::standalone_full(upstream, upstream_ca_pem, admin_token, "", extra)
+    }
+
+    /// As [`Agent::standalone_with`], with `upstream_fields` added to the `upstream:`
+    /// section (`responseTimeoutSeconds: 3`, say).
+    pub fn standalone_full(
+        upstream: &str,
+        upstream_ca_pem: &str,
+        admin_token: &str,
+        upstream_fields: &str,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
         let dir = scratch_dir("agent");
         let ca = Ca::new("kgate test cluster CA")?;
         ca.issue_kgate(&[])?.write(&dir, "tls")?;
@@ -118,12 +130,17 @@ impl Agent {
         fs::write(dir.join("agent-token"), admin_token)?;
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let config = dir.join("agent.yaml");
+        let upstream_fields = if upstream_fields.is_empty() {
+            String::new()
+        } else {
+            format!(", {upstream_fields}")
+        };
         fs::write(
             &config,
             format!(
                 "listen: '{addr}'\nkernel: false\ndirectClients: allow\n\
                  tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key, reloadSeconds: 1}}\n\
-                 upstream: {{server: '{upstream}', caFile: {d}/upstream-ca.crt, tokenFile: {d}/agent-token}}\n\
+                 upstream: {{server: '{upstream}', caFile: {d}/upstream-ca.crt, tokenFile: {d}/agent-token{upstream_fields}}}\n\
                  {extra}",
                 d = dir.display()
             ),

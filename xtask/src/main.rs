@@ -1,8 +1,10 @@
 //! `cargo xtask …`: kgate's project commands. `setup` installs the toolchain pieces,
-//! `test` runs every test (the kernel tests too, as root), `demo` shows the main job.
+//! `test` runs every test (the kernel tests too, as root), `demo` shows the main job,
+//! `fuzz` and `chaos` run the long hostile-input and kill -9 campaigns.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod toolchain;
 
 use std::process::Command;
@@ -33,6 +35,19 @@ enum Cmd {
     Demo,
     /// Benchmark kgate against direct access and nginx, in one run (docs/bench.md).
     Bench(bench::Args),
+    /// Fuzz every target in fuzz/ (cargo-fuzz, nightly) for a bounded time each.
+    Fuzz {
+        /// Seconds per target (CI's smoke run uses 10).
+        #[arg(long, default_value_t = fuzz::DEFAULT_SECONDS)]
+        seconds: u64,
+    },
+    /// Kill a strict-mode agent with SIGKILL under load in randomized trials, and find
+    /// a durable record for every request the API server saw.
+    Chaos {
+        /// Trials (CI's test run does a few).
+        #[arg(long, default_value_t = 1000)]
+        trials: u32,
+    },
     /// Regenerate deploy/crds.yaml from the Rust types (a test fails when it drifts).
     Crds,
 }
@@ -51,6 +66,20 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(args) => {
             toolchain::setup()?;
             bench::run(&args)
+        }
+        Cmd::Fuzz { seconds } => fuzz::run(seconds),
+        Cmd::Chaos { trials } => {
+            toolchain::setup()?;
+            build()?;
+            step(&format!("{trials} kill -9 trials of a strict-mode agent"));
+            run_cmd(
+                cargo()
+                    .args(["test", "-p", "kgate-tests", "--test", "recording", "--"])
+                    // Each trial prints its seed and what it saw.
+                    .args(["--include-ignored", "--exact", "--nocapture"])
+                    .arg("strict_records_survive_sigkills_under_load")
+                    .env("KGATE_KILL_TRIALS", trials.to_string()),
+            )
         }
         Cmd::Crds => {
             toolchain::setup()?;

@@ -52,6 +52,10 @@ const MAX_LOCAL_CACHE: Duration = Duration::from_secs(300);
 const JWKS_MIN_REFRESH: Duration = Duration::from_secs(10);
 /// How long a request from a pod waits for the pod index to know it.
 const POD_WAIT: Duration = Duration::from_secs(3);
+/// Bound on each of kgate's own identity calls (TokenReview, discovery, JWKS): an API
+/// server that takes them and never answers must give the caller a 503, not a wait as
+/// long as the API client's read timeout (which is long, for the pod watch).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An authenticated user, as the API server's `UserInfo`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -296,9 +300,14 @@ impl Identifier {
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(&body).unwrap_or_default())
             .map_err(|e| unavailable(e.to_string()))?;
-        let review: serde_json::Value = client
-            .request(req)
+        let review: serde_json::Value = tokio::time::timeout(CALL_TIMEOUT, client.request(req))
             .await
+            .map_err(|_| {
+                unavailable(format!(
+                    "TokenReview failed: no answer within {} s",
+                    CALL_TIMEOUT.as_secs()
+                ))
+            })?
             .map_err(|e| unavailable(format!("TokenReview failed: {e}")))?;
         let status = &review["status"];
         if status["authenticated"].as_bool() != Some(true) {
@@ -463,9 +472,9 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     let req = Request::get(path)
         .body(Vec::new())
         .map_err(|e| e.to_string())?;
-    client
-        .request(req)
+    tokio::time::timeout(CALL_TIMEOUT, client.request(req))
         .await
+        .map_err(|_| format!("GET {path}: no answer within {} s", CALL_TIMEOUT.as_secs()))?
         .map_err(|e| format!("GET {path}: {e}"))
 }
 

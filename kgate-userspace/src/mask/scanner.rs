@@ -364,6 +364,10 @@ impl Scanner {
     /// `items` or `rows` (an earlier one, or one spelt with escapes), which would go
     /// out unmasked. Otherwise the whole object stays one unit.
     fn start_streaming(&mut self, array: Array, out: &mut Vec<u8>) -> Result<(), MaskError> {
+        // The member tracking skips bytes it has no use for; what it skipped between
+        // the key and the `[` must be JSON's, or the output would be a repaired copy
+        // of malformed input.
+        check_array_member(&self.buf[self.members.member_start..], array)?;
         let mut head = self.buf[..self.members.member_start].to_vec();
         if head.last() == Some(&b',') {
             head.pop();
@@ -396,6 +400,25 @@ impl Scanner {
         self.state = State::Between;
         Ok(())
     }
+}
+
+/// `member`, the streamed array's member up to its `[`, is `"items" : [` (or `rows`)
+/// with optional whitespace. The key's bytes matched exactly, so no whitespace is
+/// inside it, and every non-space byte must be the expected one.
+fn check_array_member(member: &[u8], array: Array) -> Result<(), MaskError> {
+    let want: &[u8] = match array {
+        Array::Items => b"\"items\":[",
+        Array::Rows => b"\"rows\":[",
+    };
+    let mut got = member.iter().copied().filter(|&b| !is_space(b));
+    for &w in want {
+        match got.next() {
+            Some(b) if b == w => {}
+            Some(b) => return Err(MaskError::Unexpected(b)),
+            None => return Err(MaskError::Truncated),
+        }
+    }
+    got.next().map_or(Ok(()), |b| Err(MaskError::Unexpected(b)))
 }
 
 /// JSON's whitespace.

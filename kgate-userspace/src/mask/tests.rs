@@ -450,6 +450,23 @@ fn broken_responses_fail_and_never_leak() {
             r#"{"kind":"Secret"} {"data":{"a":"czNjcjN0"}}"#.into(),
             "unexpected byte",
         ),
+        // Found by the fuzzer: bytes between the streamed array's key and its `[`
+        // were skipped, so malformed JSON came out repaired instead of refused.
+        (
+            &list,
+            r#"{"kind":"Table","rows"=:[{"object":{"data":{"a":"czNjcjN0"}}}]}"#.into(),
+            "unexpected byte",
+        ),
+        (
+            &list,
+            r#"{"kind":"SecretList","items" x :[{"data":{"a":"czNjcjN0"}}]}"#.into(),
+            "unexpected byte",
+        ),
+        (
+            &list,
+            r#"{"kind":"SecretList","items"::[{"data":{"a":"czNjcjN0"}}]}"#.into(),
+            "unexpected byte",
+        ),
         (&get, r#"["czNjcjN0"]"#.into(), "unexpected byte"),
         (
             &get,

@@ -4,8 +4,11 @@
 //! - HTTP/2 upstream when the API server offers it (many watches share one
 //!   connection); protocol upgrades (exec, attach, port-forward over SPDY/3.1 or
 //!   WebSocket) go over a separate HTTP/1.1 pool, since h2 cannot carry them.
-//! - No proxy timeout: watches, `logs -f` and exec streams last as long as both ends
-//!   want. Dead peers are found by TCP and HTTP/2 keep-alives, not by a deadline.
+//! - No proxy timeout on streams: watches, `logs -f` and exec streams last as long as
+//!   both ends want. Dead peers are found by TCP and HTTP/2 keep-alives, not by a
+//!   deadline. Only the response head of a request that is not long-running has a
+//!   deadline (`upstream.responseTimeoutSeconds`), so that a hung API server gives
+//!   clients a 504 instead of a wait without end.
 //! - Hop-by-hop headers (RFC 9110 §7.6.1) are dropped both ways; headers a client
 //!   could use to claim another identity or address (`X-Forwarded-*`, `Forwarded`,
 //!   `X-Real-Ip`) are dropped and `X-Forwarded-For` set to what the kernel saw.
@@ -61,6 +64,9 @@ pub enum ForwardError {
     /// The request could not be rebuilt for upstream: the client's fault, a 400.
     #[error("request cannot be forwarded: {0}")]
     BadRequest(String),
+    /// No response head in time from an API server that took the request: a 504.
+    #[error("the upstream API server did not answer within {} s", .0.as_secs())]
+    Timeout(Duration),
 }
 
 /// Pooled clients to the real API server.
@@ -75,6 +81,8 @@ pub struct Upstream {
     upgrades: Client<HttpsConnector<Dialer>, Body>,
     /// The agent's own bearer token, for impersonated requests.
     agent_token: Option<AgentToken>,
+    /// Deadline on the response head of requests that are not long-running.
+    response_timeout: Duration,
 }
 
 /// A bearer token file, re-read when it may have rotated.
@@ -155,17 +163,20 @@ impl Upstream {
                 path,
                 current: Mutex::new((None, None)),
             }),
+            response_timeout: Duration::from_secs(cfg.response_timeout_seconds),
         })
     }
 
     /// Forwards `req`, which came from `client`: with the caller's own credentials, or
     /// as the agent impersonating `impersonate`. For an upgrade, the client's and the
     /// upstream's upgraded streams are relayed in a task of their own, through `tap`.
+    /// Unless `long_running`, the response head must come within the response timeout.
     pub async fn forward(
         &self,
         client: SocketAddr,
         mut req: Request<Body>,
         impersonate: Option<&UserInfo>,
+        long_running: bool,
         tap: StreamTap,
     ) -> Result<Response<Body>, ForwardError> {
         let upgrade = upgrade_protocol(req.headers()).is_some();
@@ -186,10 +197,15 @@ impl Upstream {
             (false, true) => &self.http1,
             (false, false) => &self.pooled,
         };
-        let mut response = pool
-            .request(upstream_req)
-            .await
-            .map_err(ForwardError::Upstream)?;
+        let sent = pool.request(upstream_req);
+        let mut response = if long_running {
+            sent.await
+        } else {
+            tokio::time::timeout(self.response_timeout, sent)
+                .await
+                .map_err(|_| ForwardError::Timeout(self.response_timeout))?
+        }
+        .map_err(blame)?;
 
         if let Some(client_upgrade) = client_upgrade
             && response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -236,6 +252,24 @@ impl Upstream {
         );
         Ok(Request::from_parts(parts, incoming))
     }
+}
+
+/// Which side broke a failed exchange: the client's own request body (a malformed
+/// chunk, a short body: hyper reports the body stream's error as a user error) is the
+/// client's fault, a 400; anything else is the upstream's.
+fn blame(error: hyper_util::client::legacy::Error) -> ForwardError {
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>()
+            && hyper.is_user()
+        {
+            let why = std::error::Error::source(hyper)
+                .map_or_else(|| hyper.to_string(), ToString::to_string);
+            return ForwardError::BadRequest(format!("the request body is malformed: {why}"));
+        }
+        source = cause.source();
+    }
+    ForwardError::Upstream(error)
 }
 
 // === impl AgentToken ===

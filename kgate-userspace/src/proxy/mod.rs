@@ -12,11 +12,14 @@
 //! 8. [`record`]: what happened.
 //!
 //! Every refusal a client sees is a Kubernetes `Status` with the right HTTP code.
+//! Clients that hold a connection without moving it forward are cut off
+//! ([`deadline`]).
 
 pub mod accept;
 pub mod approve;
 pub mod authorize;
 pub mod body;
+pub mod deadline;
 pub mod dial;
 pub mod forward;
 pub mod identify;
@@ -38,6 +41,7 @@ use tracing::{debug, warn};
 use self::{
     accept::{CgroupNames, Connection},
     body::Body,
+    deadline::{HANDSHAKE_TIMEOUT, STALLED_WRITE_TIMEOUT, StallGuard},
     forward::{ForwardError, Upstream},
     record::{StreamTap, Subject},
 };
@@ -122,31 +126,52 @@ pub async fn serve_connection(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAdd
     // Names the connection in every record: a session is one connection's requests.
     let conn_id: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     let _ = tcp.set_nodelay(true);
-    let tls = match proxy.tls.accept(tcp).await {
-        Ok(tls) => tls,
-        Err(error) => {
+    let tcp = StallGuard::new(tcp, STALLED_WRITE_TIMEOUT);
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, proxy.tls.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
             debug!(%error, "TLS handshake failed");
             return;
         }
+        Err(_) => {
+            debug!("TLS handshake not done in time: connection closed");
+            return;
+        }
     };
+    // Set by the first request head: until then the connection is on the clock.
+    let first_request = Arc::new(tokio::sync::Notify::new());
+    let requested = first_request.clone();
     let service = service_fn(move |req| {
+        requested.notify_one();
         let (proxy, conn, conn_id) = (proxy.clone(), conn.clone(), conn_id.clone());
         async move { Ok::<_, Infallible>(handle(proxy, conn, conn_id, req).await) }
     });
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
+        // hyper's default, stated: it also closes keep-alive connections idle this long.
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
         .max_buf_size(HYPER_HEADER_LIMIT);
     http.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(HYPER_HEADER_LIMIT).unwrap_or(u32::MAX))
         // Finds clients that vanished under a quiet watch; no deadline on the stream.
         .keep_alive_interval(std::time::Duration::from_secs(30));
-    if let Err(error) = http
-        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-        .await
-    {
-        debug!(%error, "connection ended with an error");
+    let served = http.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    // Neither the protocol detection nor the HTTP/2 preface has a deadline of its own.
+    let no_request = async {
+        if tokio::time::timeout(HANDSHAKE_TIMEOUT, first_request.notified())
+            .await
+            .is_ok()
+        {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = served => if let Err(error) = result {
+            debug!(%error, "connection ended with an error");
+        },
+        () = no_request => debug!("no request head in time: connection closed"),
     }
 }
 
@@ -288,7 +313,7 @@ async fn handle(
     let stage = Instant::now();
     let forwarded = proxy
         .upstream
-        .forward(conn.peer, req, impersonate, tap)
+        .forward(conn.peer, req, impersonate, info.is_long_running(), tap)
         .await;
     proxy.metrics.node.stage("forward", stage.elapsed());
     let response = match forwarded {
@@ -353,6 +378,7 @@ impl Drop for HeldGauge<'_> {
 fn forward_status(error: &ForwardError) -> Status {
     match error {
         ForwardError::BadRequest(_) => Status::bad_request(format!("kgate: {error}")),
+        ForwardError::Timeout(_) => Status::gateway_timeout(format!("kgate: {error}")),
         _ => Status::service_unavailable(format!("kgate: {error}")),
     }
 }

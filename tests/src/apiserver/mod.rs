@@ -606,7 +606,10 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-fn tls_acceptor(cert_pem: &str, key_pem: &str) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+pub(crate) fn tls_acceptor(
+    cert_pem: &str,
+    key_pem: &str,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>()?;
