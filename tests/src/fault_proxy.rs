@@ -84,8 +84,8 @@ impl FaultProxy {
         let tls = crate::apiserver::tls_acceptor(&pair.cert_pem, &pair.key_pem)?;
         let upstream: Uri = upstream.parse()?;
         let clients = Arc::new(Clients {
-            http2: client(upstream_ca_pem, true),
-            http1: client(upstream_ca_pem, false),
+            http2: crate::harness::https_client_with(upstream_ca_pem, true),
+            http1: crate::harness::https_client_with(upstream_ca_pem, false),
             upstream,
         });
         let (mode, rx) = watch::channel(Fault::None);
@@ -259,33 +259,4 @@ async fn answer(clients: &Clients, fault: Fault, req: Request<Incoming>) -> Resp
             )
             .expect("a 502"),
     }
-}
-
-fn client(
-    ca_pem: &str,
-    http2: bool,
-) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Incoming> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()).flatten() {
-        roots.add(cert).expect("CA certificate");
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only();
-    let connector = if http2 {
-        builder.enable_http2().build()
-    } else {
-        builder.enable_http1().build()
-    };
-    let mut client = Client::builder(TokioExecutor::new());
-    client.http2_only(http2);
-    client.build(connector)
 }

@@ -303,6 +303,19 @@ pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<
 
 /// An HTTPS client trusting `ca_pem`, HTTP/2 only or HTTP/1.1 only.
 pub fn https_client(ca_pem: &str, http2: bool) -> HttpsClient {
+    https_client_with(ca_pem, http2)
+}
+
+/// As [`https_client`], for request bodies of type `B` (a proxy's `Incoming`, say).
+pub fn https_client_with<B>(
+    ca_pem: &str,
+    http2: bool,
+) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, B>
+where
+    B: hyper::body::Body + Send + 'static + Unpin,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()).flatten() {
