@@ -25,7 +25,7 @@ use std::{
 
 use http::{
     HeaderMap, HeaderValue, Method, StatusCode,
-    header::{CONTENT_LENGTH, CONTENT_TYPE, UPGRADE, USER_AGENT},
+    header::{CONTENT_LENGTH, UPGRADE, USER_AGENT},
 };
 use jiff::Timestamp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -147,13 +147,7 @@ impl Pending {
         if !has_body || !recorder.enabled() {
             return req;
         }
-        // JSON and the JSON patch types; protobuf and apply's YAML are not kept.
-        let json = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|t| t.trim().ends_with("json"));
+        let json = request_object::is_json(req.headers());
         let (parts, body) = req.into_parts();
         let (body, captured) =
             request_object::tee(body, limit, length, json, masker.record_plan(info));

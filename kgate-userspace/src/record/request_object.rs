@@ -55,6 +55,16 @@ struct Tee {
     limit: usize,
 }
 
+/// Whether a body with these headers is JSON (the JSON patch types included); protobuf
+/// and YAML bodies are not kept.
+pub fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().ends_with("json"))
+}
+
 /// Wraps `body` so that a copy of up to `limit` bytes is kept. `json`: the body's
 /// content type is JSON; `mask`: the rules its object is masked by.
 pub fn tee(

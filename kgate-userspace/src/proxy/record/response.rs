@@ -60,12 +60,7 @@ pub fn hold(
     limit: usize,
     response: http::Response<Body>,
 ) -> (http::Response<Body>, Held) {
-    let json = response
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().ends_with("json"));
+    let json = request_object::is_json(response.headers());
     let length = response
         .headers()
         .get(http::header::CONTENT_LENGTH)
