@@ -7,7 +7,6 @@
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use super::{accept::Connection, body};
 use crate::{
@@ -29,7 +28,7 @@ pub async fn approve(
     info: &RequestInfo,
     decision: &Decision,
     masked: bool,
-    req: Request<Incoming>,
+    req: Request<body::Lingering>,
 ) -> Result<(Request<body::Body>, String), Status> {
     let Some(approvals) = approvals else {
         return Err(Status::forbidden(format!(

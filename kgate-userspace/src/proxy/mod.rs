@@ -29,7 +29,7 @@ pub mod tls;
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Instant};
 
 use http::{HeaderName, Request, Response, header::CONTENT_TYPE};
-use hyper::{body::Incoming, service::service_fn};
+use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -144,7 +144,7 @@ pub async fn serve_connection(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAdd
     let service = service_fn(move |req| {
         requested.notify_one();
         let (proxy, conn, conn_id) = (proxy.clone(), conn.clone(), conn_id.clone());
-        async move { Ok::<_, Infallible>(handle(proxy, conn, conn_id, req).await) }
+        async move { Ok::<_, Infallible>(handle(proxy, conn, conn_id, body::Lingering::new(req)).await) }
     });
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
@@ -180,7 +180,7 @@ async fn handle(
     proxy: Arc<Proxy>,
     conn: Arc<Connection>,
     conn_id: Arc<str>,
-    mut req: Request<Incoming>,
+    mut req: Request<body::Lingering>,
 ) -> Response<Body> {
     let started = Instant::now();
     let head_bytes = req.uri().path_and_query().map_or(0, |p| p.as_str().len())

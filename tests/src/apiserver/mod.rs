@@ -41,7 +41,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited, StreamBody, combinators::UnsyncBoxBody};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::{body::Frame, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
@@ -384,6 +384,31 @@ impl Req {
     }
 }
 
+/// Reads a request body of at most [`MAX_BODY`] bytes. One over it is refused the
+/// way Go's server refuses it: the answer goes out while the rest of the body is read
+/// and discarded in the background for a while (Go's lingering close), then the
+/// connection closes. Closing at once would reset the connection under the client's
+/// unread answer.
+async fn read_limited(mut body: hyper::body::Incoming) -> Result<Bytes, ()> {
+    let mut read = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(drop)?.into_data() else {
+            continue;
+        };
+        if read.len() + data.len() > MAX_BODY {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    while let Some(Ok(_)) = body.frame().await {}
+                })
+                .await;
+            });
+            return Err(());
+        }
+        read.extend_from_slice(&data);
+    }
+    Ok(read.into())
+}
+
 async fn route(
     state: Arc<State>,
     mut req: hyper::Request<hyper::body::Incoming>,
@@ -393,14 +418,19 @@ async fn route(
         .contains_key(header::UPGRADE)
         .then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return status(
+    let body = match read_limited(body).await {
+        Ok(b) => b,
+        Err(()) => {
+            let mut response = status(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
                 "request body too large",
             );
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return response;
         }
     };
     let query_str = parts.uri.query().unwrap_or_default().to_owned();
