@@ -418,20 +418,15 @@ async fn route(
         .contains_key(header::UPGRADE)
         .then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let body = match read_limited(body).await {
-        Ok(b) => b,
-        Err(()) => {
-            let mut response = status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "RequestEntityTooLarge",
-                "request body too large",
-            );
-            response.headers_mut().insert(
-                header::CONNECTION,
-                header::HeaderValue::from_static("close"),
-            );
-            return response;
-        }
+    let Ok(body) = read_limited(body).await else {
+        let mut response = status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            "request body too large",
+        );
+        let close = header::HeaderValue::from_static("close");
+        response.headers_mut().insert(header::CONNECTION, close);
+        return response;
     };
     let query_str = parts.uri.query().unwrap_or_default().to_owned();
     let req = Req {
