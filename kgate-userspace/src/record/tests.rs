@@ -414,3 +414,47 @@ async fn the_durable_end_is_published_after_each_sync() {
     let end = *rx.borrow();
     assert_eq!((end.seq, end.offset), (1, (log::HEADER + 3) as u64));
 }
+
+#[tokio::test]
+async fn strict_syncs_for_waiting_records_and_soon_after_for_the_rest() {
+    let dir = Dir::new("lazy");
+    let (log, _) = Log::open(&dir.0, BIG).unwrap();
+    let (tx, mut rx) = tokio::sync::watch::channel(log.end());
+    let stats = Arc::new(Stats::default());
+    let writer = Writer::spawn(
+        Sinks {
+            log: Some(log),
+            stdout: false,
+            committed: Some(tx),
+        },
+        16,
+        None,
+        stats.clone(),
+    )
+    .unwrap();
+    // A record no one waits for (a response record) is written at once...
+    assert!(
+        writer
+            .submit(b"response".to_vec(), false)
+            .unwrap()
+            .is_none()
+    );
+    while stats.written.load(Ordering::Relaxed) < 1 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(all(&dir.0), [b"response".to_vec()]);
+    // (`written` counts after the group's sync, had there been one.)
+    assert_eq!(stats.syncs.load(Ordering::Relaxed), 0, "synced at once");
+    // ...and synced (published to followers) soon after, on its own.
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .expect("the lazy sync never came")
+        .unwrap();
+    assert_eq!(rx.borrow_and_update().seq, 1);
+    assert_eq!(stats.syncs.load(Ordering::Relaxed), 1);
+    // A record a request waits for is synced before its acknowledgement.
+    let ack = writer.submit(b"request".to_vec(), true).unwrap().unwrap();
+    ack.await.unwrap().unwrap();
+    assert_eq!(stats.syncs.load(Ordering::Relaxed), 2);
+    assert_eq!(rx.borrow_and_update().seq, 2);
+}

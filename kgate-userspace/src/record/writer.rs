@@ -1,12 +1,16 @@
 //! The writer thread: the one owner of the record log. Requests hand it serialized
 //! events over a bounded queue; it writes whatever has queued up as one group.
 //!
-//! - `strict`: each group is written and `fdatasync`ed, then every record of the group
-//!   that asked for an acknowledgement gets it: concurrent requests share one sync
-//!   (group commit). A failed write or sync is acknowledged as an error, and the
-//!   request path refuses the request (fail closed).
+//! - `strict`: a group with a record that asked for an acknowledgement (a request
+//!   about to be forwarded) is written and `fdatasync`ed, then those records get it:
+//!   concurrent requests share one sync (group commit). A failed write or sync is
+//!   acknowledged as an error, and the request path refuses the request (fail
+//!   closed). A group no one waits for (response records, stream frames) is written
+//!   and rides on the next sync, at most [`LAZY_SYNC`] later.
 //! - `batch`: groups are written as they come and synced every `flush` interval;
-//!   nothing waits for the disk.
+//!   nothing waits for the disk. After a group the writer pauses for [`BATCH_PAUSE`]
+//!   and takes what queued up meanwhile as the next group, so a busy proxy's requests
+//!   hand over records without waking the writer thread one by one.
 //!
 //! A full queue is never silent: the record is counted in [`Stats::dropped`] and a
 //! warning is logged (rate limited), and a strict request is refused.
@@ -31,6 +35,10 @@ use super::{
 
 /// The most records written as one group.
 const MAX_GROUP: usize = 4096;
+/// In strict mode, how long a written record no request waits for may stay unsynced.
+const LAZY_SYNC: Duration = Duration::from_millis(100);
+/// In batch mode, the writer's pause between groups while records keep coming.
+const BATCH_PAUSE: Duration = Duration::from_millis(2);
 
 /// Counters anyone may read (`/metrics` shows them).
 #[derive(Debug, Default)]
@@ -155,20 +163,24 @@ impl Writer {
 fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, stats: &Stats) {
     let mut buf = Vec::new();
     let mut group: Vec<Item> = Vec::new();
-    let mut dirty = false;
-    let mut last_sync = Instant::now();
+    // When the oldest written but unsynced record was written.
+    let mut dirty: Option<Instant> = None;
+    let sync_every = flush.unwrap_or(LAZY_SYNC);
     let stdout = io::stdout();
     loop {
-        // Wait for a record; in batch mode wake up for the periodic sync too.
-        let first = match flush {
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(every) => rx.recv_timeout(every.saturating_sub(last_sync.elapsed())),
+        // Wait for a record; with unsynced records, no longer than the sync is due.
+        let first = if let Some(since) = dirty {
+            rx.recv_timeout(sync_every.saturating_sub(since.elapsed()))
+        } else {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
         };
         match first {
             Ok(item) => group.push(item),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                if dirty && let Some(log) = &mut sinks.log {
+                if dirty.is_some()
+                    && let Some(log) = &mut sinks.log
+                {
                     let _ = log.sync();
                 }
                 return;
@@ -187,7 +199,7 @@ fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, sta
             }
             if let Some(log) = &mut sinks.log {
                 result = log.append(&buf, group.len() as u64);
-                dirty = true;
+                dirty.get_or_insert_with(Instant::now);
             }
             if sinks.stdout {
                 let mut out = stdout.lock();
@@ -203,19 +215,16 @@ fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, sta
                 let _ = out.flush();
             }
         }
-        let sync_due = match flush {
-            None => !group.is_empty(),
-            Some(every) => last_sync.elapsed() >= every,
-        };
+        let waited_for = group.iter().any(|item| item.ack.is_some());
+        let sync_due = (flush.is_none() && waited_for)
+            || dirty.is_some_and(|since| since.elapsed() >= sync_every);
         if result.is_ok()
-            && dirty
             && sync_due
             && let Some(log) = &mut sinks.log
         {
             result = log.sync();
             stats.syncs.fetch_add(1, Ordering::Relaxed);
-            last_sync = Instant::now();
-            dirty = false;
+            dirty = None;
             if result.is_ok()
                 && let Some(committed) = &sinks.committed
             {
@@ -223,8 +232,6 @@ fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, sta
                 stats.durable_end.store(end.seq, Ordering::Relaxed);
                 committed.send_replace(end);
             }
-        } else if sync_due {
-            last_sync = Instant::now();
         }
         let result = result.map_err(|e| e.to_string());
         match &result {
@@ -247,10 +254,14 @@ fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, sta
                 error!(error = %e, records = group.len(), "record log write failed");
             }
         }
+        let busy = !group.is_empty();
         for item in group.drain(..) {
             if let Some(ack) = item.ack {
                 let _ = ack.send(result.clone());
             }
+        }
+        if flush.is_some() && busy {
+            std::thread::sleep(BATCH_PAUSE);
         }
     }
 }
