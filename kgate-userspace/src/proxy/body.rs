@@ -43,7 +43,7 @@ const LINGER_BYTES: usize = 4 << 20;
 const LINGER_TIME: Duration = Duration::from_secs(5);
 
 /// A client's request body that, dropped before its end on an HTTP/1.1 connection,
-/// is read to its end (up to [`LINGER_BYTES`] and [`LINGER_TIME`]) and discarded.
+/// is read to its end (up to `LINGER_BYTES` and `LINGER_TIME`) and discarded.
 ///
 /// kgate answers many requests without their body: refusals, approvals over the
 /// size limit, an upstream's early 413. hyper then closes the connection with the

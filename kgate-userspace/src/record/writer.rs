@@ -6,9 +6,9 @@
 //!   concurrent requests share one sync (group commit). A failed write or sync is
 //!   acknowledged as an error, and the request path refuses the request (fail
 //!   closed). A group no one waits for (response records, stream frames) is written
-//!   and rides on the next sync, at most [`LAZY_SYNC`] later.
+//!   and rides on the next sync, at most 100 ms later.
 //! - `batch`: groups are written as they come and synced every `flush` interval;
-//!   nothing waits for the disk. After a group the writer pauses for [`BATCH_PAUSE`]
+//!   nothing waits for the disk. After a group the writer pauses for 2 ms
 //!   and takes what queued up meanwhile as the next group, so a busy proxy's requests
 //!   hand over records without waking the writer thread one by one.
 //!
