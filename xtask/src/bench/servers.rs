@@ -192,9 +192,20 @@ pub fn start_kgate(
             durability = durability.name(),
         ),
     )?;
+    // A profiler to run kgate under (`heaptrack`, `perf record -g --`, `valgrind
+    // --tool=massif`): its memory and CPU figures are then the profiler's too.
+    let wrapper = std::env::var("KGATE_BENCH_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(words).arg(release_bin("kgate"));
+            cmd
+        }
+        None => Command::new(release_bin("kgate")),
+    };
     let mut child = Child::spawn(
-        Command::new(release_bin("kgate"))
-            .args(["agent", "--config"])
+        cmd.args(["agent", "--config"])
             .arg(own.join("agent.yaml"))
             .env("RUST_LOG", "warn"),
         &own.join("kgate.log"),
