@@ -75,10 +75,16 @@ impl http_body::Body for Lingering {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        match self.inner.as_mut() {
-            Some(inner) => Pin::new(inner).poll_frame(cx),
-            None => Poll::Ready(None),
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = Pin::new(inner).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            // Read to its end: nothing left to linger for (a chunked body's
+            // `is_end_stream` never says so).
+            self.inner = None;
         }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

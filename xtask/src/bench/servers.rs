@@ -21,6 +21,9 @@ pub struct Child {
     child: std::process::Child,
     /// Stop with SIGTERM first (nginx: a SIGKILLed master orphans its workers).
     graceful: bool,
+    /// The child leads a process group, which is stopped as a whole (a profiler and
+    /// the kgate it started).
+    group: bool,
 }
 
 impl Child {
@@ -35,7 +38,17 @@ impl Child {
         Ok(Self {
             child,
             graceful: false,
+            group: false,
         })
+    }
+
+    /// Like [`Child::spawn`], as the leader of a new process group that is stopped
+    /// gracefully as a whole.
+    pub fn spawn_group(cmd: &mut Command, log: &Path) -> anyhow::Result<Self> {
+        use std::os::unix::process::CommandExt as _;
+        let mut child = Self::spawn(cmd.process_group(0), log)?.graceful();
+        child.group = true;
+        Ok(child)
     }
 
     /// Stopped with SIGTERM (then SIGKILL after 5 s) rather than SIGKILL.
@@ -59,9 +72,15 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
+        // `kill -TERM -- -PGID` signals the whole group.
+        let target = if self.group {
+            format!("-{}", self.child.id())
+        } else {
+            self.child.id().to_string()
+        };
         if self.graceful
             && Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
+                .args(["-TERM", "--", &target])
                 .status()
                 .is_ok_and(|s| s.success())
         {
@@ -72,6 +91,9 @@ impl Drop for Child {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+        }
+        if self.group {
+            let _ = Command::new("kill").args(["-KILL", "--", &target]).status();
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -196,15 +218,16 @@ pub fn start_kgate(
     // --tool=massif`): its memory and CPU figures are then the profiler's too.
     let wrapper = std::env::var("KGATE_BENCH_WRAPPER").unwrap_or_default();
     let mut words = wrapper.split_whitespace();
-    let mut cmd = match words.next() {
+    let (mut cmd, spawn): (_, fn(&mut Command, &Path) -> anyhow::Result<Child>) = match words.next()
+    {
         Some(program) => {
             let mut cmd = Command::new(program);
             cmd.args(words).arg(release_bin("kgate"));
-            cmd
+            (cmd, Child::spawn_group)
         }
-        None => Command::new(release_bin("kgate")),
+        None => (Command::new(release_bin("kgate")), Child::spawn),
     };
-    let mut child = Child::spawn(
+    let mut child = spawn(
         cmd.args(["agent", "--config"])
             .arg(own.join("agent.yaml"))
             .env("RUST_LOG", "warn"),
