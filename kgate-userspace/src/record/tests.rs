@@ -33,6 +33,22 @@ impl Drop for Dir {
     }
 }
 
+/// A writer thread over `log` with no stdout copy.
+fn writer(
+    log: Option<Log>,
+    committed: Option<tokio::sync::watch::Sender<log::Position>>,
+    capacity: usize,
+    flush: Option<Duration>,
+    stats: Arc<Stats>,
+) -> Writer {
+    let sinks = Sinks {
+        log,
+        stdout: false,
+        committed,
+    };
+    Writer::spawn(sinks, capacity, flush, stats).unwrap()
+}
+
 const BIG: Limits = Limits {
     segment_bytes: 1 << 20,
     max_bytes: 1 << 30,
@@ -231,17 +247,7 @@ async fn group_commit_acks_only_after_the_write() {
     let dir = Dir::new("group");
     let (log, _) = Log::open(&dir.0, BIG).unwrap();
     let stats = Arc::new(Stats::default());
-    let writer = Writer::spawn(
-        Sinks {
-            log: Some(log),
-            stdout: false,
-            committed: None,
-        },
-        1024,
-        None,
-        stats.clone(),
-    )
-    .unwrap();
+    let writer = writer(Some(log), None, 1024, None, stats.clone());
     let acks: Vec<_> = (0..200)
         .map(|i| {
             writer
@@ -269,17 +275,7 @@ fn oversized_records_are_refused_and_counted() {
     let dir = Dir::new("large");
     let (log, _) = Log::open(&dir.0, BIG).unwrap();
     let stats = Arc::new(Stats::default());
-    let writer = Writer::spawn(
-        Sinks {
-            log: Some(log),
-            stdout: false,
-            committed: None,
-        },
-        16,
-        None,
-        stats.clone(),
-    )
-    .unwrap();
+    let writer = writer(Some(log), None, 16, None, stats.clone());
     assert!(
         writer
             .submit(vec![b'x'; log::MAX_RECORD + 1], true)
@@ -293,17 +289,7 @@ fn a_full_queue_is_counted() {
     let stats = Arc::new(Stats::default());
     // No sink that drains fast enough matters: fill a one-slot queue from this thread
     // while the writer is blocked on nothing; count what cannot be queued.
-    let writer = Writer::spawn(
-        Sinks {
-            log: None,
-            stdout: false,
-            committed: None,
-        },
-        1,
-        Some(Duration::from_secs(60)),
-        stats.clone(),
-    )
-    .unwrap();
+    let writer = writer(None, None, 1, Some(Duration::from_secs(60)), stats.clone());
     let mut refused = 0;
     for _ in 0..10_000 {
         if writer.submit(b"x".to_vec(), false).is_err() {
@@ -396,17 +382,7 @@ async fn the_durable_end_is_published_after_each_sync() {
     let (log, _) = Log::open(&dir.0, BIG).unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(log.end());
     assert_eq!(rx.borrow_and_update().seq, 0);
-    let writer = Writer::spawn(
-        Sinks {
-            log: Some(log),
-            stdout: false,
-            committed: Some(tx),
-        },
-        16,
-        None,
-        Arc::new(Stats::default()),
-    )
-    .unwrap();
+    let writer = writer(Some(log), Some(tx), 16, None, Arc::new(Stats::default()));
     let ack = writer.submit(b"one".to_vec(), true).unwrap().unwrap();
     ack.await.unwrap().unwrap();
     // Published before the acknowledgement: a reader never lags what a request saw.
@@ -421,17 +397,7 @@ async fn strict_syncs_for_waiting_records_and_soon_after_for_the_rest() {
     let (log, _) = Log::open(&dir.0, BIG).unwrap();
     let (tx, mut rx) = tokio::sync::watch::channel(log.end());
     let stats = Arc::new(Stats::default());
-    let writer = Writer::spawn(
-        Sinks {
-            log: Some(log),
-            stdout: false,
-            committed: Some(tx),
-        },
-        16,
-        None,
-        stats.clone(),
-    )
-    .unwrap();
+    let writer = writer(Some(log), Some(tx), 16, None, stats.clone());
     // A record no one waits for (a response record) is written at once...
     assert!(
         writer
