@@ -305,11 +305,23 @@ impl Log {
 /// file (the agent may be writing: a torn tail there is a record in flight).
 pub fn read_dir(dir: &Path) -> io::Result<(Vec<Vec<u8>>, Vec<Damage>)> {
     let mut out = Vec::new();
+    let damaged = each_record(dir, |record| out.push(record.to_vec()))?;
+    Ok((out, damaged))
+}
+
+/// Hands every record in `dir` to `f`, oldest first, holding one segment in memory
+/// at a time, and returns the damage found. Like [`read_dir`], it changes no file.
+pub fn each_record(dir: &Path, mut f: impl FnMut(&[u8])) -> io::Result<Vec<Damage>> {
     let mut damaged = Vec::new();
     for (_, path) in list_segments(dir)? {
-        let data = fs::read(&path)?;
+        let data = match fs::read(&path) {
+            Ok(data) => data,
+            // Retention deleted it since the listing: its records are gone.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         let (records, good, reason) = unframe(&data);
-        out.extend(records.into_iter().map(<[u8]>::to_vec));
+        records.into_iter().for_each(&mut f);
         if let Some(reason) = reason {
             damaged.push(Damage {
                 segment: path,
@@ -320,7 +332,7 @@ pub fn read_dir(dir: &Path) -> io::Result<(Vec<Vec<u8>>, Vec<Damage>)> {
             });
         }
     }
-    Ok((out, damaged))
+    Ok(damaged)
 }
 
 /// The segment files in `dir`, oldest first: (first sequence number, path).

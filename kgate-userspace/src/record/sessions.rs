@@ -89,8 +89,6 @@ pub fn load(dir: &Path) -> Result<(Vec<Event>, Vec<Damage>), SessionsError> {
 
 /// Every event and captured stream in `dir`, and the damage found.
 pub fn load_all(dir: &Path) -> Result<Loaded, SessionsError> {
-    let (records, damage) =
-        log::read_dir(dir).map_err(|e| SessionsError::ReadFailed(dir.display().to_string(), e))?;
     #[derive(serde::Deserialize)]
     struct Kind<'a> {
         #[serde(borrow)]
@@ -98,16 +96,18 @@ pub fn load_all(dir: &Path) -> Result<Loaded, SessionsError> {
     }
     let mut events = Vec::new();
     let mut chunks: Vec<StreamChunk> = Vec::new();
-    for record in &records {
+    // Parsed as read: a segment's raw bytes are dropped before the next is read.
+    let damage = log::each_record(dir, |record| {
         let Ok(Kind { kind }) = serde_json::from_slice(record) else {
-            continue;
+            return;
         };
         if kind == stream::KIND {
             chunks.extend(serde_json::from_slice(record).ok());
         } else if kind == "Event" {
             events.extend(serde_json::from_slice(record).ok());
         }
-    }
+    })
+    .map_err(|e| SessionsError::ReadFailed(dir.display().to_string(), e))?;
     Ok(Loaded {
         events,
         recordings: replay::assemble(chunks),
