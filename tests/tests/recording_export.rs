@@ -5,14 +5,19 @@
 //! deleting records the webhook had not sent (logged and counted).
 
 use std::{
-    collections::HashSet, fs, path::Path, process::Command, sync::atomic::Ordering, time::Duration,
+    collections::HashSet,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::Ordering,
+    time::Duration,
 };
 
 use http::StatusCode;
 use kgate::record::{event::Event, sessions};
 use kgate_tests::{
     apiserver::{ApiServer, Config, Handle},
-    harness::{Agent, free_port, https_client, scratch_dir},
+    harness::{Agent, ScratchDir, free_port, https_client, scratch_dir},
     pki::Ca,
     recorder::{Receiver, admin, eventually, get, sample, seen_audit_ids},
 };
@@ -137,28 +142,66 @@ async fn traffic(agent: &Agent, token: &str, tag: &str, n: usize) {
     }
 }
 
+/// The double, an audit receiver with its CA and bearer token under `hook`, and the
+/// ports for an agent's admin endpoint: what each webhook test starts from.
+struct Webhook {
+    server: Handle,
+    token: String,
+    records: PathBuf,
+    hook: PathBuf,
+    receiver: Receiver,
+    hook_port: u16,
+    admin_port: u16,
+    /// Holds `records` and `hook`.
+    _dir: ScratchDir,
+}
+
+impl Webhook {
+    /// `newline`: the token file ends with one (kgate must trim it). `down`: the
+    /// receiver does not answer at first.
+    async fn start(tag: &str, newline: bool, down: bool) -> Self {
+        let server = ApiServer::start(Config::default()).await.unwrap();
+        let token = server.admin_token().to_owned();
+        let dir = scratch_dir(tag);
+        let (records, hook) = (dir.join("records"), dir.join("hook"));
+        fs::create_dir_all(&hook).unwrap();
+        let ca = Ca::new("audit receiver CA").unwrap();
+        let pair = ca.issue(&["localhost"], &[]).unwrap();
+        fs::write(hook.join("ca.crt"), ca.cert_pem()).unwrap();
+        let file = if newline {
+            "audit-sink-token\n"
+        } else {
+            "audit-sink-token"
+        };
+        fs::write(hook.join("token"), file).unwrap();
+        let (receiver, hook_port) = Receiver::start(&pair, "audit-sink-token", down).await;
+        Self {
+            server,
+            token,
+            records,
+            hook,
+            receiver,
+            hook_port,
+            admin_port: free_port(),
+            _dir: dir,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn webhook_receiver_down_up_failing_and_an_agent_restart_lose_nothing() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let token = server.admin_token().to_owned();
-    let dir = scratch_dir("webhook");
-    let (records, hook) = (dir.join("records"), dir.join("hook"));
-    fs::create_dir_all(&hook).unwrap();
-    let ca = Ca::new("audit receiver CA").unwrap();
-    let pair = ca.issue(&["localhost"], &[]).unwrap();
-    fs::write(hook.join("ca.crt"), ca.cert_pem()).unwrap();
-    fs::write(hook.join("token"), "audit-sink-token\n").unwrap();
-    let (receiver, hook_port) = Receiver::start(&pair, "audit-sink-token", true).await;
-    let admin_port = free_port();
+    let rig = Webhook::start("webhook", true, true).await;
+    let (server, token, records, hook) = (&rig.server, &rig.token, &rig.records, &rig.hook);
+    let (receiver, hook_port, admin_port) = (&rig.receiver, rig.hook_port, rig.admin_port);
 
     // 1. The receiver is down: requests are served, records wait in the log.
-    let agent = webhook_agent(&server, &records, &hook, hook_port, admin_port, "", 7);
-    traffic(&agent, &token, "down", 10).await;
+    let agent = webhook_agent(server, records, hook, hook_port, admin_port, "", 7);
+    traffic(&agent, token, "down", 10).await;
     let metrics = eventually(
         "failed webhook attempts",
         Duration::from_secs(10),
         async || {
-            let (_, m) = admin(&agent, admin_port, &token, "/metrics").await;
+            let (_, m) = admin(&agent, admin_port, token, "/metrics").await;
             (sample(&m, "kgate_record_webhook_failed_attempts_total") >= Some(2.0)).then_some(m)
         },
     )
@@ -178,14 +221,14 @@ async fn webhook_receiver_down_up_failing_and_an_agent_restart_lose_nothing() {
         "the backlog at the receiver",
         Duration::from_secs(20),
         async || {
-            logged(&records)
+            logged(records)
                 .is_subset(&receiver.received())
                 .then_some(())
         },
     )
     .await;
     let metrics = eventually("no lag", Duration::from_secs(10), async || {
-        let (_, m) = admin(&agent, admin_port, &token, "/metrics").await;
+        let (_, m) = admin(&agent, admin_port, token, "/metrics").await;
         (sample(&m, "kgate_record_webhook_lag_records") == Some(0.0)).then_some(m)
     })
     .await;
@@ -196,7 +239,7 @@ async fn webhook_receiver_down_up_failing_and_an_agent_restart_lose_nothing() {
 
     // 3. Failing with 500: records wait again; then the agent is killed and replaced.
     receiver.failing.store(true, Ordering::SeqCst);
-    traffic(&agent, &token, "failing", 10).await;
+    traffic(&agent, token, "failing", 10).await;
     eventually("refused batches", Duration::from_secs(10), async || {
         (receiver.refused.load(Ordering::SeqCst) >= 2).then_some(())
     })
@@ -207,13 +250,13 @@ async fn webhook_receiver_down_up_failing_and_an_agent_restart_lose_nothing() {
         .unwrap();
     assert!(killed.success());
     drop(agent);
-    let agent = webhook_agent(&server, &records, &hook, hook_port, admin_port, "", 7);
-    traffic(&agent, &token, "restarted", 10).await;
+    let agent = webhook_agent(server, records, hook, hook_port, admin_port, "", 7);
+    traffic(&agent, token, "restarted", 10).await;
     eventually(
         "refusals of the restarted agent",
         Duration::from_secs(10),
         async || {
-            let (_, m) = admin(&agent, admin_port, &token, "/metrics").await;
+            let (_, m) = admin(&agent, admin_port, token, "/metrics").await;
             (sample(&m, "kgate_record_webhook_failed_attempts_total") >= Some(1.0)).then_some(())
         },
     )
@@ -225,13 +268,13 @@ async fn webhook_receiver_down_up_failing_and_an_agent_restart_lose_nothing() {
         "every record at the receiver",
         Duration::from_secs(30),
         async || {
-            let logged = logged(&records);
+            let logged = logged(records);
             logged.is_subset(&receiver.received()).then_some(logged)
         },
     )
     .await;
     // Strict mode: two records (received, complete) per forwarded request, 30 requests.
-    let forwarded = seen_audit_ids(&server, "/api/v1/namespaces/demo/configmaps/");
+    let forwarded = seen_audit_ids(server, "/api/v1/namespaces/demo/configmaps/");
     assert_eq!(forwarded.len(), 30);
     let received = receiver.received();
     for id in &forwarded {
@@ -291,27 +334,19 @@ async fn webhook_receiver_down_up_failing_and_an_agent_restart_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_the_receiver_rejects_does_not_hold_back_the_rest() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let token = server.admin_token().to_owned();
-    let dir = scratch_dir("webhook-reject");
-    let (records, hook) = (dir.join("records"), dir.join("hook"));
-    fs::create_dir_all(&hook).unwrap();
-    let ca = Ca::new("audit receiver CA").unwrap();
-    let pair = ca.issue(&["localhost"], &[]).unwrap();
-    fs::write(hook.join("ca.crt"), ca.cert_pem()).unwrap();
-    fs::write(hook.join("token"), "audit-sink-token").unwrap();
-    let (receiver, hook_port) = Receiver::start(&pair, "audit-sink-token", false).await;
+    let rig = Webhook::start("webhook-reject", false, false).await;
+    let (server, token, records, hook) = (&rig.server, &rig.token, &rig.records, &rig.hook);
+    let (receiver, hook_port, admin_port) = (&rig.receiver, rig.hook_port, rig.admin_port);
     *receiver.poison.lock().unwrap() = Some("configmaps/poison".to_owned());
-    let admin_port = free_port();
-    let agent = webhook_agent(&server, &records, &hook, hook_port, admin_port, "", 7);
-    traffic(&agent, &token, "before", 10).await;
-    traffic(&agent, &token, "poison", 1).await;
-    traffic(&agent, &token, "after", 10).await;
+    let agent = webhook_agent(server, records, hook, hook_port, admin_port, "", 7);
+    traffic(&agent, token, "before", 10).await;
+    traffic(&agent, token, "poison", 1).await;
+    traffic(&agent, token, "after", 10).await;
     let metrics = eventually(
         "the sink past the poison",
         Duration::from_secs(20),
         async || {
-            let (_, m) = admin(&agent, admin_port, &token, "/metrics").await;
+            let (_, m) = admin(&agent, admin_port, token, "/metrics").await;
             (sample(&m, "kgate_record_webhook_lag_records") == Some(0.0)
                 && sample(&m, "kgate_record_written_records_total") >= Some(42.0))
             .then_some(m)
@@ -329,7 +364,7 @@ async fn a_record_the_receiver_rejects_does_not_hold_back_the_rest() {
         Some(40.0),
         "{metrics}"
     );
-    let events = sessions::load(&records).unwrap().0;
+    let events = sessions::load(records).unwrap().0;
     let received = receiver.received();
     for event in &events {
         let poisoned = event.request_uri.contains("configmaps/poison");
@@ -351,28 +386,20 @@ async fn a_record_the_receiver_rejects_does_not_hold_back_the_rest() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn webhook_records_deleted_by_retention_are_logged_and_counted() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let token = server.admin_token().to_owned();
-    let dir = scratch_dir("webhook-retention");
-    let (records, hook) = (dir.join("records"), dir.join("hook"));
-    fs::create_dir_all(&hook).unwrap();
-    let ca = Ca::new("audit receiver CA").unwrap();
-    let pair = ca.issue(&["localhost"], &[]).unwrap();
-    fs::write(hook.join("ca.crt"), ca.cert_pem()).unwrap();
-    fs::write(hook.join("token"), "audit-sink-token").unwrap();
-    let (receiver, hook_port) = Receiver::start(&pair, "audit-sink-token", true).await;
-    let admin_port = free_port();
+    let rig = Webhook::start("webhook-retention", false, true).await;
+    let (server, token, records, hook) = (&rig.server, &rig.token, &rig.records, &rig.hook);
+    let (receiver, hook_port, admin_port) = (&rig.receiver, rig.hook_port, rig.admin_port);
     // Two segments of about three records each: most of the backlog is deleted.
     let agent = webhook_agent(
-        &server,
-        &records,
-        &hook,
+        server,
+        records,
+        hook,
         hook_port,
         admin_port,
         "  segmentBytes: 4096\n  maxBytes: 8192\n",
         7,
     );
-    traffic(&agent, &token, "retained", 30).await;
+    traffic(&agent, token, "retained", 30).await;
     // Said when it happens, not only when the receiver is back.
     agent
         .wait_for(
@@ -382,7 +409,7 @@ async fn webhook_records_deleted_by_retention_are_logged_and_counted() {
         .unwrap();
     receiver.down.store(false, Ordering::SeqCst);
     let metrics = eventually("the sink caught up", Duration::from_secs(20), async || {
-        let (_, m) = admin(&agent, admin_port, &token, "/metrics").await;
+        let (_, m) = admin(&agent, admin_port, token, "/metrics").await;
         let written = sample(&m, "kgate_record_written_records_total")?;
         let sent = sample(&m, "kgate_record_webhook_sent_records_total")?;
         let skipped = sample(&m, "kgate_record_webhook_skipped_records_total")?;
@@ -401,7 +428,7 @@ async fn webhook_records_deleted_by_retention_are_logged_and_counted() {
         )
         .unwrap();
     // What retention kept was sent, and the receiver got no more than that.
-    let kept = logged(&records);
+    let kept = logged(records);
     let received = receiver.received();
     assert!(
         kept.is_subset(&received),

@@ -30,9 +30,7 @@ use serde_json::Value;
 #[path = "recording_streams/support.rs"]
 mod support;
 
-use support::{
-    asciicast, events_until, free_port, kgate, recording_agent, recordings_until, session_of,
-};
+use support::{Rig, asciicast, events_until, free_port, kgate, recordings_until, session_of};
 
 /// stdout: stdin (cat), then `done`; stderr in between. Exit 3 comes back on the
 /// error channel.
@@ -276,16 +274,8 @@ async fn exec_sessions_are_recorded_and_replayed_byte_exact() {
 /// with SIGKILL mid-session leaves what had been said in the log.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sigkill_mid_session_keeps_what_was_captured() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let dir = scratch_dir("rec-kill");
-    let records = dir.join("records");
-    let agent = recording_agent(&server, &records);
-    let kubectl = Kubectl::new(
-        scratch_dir("rec-kill-kubectl"),
-        &agent.url(),
-        &agent.ca_pem,
-        server.admin_token(),
-    );
+    let rig = Rig::start("rec-kill").await;
+    let (agent, kubectl, records) = (rig.agent, rig.kubectl, rig.records);
     tokio::task::spawn_blocking(move || {
         let mut child = kubectl
             .command()
@@ -347,16 +337,8 @@ async fn a_sigkill_mid_session_keeps_what_was_captured() {
 /// than queueing chunks without bound).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_exec_is_captured_with_bounded_agent_memory() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let dir = scratch_dir("rec-big");
-    let records = dir.join("records");
-    let agent = recording_agent(&server, &records);
-    let kubectl = Kubectl::new(
-        scratch_dir("rec-big-kubectl"),
-        &agent.url(),
-        &agent.ca_pem,
-        server.admin_token(),
-    );
+    let rig = Rig::start("rec-big").await;
+    let (agent, kubectl, records) = (rig.agent, rig.kubectl, rig.records);
     let total = 64usize << 20;
     let (agent, received, elapsed) = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
@@ -414,16 +396,8 @@ async fn a_large_exec_is_captured_with_bounded_agent_memory() {
 /// its asciicast and each resize is an `"r"` event.
 #[tokio::test(flavor = "multi_thread")]
 async fn attach_and_tty_sessions_replay_with_their_size() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let dir = scratch_dir("rec-tty");
-    let records = dir.join("records");
-    let agent = recording_agent(&server, &records);
-    let kubectl = Kubectl::new(
-        scratch_dir("rec-tty-kubectl"),
-        &agent.url(),
-        &agent.ca_pem,
-        server.admin_token(),
-    );
+    let rig = Rig::start("rec-tty").await;
+    let (agent, kubectl, records) = (rig.agent, rig.kubectl, rig.records);
     let records_arg = records.to_str().unwrap().to_owned();
     tokio::task::spawn_blocking(move || {
         let _agent = agent;
@@ -521,16 +495,8 @@ async fn attach_and_tty_sessions_replay_with_their_size() {
 /// Port-forward is recorded as its streams and their byte counts, never payload.
 #[tokio::test(flavor = "multi_thread")]
 async fn port_forward_streams_are_counted_not_captured() {
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let dir = scratch_dir("rec-pf");
-    let records = dir.join("records");
-    let agent = recording_agent(&server, &records);
-    let kubectl = Kubectl::new(
-        scratch_dir("rec-pf-kubectl"),
-        &agent.url(),
-        &agent.ca_pem,
-        server.admin_token(),
-    );
+    let rig = Rig::start("rec-pf").await;
+    let (agent, kubectl, records) = (rig.agent, rig.kubectl, rig.records);
     tokio::task::spawn_blocking(move || {
         let _agent = agent;
         for (env, transport) in [

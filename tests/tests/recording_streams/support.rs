@@ -2,17 +2,51 @@
 //! `kgate` CLI, and reading an asciicast.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Output},
     time::{Duration, Instant},
 };
 
 use kgate::record::{event::Event, replay::Recording, sessions};
 use kgate_tests::{
-    apiserver::Handle,
-    harness::{Agent, kgate_bin},
+    apiserver::{ApiServer, Config, Handle},
+    harness::{Agent, Kubectl, ScratchDir, kgate_bin, scratch_dir},
 };
 use serde_json::Value;
+
+/// The double, an agent in front of it recording into a fresh log, and kubectl
+/// talking to the agent as the admin.
+pub struct Rig {
+    /// Serves as long as the rig lives.
+    _server: Handle,
+    pub records: PathBuf,
+    pub agent: Agent,
+    pub kubectl: Kubectl,
+    /// Holds `records`.
+    _dir: ScratchDir,
+}
+
+impl Rig {
+    pub async fn start(tag: &str) -> Self {
+        let server = ApiServer::start(Config::default()).await.unwrap();
+        let dir = scratch_dir(tag);
+        let records = dir.join("records");
+        let agent = recording_agent(&server, &records);
+        let kubectl = Kubectl::new(
+            scratch_dir(&format!("{tag}-kubectl")),
+            &agent.url(),
+            &agent.ca_pem,
+            server.admin_token(),
+        );
+        Self {
+            _server: server,
+            records,
+            agent,
+            kubectl,
+            _dir: dir,
+        }
+    }
+}
 
 /// An agent with a record log, in front of `server`.
 pub fn recording_agent(server: &Handle, records: &Path) -> Agent {
