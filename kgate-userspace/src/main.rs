@@ -527,9 +527,8 @@ fn policy(command: PolicyCommand) -> anyhow::Result<()> {
 
 fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
     use kgate::record::sessions::{self, Filter};
-    let load = |dir: &std::path::Path| -> anyhow::Result<_> {
-        let loaded = sessions::load_all(dir)?;
-        for d in &loaded.damage {
+    let warn = |damage: &[kgate::record::log::Damage]| {
+        for d in damage {
             eprintln!(
                 "warning: {}: {} bytes after offset {} unreadable ({}; a write in progress if this is the newest segment)",
                 d.segment.display(),
@@ -538,6 +537,10 @@ fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
                 d.reason
             );
         }
+    };
+    let load = |dir: &std::path::Path| -> anyhow::Result<_> {
+        let loaded = sessions::load_all(dir)?;
+        warn(&loaded.damage);
         let mut all = sessions::sessions(loaded.events);
         sessions::attach_streams(&mut all, &loaded.recordings);
         Ok((all, loaded.recordings))
@@ -569,7 +572,9 @@ fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
                 pod: pod.as_deref().map(wildmatch::WildMatch::new),
                 since,
             };
-            let selected = sessions::select(load(&dir)?.0, &filter);
+            let (all, damage) = sessions::load_summaries(&dir)?;
+            warn(&damage);
+            let selected = sessions::select(all, &filter);
             if json {
                 println!("{}", serde_json::to_string_pretty(&selected)?);
             } else {

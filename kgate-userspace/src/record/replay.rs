@@ -41,6 +41,10 @@ pub struct Recording {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub missing_chunks: Vec<u64>,
     pub frames: Vec<Frame>,
+    /// Payload bytes per channel whose data was dropped as it was read (a listing
+    /// needs only the counts).
+    #[serde(skip)]
+    pub dropped_payload: HashMap<String, u64>,
 }
 
 /// What `sessions show` and `list -o json` say about a stream.
@@ -117,7 +121,7 @@ impl Recording {
     }
 
     pub fn summary(&self) -> StreamSummary {
-        let mut bytes = HashMap::new();
+        let mut bytes = self.dropped_payload.clone();
         let mut port_streams = 0;
         for frame in &self.frames {
             match frame {

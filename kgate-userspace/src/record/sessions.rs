@@ -41,6 +41,9 @@ pub struct Session {
     pub connection: String,
     pub user: String,
     pub workload: String,
+    /// The pod (`ns/name`) its requests came from, when known.
+    #[serde(skip)]
+    pub pod: Option<String>,
     pub start: String,
     pub end: String,
     pub requests: usize,
@@ -50,6 +53,16 @@ pub struct Session {
     pub streams: Vec<StreamSummary>,
     #[serde(skip)]
     pub events: Vec<Event>,
+}
+
+impl Session {
+    /// The session's end is the latest record of any of its requests. (MicroTime in
+    /// UTC sorts as text.)
+    fn ended(&mut self, at: &str) {
+        if *at > *self.end {
+            at.clone_into(&mut self.end);
+        }
+    }
 }
 
 /// Everything in a record log.
@@ -89,30 +102,73 @@ pub fn load(dir: &Path) -> Result<(Vec<Event>, Vec<Damage>), SessionsError> {
 
 /// Every event and captured stream in `dir`, and the damage found.
 pub fn load_all(dir: &Path) -> Result<Loaded, SessionsError> {
-    #[derive(serde::Deserialize)]
-    struct Kind<'a> {
-        #[serde(borrow)]
-        kind: std::borrow::Cow<'a, str>,
-    }
     let mut events = Vec::new();
-    let mut chunks: Vec<StreamChunk> = Vec::new();
-    // Parsed as read: a segment's raw bytes are dropped before the next is read.
-    let damage = log::each_record(dir, |record| {
-        let Ok(Kind { kind }) = serde_json::from_slice(record) else {
-            return;
-        };
-        if kind == stream::KIND {
-            chunks.extend(serde_json::from_slice(record).ok());
-        } else if kind == "Event" {
-            events.extend(serde_json::from_slice(record).ok());
-        }
-    })
-    .map_err(|e| SessionsError::ReadFailed(dir.display().to_string(), e))?;
+    let mut chunks = Vec::new();
+    let damage = read(dir, |e| events.push(e), |c| chunks.push(c))?;
     Ok(Loaded {
         events,
         recordings: replay::assemble(chunks),
         damage,
     })
+}
+
+/// The sessions in `dir` with their streams' summaries, and the damage found, for
+/// `kgate sessions list`: neither events nor stream payloads are held, so a node's
+/// whole log lists in a few words of memory per request.
+pub fn load_summaries(dir: &Path) -> Result<(Vec<Session>, Vec<Damage>), SessionsError> {
+    let mut grouper = Grouper::new(false);
+    let mut chunks = Vec::new();
+    // Payload bytes per stream and channel, counted before the payload is dropped.
+    let mut payload: HashMap<String, HashMap<String, u64>> = HashMap::new();
+    let damage = read(
+        dir,
+        |e| grouper.push(e),
+        |mut chunk: StreamChunk| {
+            let counts = payload.entry(chunk.audit_id.clone()).or_default();
+            for frame in &mut chunk.frames {
+                if let stream::Frame::Data { ch, data, .. } = frame {
+                    *counts.entry(ch.name().to_owned()).or_default() += data.len() as u64;
+                    *data = Vec::new();
+                }
+            }
+            chunks.push(chunk);
+        },
+    )?;
+    let mut recordings = replay::assemble(chunks);
+    for rec in &mut recordings {
+        rec.dropped_payload = payload.remove(&rec.audit_id).unwrap_or_default();
+    }
+    Ok((grouper.finish_with_streams(&recordings), damage))
+}
+
+/// Hands each event and stream chunk in `dir` to its callback, oldest first; records
+/// of other kinds, or that do not decode, are skipped.
+fn read(
+    dir: &Path,
+    mut on_event: impl FnMut(Event),
+    mut on_chunk: impl FnMut(StreamChunk),
+) -> Result<Vec<Damage>, SessionsError> {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    // Parsed as read: a segment's raw bytes are dropped before the next is read.
+    log::each_record(dir, |record| {
+        let Ok(Kind { kind }) = serde_json::from_slice(record) else {
+            return;
+        };
+        if kind == stream::KIND {
+            if let Ok(chunk) = serde_json::from_slice(record) {
+                on_chunk(chunk);
+            }
+        } else if kind == "Event"
+            && let Ok(event) = serde_json::from_slice(record)
+        {
+            on_event(event);
+        }
+    })
+    .map_err(|e| SessionsError::ReadFailed(dir.display().to_string(), e))
 }
 
 /// Lists each recording under the session whose request opened it.
@@ -193,59 +249,133 @@ pub fn pick_stream<'a>(
 /// once: its final record, or its `RequestReceived` record when no final one was
 /// written (the agent stopped while it was in flight).
 pub fn sessions(events: Vec<Event>) -> Vec<Session> {
-    let mut latest: HashMap<String, usize> = HashMap::new();
-    let mut requests: Vec<Event> = Vec::new();
-    for event in events {
-        match latest.get(&event.audit_id) {
-            Some(&i) => {
-                if event.stage != event::STAGE_RECEIVED {
-                    requests[i] = event;
-                }
+    let mut grouper = Grouper::new(true);
+    events.into_iter().for_each(|e| grouper.push(e));
+    grouper.finish()
+}
+
+/// [`sessions`] as the events are read: a request's later records update what its
+/// first one started. Without `keep_events` it holds a few words per request, not the
+/// events, which is what listing a node's whole log needs.
+pub struct Grouper {
+    keep_events: bool,
+    requests: HashMap<String, Seen>,
+    count: usize,
+    out: Vec<Session>,
+    index: HashMap<(String, String), usize>,
+    users_per_conn: HashMap<String, usize>,
+}
+
+/// A request already grouped.
+struct Seen {
+    session: usize,
+    /// Its event's place in the session's `events` (when kept).
+    slot: usize,
+    number: usize,
+    refused: bool,
+}
+
+impl Grouper {
+    pub fn new(keep_events: bool) -> Self {
+        Self {
+            keep_events,
+            requests: HashMap::new(),
+            count: 0,
+            out: Vec::new(),
+            index: HashMap::new(),
+            users_per_conn: HashMap::new(),
+        }
+    }
+
+    pub fn push(&mut self, event: Event) {
+        if let Some(seen) = self.requests.get_mut(&event.audit_id) {
+            if event.stage == event::STAGE_RECEIVED {
+                return;
             }
+            let session = &mut self.out[seen.session];
+            let refused = is_refusal(&event);
+            session.refused = session.refused - usize::from(seen.refused) + usize::from(refused);
+            seen.refused = refused;
+            session.ended(&event.stage_timestamp);
+            if session.pod.is_none() {
+                session.pod = event.annotation(event::POD).map(str::to_owned);
+            }
+            if self.keep_events {
+                session.events[seen.slot] = event;
+            }
+            return;
+        }
+        let connection = event.annotation(event::CONNECTION).unwrap_or("");
+        let key = (connection.to_owned(), event.user.username.clone());
+        let i = match self.index.get(&key) {
+            Some(&i) => i,
             None => {
-                latest.insert(event.audit_id.clone(), requests.len());
-                requests.push(event);
+                let n = self.users_per_conn.entry(key.0.clone()).or_default();
+                *n += 1;
+                let short: String = connection.chars().take(12).collect();
+                let id = if *n == 1 {
+                    short
+                } else {
+                    format!("{short}.{n}")
+                };
+                self.out.push(Session {
+                    id,
+                    connection: key.0.clone(),
+                    user: key.1.clone(),
+                    workload: event.annotation(event::WORKLOAD).unwrap_or("").to_owned(),
+                    pod: None,
+                    start: event.request_received_timestamp.clone(),
+                    end: String::new(),
+                    requests: 0,
+                    refused: 0,
+                    streams: Vec::new(),
+                    events: Vec::new(),
+                });
+                self.index.insert(key, self.out.len() - 1);
+                self.out.len() - 1
             }
-        }
-    }
-    let mut out: Vec<Session> = Vec::new();
-    let mut index: HashMap<(String, String), usize> = HashMap::new();
-    let mut users_per_conn: HashMap<String, usize> = HashMap::new();
-    for event in requests {
-        let connection = event.annotation(event::CONNECTION).unwrap_or("").to_owned();
-        let key = (connection.clone(), event.user.username.clone());
-        let i = *index.entry(key).or_insert_with(|| {
-            let n = users_per_conn.entry(connection.clone()).or_default();
-            *n += 1;
-            let short: String = connection.chars().take(12).collect();
-            let id = if *n == 1 {
-                short
-            } else {
-                format!("{short}.{n}")
-            };
-            out.push(Session {
-                id,
-                connection: connection.clone(),
-                user: event.user.username.clone(),
-                workload: event.annotation(event::WORKLOAD).unwrap_or("").to_owned(),
-                start: event.request_received_timestamp.clone(),
-                end: String::new(),
-                requests: 0,
-                refused: 0,
-                streams: Vec::new(),
-                events: Vec::new(),
-            });
-            out.len() - 1
-        });
-        let session = &mut out[i];
+        };
+        let session = &mut self.out[i];
+        let refused = is_refusal(&event);
         session.requests += 1;
-        if is_refusal(&event) {
-            session.refused += 1;
+        session.refused += usize::from(refused);
+        session.ended(&event.stage_timestamp);
+        if session.pod.is_none() {
+            session.pod = event.annotation(event::POD).map(str::to_owned);
         }
-        session.end.clone_from(&event.stage_timestamp);
-        session.events.push(event);
+        let seen = Seen {
+            session: i,
+            slot: session.events.len(),
+            number: self.count,
+            refused,
+        };
+        self.count += 1;
+        self.requests.insert(event.audit_id.clone(), seen);
+        if self.keep_events {
+            session.events.push(event);
+        }
     }
-    out
+
+    pub fn finish(self) -> Vec<Session> {
+        self.out
+    }
+
+    /// The sessions, each listing the recordings its requests opened (in request
+    /// order), as [`attach_streams`] does with kept events.
+    pub fn finish_with_streams(mut self, recordings: &[Recording]) -> Vec<Session> {
+        let mut found: Vec<(usize, usize, StreamSummary)> = recordings
+            .iter()
+            .filter_map(|r| {
+                let seen = self.requests.get(&r.audit_id)?;
+                Some((seen.number, seen.session, r.summary()))
+            })
+            .collect();
+        found.sort_by_key(|(number, ..)| *number);
+        for (_, session, summary) in found {
+            self.out[session].streams.push(summary);
+        }
+        self.out
+    }
 }
 
 /// kgate refused the request itself (its Status carries a reason).
@@ -262,10 +392,10 @@ pub fn select(sessions: Vec<Session>, filter: &Filter) -> Vec<Session> {
         .into_iter()
         .filter(|s| filter.user.as_ref().is_none_or(|g| g.matches(&s.user)))
         .filter(|s| {
-            filter.pod.as_ref().is_none_or(|g| {
-                let pod = s.events.iter().find_map(|e| e.annotation(event::POD));
-                g.matches(pod.unwrap_or(&s.workload))
-            })
+            filter
+                .pod
+                .as_ref()
+                .is_none_or(|g| g.matches(s.pod.as_deref().unwrap_or(&s.workload)))
         })
         .filter(|s| {
             filter

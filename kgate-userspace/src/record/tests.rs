@@ -424,3 +424,103 @@ async fn strict_syncs_for_waiting_records_and_soon_after_for_the_rest() {
     assert_eq!(stats.syncs.load(Ordering::Relaxed), 2);
     assert_eq!(rx.borrow_and_update().seq, 2);
 }
+
+#[test]
+fn listing_summaries_says_what_the_full_load_says() {
+    use super::stream::{self, Channel, Frame, StreamChunk, StreamEnd};
+    let dir = Dir::new("summaries");
+    let at = |e: Event, ts: &str| Event {
+        stage_timestamp: ts.into(),
+        ..e
+    };
+    let mut refused = event("3", "c1", "alice", event::STAGE_COMPLETE, Some(403));
+    refused.response_status.as_mut().unwrap().reason = "Forbidden".into();
+    let mut exec = event("4", "c1", "carol", event::STAGE_STARTED, Some(101));
+    exec.annotations
+        .insert(event::POD.into(), "demo/web-0".into());
+    let events = [
+        at(event("1", "c1", "alice", event::STAGE_RECEIVED, None), "T1"),
+        at(
+            event("2", "c2", "bob", event::STAGE_COMPLETE, Some(200)),
+            "T2",
+        ),
+        // Alice's first request ends after her second: the session ends with it.
+        at(refused, "T3"),
+        at(
+            event("1", "c1", "alice", event::STAGE_COMPLETE, Some(200)),
+            "T4",
+        ),
+        at(exec, "T5"),
+        at(event("5", "c2", "bob", event::STAGE_RECEIVED, None), "T6"),
+    ];
+    let chunk = |seq: u64, frames: Vec<Frame>, end: bool| StreamChunk {
+        kind: stream::KIND.into(),
+        audit_id: "4".into(),
+        seq,
+        subresource: "exec".into(),
+        transport: "websocket".into(),
+        frames,
+        end: end.then(StreamEnd::default),
+        ..StreamChunk::default()
+    };
+    let data = |t: u64, ch: Channel, n: usize| Frame::Data {
+        t,
+        ch,
+        data: vec![b'x'; n],
+    };
+    let chunks = [
+        chunk(
+            0,
+            vec![data(1, Channel::Stdin, 5), data(2, Channel::Stdout, 7)],
+            false,
+        ),
+        chunk(1, vec![data(3, Channel::Stdout, 11)], true),
+    ];
+    let (mut log, _) = Log::open(&dir.0, BIG).unwrap();
+    let mut buf = Vec::new();
+    for payload in events
+        .iter()
+        .map(|e| serde_json::to_vec(e).unwrap())
+        .chain(chunks.iter().map(|c| serde_json::to_vec(c).unwrap()))
+    {
+        log::frame(&payload, &mut buf);
+        log.append(&buf, 1).unwrap();
+        buf.clear();
+    }
+    drop(log);
+
+    let loaded = sessions::load_all(&dir.0).unwrap();
+    let mut full = sessions::sessions(loaded.events);
+    sessions::attach_streams(&mut full, &loaded.recordings);
+    let (listed, damage) = sessions::load_summaries(&dir.0).unwrap();
+    assert!(damage.is_empty());
+    assert!(listed.iter().all(|s| s.events.is_empty()), "events kept");
+    assert_eq!(
+        serde_json::to_value(&listed).unwrap(),
+        serde_json::to_value(&full).unwrap()
+    );
+    let brief: Vec<_> = listed
+        .iter()
+        .map(|s| {
+            (
+                s.id.as_str(),
+                s.requests,
+                s.refused,
+                s.end.as_str(),
+                s.pod.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            ("c1", 2, 1, "T4", None),
+            ("c2", 2, 0, "T6", None),
+            ("c1.2", 1, 0, "T5", Some("demo/web-0")),
+        ]
+    );
+    let stream = &listed[2].streams[0];
+    assert_eq!(stream.bytes.get("stdin"), Some(&5));
+    assert_eq!(stream.bytes.get("stdout"), Some(&18));
+    assert!(stream.closed);
+}
