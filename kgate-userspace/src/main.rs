@@ -538,13 +538,6 @@ fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
             );
         }
     };
-    let load = |dir: &std::path::Path| -> anyhow::Result<_> {
-        let loaded = sessions::load_all(dir)?;
-        warn(&loaded.damage);
-        let mut all = sessions::sessions(loaded.events);
-        sessions::attach_streams(&mut all, &loaded.recordings);
-        Ok((all, loaded.recordings))
-    };
     let json = |output: Option<&str>| match output {
         None => Ok(false),
         Some("json") => Ok(true),
@@ -584,7 +577,8 @@ fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
         }
         SessionsCommand::Show { id, dir, output } => {
             let json = json(output.as_deref())?;
-            let session = sessions::find(load(&dir)?.0, &id)?;
+            let (session, _, damage) = sessions::load_session(&dir, &id)?;
+            warn(&damage);
             if json {
                 for event in &session.events {
                     println!("{}", serde_json::to_string(event)?);
@@ -615,8 +609,8 @@ fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
                         .map_err(|_| anyhow::anyhow!("--max-idle {s}: must be 0 or more seconds"))
                 })
                 .transpose()?;
-            let (all, recordings) = load(&dir)?;
-            let session = sessions::find(all, &id)?;
+            let (session, recordings, damage) = sessions::load_session(&dir, &id)?;
+            warn(&damage);
             let rec = sessions::pick_stream(&session, &recordings, stream.as_deref())?;
             if let Some(error) = &rec.capture_error {
                 eprintln!("warning: capture of this stream stopped early: {error}");

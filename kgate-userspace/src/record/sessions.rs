@@ -141,6 +141,51 @@ pub fn load_summaries(dir: &Path) -> Result<(Vec<Session>, Vec<Damage>), Session
     Ok((grouper.finish_with_streams(&recordings), damage))
 }
 
+/// The session `id` (or the one it is a unique prefix of) with its events and the
+/// recordings its requests opened, and the damage found, for `kgate sessions show`
+/// and `replay`. Three reads of the log: the sessions' summaries to resolve `id`, then
+/// that session's events, then its streams; only those are held.
+pub fn load_session(
+    dir: &Path,
+    id: &str,
+) -> Result<(Session, Vec<Recording>, Vec<Damage>), SessionsError> {
+    let (all, damage) = load_summaries(dir)?;
+    let found = find(all, id)?;
+    let mut grouper = Grouper::new(true);
+    read(
+        dir,
+        |e| {
+            if e.annotation(event::CONNECTION).unwrap_or("") == found.connection
+                && e.user.username == found.user
+            {
+                grouper.push(e);
+            }
+        },
+        |_| {},
+    )?;
+    let mut session = grouper
+        .finish()
+        .pop()
+        .ok_or_else(|| SessionsError::NotFound(id.to_owned()))?;
+    // Grouped alone, it would be numbered as its connection's first user.
+    session.id = found.id;
+    let ids: std::collections::HashSet<String> =
+        session.events.iter().map(|e| e.audit_id.clone()).collect();
+    let mut chunks = Vec::new();
+    read(
+        dir,
+        |_| {},
+        |c| {
+            if ids.contains(&c.audit_id) {
+                chunks.push(c);
+            }
+        },
+    )?;
+    let recordings = replay::assemble(chunks);
+    attach_streams(std::slice::from_mut(&mut session), &recordings);
+    Ok((session, recordings, damage))
+}
+
 /// Hands each event and stream chunk in `dir` to its callback, oldest first; records
 /// of other kinds, or that do not decode, are skipped.
 fn read(
@@ -417,14 +462,23 @@ pub fn find(sessions: Vec<Session>, id: &str) -> Result<Session, SessionsError> 
     match found.len() {
         0 => Err(SessionsError::NotFound(id.to_owned())),
         1 => Ok(found.remove(0)),
-        _ => Err(SessionsError::Ambiguous(
-            id.to_owned(),
-            found
-                .iter()
-                .map(|s| s.id.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        )),
+        n => {
+            // A short prefix may match thousands: name a few, and how to choose.
+            let mut some: Vec<&str> = found.iter().take(10).map(|s| s.id.as_str()).collect();
+            let more = if n > some.len() {
+                format!(" and {} more", n - some.len())
+            } else {
+                String::new()
+            };
+            some.dedup();
+            Err(SessionsError::Ambiguous(
+                id.to_owned(),
+                format!(
+                    "{}{more} (a longer prefix or the whole connection ID picks one)",
+                    some.join(", ")
+                ),
+            ))
+        }
     }
 }
 

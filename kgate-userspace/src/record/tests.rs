@@ -523,4 +523,33 @@ fn listing_summaries_says_what_the_full_load_says() {
     assert_eq!(stream.bytes.get("stdin"), Some(&5));
     assert_eq!(stream.bytes.get("stdout"), Some(&18));
     assert!(stream.closed);
+
+    // One session for show and replay: its events and its streams' payload, as the
+    // full load has them.
+    for (id, at) in [("c1", 0), ("c1.2", 2), ("c2", 1)] {
+        let (session, recordings, _) = sessions::load_session(&dir.0, id).unwrap();
+        assert_eq!(session.id, id);
+        assert_eq!(
+            serde_json::to_value(&session.events).unwrap(),
+            serde_json::to_value(&full[at].events).unwrap(),
+            "{id}"
+        );
+        assert_eq!(
+            serde_json::to_value(&session).unwrap(),
+            serde_json::to_value(&full[at]).unwrap()
+        );
+        let payload: usize = recordings
+            .iter()
+            .flat_map(|r| &r.frames)
+            .map(|f| match f {
+                Frame::Data { data, .. } => data.len(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(payload, if id == "c1.2" { 23 } else { 0 }, "{id}");
+    }
+    assert!(matches!(
+        sessions::load_session(&dir.0, "nope"),
+        Err(sessions::SessionsError::NotFound(_))
+    ));
 }
