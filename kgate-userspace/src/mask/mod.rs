@@ -63,6 +63,8 @@ pub enum MaskError {
     TooLarge(usize),
     #[error("the response has a second `items` or `rows` member")]
     DuplicateArray,
+    #[error("the response's list repeats its member {0:?} after its items")]
+    DuplicateMember(String),
     #[error("the response already failed to mask")]
     AlreadyFailed,
 }

@@ -117,6 +117,10 @@ pub struct Scanner {
     /// Elements emitted from the streamed array, and whether a `,` awaits the next.
     elements: usize,
     need_element: bool,
+    /// The streamed object's members before its array: one repeated after it would
+    /// make a second object of the same bytes for a client that keeps the last copy
+    /// (a `kind` there turns the list back into an object of the kind).
+    head_keys: Vec<String>,
 }
 
 // === impl Scanner ===
@@ -136,6 +140,7 @@ impl Scanner {
             buf: Vec::new(),
             members: Members::default(),
             array: Array::Items,
+            head_keys: Vec::new(),
             elements: 0,
             need_element: false,
         }
@@ -304,6 +309,9 @@ impl Scanner {
                 if trailer.contains_key("items") || trailer.contains_key("rows") {
                     return Err(MaskError::DuplicateArray);
                 }
+                if let Some(key) = trailer.keys().find(|k| self.head_keys.contains(k)) {
+                    return Err(MaskError::DuplicateMember(key.clone()));
+                }
                 if trailer.is_empty() {
                     // `,}`: the comma promised a member.
                     return Err(MaskError::Unexpected(b'}'));
@@ -383,6 +391,7 @@ impl Scanner {
             return Ok(());
         }
         let mut text = serde_json::to_vec(&head).map_err(MaskError::Serialize)?;
+        self.head_keys = head.keys().cloned().collect();
         text.pop();
         if !head.is_empty() {
             text.push(b',');

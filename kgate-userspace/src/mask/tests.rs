@@ -467,6 +467,14 @@ fn broken_responses_fail_and_never_leak() {
             r#"{"kind":"SecretList","items"::[{"data":{"a":"czNjcjN0"}}]}"#.into(),
             "unexpected byte",
         ),
+        // Found by the fuzzer: a list whose members after its items repeat its
+        // `kind`. A client that keeps the last copy of a key reads one Secret, with
+        // the unmasked `data` that follows.
+        (
+            &list,
+            r#"{"kind":"SecretList","items":[],"kind":"Secret","data":{"a":"czNjcjN0"}}"#.into(),
+            "repeats its member \"kind\"",
+        ),
         (&get, r#"["czNjcjN0"]"#.into(), "unexpected byte"),
         (
             &get,
