@@ -21,6 +21,21 @@ use hyper_util::{
 
 use crate::pki::Ca;
 
+/// A KgatePolicy letting the admin (`kubernetes-admin`) do anything but touch
+/// Secrets: denied with the message `no secrets here`.
+pub const ADMIN_NO_SECRETS: &str = r#"
+apiVersion: kgate.io/v1alpha1
+kind: KgatePolicy
+metadata: {name: admins}
+spec:
+  subjects: {users: [kubernetes-admin]}
+  rules:
+    - name: no-secrets
+      match: {resources: [secrets]}
+      action: deny
+      message: no secrets here
+"#;
+
 /// The `kgate` binary: `KGATE_BIN`, or next to the test executable's `deps/`.
 pub fn kgate_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("KGATE_BIN") {

@@ -20,7 +20,7 @@ use http_body_util::Full;
 use kgate_tests::{
     apiserver::{ApiServer, Config, Handle, Subject},
     fault_proxy::{Fault, FaultProxy},
-    harness::{Agent, ScratchDir, https_client, scratch_dir, text},
+    harness::{ADMIN_NO_SECRETS, Agent, ScratchDir, https_client, scratch_dir, text},
 };
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
 use serde_json::{Value, json};
@@ -43,21 +43,6 @@ use self::{
     tokens::malformed_tokens,
 };
 
-/// The admin may do anything but read Secrets: a smuggled Secret read that reached
-/// the API server would have passed kgate unseen.
-const POLICY: &str = r#"
-apiVersion: kgate.io/v1alpha1
-kind: KgatePolicy
-metadata: {name: admins}
-spec:
-  subjects: {users: [kubernetes-admin]}
-  rules:
-    - name: no-secrets
-      match: {resources: [secrets]}
-      action: deny
-      message: no secrets here
-"#;
-
 struct Setup {
     server: Handle,
     agent: Agent,
@@ -68,7 +53,9 @@ async fn setup(upstream: Option<&FaultProxy>, extra: &str) -> Setup {
     let server = ApiServer::start(Config::default()).await.unwrap();
     let dir = scratch_dir("hostile");
     let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
+    // No Secrets for the admin: a smuggled Secret read that reached the API server
+    // would have passed kgate unseen.
+    std::fs::write(&policy, ADMIN_NO_SECRETS).unwrap();
     let (url, ca) = match upstream {
         Some(proxy) => (proxy.url(), proxy.ca_pem().to_owned()),
         None => (server.url(), server.ca_pem().to_owned()),

@@ -21,22 +21,9 @@ use kgate::record::{
 };
 use kgate_tests::{
     apiserver::{ApiServer, Config},
-    harness::{Agent, Kubectl, https_client, kgate_bin, scratch_dir},
+    harness::{ADMIN_NO_SECRETS, Agent, Kubectl, https_client, kgate_bin, scratch_dir},
 };
 use serde_json::Value;
-
-const POLICY: &str = r#"
-apiVersion: kgate.io/v1alpha1
-kind: KgatePolicy
-metadata: {name: admins}
-spec:
-  subjects: {users: [kubernetes-admin]}
-  rules:
-    - name: no-secrets
-      match: {resources: [secrets]}
-      action: deny
-      message: no secrets here
-"#;
 
 fn agent_with_records(
     server: &kgate_tests::apiserver::Handle,
@@ -85,7 +72,7 @@ async fn kubectl_requests_become_audit_events() {
     let server = ApiServer::start(Config::default()).await.unwrap();
     let dir = scratch_dir("recording");
     let (records, policy) = (dir.join("records"), dir.join("policy.yaml"));
-    fs::write(&policy, POLICY).unwrap();
+    fs::write(&policy, ADMIN_NO_SECRETS).unwrap();
     let agent = agent_with_records(&server, &records, &policy);
     let kubectl = Kubectl::new(
         scratch_dir("rec-kubectl"),
@@ -281,7 +268,7 @@ async fn kill_trial(seed: u64) -> String {
     let server = ApiServer::start(Config::default()).await.unwrap();
     let dir = scratch_dir("recording-kill");
     let (records, policy) = (dir.join("records"), dir.join("policy.yaml"));
-    fs::write(&policy, POLICY).unwrap();
+    fs::write(&policy, ADMIN_NO_SECRETS).unwrap();
     let agent = agent_with_records(&server, &records, &policy);
     let http2 = rng.below(2) == 0;
     let client = https_client(&agent.ca_pem, http2);

@@ -12,10 +12,12 @@ use super::{
     writer::{Sinks, Stats, Writer},
 };
 
-struct Dir(PathBuf);
+/// A scratch directory for one test, removed when dropped (also used by the
+/// reader's tests).
+pub(super) struct Dir(pub(super) PathBuf);
 
 impl Dir {
-    fn new(tag: &str) -> Self {
+    pub(super) fn new(tag: &str) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "kgate-record-{tag}-{}-{:?}",
             std::process::id(),

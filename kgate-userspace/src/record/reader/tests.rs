@@ -1,28 +1,8 @@
-use std::{fs, path::PathBuf, time::Duration};
+use std::{fs, time::Duration};
 
 use super::read;
 use crate::record::log::{self, Limits, Log, Position};
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "kgate-reader-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use crate::record::tests::Dir;
 
 const SMALL: Limits = Limits {
     segment_bytes: 4096,
@@ -51,7 +31,7 @@ fn numbers(records: &[Vec<u8>]) -> Vec<usize> {
 
 #[test]
 fn reads_across_segments_in_order_up_to_the_durable_end() {
-    let dir = Dir::new("follow");
+    let dir = Dir::new("reader-follow");
     let (mut log, _) = Log::open(&dir.0, SMALL).unwrap();
     append(&mut log, 0, 100);
     assert!(log.segments().len() > 2, "the test needs rotations");
@@ -83,7 +63,7 @@ fn reads_across_segments_in_order_up_to_the_durable_end() {
 
 #[test]
 fn a_byte_budget_still_reads_one_record() {
-    let dir = Dir::new("budget");
+    let dir = Dir::new("reader-budget");
     let (mut log, _) = Log::open(&dir.0, SMALL).unwrap();
     append(&mut log, 0, 5);
     let batch = read(&dir.0, Position::default(), log.end(), 100, 1).unwrap();
@@ -92,7 +72,7 @@ fn a_byte_budget_still_reads_one_record() {
 
 #[test]
 fn segments_deleted_before_they_were_read_are_counted() {
-    let dir = Dir::new("retention");
+    let dir = Dir::new("reader-retention");
     let (mut log, _) = Log::open(&dir.0, SMALL).unwrap();
     append(&mut log, 0, 100);
     let segments = log.segments();
@@ -116,7 +96,7 @@ fn segments_deleted_before_they_were_read_are_counted() {
 
 #[test]
 fn a_damaged_sealed_segment_is_skipped_and_counted() {
-    let dir = Dir::new("damage");
+    let dir = Dir::new("reader-damage");
     let (mut log, _) = Log::open(&dir.0, SMALL).unwrap();
     append(&mut log, 0, 100);
     let first = log.segments()[0].clone();
