@@ -17,7 +17,7 @@ use std::{
 
 use kgate_common::TargetKind;
 use tokio::{net::TcpListener, sync::watch};
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     apiclient::{self, ApiClientError},
@@ -31,11 +31,12 @@ use crate::{
     metrics::Metrics,
     policy::{file::FileError, store::PolicyStore},
     proxy::{
-        self, Proxy,
+        Proxy,
         accept::CgroupNames,
         dial::Endpoints,
         forward::{ForwardError, Upstream},
         tls::{ServingCert, TlsError},
+        workers::Workers,
     },
     record::{RecordError, Recorder},
 };
@@ -64,6 +65,8 @@ pub enum AgentError {
     Mask(#[from] MaskConfigError),
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error("cannot start the worker threads: {0}")]
+    WorkersFailed(#[source] io::Error),
     #[error("cannot listen on {0}: {1}")]
     ListenFailed(SocketAddr, #[source] io::Error),
 }
@@ -75,7 +78,10 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
     // are attached, so bad input leaves nothing behind.
     let serving = ServingCert::load(&config.tls.cert_file, &config.tls.key_file)?;
     let endpoints = Endpoints::default();
-    let upstream = Upstream::new(&config.upstream, config.upstream_uri()?, &endpoints)?;
+    let base = config.upstream_uri()?;
+    let upstreams = (0..config.worker_count())
+        .map(|_| Upstream::new(&config.upstream, base.clone(), &endpoints))
+        .collect::<Result<Vec<_>, _>>()?;
     let policy = Arc::new(PolicyStore::new(
         &config.policy.files,
         config.policy.default_action,
@@ -141,7 +147,6 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         identity,
         policy,
         approvals: Some(approvals),
-        upstream,
         masker,
         metrics: Metrics::with_recorder(recorder.stats().clone()),
         recorder,
@@ -187,18 +192,17 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| AgentError::ListenFailed(config.listen, e))?;
-    info!(listen = %config.listen, upstream = %config.upstream.server, "agent listening");
+    let count = upstreams.len();
+    let workers = Workers::start(&proxy, upstreams).map_err(AgentError::WorkersFailed)?;
+    info!(
+        listen = %config.listen, upstream = %config.upstream.server, workers = count,
+        "agent listening"
+    );
 
     let serve = async {
         loop {
             match listener.accept().await {
-                Ok((stream, peer)) => {
-                    let proxy = proxy.clone();
-                    tokio::spawn(
-                        proxy::serve_connection(proxy, stream, peer)
-                            .instrument(info_span!("conn", %peer)),
-                    );
-                }
+                Ok((stream, peer)) => workers.dispatch(stream, peer),
                 // Running out of fds must not kill the agent: log and keep accepting.
                 Err(error) => warn!(%error, "accept failed"),
             }

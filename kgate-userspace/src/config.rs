@@ -21,6 +21,10 @@ pub struct Config {
     /// Address the agent listens on. Default `0.0.0.0:6443`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Threads serving client connections, each with its own connections to the API
+    /// server. Default: the CPUs the agent may use (a CPU limit counts), at most 4.
+    #[serde(default)]
+    pub workers: Option<std::num::NonZeroUsize>,
     /// Where the kernel sends intercepted connections. Default: the listen address's IP
     /// when it is specific, and the listen port.
     #[serde(default)]
@@ -377,6 +381,14 @@ pub struct RedirectTo {
 // === impl Config ===
 
 impl Config {
+    /// The number of worker threads: `workers`, or the default.
+    pub fn worker_count(&self) -> usize {
+        self.workers.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+            std::num::NonZeroUsize::get,
+        )
+    }
+
     /// Parses and validates a config document.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         Self::parse_with(text, |_| {})

@@ -292,7 +292,12 @@ fn run(command: Command) -> anyhow::Result<()> {
                 return Ok(());
             }
             let debug_logs = tracing::enabled!(tracing::Level::DEBUG);
-            let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            // The control plane (watches, admin, heartbeats); client connections are
+            // served by the worker threads' own runtimes (`proxy::workers`).
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
             runtime.block_on(agent::run(parsed, debug_logs))?;
             Ok(())
         }

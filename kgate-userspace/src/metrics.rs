@@ -149,6 +149,12 @@ pub struct ConnectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabels {
+    /// The worker thread's index, from 0.
+    pub worker: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KernelLabels {
     /// `redirected`, `refused` (no agent address: fail closed) or `exempt`.
     pub outcome: &'static str,
@@ -163,6 +169,8 @@ pub struct StageLabels {
 /// What the node's agent is enforcing and where a request's time goes.
 pub struct NodeMetrics {
     pub connections: Family<ConnectionLabels, Counter>,
+    /// Client connections open now, by the worker thread serving them.
+    pub open_connections: Family<WorkerLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     /// Target connects the kernel programs handled, from their per-CPU counters.
     kernel_connects: Family<KernelLabels, Counter>,
     kernel_seen: std::sync::Mutex<[u64; 3]>,
@@ -182,6 +190,12 @@ impl NodeMetrics {
             "connections",
             "Accepted client connections by where they came from",
             connections.clone(),
+        );
+        let open_connections = Family::default();
+        registry.register(
+            "open_connections",
+            "Client connections open now, by the worker thread serving them",
+            open_connections.clone(),
         );
         let kernel_connects = Family::<KernelLabels, Counter>::default();
         registry.register(
@@ -221,6 +235,7 @@ impl NodeMetrics {
         );
         Self {
             connections,
+            open_connections,
             kernel_connects,
             kernel_seen: std::sync::Mutex::new([0; 3]),
             stage_latency,

@@ -16,6 +16,11 @@ use serde_json::Value;
 
 /// A standalone agent in front of `server` with its admin endpoint on a free port.
 fn agent_with_admin(server: &kgate_tests::apiserver::Handle) -> (Agent, u16) {
+    agent_with_admin_and(server, "")
+}
+
+/// [`agent_with_admin`], with more config lines.
+fn agent_with_admin_and(server: &kgate_tests::apiserver::Handle, extra: &str) -> (Agent, u16) {
     let port = free_port();
     let agent = Agent::standalone_with(
         &server.url(),
@@ -23,7 +28,7 @@ fn agent_with_admin(server: &kgate_tests::apiserver::Handle) -> (Agent, u16) {
         server.admin_token(),
         &format!(
             "identity: {{unboundSubjects: ['*']}}\npolicy: {{defaultAction: allow}}\n\
-             admin: {{listen: '127.0.0.1:{port}'}}\n"
+             admin: {{listen: '127.0.0.1:{port}'}}\n{extra}"
         ),
     )
     .unwrap();
@@ -428,4 +433,65 @@ async fn the_agent_raises_its_open_files_limit() {
         .split_whitespace()
         .collect::<Vec<_>>();
     assert_eq!(open_files[3..5], ["4096", "4096"], "{limits}");
+}
+
+/// Connections are spread over the worker threads, fewest open first, and each is
+/// counted off when it closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_spread_over_the_workers_and_are_counted_off() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let (agent, port) = agent_with_admin_and(&server, "workers: 3\n");
+    let client = https_client(&agent.ca_pem, false);
+    let open = || async {
+        let req = Request::get(format!("https://127.0.0.1:{port}/metrics"))
+            .header("authorization", format!("Bearer {}", server.admin_token()))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let metrics = text(client.request(req).await.unwrap().into_body()).await;
+        (0..3)
+            .map(|worker| {
+                let series = format!("kgate_open_connections{{worker=\"{worker}\"}} ");
+                metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&series))
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+            })
+            .collect::<Vec<_>>()
+    };
+    // The counts once `total` connections are open (or what they are after 10 s).
+    let settled = |total: i64| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let now = open().await;
+            if now.iter().sum::<i64>() == total || std::time::Instant::now() > deadline {
+                return now;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(settled(0).await, [0, 0, 0]);
+
+    // Seven connections that send nothing yet: none may go to a worker holding more
+    // than the others.
+    let held: Vec<_> = (0..7)
+        .map(|_| std::net::TcpStream::connect(agent.addr).unwrap())
+        .collect();
+    let spread = settled(7).await;
+    let mut sorted = spread.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, [2, 2, 3], "open connections by worker: {spread:?}");
+
+    // Each worker serves requests: eight over a fresh connection each.
+    for _ in 0..8 {
+        let fresh = https_client(&agent.ca_pem, false);
+        let req = Request::get(format!("{}/api/v1/namespaces/demo/pods", agent.url()))
+            .header("authorization", format!("Bearer {}", server.admin_token()))
+            .header("connection", "close")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(fresh.request(req).await.unwrap().status(), StatusCode::OK);
+    }
+    drop(held);
+    assert_eq!(settled(0).await, [0, 0, 0]);
 }

@@ -25,6 +25,7 @@ pub mod forward;
 pub mod identify;
 pub mod record;
 pub mod tls;
+pub mod workers;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Instant};
 
@@ -74,14 +75,21 @@ pub struct Proxy {
     pub policy: Arc<PolicyStore>,
     /// `None` when policy may not hold requests (no approval store).
     pub approvals: Option<Approvals>,
-    pub upstream: Upstream,
     pub masker: Masker,
     pub recorder: Recorder,
     pub metrics: Metrics,
 }
 
 /// Serves one TCP connection from accept to close.
-pub async fn serve_connection(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAddr) {
+///
+/// `upstream` is the serving worker's own: its connections to the API server live on
+/// the same thread.
+pub async fn serve_connection(
+    proxy: Arc<Proxy>,
+    upstream: Arc<Upstream>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
     let conn = match accept::accept(
         proxy.origins.as_ref(),
         proxy.direct_clients,
@@ -143,8 +151,12 @@ pub async fn serve_connection(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAdd
     let requested = first_request.clone();
     let service = service_fn(move |req| {
         requested.notify_one();
-        let (proxy, conn, conn_id) = (proxy.clone(), conn.clone(), conn_id.clone());
-        async move { Ok::<_, Infallible>(handle(proxy, conn, conn_id, body::Lingering::new(req)).await) }
+        let (proxy, upstream) = (proxy.clone(), upstream.clone());
+        let (conn, conn_id) = (conn.clone(), conn_id.clone());
+        async move {
+            let req = body::Lingering::new(req);
+            Ok::<_, Infallible>(handle(proxy, upstream, conn, conn_id, req).await)
+        }
     });
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
@@ -178,6 +190,7 @@ pub async fn serve_connection(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAdd
 /// One request through the stages, in order.
 async fn handle(
     proxy: Arc<Proxy>,
+    upstream: Arc<Upstream>,
     conn: Arc<Connection>,
     conn_id: Arc<str>,
     mut req: Request<body::Lingering>,
@@ -311,8 +324,7 @@ async fn handle(
         });
     let impersonate = identity.impersonate.then_some(&*identity.user);
     let stage = Instant::now();
-    let forwarded = proxy
-        .upstream
+    let forwarded = upstream
         .forward(conn.peer, req, impersonate, info.is_long_running(), tap)
         .await;
     proxy.metrics.node.stage("forward", stage.elapsed());
