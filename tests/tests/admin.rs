@@ -3,7 +3,7 @@
 //! a token, 403 when the SubjectAccessReview says no), and a status table that
 //! shows, and fails on, an agent that is down.
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -11,6 +11,7 @@ use http_body_util::Full;
 use kgate_tests::{
     apiserver::{ApiServer, Config},
     harness::{Agent, free_port, https_client, kgate_bin, scratch_dir, text},
+    recorder::{admin, eventually, get, sample},
 };
 use serde_json::Value;
 
@@ -441,57 +442,47 @@ async fn the_agent_raises_its_open_files_limit() {
 async fn connections_spread_over_the_workers_and_are_counted_off() {
     let server = ApiServer::start(Config::default()).await.unwrap();
     let (agent, port) = agent_with_admin_and(&server, "workers: 3\n");
-    let client = https_client(&agent.ca_pem, false);
-    let open = || async {
-        let req = Request::get(format!("https://127.0.0.1:{port}/metrics"))
-            .header("authorization", format!("Bearer {}", server.admin_token()))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let metrics = text(client.request(req).await.unwrap().into_body()).await;
+    let token = server.admin_token().to_owned();
+    let open = async || {
+        let (_, metrics) = admin(&agent, port, &token, "/metrics").await;
         (0..3)
             .map(|worker| {
-                let series = format!("kgate_open_connections{{worker=\"{worker}\"}} ");
-                metrics
-                    .lines()
-                    .find_map(|l| l.strip_prefix(&series))
-                    .and_then(|v| v.parse::<i64>().ok())
-                    .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+                let series = format!("kgate_open_connections{{worker=\"{worker}\"}}");
+                sample(&metrics, &series).unwrap_or_else(|| panic!("no {series} in {metrics}"))
             })
-            .collect::<Vec<_>>()
+            .collect::<Vec<f64>>()
     };
-    // The counts once `total` connections are open (or what they are after 10 s).
-    let settled = |total: i64| async move {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
+    // The counts once `total` connections are open.
+    let settled = async |total: f64| {
+        let what = format!("{total} open connections");
+        eventually(&what, Duration::from_secs(10), async || {
             let now = open().await;
-            if now.iter().sum::<i64>() == total || std::time::Instant::now() > deadline {
-                return now;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+            (now.iter().sum::<f64>() == total).then_some(now)
+        })
+        .await
     };
-    assert_eq!(settled(0).await, [0, 0, 0]);
+    assert_eq!(settled(0.0).await, [0.0; 3]);
 
     // Seven connections that send nothing yet: none may go to a worker holding more
     // than the others.
     let held: Vec<_> = (0..7)
         .map(|_| std::net::TcpStream::connect(agent.addr).unwrap())
         .collect();
-    let spread = settled(7).await;
+    let spread = settled(7.0).await;
     let mut sorted = spread.clone();
-    sorted.sort_unstable();
-    assert_eq!(sorted, [2, 2, 3], "open connections by worker: {spread:?}");
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(
+        sorted,
+        [2.0, 2.0, 3.0],
+        "open connections by worker: {spread:?}"
+    );
 
-    // Each worker serves requests: eight over a fresh connection each.
+    // The workers serve requests: eight, over a fresh connection each.
     for _ in 0..8 {
         let fresh = https_client(&agent.ca_pem, false);
-        let req = Request::get(format!("{}/api/v1/namespaces/demo/pods", agent.url()))
-            .header("authorization", format!("Bearer {}", server.admin_token()))
-            .header("connection", "close")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        assert_eq!(fresh.request(req).await.unwrap().status(), StatusCode::OK);
+        let (status, body) = get(&fresh, &agent, &token, "/api/v1/namespaces/demo/pods").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
     }
     drop(held);
-    assert_eq!(settled(0).await, [0, 0, 0]);
+    assert_eq!(settled(0.0).await, [0.0; 3]);
 }
