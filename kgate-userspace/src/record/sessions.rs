@@ -56,11 +56,14 @@ pub struct Session {
 }
 
 impl Session {
-    /// The session's end is the latest record of any of its requests. (MicroTime in
-    /// UTC sorts as text.)
-    fn ended(&mut self, at: &str) {
-        if *at > *self.end {
-            at.clone_into(&mut self.end);
+    /// What any record of its requests tells: the session's end is the latest of them
+    /// (MicroTime in UTC sorts as text), its pod the first one named.
+    fn saw(&mut self, event: &Event) {
+        if *event.stage_timestamp > *self.end {
+            event.stage_timestamp.clone_into(&mut self.end);
+        }
+        if self.pod.is_none() {
+            self.pod = event.annotation(event::POD).map(str::to_owned);
         }
     }
 }
@@ -341,10 +344,7 @@ impl Grouper {
             let refused = is_refusal(&event);
             session.refused = session.refused - usize::from(seen.refused) + usize::from(refused);
             seen.refused = refused;
-            session.ended(&event.stage_timestamp);
-            if session.pod.is_none() {
-                session.pod = event.annotation(event::POD).map(str::to_owned);
-            }
+            session.saw(&event);
             if self.keep_events {
                 session.events[seen.slot] = event;
             }
@@ -384,10 +384,7 @@ impl Grouper {
         let refused = is_refusal(&event);
         session.requests += 1;
         session.refused += usize::from(refused);
-        session.ended(&event.stage_timestamp);
-        if session.pod.is_none() {
-            session.pod = event.annotation(event::POD).map(str::to_owned);
-        }
+        session.saw(&event);
         let seen = Seen {
             session: i,
             slot: session.events.len(),
