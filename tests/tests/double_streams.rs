@@ -43,23 +43,28 @@ fn run(k: &Kubectl, env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Output
     run_command(cmd, Some(stdin))
 }
 
-/// Runs `cmd` to completion (stdin from `stdin`, or none), killing it after [`TIMEOUT`].
+/// Runs `cmd` to completion, killing it after [`TIMEOUT`]. Its stdin is a pipe: with
+/// `Some(bytes)` they are written and the pipe closed; with `None` the pipe stays open,
+/// silent, until the command has exited.
 fn run_command(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let shown = format!("{cmd:?}");
     let mut child = Killed(cmd.spawn().expect("the command runs"));
-    if let (Some(mut input), Some(stdin)) = (child.0.stdin.take(), stdin) {
-        let stdin = stdin.to_vec();
-        std::thread::spawn(move || {
-            let _ = input.write_all(&stdin);
-        });
-    }
+    let input = child.0.stdin.take().expect("piped");
+    // Held until the end when there is nothing to write, and dropped after it.
+    let _held = match stdin {
+        Some(stdin) => {
+            let stdin = stdin.to_vec();
+            let mut input = input;
+            std::thread::spawn(move || {
+                let _ = input.write_all(&stdin);
+            });
+            None
+        }
+        None => Some(input),
+    };
     let pipe = |mut r: Box<dyn Read + Send>| {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -197,7 +202,11 @@ async fn kubectl_exec_with_a_terminal() {
     let k = kubectl(&server, "streams-tty");
     blocking(move || {
         // kubectl -t insists on a terminal: `script` runs it on a pty of a known size,
-        // which kubectl sends on the resize stream before anything else.
+        // which kubectl sends on the resize stream before anything else. script's stdin
+        // stays open: at its EOF script would type ^D into the pty, kubectl would send
+        // it as stdin, and if that write meets the connection the server has just
+        // closed, client-go logs "broken pipe" into the output (as it does against a
+        // real kubelet; a race in the client, not in the server).
         for env in ["", "KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false "] {
             let line = format!(
                 "stty cols 100 rows 30; {env}kubectl --kubeconfig '{}' exec -it web-0 -- stty size",
