@@ -41,6 +41,11 @@ use self::{
 };
 use crate::config::{self, Durability, Level};
 
+/// How far ahead strict mode zero-fills the active segment ([`Log::reserve`]): the
+/// records of about 700 requests at the default level (a request's two events take
+/// about 1.5 KB), topped up when half of it is used.
+const STRICT_RESERVE: u64 = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error("record.dir {0}: opening the record log failed: {1}")]
@@ -96,6 +101,9 @@ impl Recorder {
             Some(dir) => {
                 let (mut log, recovery) = Log::open(dir, limits(cfg))
                     .map_err(|e| RecordError::OpenFailed(dir.clone(), e))?;
+                if cfg.durability == Durability::Strict {
+                    log.reserve(STRICT_RESERVE);
+                }
                 if sink.is_some() {
                     // Until the sink has loaded its cursor, everything counts as unsent.
                     log.warn_unconsumed(stats.webhook.acked.clone());

@@ -92,11 +92,94 @@ fn framing_round_trip() {
     assert_eq!(records, payloads);
     assert_eq!(good, buf.len());
     assert_eq!(damage, None);
-    // Zeros where a header should be (a file extended but never written) are damage,
-    // not an empty record.
+    // Zeros to the end (a reserve, a file extended but never written) are unwritten
+    // space: no record, no damage, and the good prefix ends before them.
     let (records, good, damage) = log::unframe(&[0; 16]);
     assert!(records.is_empty());
+    assert_eq!((good, damage), (0, None));
+    let mut reserved = buf.clone();
+    reserved.extend_from_slice(&[0; 3]);
+    let (records, good, damage) = log::unframe(&reserved);
+    assert_eq!((records.len(), good, damage), (3, buf.len(), None));
+    // A zero length with data after it is damage, not an empty record.
+    let mut hole = vec![0; 16];
+    hole.extend_from_slice(&buf);
+    let (records, good, damage) = log::unframe(&hole);
+    assert!(records.is_empty());
     assert_eq!((good, damage), (0, Some("invalid record length")));
+}
+
+#[test]
+fn a_reserve_is_written_over_and_never_read_as_records() {
+    let dir = Dir::new("reserve");
+    let limits = Limits {
+        segment_bytes: 64 << 10,
+        ..BIG
+    };
+    let (mut log, _) = Log::open(&dir.0, limits).unwrap();
+    log.reserve(16 << 10);
+    let record = |i: usize| format!("record {i:04} {}", "x".repeat(500)).into_bytes();
+    let len = |path: &Path| fs::metadata(path).unwrap().len();
+    let mut written = 0;
+    for i in 0..10 {
+        append(&mut log, &[&record(i)]);
+        written += (log::HEADER + record(i).len()) as u64;
+        log.reserve_ahead().unwrap();
+        // Zeros follow the records, at least half the reserve of them.
+        let path = only_segment(&dir.0);
+        assert!(
+            len(&path) >= written + (8 << 10),
+            "{} {written}",
+            len(&path)
+        );
+    }
+    // Read while the agent writes: the zeros are neither records nor damage.
+    let expected: Vec<Vec<u8>> = (0..10).map(record).collect();
+    assert_eq!(all(&dir.0), expected);
+    // A crash leaves the zeros: the recovery scan cuts them off, reporting nothing.
+    let path = only_segment(&dir.0);
+    let crashed = fs::read(&path).unwrap();
+    std::mem::forget(log);
+    let (log, recovery) = Log::open(&dir.0, limits).unwrap();
+    assert_eq!((recovery.records, recovery.damaged.len()), (10, 0));
+    assert_eq!(len(&path), written);
+    drop(log);
+    // A record torn over the zeros is damage, found and cut back to the good prefix.
+    let mut torn = crashed.clone();
+    let at = usize::try_from(written).unwrap();
+    torn[at..at + 20].copy_from_slice(&crashed[..20]);
+    fs::write(&path, &torn).unwrap();
+    let (mut log, recovery) = Log::open(&dir.0, limits).unwrap();
+    let [damage] = recovery.damaged.as_slice() else {
+        panic!("one damaged segment expected: {:?}", recovery.damaged)
+    };
+    assert_eq!((damage.good_bytes, damage.truncated), (written, true));
+    assert_eq!(len(&path), written);
+    // Rotation: the sealed segment ends at its last record, the new one is reserved.
+    log.reserve(16 << 10);
+    for i in 10..200 {
+        append(&mut log, &[&record(i)]);
+        log.reserve_ahead().unwrap();
+    }
+    let segments = log.segments();
+    assert!(segments.len() >= 2, "{segments:?}");
+    for sealed in &segments[..segments.len() - 1] {
+        let data = fs::read(sealed).unwrap();
+        let (records, good, damage) = log::unframe(&data);
+        assert_eq!((good, damage), (data.len(), None), "{}", sealed.display());
+        assert!(!records.is_empty());
+        assert!(data.len() as u64 <= limits.segment_bytes);
+    }
+    let active = segments.last().unwrap();
+    assert!(
+        len(active) > log.end().offset,
+        "the active segment is reserved"
+    );
+    // A stopped log ends at its last record too.
+    let end = log.end().offset;
+    drop(log);
+    assert_eq!(len(active), end);
+    assert_eq!(all(&dir.0), (0..200).map(record).collect::<Vec<_>>());
 }
 
 #[test]

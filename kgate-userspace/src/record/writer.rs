@@ -12,6 +12,10 @@
 //!   and takes what queued up meanwhile as the next group, so a busy proxy's requests
 //!   hand over records without waking the writer thread one by one.
 //!
+//! In strict mode the log keeps a reserve ([`Log::reserve`]): the writer tops it up
+//! after a group's acknowledgements, so that each request's sync overwrites zeros
+//! instead of growing the file.
+//!
 //! A full queue is never silent: the record is counted in [`Stats::dropped`] and a
 //! warning is logged (rate limited), and a strict request is refused.
 
@@ -26,7 +30,7 @@ use std::{
 };
 
 use tokio::sync::{oneshot, watch};
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::{
     log::{self, Log, Position},
@@ -259,6 +263,15 @@ fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, sta
             if let Some(ack) = item.ack {
                 let _ = ack.send(result.clone());
             }
+        }
+        // After the acknowledgements, so that no request waits for the zeros.
+        if busy
+            && let Some(log) = &mut sinks.log
+            && let Err(error) = log.reserve_ahead()
+        {
+            // Records still go to the end of the segment; when they cannot, that
+            // write fails and says so.
+            debug!(%error, "cannot zero-fill the record log ahead");
         }
         if flush.is_some() && busy {
             std::thread::sleep(BATCH_PAUSE);
