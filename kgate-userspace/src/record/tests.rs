@@ -477,6 +477,37 @@ async fn the_durable_end_is_published_after_each_sync() {
 }
 
 #[tokio::test]
+async fn the_writer_tops_the_reserve_up_when_nothing_is_queued() {
+    let dir = Dir::new("top-up");
+    let (mut log, _) = Log::open(&dir.0, BIG).unwrap();
+    log.reserve(64 << 10);
+    let stats = Arc::new(Stats::default());
+    let writer = writer(Some(log), None, 16, None, stats);
+    let path = only_segment(&dir.0);
+    let len = || fs::metadata(&path).unwrap().len();
+    assert_eq!(len(), 0, "no zeros before the first group");
+    let ack = writer.submit(b"request".to_vec(), true).unwrap().unwrap();
+    ack.await.unwrap().unwrap();
+    // After the acknowledgement, the queue being empty, the zeros follow.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while len() < 32 << 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never topped up: {}",
+            len()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let reserved = len();
+    assert_eq!(all(&dir.0), [b"request".to_vec()]);
+    // The next record is written over them: the file does not grow.
+    let ack = writer.submit(b"another".to_vec(), true).unwrap().unwrap();
+    ack.await.unwrap().unwrap();
+    assert_eq!(len(), reserved);
+    assert_eq!(all(&dir.0), [b"request".to_vec(), b"another".to_vec()]);
+}
+
+#[tokio::test]
 async fn strict_syncs_for_waiting_records_and_soon_after_for_the_rest() {
     let dir = Dir::new("lazy");
     let (log, _) = Log::open(&dir.0, BIG).unwrap();

@@ -13,8 +13,8 @@
 //!   hand over records without waking the writer thread one by one.
 //!
 //! In strict mode the log keeps a reserve ([`Log::reserve`]): the writer tops it up
-//! after a group's acknowledgements, so that each request's sync overwrites zeros
-//! instead of growing the file.
+//! after a group's acknowledgements when nothing else is queued, so that each
+//! request's sync overwrites zeros instead of growing the file.
 //!
 //! A full queue is never silent: the record is counted in [`Stats::dropped`] and a
 //! warning is logged (rate limited), and a strict request is refused.
@@ -169,11 +169,15 @@ fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, sta
     let mut group: Vec<Item> = Vec::new();
     // When the oldest written but unsynced record was written.
     let mut dirty: Option<Instant> = None;
+    // A record taken off the queue to see whether it was empty: the next group's first.
+    let mut carried: Option<Item> = None;
     let sync_every = flush.unwrap_or(LAZY_SYNC);
     let stdout = io::stdout();
     loop {
         // Wait for a record; with unsynced records, no longer than the sync is due.
-        let first = if let Some(since) = dirty {
+        let first = if let Some(item) = carried.take() {
+            Ok(item)
+        } else if let Some(since) = dirty {
             rx.recv_timeout(sync_every.saturating_sub(since.elapsed()))
         } else {
             rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
@@ -264,14 +268,20 @@ fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, sta
                 let _ = ack.send(result.clone());
             }
         }
-        // After the acknowledgements, so that no request waits for the zeros.
-        if busy
-            && let Some(log) = &mut sinks.log
-            && let Err(error) = log.reserve_ahead()
-        {
-            // Records still go to the end of the segment; when they cannot, that
-            // write fails and says so.
-            debug!(%error, "cannot zero-fill the record log ahead");
+        // After the acknowledgements and only with nothing queued, so that no record
+        // waits for the zeros: a stream going at the disk's pace, or a saturated
+        // proxy, appends as without a reserve instead of writing twice.
+        if busy && let Some(log) = &mut sinks.log {
+            match rx.try_recv() {
+                Ok(item) => carried = Some(item),
+                Err(_) => {
+                    if let Err(error) = log.reserve_ahead() {
+                        // Records still go to the end of the segment; when they
+                        // cannot, that write fails and says so.
+                        debug!(%error, "cannot zero-fill the record log ahead");
+                    }
+                }
+            }
         }
         if flush.is_some() && busy {
             std::thread::sleep(BATCH_PAUSE);
