@@ -5,8 +5,10 @@
 //!   about to be forwarded) is written and `fdatasync`ed, then those records get it:
 //!   concurrent requests share one sync (group commit). A failed write or sync is
 //!   acknowledged as an error, and the request path refuses the request (fail
-//!   closed). A group no one waits for (response records, stream frames) is written
-//!   and rides on the next sync, at most 100 ms later.
+//!   closed). A group no one waits for (response records) is written and rides on
+//!   the next sync, at most 100 ms later. Captured stream chunks are acknowledged
+//!   (a stream's backlog bound waits on it), so a group holding them is synced at
+//!   once.
 //! - `batch`: groups are written as they come and synced every `flush` interval;
 //!   nothing waits for the disk. After a group the writer pauses for 2 ms
 //!   and takes what queued up meanwhile as the next group, so a busy proxy's requests
