@@ -171,40 +171,37 @@ impl Log {
             recovery.records += records.len() as u64;
             next_seq = first + records.len() as u64;
             active_bytes = good as u64;
-            if reason.is_none() && good < data.len() {
-                // Zeros written ahead (or a crash's unwritten tail): no records, and
-                // a sealed segment ends at its last record.
+            // Zeros after the last record (written ahead, or a crash's unwritten tail)
+            // are cut off any segment; damage only off the active one.
+            let cut = good < data.len() && (reason.is_none() || Some(i) == last);
+            if cut {
                 OpenOptions::new()
                     .write(true)
                     .open(path)?
                     .set_len(good as u64)?;
-                debug!(segment = %path.display(), bytes = data.len() - good, "unwritten tail cut off");
             }
-            if let Some(reason) = reason {
-                let truncate = Some(i) == last;
-                if truncate {
-                    OpenOptions::new()
-                        .write(true)
-                        .open(path)?
-                        .set_len(good as u64)?;
+            let Some(reason) = reason else {
+                if cut {
+                    debug!(segment = %path.display(), bytes = data.len() - good, "unwritten tail cut off");
                 }
-                let damage = Damage {
-                    segment: path.clone(),
-                    good_bytes: good as u64,
-                    bad_bytes: (data.len() - good) as u64,
-                    reason,
-                    truncated: truncate,
-                };
-                warn!(
-                    segment = %path.display(),
-                    good_bytes = damage.good_bytes,
-                    bad_bytes = damage.bad_bytes,
-                    reason,
-                    truncated = truncate,
-                    "record log damaged: kept every complete record before the damage"
-                );
-                recovery.damaged.push(damage);
-            }
+                continue;
+            };
+            let damage = Damage {
+                segment: path.clone(),
+                good_bytes: good as u64,
+                bad_bytes: (data.len() - good) as u64,
+                reason,
+                truncated: cut,
+            };
+            warn!(
+                segment = %path.display(),
+                good_bytes = damage.good_bytes,
+                bad_bytes = damage.bad_bytes,
+                reason,
+                truncated = cut,
+                "record log damaged: kept every complete record before the damage"
+            );
+            recovery.damaged.push(damage);
         }
         let (active_path, active_bytes) = match segments.pop() {
             Some((_, path)) => (path, active_bytes),
