@@ -130,6 +130,22 @@ impl Status {
         )
     }
 
+    /// 415 UnsupportedMediaType: a body in an encoding kgate cannot check, as the
+    /// API server answers a content type it does not decode.
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::failure(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            message,
+        )
+    }
+
+    /// 422 Invalid: the request is understood but cannot be carried out as written,
+    /// as the API server answers an invalid object or a JSON patch that does not apply.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::failure(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message)
+    }
+
     /// 431: the request head is larger than the API server accepts (1 MiB). metav1
     /// has no reason of its own for it; RequestEntityTooLarge is the nearest.
     pub fn header_too_large(message: impl Into<String>) -> Self {

@@ -114,7 +114,11 @@ async fn kubectl_reads_and_writes_show_no_secret_values() {
         assert_no_values(&applied);
         let yaml = k.ok(&["get", "secret", "applied", "-n", "demo", "-o", "yaml"]);
         assert_no_values(&yaml);
-        assert!(!yaml.contains("last-applied-configuration"), "{yaml}");
+        // The annotation stays (kubectl apply diffs against it), its values masked.
+        assert!(
+            yaml.contains("last-applied-configuration") && yaml.contains(&format!(r#"{{"password":"{MASKED_BASE64}"}}"#)),
+            "{yaml}"
+        );
     })
     .await;
     let stored = s.server.get("secrets", "demo", "made-here").unwrap();

@@ -27,6 +27,7 @@
 mod body;
 mod config;
 mod negotiate;
+mod restore;
 mod rules;
 mod scanner;
 #[cfg(test)]
@@ -42,6 +43,7 @@ pub use self::{
     body::{MaskBody, mask_response},
     config::{DEFAULT_MAX_OBJECT_BYTES, MaskConfig},
     negotiate::negotiate,
+    restore::{RestoreError, Restored, guard, has_placeholder, patch_reads},
     rules::{LAST_APPLIED, MASKED_BASE64, MASKED_TEXT},
     scanner::Scanner,
 };
@@ -249,6 +251,27 @@ impl Plan {
         }
         rules::mask_value(&self.rules, self.target, value);
         true
+    }
+
+    /// Puts the stored values back where an object body (create, update, merge or
+    /// strategic merge patch, server-side apply) carries kgate's placeholders.
+    /// `stored`: the object as stored, `None` for one that does not exist yet.
+    pub fn restore_object(
+        &self,
+        body: &mut serde_json::Value,
+        stored: Option<&serde_json::Value>,
+    ) -> Result<Restored, RestoreError> {
+        restore::restore_object(&self.rules, self.target, body, stored)
+    }
+
+    /// The same for a JSON patch's values; also refuses operations that read masked
+    /// fields (`test`, `copy`, `move`).
+    pub fn restore_json_patch(
+        &self,
+        ops: &mut serde_json::Value,
+        stored: &serde_json::Value,
+    ) -> Result<Restored, RestoreError> {
+        restore::restore_json_patch(&self.rules, self.target, ops, stored)
     }
 
     /// A scanner for this plan's response body (`watch`: an event stream).

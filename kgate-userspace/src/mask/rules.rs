@@ -64,42 +64,73 @@ pub fn mask_row(rules: &Rules, target: Target, row: &mut Value) {
 }
 
 fn mask_object(rules: &Rules, target: Target, obj: &mut Map<String, Value>) {
-    let masked = match target {
+    match target {
         Target::Secret => {
             replace_values(obj, "data", MASKED_BASE64, |_| true);
             replace_values(obj, "stringData", MASKED_TEXT, |_| true);
-            // Always: even a Secret with no data may have had some when last applied.
-            true
         }
-        // The last-applied annotation goes whenever a rule covers the kind, masked
-        // now or not: it may hold a value that the object itself no longer does.
-        Target::ConfigMap => rules.config_map_keys.as_ref().is_some_and(|keys| {
-            replace_values(obj, "data", MASKED_TEXT, |k| keys.is_match(k));
-            replace_values(obj, "binaryData", MASKED_BASE64, |k| keys.is_match(k));
-            true
-        }),
-        Target::PodSpec(path) => rules.env_names.as_ref().is_some_and(|names| {
-            if let Some(spec) = pointer(obj, path) {
+        Target::ConfigMap => {
+            if let Some(keys) = &rules.config_map_keys {
+                replace_values(obj, "data", MASKED_TEXT, |k| keys.is_match(k));
+                replace_values(obj, "binaryData", MASKED_BASE64, |k| keys.is_match(k));
+            }
+        }
+        Target::PodSpec(path) => {
+            if let (Some(names), Some(spec)) = (&rules.env_names, pointer(obj, path)) {
                 mask_pod_spec(spec, names);
             }
-            true
-        }),
-        Target::Other => false,
-    };
+        }
+        Target::Other => {}
+    }
     let Some(Value::Object(annotations)) = obj
         .get_mut("metadata")
         .and_then(|m| m.get_mut("annotations"))
     else {
         return;
     };
-    if masked {
-        annotations.remove(LAST_APPLIED);
+    match annotations.get_mut(LAST_APPLIED) {
+        Some(Value::String(applied)) => {
+            if let Some(masked) = mask_last_applied(rules, target, applied) {
+                *applied = masked;
+            }
+        }
+        // Never sent by an API server (annotations are strings); cannot be checked.
+        Some(other) => *other = Value::String(MASKED_TEXT.to_owned()),
+        None => {}
     }
     for name in &rules.annotations {
         if let Some(value) = annotations.get_mut(name) {
             *value = Value::String(MASKED_TEXT.to_owned());
         }
     }
+}
+
+/// The `last-applied-configuration` annotation with the values masked inside it, or
+/// `None` when it holds nothing to mask (then it stays byte for byte as stored).
+///
+/// kubectl's client-side apply diffs against this annotation: its keys and structure
+/// must survive, or a later apply stops pruning what the user removed. Only values
+/// change, by the same rules as the object it describes. One that is not JSON cannot
+/// be checked, so it is replaced as a whole (fail closed).
+pub fn mask_last_applied(rules: &Rules, target: Target, applied: &str) -> Option<String> {
+    let Ok(Value::Object(mut inner)) = serde_json::from_str::<Value>(applied) else {
+        return Some(MASKED_TEXT.to_owned());
+    };
+    let before = inner.clone();
+    // The annotation never embeds itself (kubectl strips it), so this recurses one
+    // level at most.
+    mask_object(rules, target, &mut inner);
+    if inner == before {
+        return None;
+    }
+    let Ok(mut masked) = serde_json::to_string(&inner) else {
+        return Some(MASKED_TEXT.to_owned());
+    };
+    // kubectl writes the annotation with a trailing newline; keep the shape.
+    if applied.ends_with('\n') {
+        masked.push('\n');
+    }
+    Some(masked)
 }
 
 /// Replaces the values of the string map `obj[field]` whose keys pass `select`.

@@ -87,7 +87,10 @@ fn secret(name: &str) -> Value {
 }
 
 fn masked_secret(name: &str) -> Value {
-    json!({"metadata": {"name": name, "annotations": {"team": "db"}},
+    // The last-applied annotation keeps its keys, its values masked.
+    json!({"metadata": {"name": name, "annotations": {
+            LAST_APPLIED: format!("{{\"data\":{{\"password\":\"{MASKED_BASE64}\"}}}}"),
+            "team": "db"}},
         "type": "Opaque",
         "data": {"password": MASKED_BASE64, "we\"ird}]": MASKED_BASE64},
         "stringData": {"token": MASKED_TEXT}})
@@ -111,7 +114,7 @@ fn secrets_are_masked_in_every_response_shape() {
     let partial = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
         "metadata": {"name": "db", "annotations": {LAST_APPLIED: SECRET_VALUE}}});
     let partial_masked = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"name": "db", "annotations": {}}});
+        "metadata": {"name": "db", "annotations": {LAST_APPLIED: MASKED_TEXT}}});
     let bookmark = json!({"type": "BOOKMARK", "object": {"kind": "Secret", "apiVersion": "v1",
         "metadata": {"resourceVersion": "12", "annotations": {"k8s.io/initial-events-end": "true"}}}});
     let error = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
@@ -201,7 +204,8 @@ fn configured_rules_mask_configmaps_env_and_annotations() {
             json!({"kind": "ConfigMap", "metadata": {"annotations": applied},
                 "data": {"db_url": PLAIN_VALUE, "mode": "demo", "my_secret": PLAIN_VALUE},
                 "binaryData": {"secret.bin": SECRET_VALUE}}),
-            json!({"kind": "ConfigMap", "metadata": {"annotations": {"keep": "me"}},
+            // Not JSON, so it cannot be masked inside: replaced whole.
+            json!({"kind": "ConfigMap", "metadata": {"annotations": {"keep": "me", LAST_APPLIED: MASKED_TEXT}},
                 "data": {"db_url": MASKED_TEXT, "mode": "demo", "my_secret": MASKED_TEXT},
                 "binaryData": {"secret.bin": MASKED_BASE64}}),
         ),

@@ -24,6 +24,7 @@ pub mod dial;
 pub mod forward;
 pub mod identify;
 pub mod record;
+pub mod restore;
 pub mod tls;
 pub mod workers;
 
@@ -302,6 +303,24 @@ async fn handle(
         }
     } else {
         (req.map(body::stream), None)
+    };
+    // mask (writes): kgate's placeholders go back to the stored values, or the write
+    // is refused; none reaches the API server.
+    let req = match &mask_plan {
+        Some(plan) => {
+            let stage = Instant::now();
+            let restored =
+                restore::restore(&upstream, conn.peer, &identity, &info, plan, req).await;
+            proxy.metrics.node.stage("restore", stage.elapsed());
+            match restored {
+                Ok((req, restored)) => {
+                    pending.restored(&restored);
+                    req
+                }
+                Err(status) => return refuse(&status, decided),
+            }
+        }
+        None => req,
     };
     // record: at level Request, a copy of the body is kept as it streams upstream.
     let req = pending.capture_body(&proxy.recorder, &proxy.masker, &info, req);

@@ -84,6 +84,8 @@ pub struct Pending {
     /// At level `RequestResponse`: the response body the final record waits for, or
     /// why it does not.
     response_body: OnceLock<Result<response::Held, String>>,
+    /// The masked fields whose stored values a write had put back (pointers only).
+    restored: OnceLock<String>,
 }
 
 /// The caller and the request, as far as they are known.
@@ -118,6 +120,7 @@ impl Pending {
             peer,
             request_body: OnceLock::new(),
             response_body: OnceLock::new(),
+            restored: OnceLock::new(),
         }
     }
 
@@ -184,6 +187,13 @@ impl Pending {
         let (response, held) = response::hold(recorder, limit, response);
         let _ = self.response_body.set(Ok(held));
         response
+    }
+
+    /// Notes the fields whose stored values the mask stage put back into the write.
+    pub fn restored(&self, fields: &[String]) {
+        if !fields.is_empty() {
+            let _ = self.restored.set(fields.join(","));
+        }
     }
 
     /// The `Audit-ID` header the API server gets, so its audit log joins kgate's.
@@ -276,6 +286,9 @@ impl Pending {
             annotations.insert(key.to_owned(), value);
         };
         note(event::CONNECTION, self.connection.to_string());
+        if let Some(fields) = self.restored.get() {
+            note(event::RESTORED, fields.clone());
+        }
         if let Some(identity) = identity {
             note(event::WORKLOAD, identity.workload.describe());
             if let Workload::Pod { pod, container } = &identity.workload {

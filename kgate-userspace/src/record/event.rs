@@ -33,6 +33,9 @@ pub const APPROVAL: &str = "kgate.io/approval";
 pub const LATENCY_US: &str = "kgate.io/latency-us";
 pub const BINDING: &str = "kgate.io/binding";
 pub const CONNECTION: &str = "kgate.io/connection";
+/// The masked fields of a write whose placeholders kgate replaced by the stored values
+/// (JSON pointers, comma-separated; values are never recorded).
+pub const RESTORED: &str = "kgate.io/restored";
 /// At level `Request`, why an event of a request with a body has no `requestObject`.
 pub const REQUEST_OBJECT: &str = "kgate.io/request-object";
 /// Why an event at level `RequestResponse` has no `responseObject`.

@@ -163,17 +163,25 @@ impl Store {
             old["metadata"]["uid"].clone(),
             old["metadata"]["creationTimestamp"].clone(),
         );
-        inner.rv += 1;
-        let rv = inner.rv;
+        let old_rv = old["metadata"]["resourceVersion"].clone();
         let meta = obj["metadata"]
             .as_object_mut()
             .expect("caller checked metadata");
         meta.insert("uid".into(), uid);
         meta.insert("creationTimestamp".into(), created);
-        meta.insert("resourceVersion".into(), json!(rv.to_string()));
+        meta.insert("resourceVersion".into(), old_rv);
         if !ns.is_empty() {
             meta.insert("namespace".into(), json!(ns));
         }
+        // An update that changes nothing is not written: no new resourceVersion, no
+        // event (etcd3 store's GuaranteedUpdate compares the encoded bytes and returns
+        // the stored object).
+        if inner.objects.get(&key) == Some(&obj) {
+            return Ok(obj);
+        }
+        inner.rv += 1;
+        let rv = inner.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         inner.objects.insert(key, obj.clone());
         self.emit(&mut inner, resource, ns, "MODIFIED", &obj, rv);
         Ok(obj)

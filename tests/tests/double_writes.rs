@@ -1,0 +1,151 @@
+//! The double's writes as the real API server does them, checked with the real
+//! kubectl and no kgate in between, since kgate's write-through-masking relies on each:
+//! an update with a stale `resourceVersion` is a 409 Conflict (also when a patch
+//! carries it), an update or patch that changes nothing keeps the `resourceVersion`
+//! and sends no watch event (etcd3's GuaranteedUpdate compares before writing),
+//! `kubectl apply` stores its `last-applied-configuration` and prunes by it, and a
+//! JSON patch whose `test` fails is a 422.
+
+use kgate_tests::{
+    apiserver::{ApiServer, Config, Handle},
+    harness::{Kubectl, scratch_dir},
+};
+use serde_json::{Value, json};
+
+fn kubectl(server: &Handle, tag: &str) -> Kubectl {
+    Kubectl::new(
+        scratch_dir(tag),
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+    )
+}
+
+fn run(k: &Kubectl, args: &[&str]) -> (bool, String, String) {
+    tokio::task::block_in_place(|| k.run(args))
+}
+
+fn ok(k: &Kubectl, args: &[&str]) -> String {
+    tokio::task::block_in_place(|| k.ok(args))
+}
+
+fn file(k: &Kubectl, name: &str, text: &str) -> String {
+    let path = k.config.with_file_name(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn rv(v: &Value) -> String {
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_writes_conflict_and_no_op_writes_keep_the_version() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let k = kubectl(&server, "double-writes");
+    ok(&k, &["create", "configmap", "c", "--from-literal=a=1"]);
+    let read: Value = serde_json::from_str(&ok(&k, &["get", "cm", "c", "-o", "json"])).unwrap();
+
+    // A no-op replace and a no-op patch: same version.
+    let same = file(&k, "same.json", &read.to_string());
+    ok(&k, &["replace", "-f", &same]);
+    ok(
+        &k,
+        &[
+            "patch",
+            "cm",
+            "c",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"a":"1"}}"#,
+        ],
+    );
+    let now = server.get("configmaps", "demo", "c").unwrap();
+    assert_eq!(
+        rv(&now),
+        rv(&read),
+        "a write that changes nothing is not written"
+    );
+
+    // Someone else changes it; the stale replace and a patch with the stale version
+    // conflict.
+    let mut changed = now.clone();
+    changed["data"]["a"] = json!("2");
+    server.update("configmaps", "demo", changed).unwrap();
+    let conflict = "Operation cannot be fulfilled on configmaps \"c\": the object has been modified; please apply your changes to the latest version and try again";
+    let (done, _, err) = run(&k, &["replace", "-f", &same]);
+    assert!(
+        !done && err.contains("Error from server (Conflict)") && err.contains(conflict),
+        "{err}"
+    );
+    let stale = format!(
+        r#"{{"metadata":{{"resourceVersion":"{}"}},"data":{{"b":"x"}}}}"#,
+        rv(&read)
+    );
+    for kind in ["merge", "strategic"] {
+        let (done, _, err) = run(
+            &k,
+            &["patch", "cm", "c", &format!("--type={kind}"), "-p", &stale],
+        );
+        assert!(!done && err.contains(conflict), "{kind}: {err}");
+    }
+    let replace_rv = format!(
+        r#"[{{"op":"replace","path":"/metadata/resourceVersion","value":"{}"}}]"#,
+        rv(&read)
+    );
+    let (done, _, err) = run(&k, &["patch", "cm", "c", "--type=json", "-p", &replace_rv]);
+    assert!(!done && err.contains(conflict), "json: {err}");
+    let (done, _, err) = run(
+        &k,
+        &[
+            "patch",
+            "cm",
+            "c",
+            "--type=json",
+            "-p",
+            r#"[{"op":"test","path":"/data/a","value":"9"}]"#,
+        ],
+    );
+    assert!(
+        !done && (err.contains("Error from server (Invalid)") || err.contains("is invalid")),
+        "{err}"
+    );
+    assert_eq!(
+        server.get("configmaps", "demo", "c").unwrap()["data"],
+        json!({"a": "2"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_stores_its_annotation_and_prunes_by_it() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let k = kubectl(&server, "double-apply");
+    let cm = |data: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: applied, namespace: demo}}\ndata: {data}\n"
+        )
+    };
+    ok(
+        &k,
+        &["apply", "-f", &file(&k, "1.yaml", &cm("{a: '1', b: '2'}"))],
+    );
+    let stored = server.get("configmaps", "demo", "applied").unwrap();
+    let annotation: Value = serde_json::from_str(
+        stored["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(annotation["data"], json!({"a": "1", "b": "2"}));
+    let out = ok(&k, &["apply", "-f", &file(&k, "2.yaml", &cm("{a: '1'}"))]);
+    assert!(out.contains("configured"), "{out}");
+    let out = ok(&k, &["apply", "-f", &file(&k, "3.yaml", &cm("{a: '1'}"))]);
+    assert!(out.contains("unchanged"), "{out}");
+    assert_eq!(
+        server.get("configmaps", "demo", "applied").unwrap()["data"],
+        json!({"a": "1"})
+    );
+}
