@@ -1,6 +1,6 @@
 //! The **mask** stage's write half: a write that carries kgate's placeholders gets the
 //! stored values back in their place before it is forwarded, or is refused; a
-//! placeholder never reaches the API server (see [`crate::mask::restore`] for which
+//! placeholder never reaches the API server (see `mask::restore` for which
 //! fields and patch operations).
 //!
 //! Only writes (create, update, patch) to resources kgate masks for this caller are
