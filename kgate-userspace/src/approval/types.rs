@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
     group = "kgate.io",
     version = "v1alpha1",
     kind = "KgateApproval",
+    doc = "One request a kgate agent holds for a human decision: set spec.decision to approve or deny (kgate approve NAME, kgate deny NAME).",
     plural = "kgateapprovals",
     shortname = "kga",
     status = "KgateApprovalStatus",

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
     group = "kgate.io",
     version = "v1alpha1",
     kind = "KgatePolicy",
+    doc = "A kgate policy: for these subjects, these rules, a default action and a mode. The most specific matching rule of every policy decides.",
     plural = "kgatepolicies",
     shortname = "kgp",
     status = "KgatePolicyStatus",

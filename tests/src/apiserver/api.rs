@@ -12,7 +12,7 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::{
-    Body, Req, State, authn, delete, json_response,
+    Body, Req, State, authn, crd, delete, json_response,
     resources::{self, Resource},
     reviews, scale,
     selector::Selector,
@@ -74,7 +74,9 @@ pub fn handle(state: &Arc<State>, req: Req) -> hyper::Response<Body> {
         }
         // The status subresource of kgate's custom resources: the double keeps status
         // in the same object, so it is the object itself.
-        (&Method::GET, Some(name), Some("status")) if r.group == "kgate.io" => {
+        (&Method::GET, Some(name), Some("status"))
+            if r.group == "kgate.io" || r.name == "customresourcedefinitions" =>
+        {
             match state.store.get(r.name, &target.namespace, name) {
                 Some(obj) => json_response(StatusCode::OK, &obj),
                 None => not_found(r, name),
@@ -494,15 +496,19 @@ fn create(state: &State, t: &Target, req: &Req) -> hyper::Response<Body> {
         let suffix = state.store.current_rv() % 100_000;
         obj["metadata"]["name"] = json!(format!("{prefix}{suffix:05x}"));
     }
+    let (obj, warnings) = match admit(state, r, obj, None) {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
     if is_true(req.query("dryRun").map(|_| "true")) {
-        return json_response(StatusCode::CREATED, &obj);
+        return with_warnings(json_response(StatusCode::CREATED, &obj), &warnings);
     }
     let name = obj["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
     match state.store.create(r.name, &t.namespace, obj) {
-        Ok(obj) => json_response(StatusCode::CREATED, &obj),
+        Ok(obj) => with_warnings(json_response(StatusCode::CREATED, &obj), &warnings),
         Err(_) => {
             let mut body = status_body(
                 StatusCode::CONFLICT,
@@ -527,7 +533,57 @@ fn update(state: &State, t: &Target, name: &str, req: &Req) -> hyper::Response<B
             "the name of the object does not match the name on the URL",
         );
     }
+    // Without a stored object the update is a 404 (store_update), before admission.
+    let obj = match state.store.get(t.resource.name, &t.namespace, name) {
+        Some(old) => match admit(state, t.resource, obj, Some(&old)) {
+            Ok((admitted, _)) => admitted,
+            Err(response) => return response,
+        },
+        None => obj,
+    };
     store_update(state, t, name, obj)
+}
+
+/// CustomResourceDefinitions are defaulted and validated as the real server does
+/// (crd.rs), `old` being the stored object of an update; other kinds pass as they
+/// are. The warnings go out as `Warning` headers.
+fn admit(
+    state: &State,
+    r: &Resource,
+    obj: Value,
+    old: Option<&Value>,
+) -> Result<(Value, Vec<String>), hyper::Response<Body>> {
+    if r.name != "customresourcedefinitions" {
+        return Ok((obj, Vec::new()));
+    }
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let admitted = match old {
+        None => crd::admit_create(obj, state.version),
+        Some(old) => crd::admit_update(obj, old, state.version),
+    };
+    admitted.map_err(|errs| {
+        json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &crd::invalid_status(crd::GROUP, crd::KIND, &name, &errs),
+        )
+    })
+}
+
+/// Adds each warning as the API server writes it: `Warning: 299 - "TEXT"`.
+fn with_warnings(
+    mut response: hyper::Response<Body>,
+    warnings: &[String],
+) -> hyper::Response<Body> {
+    for w in warnings {
+        let quoted = serde_json::to_string(w).unwrap_or_default();
+        if let Ok(value) = http::HeaderValue::from_str(&format!("299 - {quoted}")) {
+            response.headers_mut().append(http::header::WARNING, value);
+        }
+    }
+    response
 }
 
 fn store_update(state: &State, t: &Target, name: &str, obj: Value) -> hyper::Response<Body> {
@@ -563,6 +619,10 @@ fn patch(state: &State, t: &Target, name: &str, req: &Req) -> hyper::Response<Bo
     if t.resource.name == "secrets" {
         fold_string_data(&mut patched);
     }
+    let patched = match admit(state, t.resource, patched, Some(&current)) {
+        Ok((admitted, _)) => admitted,
+        Err(response) => return response,
+    };
     store_update(state, t, name, patched)
 }
 

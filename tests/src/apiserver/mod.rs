@@ -1,7 +1,9 @@
 //! A faithful Kubernetes API-server double: HTTPS (h2 and http/1.1), bearer-token
 //! authentication, discovery, core/v1 namespaces, pods, secrets, configmaps,
-//! serviceaccounts and apps/v1 deployments (with `scale`), watches, `as=Table`, pod
-//! logs and exec over WebSocket. The real `kubectl` and kube-rs work against it.
+//! serviceaccounts and apps/v1 deployments (with `scale`), apiextensions.k8s.io/v1
+//! customresourcedefinitions (defaulted and validated as the real server does, for the
+//! release `Config::version` names: crd.rs), watches, `as=Table`, pod logs and exec
+//! over WebSocket. The real `kubectl` and kube-rs work against it.
 //!
 //! It records every request it receives (method, path, user, notable headers) so that
 //! proxy tests can assert what reached "the API server".
@@ -13,11 +15,12 @@
 //! rotating keys.
 //!
 //! Not here: authorization (every authenticated user may do anything, including
-//! impersonation), admission and defaulting, protobuf answers, server-side apply,
-//! controllers (a Deployment never gets pods).
+//! impersonation), admission and defaulting (but for CRDs), protobuf answers,
+//! server-side apply, controllers (a Deployment never gets pods).
 
 mod api;
 mod authn;
+pub mod crd;
 mod delete;
 mod openapi;
 mod protobuf;
@@ -50,6 +53,7 @@ use hyper_util::{
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 
+pub use self::resources::ServerVersion;
 pub use self::streams::LOG_INTERVAL;
 pub use self::tokens::{DEFAULT_ISSUER, Subject};
 use self::{store::Store, tokens::Signer};
@@ -73,6 +77,8 @@ pub struct Config {
     pub extra_ips: Vec<IpAddr>,
     /// The `iss` of issued service-account tokens (default: `DEFAULT_ISSUER`).
     pub issuer: String,
+    /// The release `/version` reports and CRD admission follows (default 1.32.4).
+    pub version: ServerVersion,
 }
 
 impl Default for Config {
@@ -82,6 +88,7 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(1),
             extra_ips: Vec::new(),
             issuer: DEFAULT_ISSUER.to_owned(),
+            version: ServerVersion::default(),
         }
     }
 }
@@ -104,6 +111,7 @@ struct State {
     bookmark_interval: Duration,
     /// Users a SubjectAccessReview says no to (everyone else may do anything).
     denied_users: Mutex<HashSet<String>>,
+    version: ServerVersion,
 }
 
 /// A running double; stops when dropped.
@@ -135,6 +143,7 @@ impl ApiServer {
             requests: Mutex::default(),
             bookmark_interval: config.bookmark_interval,
             denied_users: Mutex::default(),
+            version: config.version,
         });
         seed(&state.store, addr);
         let serve_state = state.clone();
@@ -469,7 +478,7 @@ async fn route(
         );
     }
     match path {
-        "/version" => json_response(StatusCode::OK, &resources::version()),
+        "/version" => json_response(StatusCode::OK, &resources::version(state.version)),
         "/healthz" | "/livez" | "/readyz" => {
             response(StatusCode::OK, "text/plain; charset=utf-8", full("ok"))
         }

@@ -198,6 +198,17 @@ pub const RESOURCES: &[Resource] = &[
         short: &[],
         subresources: &[],
     },
+    // CustomResourceDefinitions, admitted as the real server admits them (crd.rs).
+    Resource {
+        group: "apiextensions.k8s.io",
+        version: "v1",
+        name: "customresourcedefinitions",
+        singular: "customresourcedefinition",
+        kind: "CustomResourceDefinition",
+        namespaced: false,
+        short: &["crd", "crds"],
+        subresources: &["status"],
+    },
 ];
 
 /// Reviews are create-only: a POST asks a question and the answer comes back.
@@ -221,10 +232,32 @@ impl Resource {
     }
 }
 
-pub fn version() -> Value {
+/// The Kubernetes release the double says it is (`/version`). The double behaves as
+/// 1.32 throughout, except where a module says the version changes what it does
+/// (CustomResourceDefinition admission, `crd.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion {
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl ServerVersion {
+    /// `1.MINOR.PATCH`.
+    pub const fn new(minor: u32, patch: u32) -> Self {
+        Self { minor, patch }
+    }
+}
+
+impl Default for ServerVersion {
+    fn default() -> Self {
+        Self::new(32, 4)
+    }
+}
+
+pub fn version(v: ServerVersion) -> Value {
     json!({
-        "major": "1", "minor": "32", "gitVersion": "v1.32.4-kgate-double", "gitCommit": "0000000",
-        "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23",
+        "major": "1", "minor": v.minor.to_string(), "gitVersion": format!("v1.{}.{}-kgate-double", v.minor, v.patch),
+        "gitCommit": "0000000", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23",
         "compiler": "gc", "platform": "linux/amd64"
     })
 }
