@@ -159,7 +159,8 @@ enum SessionsCommand {
         /// Only sessions of users matching this glob.
         #[arg(long)]
         user: Option<String>,
-        /// Only sessions from pods (`NAMESPACE/NAME`) matching this glob.
+        /// Only sessions from pods (`NAMESPACE/NAME`) matching this glob, or refused
+        /// for using a token bound to such a pod (a stolen token).
         #[arg(long)]
         pod: Option<String>,
         /// Only sessions active within this long (90s, 10m, 2h).

@@ -1,7 +1,8 @@
 //! Workload identity through a standalone agent in front of the API-server double:
 //! projected tokens verified locally against the double's JWKS (no upstream call per
 //! token), TokenReview for what cannot be verified locally (cached), 401/403 Statuses
-//! for missing, invalid and misused tokens, and impersonation mode.
+//! for missing, invalid and misused tokens (a stolen token's refusal recorded with its
+//! user and pods), and impersonation mode.
 //!
 //! Pod binding from the kernel's side (a token used from another pod's cgroup) is in
 //! `ebpf.rs`: it needs the netns topology.
@@ -9,9 +10,13 @@
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
+use kgate::record::{
+    event::{self, Event},
+    sessions,
+};
 use kgate_tests::{
     apiserver::{ApiServer, Config, DEFAULT_ISSUER, Handle, Subject},
-    harness::{Agent, Kubectl, https_client, scratch_dir, text},
+    harness::{Agent, Kubectl, free_port, https_client, kgate_bin, scratch_dir, text},
 };
 use serde_json::{Value, json};
 
@@ -23,12 +28,17 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with("").await
+}
+
+/// As [`setup`], with `extra` appended to the agent's config.
+async fn setup_with(extra: &str) -> Setup {
     let server = ApiServer::start(Config::default()).await.unwrap();
     let agent = Agent::standalone_with(
         &server.url(),
         server.ca_pem(),
         server.admin_token(),
-        IDENTITY,
+        &format!("{IDENTITY}{extra}"),
     )
     .unwrap();
     agent
@@ -80,6 +90,23 @@ impl Setup {
         let status = response.status();
         let body = text(response.into_body()).await;
         (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// The agent's `/metrics` on its admin port, as the admin.
+    async fn admin_metrics(&self, port: u16) -> String {
+        let req = Request::get(format!("https://127.0.0.1:{port}/metrics"))
+            .header(
+                "authorization",
+                format!("Bearer {}", self.server.admin_token()),
+            )
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = https_client(&self.agent.ca_pem, false)
+            .request(req)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        text(response.into_body()).await
     }
 
     /// How many requests for `path` reached the double.
@@ -216,6 +243,130 @@ async fn bad_and_misused_tokens_are_refused_before_the_api_server() {
         s.upstream_count(PODS),
         forwarded,
         "nothing refused reached the API server"
+    );
+}
+
+/// A stolen token's refusal is recorded with who verified and both pods: the user the
+/// token stands for (as an allowed request's record has it), the pod the token is bound
+/// to, and where the connection came from (here a direct client: no pod; a pod's
+/// connection is in `kgate::proxy::record` unit tests, a kernel rig in `cluster.rs`),
+/// so that `kgate sessions list --user/--pod` finds the attempt. The stolen-token
+/// counter counts it; an unbound token's refusal is not a stolen token.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stolen_tokens_refusal_is_recorded_with_its_user_and_both_pods() {
+    let dir = scratch_dir("identity-stolen");
+    let records = dir.join("records");
+    let admin_port = free_port();
+    let s = setup_with(&format!(
+        "record: {{dir: '{}', durability: strict}}\nadmin: {{listen: '127.0.0.1:{admin_port}'}}\n",
+        records.display()
+    ))
+    .await;
+    let bot = s.service_account("bot");
+    let web_uid = s.server.get("pods", "demo", "web-0").unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stolen = s.token(&Subject {
+        pod: Some(("web-0".into(), web_uid.clone(), Some("node-1".into()))),
+        ..bot.clone()
+    });
+    let got = s.get(PODS, Some(&stolen)).await;
+    assert_status(&got, StatusCode::FORBIDDEN, "token bound to pod demo/web-0");
+    // Not bound, not allowed unbound: refused, but no stolen token.
+    let unbound = s.token(&s.service_account("deployer"));
+    let got = s.get(PODS, Some(&unbound)).await;
+    assert_status(&got, StatusCode::FORBIDDEN, "unboundSubjects");
+
+    let refusal = |events: &[Event], user: &str| {
+        events
+            .iter()
+            .find(|e| e.code() == Some(403) && e.user.username == user)
+            .cloned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let events = loop {
+        let (events, _) = sessions::load(&records).unwrap();
+        let done = refusal(&events, "system:serviceaccount:demo:deployer").is_some()
+            && events.iter().filter(|e| e.code() == Some(403)).count() == 2;
+        if done || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let event = refusal(&events, "system:serviceaccount:demo:bot").unwrap_or_else(|| {
+        panic!(
+            "no 403 record names the stolen token's user: {:#?}",
+            events
+                .iter()
+                .map(|e| (&e.user, e.code()))
+                .collect::<Vec<_>>()
+        )
+    });
+    // The user as the token verified, as an allowed request's record has it.
+    assert_eq!(event.user.uid, bot.service_account_uid);
+    assert!(
+        event
+            .user
+            .groups
+            .contains(&"system:serviceaccounts:demo".to_owned()),
+        "{:?}",
+        event.user
+    );
+    assert_eq!(
+        event
+            .user
+            .extra
+            .get("authentication.kubernetes.io/pod-name"),
+        Some(&vec!["web-0".to_owned()])
+    );
+    let annotation = |key: &str| event.annotation(key).map(str::to_owned);
+    assert_eq!(annotation(event::TOKEN_POD).as_deref(), Some("demo/web-0"));
+    assert_eq!(annotation(event::TOKEN_POD_UID), Some(web_uid));
+    // The connection's side: a direct client, no pod.
+    assert_eq!(annotation(event::WORKLOAD).as_deref(), Some("direct"));
+    assert_eq!(annotation(event::POD), None);
+    assert_eq!(annotation(event::BINDING).as_deref(), Some("refused"));
+
+    // `kgate sessions list` finds the attempt by its user and by the token's pod.
+    let list = |filter: &[&str]| -> Vec<Value> {
+        let mut args = vec![
+            "sessions",
+            "list",
+            "--dir",
+            records.to_str().unwrap(),
+            "-o",
+            "json",
+        ];
+        args.extend_from_slice(filter);
+        let out = std::process::Command::new(kgate_bin())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let by_user = list(&["--user", "system:serviceaccount:demo:bot"]);
+    assert_eq!(by_user.len(), 1, "{by_user:?}");
+    assert_eq!(by_user[0]["refused"], 1, "{by_user:?}");
+    let by_pod = list(&["--pod", "demo/web-*"]);
+    assert_eq!(by_pod.len(), 1, "{by_pod:?}");
+    assert_eq!(by_pod[0]["user"], "system:serviceaccount:demo:bot");
+    assert!(list(&["--pod", "demo/other"]).is_empty());
+
+    // Counted as a stolen token from its kind: once, for the bound token only.
+    let metrics = s.admin_metrics(admin_port).await;
+    assert!(
+        metrics.contains("kgate_stolen_token_denials_total 1\n"),
+        "{metrics}"
     );
 }
 

@@ -2,12 +2,13 @@
 //! kubectl's requests become `audit.k8s.io/v1` events with kgate's annotations, the
 //! API server sees the same audit ID, strict durability survives SIGKILLs under load
 //! (randomized trials: `KGATE_KILL_TRIALS`, 1,000 in `cargo xtask chaos`),
-//! and `kgate sessions` reads the log.
+//! `kgate sessions` reads the log, and a second agent on a held `record.dir` exits.
 
 use std::{
     fs,
+    io::Read,
     path::Path,
-    process::Command,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -21,7 +22,8 @@ use kgate::record::{
 };
 use kgate_tests::{
     apiserver::{ApiServer, Config},
-    harness::{ADMIN_NO_SECRETS, Agent, Kubectl, https_client, kgate_bin, scratch_dir},
+    harness::{ADMIN_NO_SECRETS, Agent, Kubectl, free_port, https_client, kgate_bin, scratch_dir},
+    recorder::get,
 };
 use serde_json::Value;
 
@@ -223,6 +225,121 @@ async fn kubectl_requests_become_audit_events() {
     drop(agent);
 }
 
+/// Two agents on one `record.dir` destroyed records (the second's recovery scan cut
+/// the first's live segment). The second now exits at start-up naming the directory
+/// and the holder's PID, and leaves the first's records and recording alone; the
+/// CLI reads the held directory; a `kill -9`ed holder leaves no lock behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_agent_on_a_held_record_dir_exits_and_the_first_keeps_recording() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let dir = scratch_dir("recording-held");
+    let (records, policy) = (dir.join("records"), dir.join("policy.yaml"));
+    fs::write(&policy, ADMIN_NO_SECRETS).unwrap();
+    let token = server.admin_token().to_owned();
+    let first = agent_with_records(&server, &records, &policy);
+    let requests = async |agent: &Agent, tag: &str| {
+        let client = https_client(&agent.ca_pem, true);
+        for i in 0..5 {
+            let path = format!("/api/v1/namespaces/demo/configmaps/{tag}-{i}");
+            assert_eq!(get(&client, agent, &token, &path).await.0, 404);
+        }
+    };
+    requests(&first, "before").await;
+
+    // The second agent: the first's config, on another port.
+    let config = fs::read_to_string(first.dir.join("agent.yaml")).unwrap();
+    let listen = config.lines().next().unwrap();
+    assert!(listen.starts_with("listen: "), "{listen}");
+    let second_config = dir.join("second.yaml");
+    fs::write(
+        &second_config,
+        config.replacen(listen, &format!("listen: '127.0.0.1:{}'", free_port()), 1),
+    )
+    .unwrap();
+    let mut second = Command::new(kgate_bin())
+        .args(["agent", "--config"])
+        .arg(&second_config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("the second agent on a held record.dir kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success(), "{status}: {stderr}");
+    let expected = format!(
+        "record.dir {} is in use by another kgate agent (pid {}); \
+         two agents must not share a record directory",
+        records.display(),
+        first.pid()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+
+    // The first records on, and nothing of its log was damaged.
+    requests(&first, "after").await;
+    let complete = |events: &[Event], tag: &str| {
+        events
+            .iter()
+            .filter(|e| e.stage == event::STAGE_COMPLETE && e.request_uri.contains(tag))
+            .count()
+    };
+    let events = events_until(&records, |e| complete(e, "/after-") == 5);
+    assert_eq!(
+        (complete(&events, "/before-"), complete(&events, "/after-")),
+        (5, 5)
+    );
+    // The CLI reads the directory the first agent holds.
+    let dir_arg = records.to_str().unwrap();
+    let listed: Value = serde_json::from_str(&kgate(&[
+        "sessions", "list", "--dir", dir_arg, "-o", "json",
+    ]))
+    .unwrap();
+    assert!(!listed.as_array().unwrap().is_empty(), "{listed}");
+
+    // The lock dies with its holder: after kill -9, a new agent takes the directory,
+    // its recovery scan finds no damage, and it records.
+    let killed = Command::new("kill")
+        .args(["-KILL", &first.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    drop(first);
+    let third = agent_with_records(&server, &records, &policy);
+    let open = third
+        .wait_for("record log open", Duration::from_secs(5))
+        .unwrap();
+    assert!(open.contains("\"damaged\":0"), "{open}");
+    requests(&third, "third").await;
+    let events = events_until(&records, |e| complete(e, "/third-") == 5);
+    let (_, damage) = sessions::load(&records).unwrap();
+    assert!(damage.is_empty(), "{damage:?}");
+    assert_eq!(
+        [
+            complete(&events, "/before-"),
+            complete(&events, "/after-"),
+            complete(&events, "/third-")
+        ],
+        [5, 5, 5]
+    );
+    drop(third);
+}
+
 /// Trials of [`kill_trial`]: `KGATE_KILL_TRIALS` (default 3, as in CI; `cargo xtask
 /// chaos` runs 1,000).
 #[tokio::test(flavor = "multi_thread")]
@@ -333,6 +450,8 @@ async fn kill_trial(seed: u64) -> String {
         ok >= kill_after,
         "seed {seed}: only {ok} answers before the kill"
     );
+    // Reaped: until the process is gone, its lock on the directory holds.
+    drop(agent);
 
     // The recovery scan, as the next agent would run it.
     let limits = Limits {

@@ -30,7 +30,9 @@ pub struct Record {
     #[serde(default = "default_request_object_max_bytes")]
     pub response_object_max_bytes: usize,
     /// Directory of the durable record log (segment files). Default: none, so no
-    /// records are written to disk and each request is a log line only.
+    /// records are written to disk and each request is a log line only. One agent per
+    /// directory: the agent locks it (`LOCK`) at start-up, and a second agent on it
+    /// exits with an error naming the holder's PID.
     pub dir: Option<PathBuf>,
     /// `strict` (default): a forwarded request's `RequestReceived` record is on disk
     /// (`fdatasync`, shared by concurrent requests) before the request is forwarded,

@@ -61,18 +61,12 @@ pub async fn measure(misses: usize, hits: usize) -> anyhow::Result<(Duration, Du
     };
     let started = Instant::now();
     for headers in &tokens {
-        identifier
-            .identify(&conn, headers)
-            .await
-            .map_err(|s| anyhow::anyhow!(s.message))?;
+        identifier.identify(&conn, headers).await?;
     }
     let miss = started.elapsed() / u32::try_from(misses.max(1))?;
     let started = Instant::now();
     for _ in 0..hits {
-        identifier
-            .identify(&conn, &tokens[0])
-            .await
-            .map_err(|s| anyhow::anyhow!(s.message))?;
+        identifier.identify(&conn, &tokens[0]).await?;
     }
     let hit = started.elapsed() / u32::try_from(hits.max(1))?;
     Ok((hit, miss))

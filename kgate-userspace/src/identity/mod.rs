@@ -11,9 +11,11 @@
 //! 3. A token without a pod claim is accepted only for the users `unboundSubjects`
 //!    names.
 //!
-//! Every failure is a Kubernetes `Status`: 401 for missing or invalid credentials,
-//! 403 for a binding violation, 503 when kgate cannot decide (no JWKS and no
-//! TokenReview, pod index not synced): nothing is forwarded unchecked.
+//! Every failure is a [`Refusal`], which the client sees as a Kubernetes `Status`
+//! ([`Refusal::status`]): 401 for missing or invalid credentials, 403 for a binding
+//! violation, 503 when kgate cannot decide (no JWKS and no TokenReview, pod index not
+//! synced): nothing is forwarded unchecked. A refusal after the token verified
+//! carries the user, and a stolen token's both pods, for the record.
 
 pub mod bench;
 pub mod jwt;
@@ -92,6 +94,43 @@ pub struct Identity {
     pub impersonate: bool,
 }
 
+/// The pod a service-account token is bound to: its `kubernetes.io` pod claim, as the
+/// user's extra `authentication.kubernetes.io/pod-name` and `-uid` carry it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoundPod {
+    /// The service account's namespace, which is the pod's; `?` if the username is
+    /// not a service account's.
+    pub namespace: String,
+    /// `?` when the claim has a UID only.
+    pub name: String,
+    pub uid: String,
+}
+
+/// Why the identify stage refused a request. Metrics and records read the variant;
+/// [`Refusal::status`] is what the client gets.
+#[derive(Clone, Debug)]
+pub enum Refusal {
+    /// No verified caller: no or an invalid token (401), or kgate cannot verify it
+    /// now (503).
+    Unverified(Status),
+    /// The token verified, but the connection's pod cannot be established: no pod
+    /// index, or not synced yet (503), or a pod not on this node (403).
+    NoWorkload { user: Arc<UserInfo>, status: Status },
+    /// The token is bound to a pod, and the connection is not that pod's (another
+    /// pod, a host process, or a client kgate cannot attribute).
+    StolenToken {
+        user: Arc<UserInfo>,
+        token_pod: BoundPod,
+        workload: Workload,
+    },
+    /// The token is bound to no pod, and `identity.unboundSubjects` does not name its
+    /// user.
+    Unbound {
+        user: Arc<UserInfo>,
+        workload: Workload,
+    },
+}
+
 /// Verifies callers. Shared by every connection.
 pub struct Identifier {
     client: Option<kube::Client>,
@@ -155,15 +194,21 @@ impl Identifier {
         }
     }
 
-    /// Who sent `headers` over `conn`, verified and bound, or the Status refusing it.
+    /// Who sent `headers` over `conn`, verified and bound, or why not.
     pub async fn identify(
         &self,
         conn: &Connection,
         headers: &HeaderMap,
-    ) -> Result<Identity, Status> {
-        let token = bearer_token(headers)?;
-        let user = self.authenticate(token).await?;
-        let workload = self.workload(conn).await?;
+    ) -> Result<Identity, Refusal> {
+        let token = bearer_token(headers).map_err(Refusal::Unverified)?;
+        let user = self
+            .authenticate(token)
+            .await
+            .map_err(Refusal::Unverified)?;
+        let workload = match self.workload(conn).await {
+            Ok(workload) => workload,
+            Err(status) => return Err(Refusal::NoWorkload { user, status }),
+        };
         check_binding(&user, &workload, &self.unbound)?;
         let impersonate = self.impersonate.iter().any(|g| g.matches(&user.username));
         Ok(Identity {
@@ -407,41 +452,26 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, Status> {
 
 /// The token ↔ pod binding rules (see the module docs).
 pub fn check_binding(
-    user: &UserInfo,
+    user: &Arc<UserInfo>,
     workload: &Workload,
     unbound: &[WildMatch],
-) -> Result<(), Status> {
-    let claim_uid = user.extra.get(EXTRA_POD_UID).and_then(|v| v.first());
-    let Some(claim_uid) = claim_uid else {
+) -> Result<(), Refusal> {
+    let Some(token_pod) = BoundPod::of(user) else {
         if unbound.iter().any(|g| g.matches(&user.username)) {
             return Ok(());
         }
-        return Err(Status::forbidden(format!(
-            "kgate: the token of {} is not bound to a pod, and identity.unboundSubjects does not allow that user unbound tokens",
-            user.username
-        )));
+        return Err(Refusal::Unbound {
+            user: user.clone(),
+            workload: workload.clone(),
+        });
     };
-    let claim_pod = format!(
-        "{}/{} ({claim_uid})",
-        namespace_of(&user.username).unwrap_or("?"),
-        user.extra
-            .get(EXTRA_POD_NAME)
-            .and_then(|v| v.first())
-            .map_or("?", String::as_str),
-    );
     match workload {
-        Workload::Pod { pod, .. } if pod.uid == *claim_uid => Ok(()),
-        Workload::Pod { pod, .. } => Err(Status::forbidden(format!(
-            "kgate: token bound to pod {claim_pod} used from pod {}/{} ({})",
-            pod.namespace, pod.name, pod.uid
-        ))),
-        Workload::Host { cgroup } => Err(Status::forbidden(format!(
-            "kgate: token bound to pod {claim_pod} used from a process outside any pod (cgroup {})",
-            cgroup.as_deref().unwrap_or("unknown")
-        ))),
-        Workload::Unattributed => Err(Status::forbidden(format!(
-            "kgate: token bound to pod {claim_pod} used by a client kgate cannot attribute to that pod"
-        ))),
+        Workload::Pod { pod, .. } if pod.uid == token_pod.uid => Ok(()),
+        _ => Err(Refusal::StolenToken {
+            user: user.clone(),
+            token_pod,
+            workload: workload.clone(),
+        }),
     }
 }
 
@@ -477,6 +507,84 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         .map_err(|_| format!("GET {path}: no answer within {} s", CALL_TIMEOUT.as_secs()))?
         .map_err(|e| format!("GET {path}: {e}"))
 }
+
+// === impl BoundPod ===
+
+impl BoundPod {
+    /// The pod `user`'s token is bound to; `None` for a token bound to no pod.
+    pub fn of(user: &UserInfo) -> Option<Self> {
+        let first = |key| user.extra.get(key).and_then(|v| v.first());
+        Some(Self {
+            uid: first(EXTRA_POD_UID)?.clone(),
+            namespace: namespace_of(&user.username).unwrap_or("?").to_owned(),
+            name: first(EXTRA_POD_NAME).map_or("?", String::as_str).to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for BoundPod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} ({})", self.namespace, self.name, self.uid)
+    }
+}
+
+// === impl Refusal ===
+
+impl Refusal {
+    /// The Status the client gets.
+    pub fn status(&self) -> Status {
+        match self {
+            Self::Unverified(status) | Self::NoWorkload { status, .. } => status.clone(),
+            Self::StolenToken {
+                token_pod,
+                workload,
+                ..
+            } => Status::forbidden(match workload {
+                Workload::Pod { pod, .. } => format!(
+                    "kgate: token bound to pod {token_pod} used from pod {}/{} ({})",
+                    pod.namespace, pod.name, pod.uid
+                ),
+                Workload::Host { cgroup } => format!(
+                    "kgate: token bound to pod {token_pod} used from a process outside any pod (cgroup {})",
+                    cgroup.as_deref().unwrap_or("unknown")
+                ),
+                Workload::Unattributed => format!(
+                    "kgate: token bound to pod {token_pod} used by a client kgate cannot attribute to that pod"
+                ),
+            }),
+            Self::Unbound { user, .. } => Status::forbidden(format!(
+                "kgate: the token of {} is not bound to a pod, and identity.unboundSubjects does not allow that user unbound tokens",
+                user.username
+            )),
+        }
+    }
+
+    /// The user the token verified as, when it did.
+    pub fn user(&self) -> Option<&Arc<UserInfo>> {
+        match self {
+            Self::Unverified(_) => None,
+            Self::NoWorkload { user, .. }
+            | Self::StolenToken { user, .. }
+            | Self::Unbound { user, .. } => Some(user),
+        }
+    }
+
+    /// Where the connection comes from, when that was established.
+    pub fn workload(&self) -> Option<&Workload> {
+        match self {
+            Self::Unverified(_) | Self::NoWorkload { .. } => None,
+            Self::StolenToken { workload, .. } | Self::Unbound { workload, .. } => Some(workload),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.status().message)
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 // === impl Workload ===
 

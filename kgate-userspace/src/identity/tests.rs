@@ -221,8 +221,8 @@ fn user(pod_uid: Option<&str>) -> UserInfo {
 
 #[test]
 fn binding_rules() {
-    let bound = user(Some(POD_UID));
-    let unbound = user(None);
+    let bound = Arc::new(user(Some(POD_UID)));
+    let unbound = Arc::new(user(None));
     let own = Workload::Pod {
         pod: pod(POD_UID, "deployer-7d9f"),
         container: None,
@@ -238,7 +238,27 @@ fn binding_rules() {
     let ci = vec![WildMatch::new("system:serviceaccount:ci:*")];
 
     assert!(check_binding(&bound, &own, &none).is_ok());
-    let stolen = check_binding(&bound, &other, &none).unwrap_err();
+    let refusal = check_binding(&bound, &other, &none).unwrap_err();
+    // The refusal carries the verified user and both pods.
+    let Refusal::StolenToken {
+        user: who,
+        token_pod,
+        workload,
+    } = &refusal
+    else {
+        panic!("a stolen token: {refusal:?}")
+    };
+    assert_eq!(who.username, "system:serviceaccount:ci:deployer");
+    assert_eq!(
+        token_pod,
+        &BoundPod {
+            namespace: "ci".into(),
+            name: "deployer-7d9f".into(),
+            uid: POD_UID.into(),
+        }
+    );
+    assert_eq!(workload.describe(), "pod ci/web-0");
+    let stolen = refusal.status();
     assert_eq!(stolen.http_status(), StatusCode::FORBIDDEN);
     assert_eq!(
         stolen.message,
@@ -247,14 +267,21 @@ fn binding_rules() {
         )
     );
     let from_host = check_binding(&bound, &host, &ci).unwrap_err();
+    assert!(matches!(from_host, Refusal::StolenToken { .. }));
+    let from_host = from_host.status();
     assert!(
         from_host.message.contains("outside any pod") && from_host.message.contains("cron"),
         "{}",
         from_host.message
     );
-    assert!(check_binding(&bound, &Workload::Unattributed, &ci).is_err());
+    assert!(matches!(
+        check_binding(&bound, &Workload::Unattributed, &ci),
+        Err(Refusal::StolenToken { .. })
+    ));
 
     let refused = check_binding(&unbound, &own, &none).unwrap_err();
+    assert!(matches!(refused, Refusal::Unbound { .. }), "{refused:?}");
+    let refused = refused.status();
     assert!(
         refused.message.contains("unboundSubjects"),
         "{}",
@@ -331,7 +358,8 @@ async fn identify_binds_the_token_to_the_kernels_pod() {
         )
         .await
         .unwrap_err();
-    assert_eq!(err.http_status(), StatusCode::FORBIDDEN);
+    assert!(matches!(err, Refusal::StolenToken { .. }), "{err:?}");
+    assert_eq!(err.status().http_status(), StatusCode::FORBIDDEN);
 
     // A pod the node does not run (deleted): refused after the index had its chance.
     let gone = pod_cgroup.replace(&POD_UID.replace('-', "_"), &OTHER_UID.replace('-', "_"));
@@ -339,6 +367,12 @@ async fn identify_binds_the_token_to_the_kernels_pod() {
         .identify(&connection(Some(&gone)), &bearer(&token))
         .await
         .unwrap_err();
+    // The token verified: the refusal says whose it was.
+    assert_eq!(
+        err.user().map(|u| u.username.as_str()),
+        Some("system:serviceaccount:ci:deployer")
+    );
+    let err = err.status();
     assert!(
         err.message.contains("not on this node's pod list"),
         "{}",
@@ -355,6 +389,8 @@ async fn identify_binds_the_token_to_the_kernels_pod() {
             .identify(&connection(Some(&pod_cgroup)), &headers)
             .await
             .unwrap_err();
+        assert!(err.user().is_none());
+        let err = err.status();
         assert_eq!(
             err.http_status(),
             StatusCode::UNAUTHORIZED,
@@ -370,6 +406,7 @@ async fn identify_binds_the_token_to_the_kernels_pod() {
         .identify(&connection(Some(&pod_cgroup)), &bearer(&spliced.join(".")))
         .await
         .unwrap_err();
+    let err = err.status();
     assert_eq!(err.http_status(), StatusCode::UNAUTHORIZED);
     assert!(err.message.contains("signature"), "{}", err.message);
 
@@ -381,7 +418,71 @@ async fn identify_binds_the_token_to_the_kernels_pod() {
         )
         .await
         .unwrap_err();
-    assert_eq!(err.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(err.status().http_status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// A token used from another pod on the node: refused as a stolen token, with the
+/// user it verified as, the pod it is bound to and the pod it came from (what the
+/// record of the attempt needs).
+#[tokio::test]
+async fn a_token_from_another_pod_is_a_stolen_token_with_both_pods() {
+    let s = Signer::new("k1");
+    let index = PodIndex::fixed([
+        (*pod(POD_UID, "deployer-7d9f")).clone(),
+        (*pod(OTHER_UID, "web-0")).clone(),
+    ]);
+    let id = identifier(&s, Some(index));
+    let web = format!(
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{CONTAINER_ID}.scope",
+        OTHER_UID.replace('-', "_")
+    );
+    let refusal = id
+        .identify(
+            &connection(Some(&web)),
+            &bearer(&s.sign(&claims(Some(POD_UID)))),
+        )
+        .await
+        .unwrap_err();
+    let Refusal::StolenToken {
+        user,
+        token_pod,
+        workload,
+    } = &refusal
+    else {
+        panic!("a stolen token: {refusal:?}")
+    };
+    assert_eq!(
+        (user.username.as_str(), user.uid.as_str()),
+        ("system:serviceaccount:ci:deployer", "sa-uid-1")
+    );
+    assert_eq!(
+        (
+            token_pod.namespace.as_str(),
+            token_pod.name.as_str(),
+            token_pod.uid.as_str()
+        ),
+        ("ci", "deployer-7d9f", POD_UID)
+    );
+    let Workload::Pod { pod, container } = workload else {
+        panic!("from a pod: {workload:?}")
+    };
+    assert_eq!(
+        (pod.name.as_str(), pod.uid.as_str(), container.as_deref()),
+        ("web-0", OTHER_UID, Some("app"))
+    );
+    assert_eq!(refusal.user(), Some(user));
+    assert_eq!(
+        refusal.workload().map(Workload::describe).as_deref(),
+        Some("pod ci/web-0/app")
+    );
+    let status = refusal.status();
+    assert_eq!(status.http_status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        status.message,
+        format!(
+            "kgate: token bound to pod ci/deployer-7d9f ({POD_UID}) used from pod ci/web-0 ({OTHER_UID})"
+        )
+    );
 }
 
 #[tokio::test]
@@ -396,5 +497,5 @@ async fn a_pod_connection_without_a_synced_index_is_not_guessed() {
         )
         .await
         .unwrap_err();
-    assert_eq!(err.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(err.status().http_status(), StatusCode::SERVICE_UNAVAILABLE);
 }

@@ -5,16 +5,15 @@
 use http::HeaderMap;
 
 use super::accept::Connection;
-use crate::{
-    identity::{Identifier, Identity},
-    status::Status,
-};
+use crate::identity::{Identifier, Identity, Refusal};
 
-/// The caller's identity, or the Status that refuses the request (401, 403 or 503).
+/// The caller's identity, or why the request is refused ([`Refusal::status`]: 401,
+/// 403 or 503). A refusal after the token verified carries the user, and a stolen
+/// token's both pods, for its record.
 pub async fn identify(
     identifier: &Identifier,
     conn: &Connection,
     headers: &HeaderMap,
-) -> Result<Identity, Status> {
+) -> Result<Identity, Refusal> {
     identifier.identify(conn, headers).await
 }

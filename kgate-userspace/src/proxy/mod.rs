@@ -51,7 +51,7 @@ use crate::{
     approval::Approvals,
     config::DirectClients,
     ebpf::OriginTable,
-    identity::Identifier,
+    identity::{Identifier, Refusal},
     mask::{self, Masker},
     metrics::{ConnectionLabels, Metrics},
     policy::{Decision, store::PolicyStore, types::Action},
@@ -224,6 +224,7 @@ async fn handle(
     let subject = |identity, decision| Subject {
         conn: &conn,
         identity,
+        refusal: None,
         info: &info,
         decision,
     };
@@ -238,11 +239,15 @@ async fn handle(
     proxy.metrics.node.stage("identify", stage.elapsed());
     let identity = match identified {
         Ok(identity) => identity,
-        Err(status) => {
-            if status.message.contains("token bound to pod") {
+        Err(refusal) => {
+            if matches!(refusal, Refusal::StolenToken { .. }) {
                 proxy.metrics.stolen_tokens.inc();
             }
-            return refuse(&status, subject(None, None));
+            let refused = Subject {
+                refusal: Some(&refusal),
+                ..subject(None, None)
+            };
+            return refuse(&refusal.status(), refused);
         }
     };
     if !proxy.policy.ready() {

@@ -35,7 +35,7 @@ use kgate_common::Origin;
 
 use super::{accept::Connection, body::Body};
 use crate::{
-    identity::{EXTRA_POD_UID, Identity, Workload},
+    identity::{EXTRA_POD_UID, Identity, Refusal, UserInfo, Workload},
     mask::Masker,
     metrics::Metrics,
     policy::{Decision, types::Action},
@@ -93,8 +93,23 @@ pub struct Pending {
 pub struct Subject<'a> {
     pub conn: &'a Connection,
     pub identity: Option<&'a Identity>,
+    /// Without an identity: why identify refused, and what it had verified by then
+    /// (the user, the workload, a stolen token's pod).
+    pub refusal: Option<&'a Refusal>,
     pub info: &'a RequestInfo,
     pub decision: Option<&'a Decision>,
+}
+
+impl Subject<'_> {
+    /// The verified user and the connection's workload: the identity's, or what a
+    /// refusal had established.
+    fn who(&self) -> (Option<&Arc<UserInfo>>, Option<&Workload>) {
+        match (self.identity, self.refusal) {
+            (Some(identity), _) => (Some(&identity.user), Some(&identity.workload)),
+            (None, Some(refusal)) => (refusal.user(), refusal.workload()),
+            (None, None) => (None, None),
+        }
+    }
 }
 
 // === impl Pending ===
@@ -275,9 +290,11 @@ impl Pending {
 
     /// The audit event of the request at `stage`.
     pub fn event(&self, subject: Subject<'_>, stage: &str, outcome: Option<&Outcome<'_>>) -> Event {
+        let (user, workload) = subject.who();
         let Subject {
             conn,
             identity,
+            refusal,
             info,
             decision,
         } = subject;
@@ -289,14 +306,24 @@ impl Pending {
         if let Some(fields) = self.restored.get() {
             note(event::RESTORED, fields.clone());
         }
-        if let Some(identity) = identity {
-            note(event::WORKLOAD, identity.workload.describe());
-            if let Workload::Pod { pod, container } = &identity.workload {
+        if let Some(workload) = workload {
+            note(event::WORKLOAD, workload.describe());
+            if let Workload::Pod { pod, container } = workload {
                 note(event::POD, format!("{}/{}", pod.namespace, pod.name));
                 if let Some(container) = container {
                     note(event::CONTAINER, container.clone());
                 }
             }
+        }
+        // A stolen token: the pod it belongs to, beside the one it came from.
+        if let Some(Refusal::StolenToken { token_pod, .. }) = refusal {
+            note(
+                event::TOKEN_POD,
+                format!("{}/{}", token_pod.namespace, token_pod.name),
+            );
+            note(event::TOKEN_POD_UID, token_pod.uid.clone());
+        }
+        if let Some(identity) = identity {
             let bound = identity.user.extra.contains_key(EXTRA_POD_UID);
             note(
                 event::BINDING,
@@ -354,7 +381,7 @@ impl Pending {
             stage: stage.to_owned(),
             request_uri: self.request_uri.clone(),
             verb: info.verb.clone(),
-            user: identity.map(|i| (*i.user).clone()).unwrap_or_default(),
+            user: user.map(|u| (**u).clone()).unwrap_or_default(),
             source_ips: vec![self.peer.ip().to_string()],
             user_agent: self.user_agent.clone(),
             object_ref: info.is_resource_request.then(|| ObjectRef {
@@ -381,16 +408,23 @@ fn action_name(action: crate::policy::types::Action) -> String {
 
 /// The request as one structured log line.
 fn log_line(audit_id: &str, subject: Subject<'_>, outcome: &Outcome<'_>) {
+    let (user, workload) = subject.who();
     let Subject {
         conn,
         identity,
+        refusal,
         info,
         decision,
     } = subject;
+    let token_pod = match refusal {
+        Some(Refusal::StolenToken { token_pod, .. }) => Some(token_pod.to_string()),
+        _ => None,
+    };
     info!(
         audit_id,
-        user = identity.map(|i| i.user.username.as_str()),
-        workload = identity.map(|i| i.workload.describe()),
+        user = user.map(|u| u.username.as_str()),
+        workload = workload.map(Workload::describe),
+        token_pod,
         impersonated = identity.is_some_and(|i| i.impersonate),
         pid = conn.origin.map(|o| o.pid()),
         exe = conn.exe.as_deref(),

@@ -32,6 +32,10 @@ pub const WOULD: &str = "kgate.io/would";
 pub const APPROVAL: &str = "kgate.io/approval";
 pub const LATENCY_US: &str = "kgate.io/latency-us";
 pub const BINDING: &str = "kgate.io/binding";
+/// On a refusal of a pod-bound token's binding (a stolen token): the pod the token is
+/// bound to (`ns/name`) and its UID, beside the connection's own (`kgate.io/pod`).
+pub const TOKEN_POD: &str = "kgate.io/token-pod";
+pub const TOKEN_POD_UID: &str = "kgate.io/token-pod-uid";
 pub const CONNECTION: &str = "kgate.io/connection";
 /// The masked fields of a write whose placeholders kgate replaced by the stored values
 /// (JSON pointers, comma-separated; values are never recorded).

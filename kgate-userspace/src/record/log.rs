@@ -5,7 +5,9 @@
 //!   (`00000000000000000042.log`) and rotate when the next record would pass
 //!   `segment_bytes`. Retention deletes whole sealed segments, oldest first, by total
 //!   size and by age; the active segment is never deleted.
-//! - [`Log::open`] is the recovery scan: it reads every segment, keeps every complete
+//! - [`Log::open`] first takes the directory's lock ([`super::lock`]: one writer per
+//!   directory, held while the log is open), then runs the recovery scan: it reads
+//!   every segment, keeps every complete
 //!   record, and truncates a torn or corrupt tail of the active segment back to the
 //!   last good record. Each such repair is reported (a warning, and in
 //!   [`Recovery::damaged`]), never silent. A damaged sealed segment is reported and
@@ -36,6 +38,8 @@ use std::{
 
 use tracing::{debug, warn};
 
+use super::lock::{DirLock, LockError};
+
 /// Bytes before each payload: length and CRC32.
 pub const HEADER: usize = 8;
 /// The largest payload accepted: anything longer in a header is corruption.
@@ -59,6 +63,16 @@ pub struct Position {
     pub segment: u64,
     pub offset: u64,
     pub seq: u64,
+}
+
+/// Why [`Log::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another log holds the directory; nothing was read or written.
+    #[error(transparent)]
+    Locked(#[from] LockError),
+    #[error(transparent)]
+    ScanFailed(#[from] io::Error),
 }
 
 /// One damaged segment found by a scan.
@@ -102,6 +116,8 @@ pub struct Log {
     /// The sequence number up to which a reader (the webhook) has had the records:
     /// retention says so when it deletes records past it.
     consumed: Option<Arc<AtomicU64>>,
+    /// The directory's lock, released when the log is dropped.
+    _lock: DirLock,
 }
 
 // === framing ===
@@ -154,9 +170,11 @@ fn is_unwritten(rest: &[u8]) -> bool {
 // === impl Log ===
 
 impl Log {
-    /// Opens (creating) the log in `dir`, running the recovery scan.
-    pub fn open(dir: &Path, limits: Limits) -> io::Result<(Self, Recovery)> {
+    /// Opens (creating) the log in `dir`: takes its lock, then runs the recovery scan.
+    pub fn open(dir: &Path, limits: Limits) -> Result<(Self, Recovery), OpenError> {
         fs::create_dir_all(dir)?;
+        // Before anything is read: another writer's segment is no one else's to repair.
+        let lock = DirLock::acquire(dir)?;
         let mut segments = list_segments(dir)?;
         let mut recovery = Recovery {
             segments: segments.len(),
@@ -220,6 +238,7 @@ impl Log {
             reserve: 0,
             next_seq,
             consumed: None,
+            _lock: lock,
         };
         log.retain();
         Ok((log, recovery))
@@ -376,6 +395,14 @@ impl Log {
             total -= bytes.min(total);
             self.sealed.remove(0);
         }
+    }
+}
+
+#[cfg(test)]
+impl Log {
+    /// Stops as a killed agent would: the zeros written ahead stay, the lock goes.
+    pub(super) fn crash(mut self) {
+        self.active_len = self.active_bytes;
     }
 }
 

@@ -3,7 +3,8 @@
 //! segmented, checksummed log ([`log`]) that one writer thread owns ([`writer`]), the
 //! `kgate sessions` views over it ([`sessions`], [`replay`]), and its export: JSON
 //! lines on stdout (by the writer) and an audit webhook ([`webhook`]) that follows the
-//! log with a [`reader`] and a durable [`cursor`].
+//! log with a [`reader`] and a durable [`cursor`]. One agent writes a directory: the
+//! log holds its [`lock`].
 //!
 //! The record **stage** (what goes into an event, and when) is
 //! [`crate::proxy::record`]; this module is the plumbing beside it.
@@ -12,6 +13,7 @@
 
 pub mod cursor;
 pub mod event;
+pub mod lock;
 pub mod log;
 pub mod reader;
 pub mod replay;
@@ -35,7 +37,7 @@ use tracing::info;
 
 use self::{
     event::Event,
-    log::{Limits, Log},
+    log::{Limits, Log, OpenError},
     webhook::Sink,
     writer::{Sinks, Stats, SubmitError, Writer},
 };
@@ -50,6 +52,9 @@ const STRICT_RESERVE: u64 = 1 << 20;
 pub enum RecordError {
     #[error("record.dir {0}: opening the record log failed: {1}")]
     OpenFailed(PathBuf, #[source] io::Error),
+    /// Another agent writes the directory, or its lock cannot be taken.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     #[error("starting the record writer failed: {0}")]
     WriterStartFailed(#[source] io::Error),
     #[error(transparent)]
@@ -99,8 +104,10 @@ impl Recorder {
         let stats = Arc::new(Stats::default());
         let log = match &cfg.dir {
             Some(dir) => {
-                let (mut log, recovery) = Log::open(dir, limits(cfg))
-                    .map_err(|e| RecordError::OpenFailed(dir.clone(), e))?;
+                let (mut log, recovery) = Log::open(dir, limits(cfg)).map_err(|e| match e {
+                    OpenError::Locked(e) => RecordError::Lock(e),
+                    OpenError::ScanFailed(e) => RecordError::OpenFailed(dir.clone(), e),
+                })?;
                 if cfg.durability == Durability::Strict {
                     log.reserve(STRICT_RESERVE);
                 }

@@ -27,7 +27,8 @@ use super::{
 #[derive(Default)]
 pub struct Filter {
     pub user: Option<WildMatch>,
-    /// Matches the pod (`ns/name`) or, without one, the workload description.
+    /// Matches the pod (`ns/name`) or, without one, the workload description, or a
+    /// pod a refused stolen token of the session is bound to.
     pub pod: Option<WildMatch>,
     /// Sessions that ended at or after this.
     pub since: Option<Timestamp>,
@@ -44,6 +45,10 @@ pub struct Session {
     /// The pod (`ns/name`) its requests came from, when known.
     #[serde(skip)]
     pub pod: Option<String>,
+    /// The pods (`ns/name`) of stolen tokens its requests were refused with: whose
+    /// tokens the session tried.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub token_pods: Vec<String>,
     pub start: String,
     pub end: String,
     pub requests: usize,
@@ -64,6 +69,11 @@ impl Session {
         }
         if self.pod.is_none() {
             self.pod = event.annotation(event::POD).map(str::to_owned);
+        }
+        if let Some(pod) = event.annotation(event::TOKEN_POD)
+            && !self.token_pods.iter().any(|p| p == pod)
+        {
+            self.token_pods.push(pod.to_owned());
         }
     }
 }
@@ -369,6 +379,7 @@ impl Grouper {
                     user: key.1.clone(),
                     workload: event.annotation(event::WORKLOAD).unwrap_or("").to_owned(),
                     pod: None,
+                    token_pods: Vec::new(),
                     start: event.request_received_timestamp.clone(),
                     end: String::new(),
                     requests: 0,
@@ -434,10 +445,10 @@ pub fn select(sessions: Vec<Session>, filter: &Filter) -> Vec<Session> {
         .into_iter()
         .filter(|s| filter.user.as_ref().is_none_or(|g| g.matches(&s.user)))
         .filter(|s| {
-            filter
-                .pod
-                .as_ref()
-                .is_none_or(|g| g.matches(s.pod.as_deref().unwrap_or(&s.workload)))
+            filter.pod.as_ref().is_none_or(|g| {
+                g.matches(s.pod.as_deref().unwrap_or(&s.workload))
+                    || s.token_pods.iter().any(|p| g.matches(p))
+            })
         })
         .filter(|s| {
             filter

@@ -7,7 +7,7 @@ use std::{
 
 use super::{
     event::{self, Event, ResponseStatus},
-    log::{self, Limits, Log},
+    log::{self, Limits, Log, OpenError},
     sessions,
     writer::{Sinks, Stats, Writer},
 };
@@ -73,9 +73,10 @@ fn all(dir: &Path) -> Vec<Vec<u8>> {
 }
 
 fn only_segment(dir: &Path) -> PathBuf {
-    let mut files: Vec<_> = fs::read_dir(dir)
+    let mut files: Vec<_> = log::list_segments(dir)
         .unwrap()
-        .map(|e| e.unwrap().path())
+        .into_iter()
+        .map(|(_, path)| path)
         .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     files.remove(0)
@@ -139,7 +140,7 @@ fn a_reserve_is_written_over_and_never_read_as_records() {
     // A crash leaves the zeros: the recovery scan cuts them off, reporting nothing.
     let path = only_segment(&dir.0);
     let crashed = fs::read(&path).unwrap();
-    std::mem::forget(log);
+    log.crash();
     let (log, recovery) = Log::open(&dir.0, limits).unwrap();
     assert_eq!((recovery.records, recovery.damaged.len()), (10, 0));
     assert_eq!(len(&path), written);
@@ -197,6 +198,67 @@ fn log_reopens_and_continues() {
         all(&dir.0),
         [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
     );
+}
+
+/// Two agents on one `record.dir` destroyed records: the second's recovery scan cut
+/// the first's active segment under it. The directory's lock refuses the second log
+/// before it scans or writes anything.
+#[tokio::test]
+async fn a_second_writer_on_a_held_directory_is_refused_and_the_first_keeps_recording() {
+    let dir = Dir::new("held");
+    let (mut log, _) = Log::open(&dir.0, BIG).unwrap();
+    // Strict mode's zeros ahead: the unwritten tail a second scan would cut off.
+    log.reserve(64 << 10);
+    log.reserve_ahead().unwrap();
+    let stats = Arc::new(Stats::default());
+    let first = writer(Some(log), None, 64, None, stats.clone());
+    let record = async |i: usize| {
+        let ack = first.submit(format!("record {i}").into_bytes(), true);
+        ack.unwrap().unwrap().await.unwrap().unwrap();
+    };
+    for i in 0..10 {
+        record(i).await;
+    }
+    let segment = only_segment(&dir.0);
+    let before = fs::read(&segment).unwrap();
+
+    let Err(error) = Log::open(&dir.0, BIG) else {
+        panic!("a second log opened a directory another writer holds")
+    };
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "record.dir {} is in use by another kgate agent (pid {}); \
+             two agents must not share a record directory",
+            dir.0.display(),
+            std::process::id()
+        )
+    );
+    // Nothing of the first's segment changed, the zeros ahead included.
+    assert_eq!(fs::read(&segment).unwrap(), before);
+    for i in 10..20 {
+        record(i).await;
+    }
+    let expected: Vec<Vec<u8>> = (0..20)
+        .map(|i| format!("record {i}").into_bytes())
+        .collect();
+    assert_eq!(all(&dir.0), expected);
+
+    // The lock goes with its holder: once the writer has stopped, a new log opens.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // (The writer thread drops its log once it sees the queue closed.)
+    let (mut log, recovery) = loop {
+        match Log::open(&dir.0, BIG) {
+            Err(OpenError::Locked(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            opened => break opened.unwrap(),
+        }
+    };
+    assert_eq!((recovery.records, recovery.damaged.len()), (20, 0));
+    append(&mut log, &[b"after"]);
+    assert_eq!(all(&dir.0).len(), 21);
 }
 
 #[test]
@@ -274,9 +336,10 @@ fn segments_rotate_and_retention_deletes_the_oldest() {
     }
     // 2 records per segment: the third started a segment named by its sequence number.
     let names = |dir: &Path| {
-        let mut n: Vec<String> = fs::read_dir(dir)
+        let mut n: Vec<String> = log::list_segments(dir)
             .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .into_iter()
+            .map(|(_, p)| p.file_name().unwrap().to_str().unwrap().to_owned())
             .collect();
         n.sort();
         n

@@ -95,3 +95,120 @@ async fn an_undecodable_stream_is_relayed_unchanged() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The record of a stolen token's refusal: the user the token verified as (as an
+/// allowed request's record has it), the pod the connection came from, and the pod
+/// the token is bound to; `kgate sessions list` finds it by the user and by either pod.
+#[test]
+fn a_stolen_tokens_refusal_records_its_user_and_both_pods() {
+    use crate::{
+        identity::{BoundPod, EXTRA_POD_NAME, pods::PodInfo},
+        record::sessions::{self, Filter},
+    };
+    let user = UserInfo {
+        username: "system:serviceaccount:ci:deployer".into(),
+        uid: "sa-uid-1".into(),
+        groups: vec![
+            "system:serviceaccounts".into(),
+            "system:serviceaccounts:ci".into(),
+        ],
+        extra: [
+            (EXTRA_POD_NAME.to_owned(), vec!["deployer-7d9f".to_owned()]),
+            (EXTRA_POD_UID.to_owned(), vec!["uid-a".to_owned()]),
+        ]
+        .into(),
+    };
+    let from = Arc::new(PodInfo {
+        namespace: "ci".into(),
+        name: "web-0".into(),
+        uid: "uid-b".into(),
+        service_account: "web".into(),
+        labels: Default::default(),
+        containers: vec![("app".into(), None)],
+    });
+    let refusal = Refusal::StolenToken {
+        user: Arc::new(user.clone()),
+        token_pod: BoundPod::of(&user).unwrap(),
+        workload: Workload::Pod {
+            pod: from,
+            container: Some("app".into()),
+        },
+    };
+    let conn = Connection {
+        peer: ([10, 0, 0, 2], 40000).into(),
+        origin: None,
+        cgroup: None,
+        exe: None,
+    };
+    let info = RequestInfo {
+        verb: "list".into(),
+        ..RequestInfo::default()
+    };
+    let req = http::Request::get("/api/v1/namespaces/ci/secrets")
+        .body(())
+        .unwrap();
+    let pending = Pending::new(&Arc::from("c0ffee"), conn.peer, &req);
+    let status = refusal.status();
+    let outcome = Outcome {
+        status: StatusCode::FORBIDDEN,
+        latency: Duration::from_millis(1),
+        refused: Some(&status),
+        approval: None,
+    };
+    let subject = Subject {
+        conn: &conn,
+        identity: None,
+        refusal: Some(&refusal),
+        info: &info,
+        decision: None,
+    };
+    let event = pending.event(subject, event::STAGE_COMPLETE, Some(&outcome));
+
+    assert_eq!(event.user, user, "the verified user, uid, groups and extra");
+    let annotation = |key| event.annotation(key);
+    assert_eq!(annotation(event::WORKLOAD), Some("pod ci/web-0/app"));
+    assert_eq!(annotation(event::POD), Some("ci/web-0"));
+    assert_eq!(annotation(event::CONTAINER), Some("app"));
+    assert_eq!(annotation(event::TOKEN_POD), Some("ci/deployer-7d9f"));
+    assert_eq!(annotation(event::TOKEN_POD_UID), Some("uid-a"));
+    assert_eq!(annotation(event::BINDING), Some("refused"));
+    let recorded = event.response_status.as_ref().unwrap();
+    assert_eq!(recorded.code, 403);
+    assert!(
+        recorded
+            .message
+            .contains("token bound to pod ci/deployer-7d9f (uid-a) used from pod ci/web-0 (uid-b)"),
+        "{}",
+        recorded.message
+    );
+
+    // A refusal before any token verified names no one, as before.
+    let unverified = Refusal::Unverified(Status::unauthorized("kgate: no token"));
+    let anonymous = pending.event(
+        Subject {
+            refusal: Some(&unverified),
+            ..subject
+        },
+        event::STAGE_COMPLETE,
+        None,
+    );
+    assert_eq!(anonymous.user, UserInfo::default());
+    assert_eq!(anonymous.annotation(event::WORKLOAD), None);
+    assert_eq!(anonymous.annotation(event::TOKEN_POD), None);
+
+    // `kgate sessions list --user/--pod`.
+    let all = sessions::sessions(vec![event]);
+    let select = |user: Option<&str>, pod: Option<&str>| {
+        let filter = Filter {
+            user: user.map(wildmatch::WildMatch::new),
+            pod: pod.map(wildmatch::WildMatch::new),
+            since: None,
+        };
+        sessions::select(all.clone(), &filter).len()
+    };
+    assert_eq!(select(Some("system:serviceaccount:ci:deployer"), None), 1);
+    assert_eq!(select(None, Some("ci/web-0")), 1, "the connection's pod");
+    assert_eq!(select(None, Some("ci/deployer-*")), 1, "the token's pod");
+    assert_eq!(select(None, Some("ci/other")), 0);
+    assert_eq!(select(Some("system:serviceaccount:ci:web"), None), 0);
+}
