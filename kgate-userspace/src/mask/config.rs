@@ -11,8 +11,8 @@ use serde::Deserialize;
 pub const DEFAULT_MAX_OBJECT_BYTES: usize = 64 << 20;
 
 /// Response masking. Secret `data` and `stringData` values are always replaced by a
-/// placeholder (keys kept), and a Secret's `kubectl.kubernetes.io/last-applied-configuration`
-/// annotation, which embeds the Secret, is always removed.
+/// placeholder (keys kept), also inside a Secret's
+/// `kubectl.kubernetes.io/last-applied-configuration` annotation, which embeds it.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MaskConfig {

@@ -2,8 +2,9 @@
 //! sees them.
 //!
 //! - Secrets, always: every `data` and `stringData` value becomes a placeholder
-//!   (valid base64 in `data`), keys kept; the `last-applied-configuration`
-//!   annotation, which embeds the Secret, is removed.
+//!   (valid base64 in `data`), keys kept. The `last-applied-configuration`
+//!   annotation embeds the object: its values are masked inside by the same rules,
+//!   its keys kept, so `kubectl apply` still prunes.
 //! - Configured rules: ConfigMap keys, container `env` values by name, annotations
 //!   by name (see [`MaskConfig`]).
 //! - Every response shape: single objects (answers to get, create, update, patch,
@@ -15,10 +16,15 @@
 //!   truncated, a unit over `maxObjectBytes`) is refused with a 502 Status, or, once
 //!   masked bytes have gone out, cut off with an error. Never forwarded raw.
 //!
-//! How it plugs into the request path:
-//! [`Masker::plan`] → [`negotiate()`] (before forward) → [`mask_response`] (after).
+//! - Writes: a placeholder a client sends back where kgate masks is restored to the
+//!   stored value ([`Plan::restore_object`], [`Plan::restore_json_patch`]), so masking
+//!   never changes what is stored.
 //!
-//! Not here: request bodies (a client writing a Secret sends its own values),
+//! How it plugs into the request path:
+//! [`Masker::plan`] → [`negotiate()`] and the write's restore (before forward) →
+//! [`mask_response`] (after).
+//!
+//! Not here: reading request bodies or the stored object (the proxy's restore stage),
 //! protobuf or YAML (the upstream is asked for JSON; a client that accepts only
 //! those gets a 406), Table cells (the built-in printers of the masked kinds show no
 //! masked values), logs, exec and other subresource streams, and custom resources
