@@ -137,9 +137,15 @@ async fn imperative_commands_send_protobuf_and_work() {
     };
     let no = (false, "no".to_owned());
     let yes = (true, "yes".to_owned());
-    assert_eq!(can_i(&["auth", "can-i", "delete", "secrets", "--as=jane"]), no);
+    assert_eq!(
+        can_i(&["auth", "can-i", "delete", "secrets", "--as=jane"]),
+        no
+    );
     assert_eq!(can_i(&["auth", "can-i", "*", "secrets", "--as=jane"]), no);
-    assert_eq!(can_i(&["auth", "can-i", "delete", "pods", "--as=jane"]), yes);
+    assert_eq!(
+        can_i(&["auth", "can-i", "delete", "pods", "--as=jane"]),
+        yes
+    );
     assert_eq!(can_i(&["auth", "can-i", "delete", "secrets"]), yes);
 }
 
