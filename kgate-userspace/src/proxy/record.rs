@@ -84,6 +84,8 @@ pub struct Pending {
     /// At level `RequestResponse`: the response body the final record waits for, or
     /// why it does not.
     response_body: OnceLock<Result<response::Held, String>>,
+    /// What kgate made of an access review's answer.
+    review: OnceLock<String>,
 }
 
 /// The caller and the request, as far as they are known.
@@ -118,7 +120,13 @@ impl Pending {
             peer,
             request_body: OnceLock::new(),
             response_body: OnceLock::new(),
+            review: OnceLock::new(),
         }
+    }
+
+    /// Notes what kgate made of an access review's answer, for the final record.
+    pub fn reviewed(&self, note: String) {
+        let _ = self.review.set(note);
     }
 
     /// At level `Request`: keeps a copy of the body as it streams upstream, for the
@@ -313,6 +321,9 @@ impl Pending {
             if let Some(would) = decision.shadowed {
                 note(event::WOULD, action_name(would));
             }
+        }
+        if let Some(review) = self.review.get() {
+            note(event::REVIEW, review.clone());
         }
         let mut response_status = None;
         if let Some(outcome) = outcome {

@@ -33,6 +33,8 @@ pub const APPROVAL: &str = "kgate.io/approval";
 pub const LATENCY_US: &str = "kgate.io/latency-us";
 pub const BINDING: &str = "kgate.io/binding";
 pub const CONNECTION: &str = "kgate.io/connection";
+/// What kgate changed in an access review's answer (`allowed -> denied by RULE`).
+pub const REVIEW: &str = "kgate.io/review";
 /// At level `Request`, why an event of a request with a body has no `requestObject`.
 pub const REQUEST_OBJECT: &str = "kgate.io/request-object";
 /// Why an event at level `RequestResponse` has no `responseObject`.
