@@ -127,6 +127,26 @@ async fn imperative_commands_send_protobuf_and_work() {
         jane["status"]["userInfo"]["groups"],
         json!(["devs", "system:authenticated"])
     );
+
+    // What RBAC does not grant: `no` (exit 1), for the impersonated user only, and for
+    // a `*` question that covers it.
+    server.refuse_access("jane", "delete", "secrets");
+    let can_i = |args: &[&str]| {
+        let (ok, out, _) = tokio::task::block_in_place(|| k.run(args));
+        (ok, out.trim().to_owned())
+    };
+    let no = (false, "no".to_owned());
+    let yes = (true, "yes".to_owned());
+    assert_eq!(
+        can_i(&["auth", "can-i", "delete", "secrets", "--as=jane"]),
+        no
+    );
+    assert_eq!(can_i(&["auth", "can-i", "*", "secrets", "--as=jane"]), no);
+    assert_eq!(
+        can_i(&["auth", "can-i", "delete", "pods", "--as=jane"]),
+        yes
+    );
+    assert_eq!(can_i(&["auth", "can-i", "delete", "secrets"]), yes);
 }
 
 #[tokio::test(flavor = "multi_thread")]

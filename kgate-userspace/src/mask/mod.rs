@@ -48,7 +48,7 @@ use self::rules::{Rules, Target};
 pub use self::{
     body::{MaskBody, mask_response},
     config::{DEFAULT_MAX_OBJECT_BYTES, MaskConfig},
-    negotiate::negotiate,
+    negotiate::{accept_json, negotiate},
     restore::{RestoreError, Restored, guard, has_placeholder, patch_reads},
     rules::{LAST_APPLIED, MASKED_BASE64, MASKED_TEXT},
     scanner::Scanner,

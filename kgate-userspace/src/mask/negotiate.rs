@@ -16,10 +16,16 @@ use crate::status::Status;
 /// Rewrites `Accept` (and drops `Accept-Encoding`) for the upstream request, or
 /// refuses the request with a 406 Status.
 pub fn negotiate(plan: &Plan, headers: &mut HeaderMap) -> Result<(), Status> {
+    accept_json(headers, |accept| refuse(plan, accept))
+}
+
+/// As [`negotiate`], for any response kgate must read: `refuse` builds the 406 from
+/// what the client accepts.
+pub fn accept_json(headers: &mut HeaderMap, refuse: impl Fn(&str) -> Status) -> Result<(), Status> {
     let mut ranges = Vec::new();
     for value in headers.get_all(ACCEPT) {
         let Ok(value) = value.to_str() else {
-            return Err(refuse(plan, &String::from_utf8_lossy(value.as_bytes())));
+            return Err(refuse(&String::from_utf8_lossy(value.as_bytes())));
         };
         ranges.extend(value.split(',').map(str::trim).filter(|r| !r.is_empty()));
     }
@@ -29,11 +35,11 @@ pub fn negotiate(plan: &Plan, headers: &mut HeaderMap) -> Result<(), Status> {
     } else {
         let json: Vec<String> = ranges.iter().filter_map(|r| json_range(r)).collect();
         if json.is_empty() {
-            return Err(refuse(plan, &ranges.join(",")));
+            return Err(refuse(&ranges.join(",")));
         }
         json.join(",")
     };
-    let accept = HeaderValue::from_str(&accept).map_err(|_| refuse(plan, &accept))?;
+    let accept = HeaderValue::from_str(&accept).map_err(|_| refuse(&accept))?;
     headers.insert(ACCEPT, accept);
     // A compressed answer could not be scanned; the agent-to-API-server hop is local.
     headers.remove(ACCEPT_ENCODING);

@@ -13,12 +13,16 @@
 //! Shadow mode (per policy, or globally): a deny or approve decision is recorded as
 //! "would deny"/"would hold" and the request passes.
 //!
+//! Questions about sets of requests (`kubectl auth can-i` with `*`) are answered by
+//! the same evaluation in [`review`].
+//!
 //! Not here: holding requests for approval (the approve stage does it with the
 //! decision this returns) and loading policy sources ([`store`], [`file`](mod@file)).
 
 pub mod compile;
 pub mod explain;
 pub mod file;
+pub mod review;
 pub mod store;
 #[cfg(test)]
 mod tests;
@@ -98,6 +102,18 @@ impl PolicySet {
         &self,
         caller: &Caller<'_>,
         req: &RequestInfo,
+        why: Option<&mut String>,
+    ) -> Decision {
+        self.evaluate_with(caller, &|_, rule| request_mismatch(rule, req), why)
+    }
+
+    /// The evaluation itself, with the request side abstracted: `mismatch` says which
+    /// dimension of a rule's request match (in its policy) the request misses, if
+    /// any. [`review`] asks about sets of requests through it.
+    fn evaluate_with(
+        &self,
+        caller: &Caller<'_>,
+        mismatch: &dyn Fn(&CompiledPolicy, &CompiledRule) -> Option<&'static str>,
         mut why: Option<&mut String>,
     ) -> Decision {
         let mut best: Option<(&CompiledPolicy, &CompiledRule)> = None;
@@ -121,7 +137,7 @@ impl PolicySet {
                     );
                     continue;
                 }
-                if let Some(miss) = request_mismatch(rule, req) {
+                if let Some(miss) = mismatch(policy, rule) {
                     note(
                         &mut why,
                         format_args!("  {}/{}: {miss} does not match", policy.name, rule.name),

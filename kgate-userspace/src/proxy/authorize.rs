@@ -50,17 +50,7 @@ pub fn decide(
     conn: &Connection,
     info: &RequestInfo,
 ) -> Result<Decision, (Decision, Status)> {
-    let (pod_labels, container) = match &identity.workload {
-        Workload::Pod { pod, container } => (Some(&pod.labels), container.as_deref()),
-        _ => (None, None),
-    };
-    let caller = Caller {
-        user: Some(&identity.user),
-        pod_labels,
-        container,
-        process: conn.origin.as_ref().map(kgate_common::Origin::comm),
-    };
-    let decision = policy.evaluate(&caller, info);
+    let decision = policy.evaluate(&caller(identity, conn), info);
     if decision.action == Action::Deny {
         let message = match &decision.message {
             Some(m) => format!("kgate: denied by policy {}: {m}", decision.source),
@@ -75,6 +65,20 @@ pub fn decide(
         return Err((decision, Status::forbidden(message)));
     }
     Ok(decision)
+}
+
+/// The caller as policy sees it: the identity, and the connection's process.
+pub fn caller<'a>(identity: &'a Identity, conn: &'a Connection) -> Caller<'a> {
+    let (pod_labels, container) = match &identity.workload {
+        Workload::Pod { pod, container } => (Some(&pod.labels), container.as_deref()),
+        _ => (None, None),
+    };
+    Caller {
+        user: Some(&identity.user),
+        pod_labels,
+        container,
+        process: conn.origin.as_ref().map(kgate_common::Origin::comm),
+    }
 }
 
 /// `pods "web-0" in namespace "demo"`, `deployments.apps/scale`, `path /healthz`.

@@ -8,7 +8,8 @@
 //! 5. [`approve`]: hold for a human;
 //! 6. [`forward`]: to the real API server, streaming, upgrades included;
 //! 7. [`mask`]: rewrite sensitive response fields (Accept negotiated
-//!    before forward, the body masked after);
+//!    before forward, the body masked after); an access review's answer gets kgate's
+//!    policy folded in ([`review`]);
 //! 8. [`record`]: what happened.
 //!
 //! Every refusal a client sees is a Kubernetes `Status` with the right HTTP code.
@@ -25,6 +26,7 @@ pub mod forward;
 pub mod identify;
 pub mod record;
 pub mod restore;
+pub mod review;
 pub mod tls;
 pub mod workers;
 
@@ -284,6 +286,11 @@ async fn handle(
     {
         return refuse(&status, decided);
     }
+    // review: an access review's answer is read, to fold kgate's policy into it.
+    let review = review::Review::of(&info);
+    if let Some(Err(status)) = review.map(|r| r.negotiate(req.headers_mut())) {
+        return refuse(&status, decided);
+    }
     // approve: requests that policy holds wait here for a human.
     let (req, approval) = if decision.action == Action::Approve {
         let _held = HeldGauge::new(&proxy.metrics);
@@ -359,8 +366,20 @@ async fn handle(
             respond(&forward_status(&error))
         }
     };
-    // mask: sensitive response fields are rewritten as the body streams.
+    // review: the API server's answer, with kgate's decision for the same question.
     let mut refused = None;
+    let response = match review {
+        Some(review) => {
+            let (policy, caller) = (proxy.policy.current(), authorize::caller(&identity, &conn));
+            let answered = review.answer(&policy, &caller, &pending, response).await;
+            answered.unwrap_or_else(|status| {
+                warn!(message = status.message, "access review answer refused");
+                respond(refused.insert(status))
+            })
+        }
+        None => response,
+    };
+    // mask: sensitive response fields are rewritten as the body streams.
     let response = match &mask_plan {
         Some(plan) => match mask::mask_response(plan, response).await {
             Ok(response) => {

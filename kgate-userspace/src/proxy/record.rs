@@ -86,6 +86,8 @@ pub struct Pending {
     response_body: OnceLock<Result<response::Held, String>>,
     /// The masked fields whose stored values a write had put back (pointers only).
     restored: OnceLock<String>,
+    /// What kgate made of an access review's answer.
+    review: OnceLock<String>,
 }
 
 /// The caller and the request, as far as they are known.
@@ -136,7 +138,13 @@ impl Pending {
             request_body: OnceLock::new(),
             response_body: OnceLock::new(),
             restored: OnceLock::new(),
+            review: OnceLock::new(),
         }
+    }
+
+    /// Notes what kgate made of an access review's answer, for the final record.
+    pub fn reviewed(&self, note: String) {
+        let _ = self.review.set(note);
     }
 
     /// At level `Request`: keeps a copy of the body as it streams upstream, for the
@@ -353,6 +361,9 @@ impl Pending {
             if let Some(would) = decision.shadowed {
                 note(event::WOULD, action_name(would));
             }
+        }
+        if let Some(review) = self.review.get() {
+            note(event::REVIEW, review.clone());
         }
         let mut response_status = None;
         if let Some(outcome) = outcome {

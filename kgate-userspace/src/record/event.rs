@@ -40,6 +40,8 @@ pub const CONNECTION: &str = "kgate.io/connection";
 /// The masked fields of a write whose placeholders kgate replaced by the stored values
 /// (JSON pointers, comma-separated; values are never recorded).
 pub const RESTORED: &str = "kgate.io/restored";
+/// What kgate changed in an access review's answer (`allowed -> denied by RULE`).
+pub const REVIEW: &str = "kgate.io/review";
 /// At level `Request`, why an event of a request with a body has no `requestObject`.
 pub const REQUEST_OBJECT: &str = "kgate.io/request-object";
 /// Why an event at level `RequestResponse` has no `responseObject`.

@@ -44,7 +44,9 @@ pub fn handle(state: &Arc<State>, req: Req) -> hyper::Response<Body> {
         (&Method::POST, None, None) if r.name == "subjectaccessreviews" => {
             reviews::subject_access(&state.denied_users.lock().unwrap(), r, &req)
         }
-        (&Method::POST, None, None) if resources::is_review(r.name) => reviews::answer(r, &req),
+        (&Method::POST, None, None) if resources::is_review(r.name) => {
+            reviews::answer(&state.refused_access.lock().unwrap(), r, &req)
+        }
         _ if resources::is_review(r.name) => status(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",

@@ -112,6 +112,8 @@ struct State {
     /// Users a SubjectAccessReview says no to (everyone else may do anything).
     denied_users: Mutex<HashSet<String>>,
     version: ServerVersion,
+    /// What a SelfSubjectAccessReview says RBAC does not grant.
+    refused_access: Mutex<Vec<reviews::Refusal>>,
 }
 
 /// A running double; stops when dropped.
@@ -144,6 +146,7 @@ impl ApiServer {
             bookmark_interval: config.bookmark_interval,
             denied_users: Mutex::default(),
             version: config.version,
+            refused_access: Mutex::default(),
         });
         seed(&state.store, addr);
         let serve_state = state.clone();
@@ -199,7 +202,6 @@ impl Handle {
         &self.token
     }
 
-    /// Makes another bearer token valid.
     /// SubjectAccessReviews for `user` answer "not allowed" from now on.
     pub fn deny_access_reviews_for(&self, user: &str) {
         self.state
@@ -209,6 +211,22 @@ impl Handle {
             .insert(user.to_owned());
     }
 
+    /// RBAC grants `user` everything but `verb` on `resource` (and every other
+    /// refusal): SelfSubjectAccessReviews that ask about it answer `allowed: false`.
+    /// Requests themselves are not refused (the double does not authorize them).
+    pub fn refuse_access(&self, user: &str, verb: &str, resource: &str) {
+        self.state
+            .refused_access
+            .lock()
+            .unwrap()
+            .push(reviews::Refusal {
+                user: user.to_owned(),
+                verb: verb.to_owned(),
+                resource: resource.to_owned(),
+            });
+    }
+
+    /// Makes another bearer token valid.
     pub fn add_token(&self, token: &str) {
         self.state.tokens.lock().unwrap().insert(token.to_owned());
     }
