@@ -284,6 +284,7 @@ async fn handle(
         let stage = Instant::now();
         let approved = approve::approve(
             proxy.approvals.as_ref(),
+            &upstream,
             &identity,
             &conn,
             &info,
