@@ -461,10 +461,7 @@ async fn each_runtimes_container_is_named_from_the_pods_statuses() {
             format!("{slice}/crio-conmon-{CRIO}.scope"),
             "pod ci/deployer-7d9f",
         ),
-        (
-            format!("{cgroupfs}/{}", CONTAINER_ID),
-            "pod ci/deployer-7d9f",
-        ),
+        (format!("{cgroupfs}/{CONTAINER_ID}"), "pod ci/deployer-7d9f"),
     ];
     for (cgroup, want) in cases {
         let identity = id
