@@ -44,10 +44,14 @@ pub async fn missing(
     headers: &HeaderMap,
 ) -> Option<Status> {
     let path = object_path(info, headers)?;
-    let mut req = Request::builder()
-        .method(Method::GET)
-        .uri(&path)
-        .header(ACCEPT, HeaderValue::from_static("application/json"));
+    // Metadata only, where the API server offers it (every built-in and custom
+    // resource): an existing Secret's values need not cross for this.
+    let mut req = Request::builder().method(Method::GET).uri(&path).header(
+        ACCEPT,
+        HeaderValue::from_static(
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json",
+        ),
+    );
     for name in [AUTHORIZATION, USER_AGENT] {
         if let Some(value) = headers.get(&name) {
             req = req.header(name, value);
