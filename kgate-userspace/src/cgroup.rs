@@ -4,8 +4,9 @@
 //! Docker naming).
 //!
 //! What this module does not do: decide that a pod exists (the node's pod list does
-//! that) or trust a path it could not parse. Anything it does not recognise is `None`,
-//! never a guess.
+//! that) or trust a path it could not parse. A path with no pod cgroup it recognises is
+//! `None`, never a guess; a cgroup inside a pod's that is no container it recognises is
+//! the pod's, with no container named.
 
 use std::{
     ffi::OsString,
@@ -195,8 +196,12 @@ pub fn find_cgroup_by_id(root: &Path, id: u64) -> Option<PathBuf> {
 ///
 /// Takes a path relative to the cgroup2 mount, a `0::/…` line of /proc/PID/cgroup, or
 /// a whole /proc/PID/cgroup text. The first pod segment below a kubepods segment names
-/// the pod; the segment after it, when there is one, must name a container (a process
-/// in a cgroup nested below a container belongs to that container).
+/// the pod. The segment after it, when there is one, names the container when it is
+/// one of the runtimes' container cgroups (a process in a cgroup nested below a
+/// container belongs to that container). Any other cgroup inside the pod's is still
+/// the pod's, with no container: only the kubelet and the runtime create cgroups
+/// there (CRI-O's `crio-conmon-<id>` monitor, a runtime's naming kgate does not know),
+/// so a process in one is no host process.
 pub fn pod_uid_from_cgroup_path(path: &str) -> Option<PodCgroup> {
     let path = path.trim();
     let path = parse_unified_cgroup(path).unwrap_or(path);
@@ -210,23 +215,23 @@ pub fn pod_uid_from_cgroup_path(path: &str) -> Option<PodCgroup> {
         // "kubepods-burstable-pod<uid>.slice:cri-containerd:<id>".
         if let Some((slice, rest)) = segment.split_once(':') {
             let pod_uid = pod_from_systemd_slice(slice)?;
-            let (prefix, id) = rest.split_once(':')?;
-            let runtime = runtime_for_prefix(prefix)?;
-            return is_container_id(id).then(|| PodCgroup {
+            let container = rest
+                .split_once(':')
+                .and_then(|(prefix, id)| Some((runtime_for_prefix(prefix)?, id)))
+                .filter(|(_, id)| is_container_id(id));
+            return Some(PodCgroup {
                 pod_uid,
-                container_id: Some(id.to_owned()),
-                runtime: Some(runtime),
+                container_id: container.map(|(_, id)| id.to_owned()),
+                runtime: container.map(|(runtime, _)| runtime),
             });
         }
         let pod_uid =
             pod_from_systemd_slice(segment).or_else(|| pod_from_cgroupfs_dir(&segments[..=i]));
         if let Some(pod_uid) = pod_uid {
-            let (container_id, runtime) = match segments.get(i + 1) {
-                None => (None, None),
-                Some(next) => {
-                    let (runtime, id) = container_from_segment(next)?;
-                    (Some(id.to_owned()), runtime)
-                }
+            let (container_id, runtime) = match segments.get(i + 1).map(|s| in_pod(s)) {
+                None | Some(InPod::Other) => (None, None),
+                Some(InPod::Container(runtime, id)) => (Some(id.to_owned()), runtime),
+                Some(InPod::Monitor(runtime)) => (None, Some(runtime)),
             };
             return Some(PodCgroup {
                 pod_uid,
@@ -236,6 +241,29 @@ pub fn pod_uid_from_cgroup_path(path: &str) -> Option<PodCgroup> {
         }
     }
     None
+}
+
+/// What a cgroup directly inside a pod's cgroup is.
+enum InPod<'a> {
+    /// A container: its runtime, when the name says which, and its ID.
+    Container(Option<ContainerRuntime>, &'a str),
+    /// The runtime's per-container monitor (CRI-O's conmon with `conmon_cgroup =
+    /// "pod"`), not a container.
+    Monitor(ContainerRuntime),
+    /// Anything else the runtime made there.
+    Other,
+}
+
+fn in_pod(segment: &str) -> InPod<'_> {
+    if let Some((runtime, id)) = container_from_segment(segment) {
+        return InPod::Container(runtime, id);
+    }
+    // CRI-O's cgmgr: `crio-conmon-<id>.scope` (systemd) or `crio-conmon-<id>` (cgroupfs).
+    let name = segment.strip_suffix(".scope").unwrap_or(segment);
+    match name.strip_prefix("crio-conmon-") {
+        Some(id) if is_container_id(id) => InPod::Monitor(ContainerRuntime::CriO),
+        _ => InPod::Other,
+    }
 }
 
 /// A segment that starts the kubelet's tree: `kubepods` (cgroupfs), `kubepods.slice`,
@@ -276,7 +304,8 @@ fn pod_from_cgroupfs_dir(path: &[&str]) -> Option<String> {
 }
 
 /// `cri-containerd-<id>.scope`, `crio-<id>.scope`, `docker-<id>.scope` (systemd);
-/// `crio-<id>` or a bare id (cgroupfs).
+/// `crio-<id>` (CRI-O's cgroupfs form, and its pod sandbox under either driver) or a
+/// bare id (containerd and Docker with cgroupfs).
 fn container_from_segment(segment: &str) -> Option<(Option<ContainerRuntime>, &str)> {
     if is_container_id(segment) {
         return Some((None, segment));
@@ -292,7 +321,7 @@ fn runtime_for_prefix(prefix: &str) -> Option<ContainerRuntime> {
         "cri-containerd" => Some(ContainerRuntime::Containerd),
         "crio" => Some(ContainerRuntime::CriO),
         "docker" => Some(ContainerRuntime::Docker),
-        // crio-conmon-<id> is CRI-O's monitor process, not the container.
+        // crio-conmon-<id> is CRI-O's monitor process, not the container: see `in_pod`.
         _ => None,
     }
 }

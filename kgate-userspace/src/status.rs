@@ -7,6 +7,10 @@
 //! for proxying) sends in the same situation. Where the API server has no equivalent
 //! (a 502, a 431), the reason is the one client-go itself derives from that code.
 //!
+//! One refusal is sent in another form than the API server's: on the discovery paths
+//! that client-go reads raw (see [`Status::encode_for`]) the message goes as
+//! `text/plain`, since client-go shows a Status there as "unknown".
+//!
 //! Not here: writing the response (see `proxy::respond`), or choosing which refusal a
 //! failure deserves (the stage that failed decides).
 
@@ -227,6 +231,40 @@ impl Status {
         // Strings, integers and optional structs of them always serialize.
         Bytes::from(serde_json::to_vec(self).unwrap_or_default())
     }
+
+    /// The content type and body of this refusal of a request for `path` (the
+    /// percent-decoded path): the JSON Status, except where client-go never decodes
+    /// one.
+    ///
+    /// client-go reads discovery (`/api`, `/apis`), `/version` and OpenAPI with
+    /// `Result.Raw()`, which returns the error `transformResponse` made without looking
+    /// for a Status: `newUnstructuredResponseError` takes the body as the message only
+    /// for a `text/*` content type and says "unknown" otherwise (k8s.io/client-go
+    /// rest/request.go; discovery/discovery_client.go `downloadLegacy`, `downloadAPIs`,
+    /// `ServerVersion`, `OpenAPISchema`; openapi/groupversion.go). The API server's own
+    /// JSON Status there prints as `Error from server (Forbidden): unknown`, which is
+    /// what kubectl without a discovery cache showed of every kgate refusal. So there
+    /// the message goes as `text/plain; charset=utf-8` with a trailing newline, the form
+    /// of Go's `http.Error` (which the API server's own plain-text errors use): kubectl
+    /// then prints `Error from server (Forbidden): kgate: …`, and `errors.IsForbidden`
+    /// still holds (client-go derives the reason from the code). Group-version discovery (`/api/v1`, `/apis/G/V`) is decoded with
+    /// `Into`, which finds a Status: it keeps the JSON form.
+    pub fn encode_for(&self, path: &str) -> (&'static str, Bytes) {
+        if is_read_raw(path) {
+            let text = format!("{}\n", self.message);
+            ("text/plain; charset=utf-8", Bytes::from(text))
+        } else {
+            ("application/json", self.to_json())
+        }
+    }
+}
+
+/// The paths whose answers client-go reads with `Raw()` (see [`Status::encode_for`]).
+fn is_read_raw(path: &str) -> bool {
+    matches!(
+        path,
+        "/api" | "/apis" | "/version" | "/openapi/v2" | "/openapi/v3"
+    ) || path.starts_with("/openapi/v3/")
 }
 
 impl fmt::Display for Status {
@@ -322,6 +360,43 @@ mod tests {
             Status::internal_error(String::from("boom")).to_string(),
             "500 (InternalError): kgate: boom"
         );
+    }
+
+    #[test]
+    fn raw_read_discovery_paths_get_the_message_as_text() {
+        let status = Status::forbidden("kgate: denied by policy p (default)");
+        for path in [
+            "/api",
+            "/apis",
+            "/version",
+            "/openapi/v2",
+            "/openapi/v3",
+            "/openapi/v3/apis/apps/v1",
+        ] {
+            let (content_type, body) = status.encode_for(path);
+            assert_eq!(content_type, "text/plain; charset=utf-8", "{path}");
+            assert_eq!(
+                &body[..],
+                b"kgate: denied by policy p (default)\n",
+                "{path}"
+            );
+        }
+        for path in [
+            "/api/v1",
+            "/apis/apps/v1",
+            "/apis/apps",
+            "/api/v1/namespaces/demo/pods",
+            "/healthz",
+            "/openapi",
+            "/apis/",
+            "/versions",
+        ] {
+            assert_eq!(
+                status.encode_for(path),
+                ("application/json", status.to_json()),
+                "{path}"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Just-in-time approval through a standalone agent and the API-server double: a
 //! bot's `kubectl delete pod` is held until an admin runs `kgate approve` (or `kgate
 //! deny`), approve-for grants let repeats pass and survive an agent restart,
-//! undecided requests time out, and concurrent holds are decided independently.
+//! undecided requests time out, and concurrent holds are decided independently. A
+//! request about an object that does not exist gets the API server's 404, and no
+//! approval; a delete's options are shown to the approver, even for a Secret.
 
 use std::{
     path::PathBuf,
@@ -31,6 +33,10 @@ spec:
       match: {verbs: [delete], resources: [configmaps]}
       action: approve
       approval: {timeoutSeconds: 2}
+    - name: delete-secrets
+      match: {verbs: [delete], resources: [secrets]}
+      action: approve
+      approval: {timeoutSeconds: 30}
 "#;
 
 struct Setup {
@@ -326,6 +332,70 @@ async fn a_request_held_when_the_agent_dies_is_never_forwarded() {
             s.server.get("pods", "demo", "a").is_some(),
             "never forwarded"
         );
+        drop(agent);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_object_gets_the_api_servers_404_and_no_approval() {
+    let (s, agent) = setup().await;
+    let bot = s.bot(&agent, "bot");
+    blocking(move || {
+        let (ok, out, err) = bot.run(&["delete", "pod", "missing", "-n", "demo", "--wait=false"]);
+        assert!(!ok, "{out}");
+        assert_eq!(
+            err.trim(),
+            "Error from server (NotFound): pods \"missing\" not found"
+        );
+        let (ok, _, err) = bot.run(&["delete", "configmap", "gone", "-n", "demo"]);
+        assert!(!ok);
+        assert_eq!(
+            err.trim(),
+            "Error from server (NotFound): configmaps \"gone\" not found"
+        );
+        assert_eq!(
+            s.approvals(),
+            Vec::<Value>::new(),
+            "no approval was created"
+        );
+        // An object that exists is still held.
+        let held = delete(&bot, "pod", "a");
+        let name = s.pending("delete", "a");
+        let (ok, _, err) = s.kgate(&["approve", &name]);
+        assert!(ok, "{err}");
+        let (ok, out) = finish(held);
+        assert!(ok && out.contains("pod \"a\" deleted"), "{out}");
+        drop(agent);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_delete_shows_its_options_even_for_a_secret() {
+    let (s, agent) = setup().await;
+    let bot = s.bot(&agent, "bot");
+    blocking(move || {
+        let held = delete(&bot, "secret", "db-creds");
+        let name = s.pending("delete", "db-creds");
+        let approval = s
+            .approvals()
+            .into_iter()
+            .find(|a| a["metadata"]["name"] == name.as_str())
+            .unwrap();
+        let body: Value = serde_json::from_str(approval["spec"]["body"].as_str().unwrap_or("null"))
+            .unwrap_or(Value::Null);
+        // kubectl's DeleteOptions, as it sends them (no kind).
+        assert_eq!(
+            body,
+            json!({"propagationPolicy": "Background"}),
+            "{approval}"
+        );
+        let (ok, _, err) = s.kgate(&["deny", &name]);
+        assert!(ok, "{err}");
+        let (ok, out) = finish(held);
+        assert!(!ok, "{out}");
+        assert!(s.server.get("secrets", "demo", "db-creds").is_some());
         drop(agent);
     })
     .await;

@@ -444,3 +444,26 @@ async fn a_long_busy_watch_is_masked_event_by_event_with_bounded_memory() {
         count * size / 1_000_000
     );
 }
+
+/// `kubectl describe secret` prints each key's size: the placeholder's, the same for
+/// every value, so the real sizes (5 and 15 bytes here) are masked too.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_describe_shows_the_placeholders_size_for_every_key() {
+    let s = setup("").await;
+    let k = s.kubectl("mask-describe");
+    blocking(move || {
+        let out = k.ok(&["describe", "secret", "db-creds", "-n", "demo"]);
+        let size = format!("{} bytes", MASKED_TEXT.len());
+        assert_eq!(size, "12 bytes", "the size the docs state");
+        assert!(
+            out.contains(&format!("password:  {size}"))
+                && out.contains(&format!("username:  {size}")),
+            "{out}"
+        );
+        assert!(
+            !out.contains(" 5 bytes") && !out.contains("15 bytes"),
+            "{out}"
+        );
+    })
+    .await;
+}

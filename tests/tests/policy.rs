@@ -480,3 +480,49 @@ async fn an_unmasked_rule_grants_real_secret_values_to_its_subjects_only() {
     })
     .await;
 }
+
+/// A refusal's message reaches kubectl with and without a discovery cache. Without
+/// one, kubectl's first requests are discovery (`/api`, `/apis`), whose answers
+/// client-go reads raw: a JSON Status there printed as `Error from server
+/// (Forbidden): unknown`. With one, kubectl goes straight to the resource.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_reads_the_same_with_and_without_a_discovery_cache() {
+    let s = setup().await;
+    fs::write(
+        &s.policy,
+        format!(
+            "{POLICY}---\napiVersion: kgate.io/v1alpha1\nkind: KgatePolicy\nmetadata: {{name: locked}}\n\
+             spec:\n  subjects: {{serviceAccounts: [demo/locked]}}\n  defaultAction: deny\n  rules:\n\
+             \x20   - {{name: pods, match: {{verbs: [get, list], resources: [pods]}}, action: allow}}\n"
+        ),
+    )
+    .unwrap();
+    s.agent
+        .wait_for("policy file reloaded", Duration::from_secs(10))
+        .unwrap();
+    let locked = s.kubectl_as("locked");
+    let bot = s.kubectl_as("bot");
+    let cache = scratch_dir("discovery-cache");
+    let cache_dir = cache.to_str().unwrap().to_owned();
+    blocking(move || {
+        let get_secrets = ["get", "secrets", "-n", "demo", "--cache-dir", &cache_dir];
+        // No cache: the refusal of discovery itself is what kubectl shows.
+        let (ok, _, cold) = locked.run(&get_secrets);
+        assert!(!ok);
+        assert!(
+            cold.contains("Error from server (Forbidden): kgate: denied by policy locked (default): system:serviceaccount:demo:locked may not get path /api")
+                && !cold.contains("unknown"),
+            "{cold}"
+        );
+        // A cache that another client filled (discovery is cached per server, not per
+        // user): the resource's refusal.
+        bot.ok(&["get", "pods", "-n", "demo", "--cache-dir", &cache_dir]);
+        let (ok, _, warm) = locked.run(&get_secrets);
+        assert!(!ok);
+        assert_eq!(
+            warm.trim(),
+            "Error from server (Forbidden): kgate: denied by policy locked (default): system:serviceaccount:demo:locked may not list secrets in namespace \"demo\""
+        );
+    })
+    .await;
+}

@@ -99,9 +99,16 @@ fn kubelet_paths() {
             format!("/kubepods/burstable/pod{UID}/crio-{CID}"),
             pod(UID, Some(CID), Some(ContainerRuntime::CriO)),
         ),
+        // CRI-O's conmon in the pod: the pod's, but no container
         (
             format!("/kubepods/burstable/pod{UID}/crio-conmon-{CID}"),
-            None,
+            pod(UID, None, Some(ContainerRuntime::CriO)),
+        ),
+        (
+            format!(
+                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/crio-conmon-{CID}.scope"
+            ),
+            pod(UID, None, Some(ContainerRuntime::CriO)),
         ),
         // the host's view of a kind node, and a whole /proc/PID/cgroup text
         (
@@ -114,13 +121,34 @@ fn kubelet_paths() {
             format!("12:memory:/x\n1:name=systemd:/y\n0::/kubepods/besteffort/pod{UID}/{CID}\n"),
             pod(UID, Some(CID), None),
         ),
-        // not pods, or malformed
+        // a cgroup inside a pod that names no container kgate knows: the pod's, no
+        // container (a bad ID is not a container ID)
         (
-            format!(
-                "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/crio-conmon-{CID}.scope"
-            ),
-            None,
+            format!("/kubepods/burstable/pod{UID}/{}", &CID[..63]),
+            pod(UID, None, None),
         ),
+        (
+            format!("/kubepods.slice/kubepods-pod{u}.slice/unknown-{CID}.scope"),
+            pod(UID, None, None),
+        ),
+        (
+            format!("/kubepods.slice/kubepods-pod{u}.slice:cri-containerd:short"),
+            pod(UID, None, None),
+        ),
+        (
+            format!("/kubepods.slice/kubepods-pod{u}.slice:crio-conmon:{CID}"),
+            pod(UID, None, None),
+        ),
+        (format!("/kubepods/pod{UID}/{CID}0"), pod(UID, None, None)),
+        (
+            format!("/kubepods/pod{UID}/cri-containerd-{CID}.scope.extra"),
+            pod(UID, None, None),
+        ),
+        (
+            format!("/kubepods/pod{UID}/crio-conmon-{}", &CID[..63]),
+            pod(UID, None, None),
+        ),
+        // not pods, or malformed
         ("/system.slice/containerd.service".into(), None),
         ("/user.slice/user-0.slice/session-1.scope".into(), None),
         ("/".into(), None),
@@ -130,15 +158,6 @@ fn kubelet_paths() {
         (format!("/kubepods/burstable/pod{}/{CID}", &UID[..35]), None),
         (
             format!("/kubepods/burstable/pod{}/{CID}", UID.replace('a', "g")),
-            None,
-        ),
-        (format!("/kubepods/burstable/pod{UID}/{}", &CID[..63]), None),
-        (
-            format!("/kubepods.slice/kubepods-pod{u}.slice/unknown-{CID}.scope"),
-            None,
-        ),
-        (
-            format!("/kubepods.slice/kubepods-pod{u}.slice:cri-containerd:short"),
             None,
         ),
         ("/kubepods.slice/kubepods-pod.slice".into(), None),
@@ -162,9 +181,11 @@ fn kubelet_paths() {
         // a UID with a sixth group, or a missing one
         (format!("/kubepods/pod{UID}-0000/{CID}"), None),
         ("/kubepods/pod1234abcd-5678-90ef-abcd/x".into(), None),
-        (format!("/kubepods/pod{UID}/{CID}0"), None),
         (
-            format!("/kubepods/pod{UID}/cri-containerd-{CID}.scope.extra"),
+            format!(
+                "/kubepods.slice/kubepods-pod{}.slice:cri-containerd:{CID}",
+                &u[..35]
+            ),
             None,
         ),
     ];
@@ -178,6 +199,88 @@ fn kubelet_paths() {
     ]
     .map(ContainerRuntime::as_str);
     assert_eq!(names, ["containerd", "cri-o", "docker"]);
+}
+
+/// Paths as each runtime makes them, under both cgroup drivers, with the IDs of real
+/// /proc/PID/cgroup lines. Naming followed: the kubelet's `CgroupName.ToSystemd` and
+/// `ToCgroupfs` (pkg/kubelet/cm/cgroup_manager_linux.go: `pod<uid>`, dashes escaped to
+/// `_` under systemd), containerd's and cri-dockerd's `<prefix>-<id>.scope` under
+/// systemd, CRI-O's cgmgr (internal/config/cgmgr: `crio-<id>` for containers and the
+/// sandbox, `crio-conmon-<id>` for its monitor, crun's `container` child).
+#[test]
+fn real_runtime_paths() {
+    const POD: &str = "e6ac4a8d-1076-453e-9ddb-3976520e3178";
+    const CONTAINERD: &str = "19cd7a809d879d9c855bb93e4d399efe795a769ac856faaa5256cdd8387fe4b1";
+    const DOCKER: &str = "84e9ffffe97fea4c5a0f01d401611cbafbf7e559fc6190ed74abfc2b25e889d4";
+    const CRIO: &str = "5819a498721cf8bb7e334809c9e48aa310bfc98801eb8017034ad17fb0749920";
+    let p = POD.replace('-', "_");
+    let systemd =
+        format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{p}.slice");
+    let cgroupfs = format!("/kubepods/burstable/pod{POD}");
+    let (containerd, crio, docker) = (
+        Some(ContainerRuntime::Containerd),
+        Some(ContainerRuntime::CriO),
+        Some(ContainerRuntime::Docker),
+    );
+    let cases: Vec<(String, Option<PodCgroup>)> = vec![
+        // containerd
+        (
+            format!("0::{systemd}/cri-containerd-{CONTAINERD}.scope\n"),
+            pod(POD, Some(CONTAINERD), containerd),
+        ),
+        (
+            format!("0::{cgroupfs}/{CONTAINERD}\n"),
+            pod(POD, Some(CONTAINERD), None),
+        ),
+        // CRI-O: the container, crun's child of it, the sandbox, and conmon in the pod
+        (
+            format!("0::{systemd}/crio-{CRIO}.scope\n"),
+            pod(POD, Some(CRIO), crio),
+        ),
+        (
+            format!("0::{systemd}/crio-{CRIO}.scope/container\n"),
+            pod(POD, Some(CRIO), crio),
+        ),
+        (
+            format!("0::{systemd}/crio-{CRIO}\n"),
+            pod(POD, Some(CRIO), crio),
+        ),
+        (
+            format!("0::{cgroupfs}/crio-{CRIO}\n"),
+            pod(POD, Some(CRIO), crio),
+        ),
+        (
+            format!("0::{systemd}/crio-conmon-{CRIO}.scope\n"),
+            pod(POD, None, crio),
+        ),
+        (
+            format!("0::{cgroupfs}/crio-conmon-{CRIO}\n"),
+            pod(POD, None, crio),
+        ),
+        // conmon left in system.slice (`conmon_cgroup = "system.slice"`) is the host's
+        (format!("0::/system.slice/crio-conmon-{CRIO}.scope\n"), None),
+        // Docker through cri-dockerd
+        (
+            format!("0::{systemd}/docker-{DOCKER}.scope\n"),
+            pod(POD, Some(DOCKER), docker),
+        ),
+        (
+            format!("0::{cgroupfs}/{DOCKER}\n"),
+            pod(POD, Some(DOCKER), None),
+        ),
+        // the pod-level cgroup itself, either driver
+        (format!("0::{systemd}\n"), pod(POD, None, None)),
+        (format!("0::{cgroupfs}\n"), pod(POD, None, None)),
+        // a cgroup in the pod that is no container kgate knows is still the pod's
+        (
+            format!("0::{systemd}/kata-{CONTAINERD}.scope\n"),
+            pod(POD, None, None),
+        ),
+        (format!("0::{cgroupfs}/sandbox\n"), pod(POD, None, None)),
+    ];
+    for (path, want) in cases {
+        assert_eq!(pod_uid_from_cgroup_path(&path), want, "{path}");
+    }
 }
 
 #[test]

@@ -146,7 +146,7 @@ fn write(
 // === impl PodInfo ===
 
 impl PodInfo {
-    fn of(pod: &Pod) -> Option<Self> {
+    pub(super) fn of(pod: &Pod) -> Option<Self> {
         let meta = &pod.metadata;
         let spec = pod.spec.as_ref();
         let statuses = pod.status.as_ref().into_iter().flat_map(|s| {

@@ -499,3 +499,76 @@ async fn a_pod_connection_without_a_synced_index_is_not_guessed() {
         .unwrap_err();
     assert_eq!(err.status().http_status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// A pod's container is named from the node's pod list whatever the runtime: the ID in
+/// the cgroup path is the one `containerStatuses[].containerID` carries after its
+/// `<runtime>://` scheme (init and ephemeral containers included).
+#[tokio::test]
+async fn each_runtimes_container_is_named_from_the_pods_statuses() {
+    const CONTAINERD: &str = "19cd7a809d879d9c855bb93e4d399efe795a769ac856faaa5256cdd8387fe4b1";
+    const CRIO: &str = "5819a498721cf8bb7e334809c9e48aa310bfc98801eb8017034ad17fb0749920";
+    const DOCKER: &str = "84e9ffffe97fea4c5a0f01d401611cbafbf7e559fc6190ed74abfc2b25e889d4";
+    let status = |name: &str, id: &str| {
+        json!({"name": name, "containerID": id, "image": "x",
+        "imageID": "", "ready": true, "restartCount": 0})
+    };
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"namespace": "ci", "name": "deployer-7d9f", "uid": POD_UID},
+        "spec": {"serviceAccountName": "deployer", "containers": []},
+        "status": {
+            "containerStatuses": [
+                status("app", &format!("containerd://{CONTAINERD}")),
+                status("sidecar", &format!("cri-o://{CRIO}")),
+            ],
+            "initContainerStatuses": [status("init", &format!("docker://{DOCKER}"))],
+        },
+    }))
+    .unwrap();
+    let info = PodInfo::of(&pod).unwrap();
+    let s = Signer::new("k1");
+    let id = identifier(&s, Some(PodIndex::fixed([info])));
+    let token = s.sign(&claims(Some(POD_UID)));
+    let slice = format!(
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice",
+        POD_UID.replace('-', "_")
+    );
+    let cgroupfs = format!("/kubepods/burstable/pod{POD_UID}");
+    let cases = [
+        (
+            format!("{slice}/cri-containerd-{CONTAINERD}.scope"),
+            "pod ci/deployer-7d9f/app",
+        ),
+        (
+            format!("{cgroupfs}/{CONTAINERD}"),
+            "pod ci/deployer-7d9f/app",
+        ),
+        (
+            format!("{slice}/crio-{CRIO}.scope/container"),
+            "pod ci/deployer-7d9f/sidecar",
+        ),
+        (
+            format!("{cgroupfs}/crio-{CRIO}"),
+            "pod ci/deployer-7d9f/sidecar",
+        ),
+        (
+            format!("{slice}/docker-{DOCKER}.scope"),
+            "pod ci/deployer-7d9f/init",
+        ),
+        (format!("{cgroupfs}/{DOCKER}"), "pod ci/deployer-7d9f/init"),
+        // the pod's own cgroup, conmon, and a container the statuses do not list yet:
+        // the pod, no container
+        (slice.clone(), "pod ci/deployer-7d9f"),
+        (
+            format!("{slice}/crio-conmon-{CRIO}.scope"),
+            "pod ci/deployer-7d9f",
+        ),
+        (format!("{cgroupfs}/{CONTAINER_ID}"), "pod ci/deployer-7d9f"),
+    ];
+    for (cgroup, want) in cases {
+        let identity = id
+            .identify(&connection(Some(&cgroup)), &bearer(&token))
+            .await
+            .unwrap_or_else(|e| panic!("{cgroup}: {e}"));
+        assert_eq!(identity.workload.describe(), want, "{cgroup}");
+    }
+}

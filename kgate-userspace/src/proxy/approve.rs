@@ -1,14 +1,19 @@
 //! The **approve** stage: a request that policy holds waits for a human (see
-//! [`crate::approval`]). A write's body is read first (up to the API server's own
-//! request limit), so the approver sees what would be written and the same bytes are
-//! forwarded once approved. Bodies of objects with masked fields (Secrets, and what
-//! mask rules cover) are withheld from the approval.
+//! [`crate::approval`]). A request about an object that does not exist is not held: the
+//! object is read first, with the caller's credentials, and the API server's 404 is the
+//! answer. A write's body is read first (up to the API server's own request limit), so
+//! the approver sees what would be written and the same bytes are forwarded once
+//! approved. Bodies of objects with masked fields (Secrets, and what mask rules cover)
+//! are withheld from the approval; a delete's options, which hold no object values,
+//! are shown.
+
+mod exists;
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Limited};
 
-use super::{accept::Connection, body};
+use super::{accept::Connection, body, forward::Upstream};
 use crate::{
     approval::Approvals, identity::Identity, policy::Decision, request_info::RequestInfo,
     status::Status,
@@ -20,9 +25,14 @@ const MAX_HELD_BODY: usize = 3 << 20;
 const MAX_SHOWN_BODY: usize = 64 << 10;
 
 /// Holds `req` until it is approved (the request to forward, its body read) or
-/// refused (the Status to send).
+/// refused (the Status to send). `upstream` answers whether the object it names exists.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the stage's inputs as the request path holds them"
+)]
 pub async fn approve(
     approvals: Option<&Approvals>,
+    upstream: &Upstream,
     identity: &Identity,
     conn: &Connection,
     info: &RequestInfo,
@@ -36,6 +46,11 @@ pub async fn approve(
             decision.source
         )));
     };
+    // Before an approval is created, not after: a human asked about an object that is
+    // not there decides nothing.
+    if let Some(not_found) = exists::missing(upstream, identity, conn, info, req.headers()).await {
+        return Err(not_found);
+    }
     let (parts, incoming) = req.into_parts();
     let bytes: Bytes = Limited::new(incoming, MAX_HELD_BODY)
         .collect()
@@ -46,16 +61,7 @@ pub async fn approve(
             ))
         })?
         .to_bytes();
-    let shown = if bytes.is_empty() {
-        None
-    } else if masked || info.resource == "secrets" {
-        // What masking hides from responses is not copied into approvals either.
-        Some("(withheld: the object has fields kgate masks)".to_owned())
-    } else if bytes.len() > MAX_SHOWN_BODY {
-        Some(format!("({} bytes, too large to show)", bytes.len()))
-    } else {
-        Some(String::from_utf8_lossy(&bytes).into_owned())
-    };
+    let shown = shown_body(&bytes, masked, info);
     let process = conn.origin.as_ref().map(|o| match &conn.exe {
         Some(exe) => format!("{} (pid {}, {exe})", o.comm(), o.pid()),
         None => format!("{} (pid {})", o.comm(), o.pid()),
@@ -64,4 +70,161 @@ pub async fn approve(
         .hold(identity, process, info, decision, shown)
         .await?;
     Ok((Request::from_parts(parts, body::full(bytes)), approval))
+}
+
+/// What the approval shows of a held request's body.
+fn shown_body(bytes: &[u8], masked: bool, info: &RequestInfo) -> Option<String> {
+    if bytes.is_empty() {
+        None
+    } else if (masked || info.resource == "secrets") && !is_delete_options(bytes, info) {
+        // What masking hides from responses is not copied into approvals either (not
+        // even its size).
+        Some("(withheld: the object has fields kgate masks)".to_owned())
+    } else if bytes.len() > MAX_SHOWN_BODY {
+        Some(format!("({} bytes, too large to show)", bytes.len()))
+    } else {
+        Some(String::from_utf8_lossy(bytes).into_owned())
+    }
+}
+
+/// A delete's body that is a `DeleteOptions` (meta/v1) and nothing else: grace period,
+/// preconditions (uid, resourceVersion), propagation, dry run. It holds no value of the
+/// object, so an approver may see it even where the object's values are masked.
+fn is_delete_options(bytes: &[u8], info: &RequestInfo) -> bool {
+    const FIELDS: [&str; 8] = [
+        "kind",
+        "apiVersion",
+        "gracePeriodSeconds",
+        "preconditions",
+        "orphanDependents",
+        "propagationPolicy",
+        "dryRun",
+        "ignoreStoreReadErrorWithClusterBreakingPotential",
+    ];
+    if !matches!(info.verb.as_str(), "delete" | "deletecollection") {
+        return false;
+    }
+    let Ok(serde_json::Value::Object(options)) = serde_json::from_slice(bytes) else {
+        return false;
+    };
+    options.iter().all(|(key, value)| match key.as_str() {
+        "kind" => value == "DeleteOptions",
+        "preconditions" => value.as_object().is_some_and(|p| {
+            p.iter()
+                .all(|(k, v)| matches!(k.as_str(), "uid" | "resourceVersion") && !v.is_object())
+        }),
+        key => FIELDS.contains(&key) && !value.is_object(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{Method, Uri};
+
+    use super::*;
+
+    fn info(method: &str, uri: &str) -> RequestInfo {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        RequestInfo::parse(&method, &uri.parse::<Uri>().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn delete_options_are_shown_and_object_values_withheld() {
+        const WITHHELD: &str = "(withheld: the object has fields kgate masks)";
+        let secret = "/api/v1/namespaces/demo/secrets/db";
+        let secrets = "/api/v1/namespaces/demo/secrets";
+        let background =
+            r#"{"kind":"DeleteOptions","apiVersion":"v1","propagationPolicy":"Background"}"#;
+        let preconditions = r#"{"kind":"DeleteOptions","apiVersion":"meta.k8s.io/v1","gracePeriodSeconds":0,"preconditions":{"uid":"u","resourceVersion":"7"},"dryRun":["All"]}"#;
+        let cases = [
+            // (method, path, masked, body, shown)
+            ("DELETE", secret, true, background, Some(background)),
+            ("DELETE", secret, true, preconditions, Some(preconditions)),
+            (
+                "DELETE",
+                secrets,
+                true,
+                r#"{"orphanDependents":false}"#,
+                Some(r#"{"orphanDependents":false}"#),
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/demo/pods/web-0",
+                false,
+                background,
+                Some(background),
+            ),
+            // anything else in a delete of a masked kind is withheld
+            (
+                "DELETE",
+                secret,
+                true,
+                r#"{"kind":"DeleteOptions","data":{"k":"djE="}}"#,
+                Some(WITHHELD),
+            ),
+            (
+                "DELETE",
+                secret,
+                true,
+                r#"{"kind":"Secret","apiVersion":"v1"}"#,
+                Some(WITHHELD),
+            ),
+            (
+                "DELETE",
+                secret,
+                true,
+                r#"{"propagationPolicy":{"v":"x"}}"#,
+                Some(WITHHELD),
+            ),
+            (
+                "DELETE",
+                secret,
+                true,
+                r#"{"preconditions":{"uid":"u","data":"x"}}"#,
+                Some(WITHHELD),
+            ),
+            ("DELETE", secret, true, "k8s\0protobuf", Some(WITHHELD)),
+            // a write of a masked kind, even one shaped like delete options
+            (
+                "POST",
+                secrets,
+                true,
+                r#"{"kind":"Secret","data":{"k":"djE="}}"#,
+                Some(WITHHELD),
+            ),
+            ("PATCH", secret, true, background, Some(WITHHELD)),
+            (
+                "PUT",
+                "/api/v1/namespaces/demo/configmaps/c",
+                true,
+                r#"{"data":{}}"#,
+                Some(WITHHELD),
+            ),
+            (
+                "PUT",
+                "/api/v1/namespaces/demo/configmaps/c",
+                false,
+                r#"{"data":{}}"#,
+                Some(r#"{"data":{}}"#),
+            ),
+            ("DELETE", secret, true, "", None),
+        ];
+        for (method, path, masked, body, shown) in cases {
+            assert_eq!(
+                shown_body(body.as_bytes(), masked, &info(method, path)).as_deref(),
+                shown,
+                "{method} {path} {body}"
+            );
+        }
+        let big = vec![b' '; MAX_SHOWN_BODY + 1];
+        let configmap = info("PUT", "/api/v1/namespaces/demo/configmaps/c");
+        assert_eq!(
+            shown_body(&big, false, &configmap).as_deref(),
+            Some("(65537 bytes, too large to show)")
+        );
+        assert_eq!(
+            shown_body(&big, true, &configmap).as_deref(),
+            Some(WITHHELD)
+        );
+    }
 }

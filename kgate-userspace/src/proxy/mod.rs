@@ -231,7 +231,7 @@ async fn handle(
         decision,
     };
     let refuse = |status: &Status, subject: Subject<'_>| {
-        let response = respond(status);
+        let response = respond_to(&info.path, status);
         let outcome = record::Outcome::refused(&response, status, started);
         pending.finish(&proxy.recorder, &proxy.metrics, subject, &outcome);
         response
@@ -297,6 +297,7 @@ async fn handle(
         let stage = Instant::now();
         let approved = approve::approve(
             proxy.approvals.as_ref(),
+            &upstream,
             &identity,
             &conn,
             &info,
@@ -440,9 +441,16 @@ fn forward_status(error: &ForwardError) -> Status {
 
 /// A refusal as the API server would send it: a `Status` body with its HTTP code.
 pub fn respond(status: &Status) -> Response<Body> {
+    respond_to("", status)
+}
+
+/// A refusal of a request for `path`, in the form its client reads: see
+/// [`Status::encode_for`].
+pub fn respond_to(path: &str, status: &Status) -> Response<Body> {
+    let (content_type, body) = status.encode_for(path);
     Response::builder()
         .status(status.http_status())
-        .header(CONTENT_TYPE, "application/json")
-        .body(body::full(status.to_json()))
+        .header(CONTENT_TYPE, content_type)
+        .body(body::full(body))
         .expect("a Status response is always valid")
 }
