@@ -173,7 +173,11 @@ async fn watch_events_create_and_delete() {
     let mut stale = created.clone();
     stale.metadata.name = Some("conflicted".into());
     let made = cms.create(&PostParams::default(), &stale).await.unwrap();
-    cms.replace("conflicted", &PostParams::default(), &made)
+    // A replace that changes something (one that changes nothing is not written, as
+    // on the real server, and keeps the resourceVersion).
+    let mut changed = made.clone();
+    changed.data = Some([("k".to_owned(), "changed".to_owned())].into());
+    cms.replace("conflicted", &PostParams::default(), &changed)
         .await
         .unwrap();
     let err = cms
