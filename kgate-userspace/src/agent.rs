@@ -25,7 +25,7 @@ use crate::{
     cgroup::{self, CgroupError},
     config::{CgroupSetting, Config, ConfigError},
     discovery::{self, Discovered},
-    ebpf::{self, AttachOptions, EbpfError, Enforcement},
+    ebpf::{self, AttachOptions, EbpfError, Enforcement, Programmed},
     identity::{Identifier, pods::PodIndex},
     mask::{MaskConfigError, Masker},
     metrics::Metrics,
@@ -144,12 +144,12 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         direct_clients: config.direct_clients,
         cgroups: CgroupNames::new(cgroup_root),
         tls: serving.acceptor()?,
-        identity,
+        identity: Arc::new(identity),
         policy,
         approvals: Some(approvals),
         masker,
-        metrics: Metrics::with_recorder(recorder.stats().clone()),
-        recorder,
+        metrics: Arc::new(Metrics::with_recorder(recorder.stats().clone())),
+        recorder: Arc::new(recorder),
     });
     let recovering = proxy.clone();
     tokio::spawn(async move {
@@ -159,7 +159,10 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
     });
     let node = config.identity.node_name.clone();
     let server = Arc::new(crate::admin::Admin {
-        proxy: proxy.clone(),
+        identity: proxy.identity.clone(),
+        policy: proxy.policy.clone(),
+        recorder: proxy.recorder.clone(),
+        metrics: proxy.metrics.clone(),
         client: admin_client.clone(),
         node: config
             .identity
@@ -256,14 +259,6 @@ fn enforce(config: &Config, mount: &Path, debug_logs: bool) -> Result<Enforcemen
         "enforcing"
     );
     Ok(enforcement)
-}
-
-/// What the kernel intercepts now, for `/status` and `/readyz`.
-#[derive(Clone, Debug, Default)]
-pub struct Programmed {
-    pub targets: Vec<SocketAddr>,
-    /// Discovery has listed the Service and its slices and the map holds the result.
-    pub synced: bool,
 }
 
 /// Keeps the kernel's targets (and the upstream's endpoints) equal to what discovery

@@ -141,6 +141,14 @@ pub struct Counts {
     pub exempt: u64,
 }
 
+/// What the kernel intercepts now, for `/status` and `/readyz`.
+#[derive(Clone, Debug, Default)]
+pub struct Programmed {
+    pub targets: Vec<SocketAddr>,
+    /// Discovery has listed the Service and its slices and the map holds the result.
+    pub synced: bool,
+}
+
 // === attach ===
 
 /// Attaches kgate to `opts.cgroup`, or re-uses the pinned attachment of a previous run.

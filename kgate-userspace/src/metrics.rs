@@ -1,7 +1,7 @@
 //! The agent's Prometheus metrics (served on the admin endpoint's `/metrics`):
 //! requests by decision and outcome, request latency, stolen-token denials, held
 //! approvals, masked responses, the policy generation, and the recorder's counters
-//! (read from [`crate::record::writer::Stats`] at each scrape).
+//! (read from [`crate::record::stats::Stats`] at each scrape).
 
 use std::sync::{
     Arc,
@@ -20,7 +20,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::record::writer::Stats;
+use crate::record::stats::Stats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {

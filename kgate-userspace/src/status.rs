@@ -11,14 +11,16 @@
 //! that client-go reads raw (see [`Status::encode_for`]) the message goes as
 //! `text/plain`, since client-go shows a Status there as "unknown".
 //!
-//! Not here: writing the response (see `proxy::respond`), or choosing which refusal a
-//! failure deserves (the stage that failed decides).
+//! [`respond`] writes one as the response. Not here: choosing which refusal a failure
+//! deserves (the stage that failed decides).
 
 use std::fmt;
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{Response, StatusCode, header::CONTENT_TYPE};
 use serde::{Deserialize, Serialize};
+
+use crate::body::{self, Body};
 
 /// The `Status` object of a failed request (`metav1.Status`). Absent fields
 /// deserialize to their defaults, so an upstream Status parses too.
@@ -70,6 +72,22 @@ pub struct StatusCause {
 
 /// Every message a client sees from kgate starts with this.
 const MESSAGE_PREFIX: &str = "kgate: ";
+
+/// A refusal as the API server would send it: a `Status` body with its HTTP code.
+pub fn respond(status: &Status) -> Response<Body> {
+    respond_to("", status)
+}
+
+/// A refusal of a request for `path`, in the form its client reads: see
+/// [`Status::encode_for`].
+pub fn respond_to(path: &str, status: &Status) -> Response<Body> {
+    let (content_type, body) = status.encode_for(path);
+    Response::builder()
+        .status(status.http_status())
+        .header(CONTENT_TYPE, content_type)
+        .body(body::full(body))
+        .expect("a Status response is always valid")
+}
 
 // === impl Status ===
 

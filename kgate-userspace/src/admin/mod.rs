@@ -27,9 +27,12 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use crate::{
-    identity::UserInfo,
-    proxy::{Proxy, body, respond},
-    status::Status,
+    body,
+    identity::{Identifier, UserInfo},
+    metrics::Metrics,
+    policy::store::PolicyStore,
+    record::Recorder,
+    status::{Status, respond},
 };
 
 /// What `/status` reports about this agent.
@@ -59,13 +62,16 @@ pub struct AgentStatus {
 }
 
 pub struct Admin {
-    pub proxy: Arc<Proxy>,
+    pub identity: Arc<Identifier>,
+    pub policy: Arc<PolicyStore>,
+    pub recorder: Arc<Recorder>,
+    pub metrics: Arc<Metrics>,
     pub client: kube::Client,
     pub node: String,
     pub enforcing: bool,
     /// The kernel programs' counters (with the kernel programs).
     pub kernel: Option<crate::ebpf::KernelCounters>,
-    pub targets: tokio::sync::watch::Receiver<crate::agent::Programmed>,
+    pub targets: tokio::sync::watch::Receiver<crate::ebpf::Programmed>,
     pub cert_file: std::path::PathBuf,
 }
 
@@ -134,7 +140,7 @@ impl Admin {
                             CONTENT_TYPE,
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )
-                        .body(body::full(self.proxy.metrics.render()))
+                        .body(body::full(self.metrics.render()))
                         .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "metrics"))
                 } else {
                     Response::builder()
@@ -195,15 +201,15 @@ impl Admin {
     }
 
     pub fn status(&self) -> AgentStatus {
-        let policy = self.proxy.policy.current();
-        self.proxy.metrics.policy_generation.set(policy.generation);
-        let policies_loaded = self.proxy.policy.ready();
-        let pod_index_synced = self.proxy.identity.pods_synced();
+        let policy = self.policy.current();
+        self.metrics.policy_generation.set(policy.generation);
+        let policies_loaded = self.policy.ready();
+        let pod_index_synced = self.identity.pods_synced();
         let programmed = self.targets.borrow().clone();
         let cert_not_after = std::fs::read(&self.cert_file)
             .ok()
             .and_then(|pem| crate::cert::not_after(&pem).ok());
-        let node_metrics = &self.proxy.metrics.node;
+        let node_metrics = &self.metrics.node;
         node_metrics
             .targets
             .set(i64::try_from(programmed.targets.len()).unwrap_or(i64::MAX));
@@ -217,7 +223,7 @@ impl Admin {
         if let Some(c) = kernel_connects {
             node_metrics.kernel([c.redirected, c.refused, c.exempt]);
         }
-        let recorder_writable = self.proxy.recorder.writable();
+        let recorder_writable = self.recorder.writable();
         AgentStatus {
             node: self.node.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -227,7 +233,7 @@ impl Admin {
             policy_generation: policy.generation,
             policies_loaded,
             pod_index_synced,
-            approvals_held: self.proxy.metrics.approvals_held.get(),
+            approvals_held: self.metrics.approvals_held.get(),
             kernel_connects,
             cert_not_after,
             recorder_writable,
@@ -242,11 +248,7 @@ impl Admin {
         path: &str,
         verb: &str,
     ) -> Result<UserInfo, Status> {
-        let user = self
-            .proxy
-            .identity
-            .authenticate_headers(req.headers())
-            .await?;
+        let user = self.identity.authenticate_headers(req.headers()).await?;
         let review = json!({
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SubjectAccessReview",

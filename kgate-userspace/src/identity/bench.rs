@@ -14,7 +14,7 @@ use ring::{
 use serde_json::json;
 
 use super::{Identifier, jwt::Keys};
-use crate::{config, proxy::accept::Connection};
+use crate::{config, connection::Connection};
 
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 

@@ -40,7 +40,7 @@ use self::{
     jwt::{JwtError, Keys},
     pods::{Lookup, PodIndex, PodInfo},
 };
-use crate::{cgroup, config, proxy::accept::Connection, status::Status};
+use crate::{cgroup, config, connection::Connection, status::Status};
 
 pub const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
 pub const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";

@@ -23,7 +23,7 @@ use tracing::warn;
 
 use super::{Plan, scanner::Scanner};
 use crate::{
-    proxy::body::{Body, BoxError},
+    body::{Body, BoxError},
     status::Status,
 };
 

@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::{proxy::body, request_info::RequestInfo};
+use crate::{body, request_info::RequestInfo};
 
 const SECRET_VALUE: &str = "czNjcjN0";
 const PLAIN_VALUE: &str = "hunter2";

@@ -10,24 +10,7 @@ use std::{
     sync::Mutex,
 };
 
-use kgate_common::Origin;
-
-use crate::{cgroup, config::DirectClients, ebpf::OriginTable};
-
-/// What the kernel says about a connection.
-#[derive(Clone, Debug)]
-pub struct Connection {
-    /// The client's address as the agent sees it.
-    pub peer: SocketAddr,
-    /// `None` for a direct client (no redirect), accepted only with
-    /// `directClients: allow`.
-    pub origin: Option<Origin>,
-    /// The client's cgroup, relative to the cgroup2 mount (as /proc/PID/cgroup shows
-    /// it), when it still exists.
-    pub cgroup: Option<String>,
-    /// The connecting process's executable, when it can still be read.
-    pub exe: Option<String>,
-}
+use crate::{cgroup, config::DirectClients, connection::Connection, ebpf::OriginTable};
 
 /// Names cgroups by id, walking the cgroup tree once per new id.
 pub struct CgroupNames {

@@ -13,7 +13,9 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Limited};
 
-use super::{accept::Connection, body, forward::Upstream};
+use super::forward::Upstream;
+use crate::body;
+use crate::connection::Connection;
 use crate::{
     approval::Approvals, identity::Identity, policy::Decision, request_info::RequestInfo,
     status::Status,

@@ -9,7 +9,8 @@
 
 use http::{HeaderMap, Method, Uri};
 
-use super::{accept::Connection, forward};
+use super::upgrade;
+use crate::connection::Connection;
 use crate::{
     identity::{Identity, Workload},
     policy::{Caller, Decision, PolicySet, types::Action},
@@ -32,8 +33,8 @@ pub fn authorize(info: &RequestInfo, headers: &HeaderMap) -> Result<(), Status> 
             "kgate: {name} headers are not allowed through kgate: impersonation would hide the real caller from policy"
         )));
     }
-    if let Some(protocol) = forward::upgrade_protocol(headers)
-        && !forward::is_supported_upgrade(protocol)
+    if let Some(protocol) = upgrade::upgrade_protocol(headers)
+        && !upgrade::is_supported_upgrade(protocol)
     {
         return Err(Status::bad_request(format!(
             "kgate: upgrade to {protocol:?} is not supported (only SPDY/3.1 and websocket, as the API server)"

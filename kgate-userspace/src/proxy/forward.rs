@@ -41,10 +41,10 @@ use rustls::{
 use tracing::debug;
 
 use super::{
-    body::{self, Body},
     dial::{Dialer, Endpoints},
-    record::StreamTap,
+    upgrade::{StreamTap, upgrade_protocol},
 };
+use crate::body::{self, Body};
 use crate::{config, identity::UserInfo};
 
 #[derive(Debug, thiserror::Error)]
@@ -344,25 +344,6 @@ fn escape_extra_key(key: &str) -> String {
     out
 }
 
-/// The upgrade protocol a request asks for, if any (HTTP/1.1 only; h2 has no Upgrade).
-pub fn upgrade_protocol(headers: &HeaderMap) -> Option<&str> {
-    let connection_upgrade = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if !connection_upgrade {
-        return None;
-    }
-    headers.get(UPGRADE).and_then(|v| v.to_str().ok())
-}
-
-/// Upgrade protocols that the API server speaks for exec, attach and port-forward.
-pub fn is_supported_upgrade(protocol: &str) -> bool {
-    protocol.eq_ignore_ascii_case("SPDY/3.1") || protocol.eq_ignore_ascii_case("websocket")
-}
-
 /// Headers a client must not be able to set: they claim a source address or a proxy
 /// hop that kgate did not see.
 const UNTRUSTED: &[&str] = &[
@@ -473,6 +454,7 @@ fn read(path: &Path) -> Result<Vec<u8>, ForwardError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::upgrade::is_supported_upgrade;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         pairs

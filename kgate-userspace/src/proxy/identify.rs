@@ -4,7 +4,7 @@
 
 use http::HeaderMap;
 
-use super::accept::Connection;
+use crate::connection::Connection;
 use crate::identity::{Identifier, Identity, Refusal};
 
 /// The caller's identity, or why the request is refused ([`Refusal::status`]: 401,

@@ -19,7 +19,6 @@
 pub mod accept;
 pub mod approve;
 pub mod authorize;
-pub mod body;
 pub mod deadline;
 pub mod dial;
 pub mod forward;
@@ -28,11 +27,12 @@ pub mod record;
 pub mod restore;
 pub mod review;
 pub mod tls;
+pub mod upgrade;
 pub mod workers;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Instant};
 
-use http::{HeaderName, Request, Response, header::CONTENT_TYPE};
+use http::{HeaderName, Request, Response};
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -43,22 +43,24 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
 use self::{
-    accept::{CgroupNames, Connection},
-    body::Body,
+    accept::CgroupNames,
     deadline::{HANDSHAKE_TIMEOUT, STALLED_WRITE_TIMEOUT, StallGuard},
     forward::{ForwardError, Upstream},
-    record::{StreamTap, Subject},
+    record::Subject,
+    upgrade::StreamTap,
 };
 use crate::{
     approval::Approvals,
+    body::{self, Body},
     config::DirectClients,
+    connection::Connection,
     ebpf::OriginTable,
     identity::{Identifier, Refusal},
     mask::{self, Masker},
     metrics::{ConnectionLabels, Metrics},
     policy::{Decision, store::PolicyStore, types::Action},
     record::Recorder,
-    status::Status,
+    status::{Status, respond, respond_to},
 };
 
 /// Largest request head accepted, as the API server's default (Go's 1 MiB).
@@ -74,13 +76,13 @@ pub struct Proxy {
     pub direct_clients: DirectClients,
     pub cgroups: CgroupNames,
     pub tls: TlsAcceptor,
-    pub identity: Identifier,
+    pub identity: Arc<Identifier>,
     pub policy: Arc<PolicyStore>,
     /// `None` when policy may not hold requests (no approval store).
     pub approvals: Option<Approvals>,
     pub masker: Masker,
-    pub recorder: Recorder,
-    pub metrics: Metrics,
+    pub recorder: Arc<Recorder>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Serves one TCP connection from accept to close.
@@ -343,7 +345,7 @@ async fn handle(
     }
     // record (streams): an upgrade's frames are captured as it is relayed.
     let mut tap = StreamTap::new(format!("{} {}", info.verb, info.path));
-    let upgrade = forward::upgrade_protocol(req.headers()).is_some();
+    let upgrade = upgrade::upgrade_protocol(req.headers()).is_some();
     let completion = upgrade
         .then(|| proxy.recorder.stream_sink())
         .flatten()
@@ -437,20 +439,4 @@ fn forward_status(error: &ForwardError) -> Status {
         ForwardError::Timeout(_) => Status::gateway_timeout(format!("kgate: {error}")),
         _ => Status::service_unavailable(format!("kgate: {error}")),
     }
-}
-
-/// A refusal as the API server would send it: a `Status` body with its HTTP code.
-pub fn respond(status: &Status) -> Response<Body> {
-    respond_to("", status)
-}
-
-/// A refusal of a request for `path`, in the form its client reads: see
-/// [`Status::encode_for`].
-pub fn respond_to(path: &str, status: &Status) -> Response<Body> {
-    let (content_type, body) = status.encode_for(path);
-    Response::builder()
-        .status(status.http_status())
-        .header(CONTENT_TYPE, content_type)
-        .body(body::full(body))
-        .expect("a Status response is always valid")
 }

@@ -26,11 +26,8 @@ use http::{
 use http_body_util::BodyExt;
 use serde_json::Value;
 
-use super::{
-    body::{self, Body},
-    forward::Upstream,
-    record::StreamTap,
-};
+use super::{forward::Upstream, upgrade::StreamTap};
+use crate::body::{self, Body};
 use crate::{
     identity::Identity,
     mask::{MASKED_BASE64, MASKED_TEXT, Plan, RestoreError, Restored},

@@ -50,10 +50,8 @@ use http::{
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-use super::{
-    body::{self, Body},
-    record::Pending,
-};
+use super::record::Pending;
+use crate::body::{self, Body};
 use crate::{
     mask,
     policy::{

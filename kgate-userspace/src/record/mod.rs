@@ -19,6 +19,7 @@ pub mod reader;
 pub mod replay;
 pub mod request_object;
 pub mod sessions;
+pub mod stats;
 pub mod stream;
 #[cfg(test)]
 mod tests;
@@ -38,8 +39,9 @@ use tracing::info;
 use self::{
     event::Event,
     log::{Limits, Log, OpenError},
+    stats::Stats,
     webhook::Sink,
-    writer::{Sinks, Stats, SubmitError, Writer},
+    writer::{Sinks, SubmitError, Writer},
 };
 use crate::config::{self, Durability, Level};
 

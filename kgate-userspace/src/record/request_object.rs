@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use serde_json::Value;
 
-use crate::{mask::Plan, proxy::body::Body};
+use crate::{body::Body, mask::Plan};
 
 /// What the copy saw.
 #[derive(Debug, Default)]
@@ -95,7 +95,7 @@ pub fn tee(
 
 impl HttpBody for Tee {
     type Data = Bytes;
-    type Error = crate::proxy::body::BoxError;
+    type Error = crate::body::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -192,7 +192,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
-    use crate::{mask::MaskConfig, proxy::body};
+    use crate::{body, mask::MaskConfig};
 
     fn plan(resource: &str) -> Option<Plan> {
         let masker = crate::mask::Masker::new(&MaskConfig::default()).unwrap();

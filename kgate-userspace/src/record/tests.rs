@@ -9,7 +9,8 @@ use super::{
     event::{self, Event, ResponseStatus},
     log::{self, Limits, Log, OpenError},
     sessions,
-    writer::{Sinks, Stats, Writer},
+    stats::Stats,
+    writer::{Sinks, Writer},
 };
 
 /// A scratch directory for one test, removed when dropped (also used by the

@@ -31,10 +31,7 @@ use std::{
     collections::VecDeque,
     fs,
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -58,31 +55,12 @@ use super::{
     event,
     log::{self, Position},
     reader,
-    writer::Stats,
+    stats::{Stats, WebhookStats},
 };
 use crate::config;
 
 /// The payload read for one batch, at most (a batch holds at least one record).
 const MAX_BATCH_BYTES: usize = 8 << 20;
-
-/// The webhook sink's counters.
-#[derive(Debug, Default)]
-pub struct WebhookStats {
-    /// A webhook is configured.
-    pub enabled: AtomicBool,
-    /// Records the receiver acknowledged.
-    pub sent: AtomicU64,
-    /// POSTs that failed (refused, non-2xx, timed out), each retry counted.
-    pub failed_attempts: AtomicU64,
-    /// Records passed over because they could not be read (deleted by retention
-    /// before they were sent, damaged) or were not JSON.
-    pub skipped: AtomicU64,
-    /// Records the receiver rejected as bad (400, 413, 415, 422) even alone.
-    pub rejected: AtomicU64,
-    /// The sequence number after the last record the receiver acknowledged (or that
-    /// was skipped): with [`Stats::durable_end`], the lag.
-    pub acked: Arc<AtomicU64>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {

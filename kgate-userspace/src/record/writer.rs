@@ -25,7 +25,7 @@ use std::{
     io::{self, Write},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::Ordering,
         mpsc::{self, RecvTimeoutError, SyncSender, TrySendError},
     },
     time::{Duration, Instant},
@@ -36,7 +36,7 @@ use tracing::{debug, error, warn};
 
 use super::{
     log::{self, Log, Position},
-    webhook::WebhookStats,
+    stats::Stats,
 };
 
 /// The most records written as one group.
@@ -45,31 +45,6 @@ const MAX_GROUP: usize = 4096;
 const LAZY_SYNC: Duration = Duration::from_millis(100);
 /// In batch mode, the writer's pause between groups while records keep coming.
 const BATCH_PAUSE: Duration = Duration::from_millis(2);
-
-/// Counters anyone may read (`/metrics` shows them).
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Records written to the log (or to stdout, without a log).
-    pub written: AtomicU64,
-    /// Records lost because the queue was full.
-    pub dropped: AtomicU64,
-    /// Records refused because they were empty or larger than [`log::MAX_RECORD`].
-    pub too_large: AtomicU64,
-    /// Groups whose write or sync failed.
-    pub write_errors: AtomicU64,
-    /// Records in those groups: lost in batch mode, refused requests in strict mode.
-    pub write_failed_records: AtomicU64,
-    /// The last write or sync failed (the next one that succeeds clears it).
-    pub failing: AtomicBool,
-    /// Damaged segments the recovery scan found at start-up.
-    pub damaged_segments: AtomicU64,
-    /// `fdatasync` calls made.
-    pub syncs: AtomicU64,
-    /// The sequence number after the last durable record (with a log).
-    pub durable_end: AtomicU64,
-    /// The webhook sink's counters.
-    pub webhook: WebhookStats,
-}
 
 pub type Ack = oneshot::Receiver<Result<(), String>>;
 

@@ -24,8 +24,10 @@ use http_body_util::BodyExt;
 use tracing::debug;
 
 use crate::{
+    body,
+    connection::Connection,
     identity::Identity,
-    proxy::{accept::Connection, body, forward::Upstream, record::StreamTap},
+    proxy::{forward::Upstream, upgrade::StreamTap},
     request_info::RequestInfo,
     status::Status,
 };

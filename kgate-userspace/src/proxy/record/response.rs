@@ -23,7 +23,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use jiff::Timestamp;
 
 use crate::{
-    proxy::body::{Body, BoxError},
+    body::{Body, BoxError},
     record::{
         Recorder,
         event::{self, Event},

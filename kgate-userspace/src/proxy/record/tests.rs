@@ -1,13 +1,14 @@
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
 use super::*;
+use crate::proxy::upgrade::StreamTap;
 use crate::record::{
     log::{self, Limits, Log},
     replay,
-    stream::StreamChunk,
+    stream::{Sink, StreamChunk},
     writer::{Sinks, Writer},
 };
 

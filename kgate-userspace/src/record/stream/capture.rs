@@ -10,7 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use tracing::warn;
 
 use super::{
-    API_VERSION, CHUNK_AGE, CHUNK_BYTES, DecodeError, Frame, KIND, StreamChunk, StreamEnd,
+    API_VERSION, CHUNK_AGE, CHUNK_BYTES, DecodeError, Dir, Frame, KIND, StreamChunk, StreamEnd,
     mapper::{Mapper, Out},
     spdy,
     websocket::{self, WsEvent},
@@ -30,15 +30,6 @@ pub const MAX_UNWRITTEN: usize = 1 << 20;
 pub struct Sink {
     writer: Writer,
     failures: Option<Counter>,
-}
-
-/// Which way bytes flow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dir {
-    /// Client to API server.
-    Up = 0,
-    /// API server to client.
-    Down = 1,
 }
 
 /// The capture of one upgraded stream.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::{Channel, DecodeError, Frame, capture::Dir, spdy::SpdyEvent, websocket::ChannelEvent};
+use super::{Channel, DecodeError, Dir, Frame, spdy::SpdyEvent, websocket::ChannelEvent};
 
 /// The most port-forward streams tracked at once; past it capture stops.
 const MAX_STREAMS: usize = 4096;

@@ -1,7 +1,7 @@
 //! Frame capture of upgraded streams: what an exec or attach session carried (stdin,
 //! stdout, stderr, the error channel, terminal resizes) with its timing, and for
 //! port-forward which streams opened and closed and how many bytes each moved (never
-//! the payload). The [`crate::proxy::record::StreamTap`] feeds every relayed byte to a
+//! the payload). The `proxy::upgrade::StreamTap` feeds every relayed byte to a
 //! [`Capture`]; the captured frames go to the record log as [`StreamChunk`] records of
 //! their own, linked to the request's audit event by its `auditID`.
 //!
@@ -29,7 +29,16 @@ pub mod websocket;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::capture::{Capture, Dir, MAX_UNWRITTEN, Sink};
+pub use self::capture::{Capture, MAX_UNWRITTEN, Sink};
+
+/// Which way bytes flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// Client to API server.
+    Up = 0,
+    /// API server to client.
+    Down = 1,
+}
 
 /// The `kind` of a stream record.
 pub const KIND: &str = "StreamChunk";
