@@ -11,8 +11,8 @@
 //! 3. A token without a pod claim is accepted only for the users `unboundSubjects`
 //!    names.
 //!
-//! Every failure is a [`Refusal`], which the client sees as a Kubernetes `Status`
-//! ([`Refusal::status`]): 401 for missing or invalid credentials, 403 for a binding
+//! Every failure is an [`Unidentified`], which the client sees as a Kubernetes `Status`
+//! ([`Unidentified::status`]): 401 for missing or invalid credentials, 403 for a binding
 //! violation, 503 when kgate cannot decide (no JWKS and no TokenReview, pod index not
 //! synced): nothing is forwarded unchecked. A refusal after the token verified
 //! carries the user, and a stolen token's both pods, for the record.
@@ -107,9 +107,9 @@ pub struct BoundPod {
 }
 
 /// Why the identify stage refused a request. Metrics and records read the variant;
-/// [`Refusal::status`] is what the client gets.
+/// [`Unidentified::status`] is what the client gets.
 #[derive(Clone, Debug)]
-pub enum Refusal {
+pub enum Unidentified {
     /// No verified caller: no or an invalid token (401), or kgate cannot verify it
     /// now (503).
     Unverified(Status),
@@ -199,15 +199,15 @@ impl Identifier {
         &self,
         conn: &Connection,
         headers: &HeaderMap,
-    ) -> Result<Identity, Refusal> {
-        let token = bearer_token(headers).map_err(Refusal::Unverified)?;
+    ) -> Result<Identity, Unidentified> {
+        let token = bearer_token(headers).map_err(Unidentified::Unverified)?;
         let user = self
             .authenticate(token)
             .await
-            .map_err(Refusal::Unverified)?;
+            .map_err(Unidentified::Unverified)?;
         let workload = match self.workload(conn).await {
             Ok(workload) => workload,
-            Err(status) => return Err(Refusal::NoWorkload { user, status }),
+            Err(status) => return Err(Unidentified::NoWorkload { user, status }),
         };
         check_binding(&user, &workload, &self.unbound)?;
         let impersonate = self.impersonate.iter().any(|g| g.matches(&user.username));
@@ -455,19 +455,19 @@ pub fn check_binding(
     user: &Arc<UserInfo>,
     workload: &Workload,
     unbound: &[WildMatch],
-) -> Result<(), Refusal> {
+) -> Result<(), Unidentified> {
     let Some(token_pod) = BoundPod::of(user) else {
         if unbound.iter().any(|g| g.matches(&user.username)) {
             return Ok(());
         }
-        return Err(Refusal::Unbound {
+        return Err(Unidentified::Unbound {
             user: user.clone(),
             workload: workload.clone(),
         });
     };
     match workload {
         Workload::Pod { pod, .. } if pod.uid == token_pod.uid => Ok(()),
-        _ => Err(Refusal::StolenToken {
+        _ => Err(Unidentified::StolenToken {
             user: user.clone(),
             token_pod,
             workload: workload.clone(),
@@ -528,9 +528,9 @@ impl std::fmt::Display for BoundPod {
     }
 }
 
-// === impl Refusal ===
+// === impl Unidentified ===
 
-impl Refusal {
+impl Unidentified {
     /// The Status the client gets.
     pub fn status(&self) -> Status {
         match self {
@@ -578,13 +578,13 @@ impl Refusal {
     }
 }
 
-impl std::fmt::Display for Refusal {
+impl std::fmt::Display for Unidentified {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.status().message)
     }
 }
 
-impl std::error::Error for Refusal {}
+impl std::error::Error for Unidentified {}
 
 // === impl Workload ===
 

@@ -240,7 +240,7 @@ fn binding_rules() {
     assert!(check_binding(&bound, &own, &none).is_ok());
     let refusal = check_binding(&bound, &other, &none).unwrap_err();
     // The refusal carries the verified user and both pods.
-    let Refusal::StolenToken {
+    let Unidentified::StolenToken {
         user: who,
         token_pod,
         workload,
@@ -267,7 +267,7 @@ fn binding_rules() {
         )
     );
     let from_host = check_binding(&bound, &host, &ci).unwrap_err();
-    assert!(matches!(from_host, Refusal::StolenToken { .. }));
+    assert!(matches!(from_host, Unidentified::StolenToken { .. }));
     let from_host = from_host.status();
     assert!(
         from_host.message.contains("outside any pod") && from_host.message.contains("cron"),
@@ -276,11 +276,14 @@ fn binding_rules() {
     );
     assert!(matches!(
         check_binding(&bound, &Workload::Unattributed, &ci),
-        Err(Refusal::StolenToken { .. })
+        Err(Unidentified::StolenToken { .. })
     ));
 
     let refused = check_binding(&unbound, &own, &none).unwrap_err();
-    assert!(matches!(refused, Refusal::Unbound { .. }), "{refused:?}");
+    assert!(
+        matches!(refused, Unidentified::Unbound { .. }),
+        "{refused:?}"
+    );
     let refused = refused.status();
     assert!(
         refused.message.contains("unboundSubjects"),
@@ -358,7 +361,7 @@ async fn identify_binds_the_token_to_the_kernels_pod() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Refusal::StolenToken { .. }), "{err:?}");
+    assert!(matches!(err, Unidentified::StolenToken { .. }), "{err:?}");
     assert_eq!(err.status().http_status(), StatusCode::FORBIDDEN);
 
     // A pod the node does not run (deleted): refused after the index had its chance.
@@ -443,7 +446,7 @@ async fn a_token_from_another_pod_is_a_stolen_token_with_both_pods() {
         )
         .await
         .unwrap_err();
-    let Refusal::StolenToken {
+    let Unidentified::StolenToken {
         user,
         token_pod,
         workload,

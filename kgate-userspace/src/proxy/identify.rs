@@ -5,15 +5,15 @@
 use http::HeaderMap;
 
 use crate::connection::Connection;
-use crate::identity::{Identifier, Identity, Refusal};
+use crate::identity::{Identifier, Identity, Unidentified};
 
-/// The caller's identity, or why the request is refused ([`Refusal::status`]: 401,
+/// The caller's identity, or why the request is refused ([`Unidentified::status`]: 401,
 /// 403 or 503). A refusal after the token verified carries the user, and a stolen
 /// token's both pods, for its record.
 pub async fn identify(
     identifier: &Identifier,
     conn: &Connection,
     headers: &HeaderMap,
-) -> Result<Identity, Refusal> {
+) -> Result<Identity, Unidentified> {
     identifier.identify(conn, headers).await
 }

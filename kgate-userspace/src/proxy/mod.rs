@@ -7,24 +7,28 @@
 //! 4. [`authorize`]: the request's Kubernetes attributes, and the decision;
 //! 5. [`approve`]: hold for a human;
 //! 6. [`forward`]: to the real API server, streaming, upgrades included;
-//! 7. [`mask`]: rewrite sensitive response fields (Accept negotiated
-//!    before forward, the body masked after); an access review's answer gets kgate's
-//!    policy folded in ([`review`]);
+//! 7. [`mask`]: rewrite sensitive response fields (Accept negotiated and a write's
+//!    placeholders restored before forward, the body masked after); an access
+//!    review's answer gets kgate's policy folded in ([`review`]);
 //! 8. [`record`]: what happened.
 //!
-//! Every refusal a client sees is a Kubernetes `Status` with the right HTTP code.
+//! A request's context (`context::Context`) carries what each stage learned; every
+//! stage refuses with a typed [`refusal::Refusal`], which becomes a Kubernetes
+//! `Status` with the right HTTP code in one place.
 //! Clients that hold a connection without moving it forward are cut off
 //! ([`deadline`]).
 
 pub mod accept;
 pub mod approve;
 pub mod authorize;
+mod context;
 pub mod deadline;
 pub mod dial;
 pub mod forward;
 pub mod identify;
+pub mod mask;
 pub mod record;
-pub mod restore;
+pub mod refusal;
 pub mod review;
 pub mod tls;
 pub mod upgrade;
@@ -44,10 +48,9 @@ use tracing::{debug, warn};
 
 use self::{
     accept::CgroupNames,
+    context::Context,
     deadline::{HANDSHAKE_TIMEOUT, STALLED_WRITE_TIMEOUT, StallGuard},
-    forward::{ForwardError, Upstream},
-    record::Subject,
-    upgrade::StreamTap,
+    forward::Upstream,
 };
 use crate::{
     approval::Approvals,
@@ -55,12 +58,13 @@ use crate::{
     config::DirectClients,
     connection::Connection,
     ebpf::OriginTable,
-    identity::{Identifier, Refusal},
-    mask::{self, Masker},
+    identity::Identifier,
+    mask::Masker,
     metrics::{ConnectionLabels, Metrics},
-    policy::{Decision, store::PolicyStore, types::Action},
+    policy::store::PolicyStore,
     record::Recorder,
-    status::{Status, respond, respond_to},
+    request_info::RequestInfo,
+    status::{Status, respond},
 };
 
 /// Largest request head accepted, as the API server's default (Go's 1 MiB).
@@ -192,7 +196,9 @@ pub async fn serve_connection(
     }
 }
 
-/// One request through the stages, in order.
+/// One request through the stages, in order. Each stage either adds to the request's
+/// `Context` or refuses with a typed [`refusal::Refusal`]; `finish` answers and records
+/// either.
 async fn handle(
     proxy: Arc<Proxy>,
     upstream: Arc<Upstream>,
@@ -201,23 +207,10 @@ async fn handle(
     mut req: Request<body::Lingering>,
 ) -> Response<Body> {
     let started = Instant::now();
-    let head_bytes = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
-        + req
-            .headers()
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 4)
-            .sum::<usize>();
-    if head_bytes > MAX_HEADER_BYTES {
-        return respond(&Status::header_too_large(format!(
-            "kgate: request headers of {head_bytes} bytes exceed the limit of {MAX_HEADER_BYTES}"
-        )));
-    }
-    let info = match authorize::attributes(req.method(), req.uri()) {
+    // Before anything is known of it, a request kgate cannot read is not recorded.
+    let info = match admit(&req) {
         Ok(info) => info,
-        Err(status) => {
-            debug!(path = %req.uri(), message = status.message, "unparseable request");
-            return respond(&status);
-        }
+        Err(status) => return respond(&status),
     };
     // record: the request's audit ID, which the API server gets too.
     let pending = record::Pending::new(&conn_id, conn.peer, &req);
@@ -225,218 +218,37 @@ async fn handle(
         HeaderName::from_static("audit-id"),
         pending.audit_id_header(),
     );
-    let subject = |identity, decision| Subject {
-        conn: &conn,
-        identity,
-        refusal: None,
-        info: &info,
-        decision,
-    };
-    let refuse = |status: &Status, subject: Subject<'_>| {
-        let response = respond_to(&info.path, status);
-        let outcome = record::Outcome::refused(&response, status, started);
-        pending.finish(&proxy.recorder, &proxy.metrics, subject, &outcome);
-        response
-    };
-    let stage = Instant::now();
-    let identified = identify::identify(&proxy.identity, &conn, req.headers()).await;
-    proxy.metrics.node.stage("identify", stage.elapsed());
-    let identity = match identified {
-        Ok(identity) => identity,
-        Err(refusal) => {
-            if matches!(refusal, Refusal::StolenToken { .. }) {
-                proxy.metrics.stolen_tokens.inc();
-            }
-            let refused = Subject {
-                refusal: Some(&refusal),
-                ..subject(None, None)
-            };
-            return refuse(&refusal.status(), refused);
-        }
-    };
-    if !proxy.policy.ready() {
-        let status = Status::service_unavailable(
-            "kgate: the cluster's policies have not loaded yet; retry shortly",
-        )
-        .with_retry_after(1);
-        return refuse(&status, subject(Some(&identity), None));
+    let mut ctx = Context::new(&proxy, &upstream, &conn, info, pending, started);
+    let ended = async {
+        ctx.identify(req.headers()).await?;
+        ctx.authorize(req.headers())?;
+        ctx.negotiate(req.headers_mut())?;
+        let req = ctx.approve(req).await?;
+        let req = ctx.restore(req).await?;
+        let req = ctx.received(req).await?;
+        let response = ctx.forward(req).await;
+        let response = ctx.review(response).await?;
+        ctx.mask(response).await
     }
-    let stage = Instant::now();
-    let decision = authorize::authorize(&info, req.headers())
-        .map_err(|status| (None, status))
-        .and_then(|()| {
-            authorize::decide(&proxy.policy.current(), &identity, &conn, &info)
-                .map_err(|(d, status)| (Some(d), status))
-        });
-    proxy.metrics.node.stage("authorize", stage.elapsed());
-    let decision: Decision = match decision {
-        Ok(decision) => decision,
-        Err((decision, status)) => {
-            return refuse(&status, subject(Some(&identity), decision.as_ref()));
-        }
-    };
-    let decided = subject(Some(&identity), Some(&decision));
-    // mask (first half): ask the upstream for a format kgate can mask, or refuse.
-    // A policy rule may grant these subjects unmasked reads of these resources.
-    let mask_plan = if decision.unmasked {
-        None
-    } else {
-        proxy.masker.plan(&info, &identity.user.username)
-    };
-    if let Some(plan) = &mask_plan
-        && let Err(status) = mask::negotiate(plan, req.headers_mut())
-    {
-        return refuse(&status, decided);
-    }
-    // review: an access review's answer is read, to fold kgate's policy into it.
-    let review = review::Review::of(&info);
-    if let Some(Err(status)) = review.map(|r| r.negotiate(req.headers_mut())) {
-        return refuse(&status, decided);
-    }
-    // approve: requests that policy holds wait here for a human.
-    let (req, approval) = if decision.action == Action::Approve {
-        let _held = HeldGauge::new(&proxy.metrics);
-        let stage = Instant::now();
-        let approved = approve::approve(
-            proxy.approvals.as_ref(),
-            &upstream,
-            &identity,
-            &conn,
-            &info,
-            &decision,
-            mask_plan.is_some(),
-            req,
-        )
-        .await;
-        proxy.metrics.node.stage("approve", stage.elapsed());
-        match approved {
-            Ok((req, approval)) => {
-                tracing::info!(approval, rule = decision.source, "held request approved");
-                (req, Some(approval))
-            }
-            Err(status) => return refuse(&status, decided),
-        }
-    } else {
-        (req.map(body::stream), None)
-    };
-    // mask (writes): kgate's placeholders go back to the stored values, or the write
-    // is refused; none reaches the API server.
-    let req = match &mask_plan {
-        Some(plan) => {
-            let stage = Instant::now();
-            let restored =
-                restore::restore(&upstream, conn.peer, &identity, &info, plan, req).await;
-            proxy.metrics.node.stage("restore", stage.elapsed());
-            match restored {
-                Ok((req, restored)) => {
-                    pending.restored(&restored);
-                    req
-                }
-                Err(status) => return refuse(&status, decided),
-            }
-        }
-        None => req,
-    };
-    // record: at level Request, a copy of the body is kept as it streams upstream.
-    let req = pending.capture_body(&proxy.recorder, &proxy.masker, &info, req);
-    // record (first half): with strict durability, nothing is forwarded unrecorded.
-    if let Err(status) = pending.received(&proxy.recorder, decided).await {
-        return refuse(&status, decided);
-    }
-    // record (streams): an upgrade's frames are captured as it is relayed.
-    let mut tap = StreamTap::new(format!("{} {}", info.verb, info.path));
-    let upgrade = upgrade::upgrade_protocol(req.headers()).is_some();
-    let completion = upgrade
-        .then(|| proxy.recorder.stream_sink())
-        .flatten()
-        .map(|sink| {
-            let sink = sink.counting(proxy.metrics.stream_capture_failures.clone());
-            if crate::record::stream::is_captured(&info.subresource) {
-                tap.capture(sink.clone(), &pending.audit_id, &info.subresource);
-            }
-            tap.completing(sink)
-        });
-    let impersonate = identity.impersonate.then_some(&*identity.user);
-    let stage = Instant::now();
-    let forwarded = upstream
-        .forward(conn.peer, req, impersonate, info.is_long_running(), tap)
-        .await;
-    proxy.metrics.node.stage("forward", stage.elapsed());
-    let response = match forwarded {
-        Ok(response) => response,
-        Err(error) => {
-            warn!(%error, "forward failed");
-            respond(&forward_status(&error))
-        }
-    };
-    // review: the API server's answer, with kgate's decision for the same question.
-    let mut refused = None;
-    let response = match review {
-        Some(review) => {
-            let (policy, caller) = (proxy.policy.current(), authorize::caller(&identity, &conn));
-            let answered = review.answer(&policy, &caller, &pending, response).await;
-            answered.unwrap_or_else(|status| {
-                warn!(message = status.message, "access review answer refused");
-                respond(refused.insert(status))
-            })
-        }
-        None => response,
-    };
-    // mask: sensitive response fields are rewritten as the body streams.
-    let response = match &mask_plan {
-        Some(plan) => match mask::mask_response(plan, response).await {
-            Ok(response) => {
-                proxy.metrics.masked_responses.inc();
-                response
-            }
-            Err(status) => {
-                warn!(message = status.message, "response cannot be masked");
-                let response = respond(&status);
-                refused = Some(status);
-                response
-            }
-        },
-        None => response,
-    };
-    // record: at level RequestResponse the event waits for the body it carries, which
-    // must be masked data.
-    let masked = mask_plan.is_some() || proxy.masker.record_plan(&info).is_none();
-    let response = pending.capture_response(&proxy.recorder, &info, masked, response);
-    let outcome = record::Outcome {
-        status: response.status(),
-        latency: started.elapsed(),
-        refused: refused.as_ref(),
-        approval: approval.as_deref(),
-    };
-    let recorded = pending.finish(&proxy.recorder, &proxy.metrics, decided, &outcome);
-    if let (Some(event), Some(completion)) = (recorded, completion)
-        && outcome.status == http::StatusCode::SWITCHING_PROTOCOLS
-    {
-        completion.started(event);
-    }
-    response
+    .await;
+    ctx.finish(ended)
 }
 
-/// Counts a held request for as long as it is held, however its future ends.
-struct HeldGauge<'a>(&'a Metrics);
-
-impl<'a> HeldGauge<'a> {
-    fn new(metrics: &'a Metrics) -> Self {
-        metrics.approvals_held.inc();
-        Self(metrics)
+/// A request kgate can read at all: a head within the API server's limit, and a path
+/// it can derive the request's attributes from.
+fn admit<B>(req: &Request<B>) -> Result<RequestInfo, Status> {
+    let head_bytes = req.uri().path_and_query().map_or(0, |p| p.as_str().len())
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head_bytes > MAX_HEADER_BYTES {
+        return Err(Status::header_too_large(format!(
+            "kgate: request headers of {head_bytes} bytes exceed the limit of {MAX_HEADER_BYTES}"
+        )));
     }
-}
-
-impl Drop for HeldGauge<'_> {
-    fn drop(&mut self) {
-        self.0.approvals_held.dec();
-    }
-}
-
-fn forward_status(error: &ForwardError) -> Status {
-    match error {
-        ForwardError::BadRequest(_) => Status::bad_request(format!("kgate: {error}")),
-        ForwardError::Timeout(_) => Status::gateway_timeout(format!("kgate: {error}")),
-        _ => Status::service_unavailable(format!("kgate: {error}")),
-    }
+    authorize::attributes(req.method(), req.uri()).inspect_err(|status| {
+        debug!(path = %req.uri(), message = status.message, "unparseable request");
+    })
 }

@@ -31,7 +31,7 @@ use kgate_common::Origin;
 use crate::{
     body::Body,
     connection::Connection,
-    identity::{EXTRA_POD_UID, Identity, Refusal, UserInfo, Workload},
+    identity::{EXTRA_POD_UID, Identity, Unidentified, UserInfo, Workload},
     mask::Masker,
     metrics::Metrics,
     policy::{Decision, types::Action},
@@ -92,7 +92,7 @@ pub struct Subject<'a> {
     pub identity: Option<&'a Identity>,
     /// Without an identity: why identify refused, and what it had verified by then
     /// (the user, the workload, a stolen token's pod).
-    pub refusal: Option<&'a Refusal>,
+    pub refusal: Option<&'a Unidentified>,
     pub info: &'a RequestInfo,
     pub decision: Option<&'a Decision>,
 }
@@ -319,7 +319,7 @@ impl Pending {
             }
         }
         // A stolen token: the pod it belongs to, beside the one it came from.
-        if let Some(Refusal::StolenToken { token_pod, .. }) = refusal {
+        if let Some(Unidentified::StolenToken { token_pod, .. }) = refusal {
             note(
                 event::TOKEN_POD,
                 format!("{}/{}", token_pod.namespace, token_pod.name),
@@ -423,7 +423,7 @@ fn log_line(audit_id: &str, subject: Subject<'_>, outcome: &Outcome<'_>) {
         decision,
     } = subject;
     let token_pod = match refusal {
-        Some(Refusal::StolenToken { token_pod, .. }) => Some(token_pod.to_string()),
+        Some(Unidentified::StolenToken { token_pod, .. }) => Some(token_pod.to_string()),
         _ => None,
     };
     info!(

@@ -127,7 +127,7 @@ fn a_stolen_tokens_refusal_records_its_user_and_both_pods() {
         labels: Default::default(),
         containers: vec![("app".into(), None)],
     });
-    let refusal = Refusal::StolenToken {
+    let refusal = Unidentified::StolenToken {
         user: Arc::new(user.clone()),
         token_pod: BoundPod::of(&user).unwrap(),
         workload: Workload::Pod {
@@ -184,7 +184,7 @@ fn a_stolen_tokens_refusal_records_its_user_and_both_pods() {
     );
 
     // A refusal before any token verified names no one, as before.
-    let unverified = Refusal::Unverified(Status::unauthorized("kgate: no token"));
+    let unverified = Unidentified::Unverified(Status::unauthorized("kgate: no token"));
     let anonymous = pending.event(
         Subject {
             refusal: Some(&unverified),

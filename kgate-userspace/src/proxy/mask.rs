@@ -1,7 +1,11 @@
-//! The **mask** stage's write half: a write that carries kgate's placeholders gets the
-//! stored values back in their place before it is forwarded, or is refused; a
-//! placeholder never reaches the API server (see `mask::restore` for which
-//! fields and patch operations).
+//! The **mask** stage, applying [`crate::mask`] to one request: before forward, the
+//! upstream is asked for a format kgate can mask ([`crate::mask::negotiate`]) and a
+//! write's placeholders are restored ([`restore`]); after, the response is masked as it
+//! streams ([`crate::mask::mask_response`]).
+//!
+//! Writes: a write that carries kgate's placeholders gets the stored values back in
+//! their place before it is forwarded, or is refused; a placeholder never reaches the
+//! API server (the domain module's `restore` says which fields and patch operations).
 //!
 //! Only writes (create, update, patch) to resources kgate masks for this caller are
 //! read here: their body is held (up to the API server's 3 MiB limit) and parsed. A body
