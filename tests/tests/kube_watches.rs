@@ -91,12 +91,16 @@ async fn the_pod_index_lists_this_nodes_pods_and_keeps_them_through_an_outage() 
     }))
     .unwrap();
     let pods: Api<Pod> = Api::namespaced(direct, "demo");
-    pods.create(&PostParams::default(), &elsewhere).await.unwrap();
+    pods.create(&PostParams::default(), &elsewhere)
+        .await
+        .unwrap();
 
     let index = kgate::kube::pods::spawn(watching, "node-1");
-    eventually("the pod index synced", Duration::from_secs(10), async || {
-        index.is_synced()
-    })
+    eventually(
+        "the pod index synced",
+        Duration::from_secs(10),
+        async || index.is_synced(),
+    )
     .await;
     let web = uid(&server, "web-0");
     assert_eq!(lookup(&index, &web).await.as_deref(), Some("web-0"));
@@ -109,10 +113,14 @@ async fn the_pod_index_lists_this_nodes_pods_and_keeps_them_through_an_outage() 
     // While the API server cannot be reached, the index answers from what it had,
     // through the watcher's failures and retries.
     outage(&proxy);
-    pods.delete("web-0", &DeleteParams::default()).await.unwrap();
-    eventually("web-0 gone from the double", Duration::from_secs(10), async || {
-        server.get("pods", "demo", "web-0").is_none()
-    })
+    pods.delete("web-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "web-0 gone from the double",
+        Duration::from_secs(10),
+        async || server.get("pods", "demo", "web-0").is_none(),
+    )
     .await;
     for _ in 0..10 {
         assert_eq!(lookup(&index, &web).await.as_deref(), Some("web-0"));
@@ -122,9 +130,11 @@ async fn the_pod_index_lists_this_nodes_pods_and_keeps_them_through_an_outage() 
 
     // Back: the deletion it missed reaches the index.
     proxy.set(Fault::None);
-    eventually("web-0 leaves the index", Duration::from_secs(30), async || {
-        lookup(&index, &web).await.is_none()
-    })
+    eventually(
+        "web-0 leaves the index",
+        Duration::from_secs(30),
+        async || lookup(&index, &web).await.is_none(),
+    )
     .await;
 }
 
@@ -139,7 +149,11 @@ async fn endpoint_discovery_finds_the_api_servers_addresses_and_keeps_them_throu
     let first = wait_until(&mut found, |d| d.synced).await;
     let service = format!("{KUBERNETES_SERVICE_IP}:443");
     assert_eq!(
-        first.service.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        first
+            .service
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
         vec![service.clone()]
     );
     assert_eq!(

@@ -124,6 +124,8 @@ impl<K, V: Clone> Reflector<K, V> {
                     return false;
                 };
                 let value = (self.derive)(&object, self.live.objects.get(&key));
+                // Copy on write: a snapshot a reader still holds stays as it was. One
+                // map clone per change, small next to decoding the watch event.
                 let objects = Arc::make_mut(&mut self.live.objects);
                 match value {
                     Some(value) => objects.insert(key, value),
@@ -161,7 +163,7 @@ pub fn spawn<K, V>(
 /// Feeds `events` into `reflector` until they end, publishing each change. A failed
 /// watch is logged as `<what> watch failed` and changes nothing: the watcher retries
 /// and starts again with a fresh list.
-pub async fn run<K, V>(
+async fn run<K, V>(
     what: &str,
     events: impl Stream<Item = watcher::Result<watcher::Event<K>>>,
     mut reflector: Reflector<K, V>,

@@ -5,6 +5,9 @@ use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
 /// cannot use.
 type Obj = (&'static str, i32);
 
+/// A watcher's output: `None` is a watch error.
+type Events = Vec<Option<watcher::Event<Obj>>>;
+
 /// What a snapshot holds, for comparing: (name, value) pairs and the ready latch.
 type Seen = (Vec<(String, i32)>, bool);
 
@@ -36,12 +39,9 @@ fn want(objects: &[Obj], ready: bool) -> Seen {
     (objects, ready)
 }
 
-/// Runs `events` (`None` for a watch error) through [`run`]; returns every published
+/// Runs `events` through [`run`]; returns every published
 /// snapshot.
-async fn drive(
-    reflector: Reflector<Obj, i32>,
-    events: Vec<Option<watcher::Event<Obj>>>,
-) -> Vec<Seen> {
+async fn drive(reflector: Reflector<Obj, i32>, events: Events) -> Vec<Seen> {
     let events = events
         .into_iter()
         .map(|e| e.ok_or(watcher::Error::NoResourceVersion));
@@ -61,7 +61,7 @@ async fn the_snapshot_follows_the_writer_semantics() {
     let a1 = ("a", 1);
     let b2 = ("b", 2);
     let c3 = ("c", 3);
-    let cases: Vec<(&str, Vec<Option<watcher::Event<Obj>>>, Vec<Seen>)> = vec![
+    let cases: Vec<(&str, Events, Vec<Seen>)> = vec![
         (
             "a list is seen whole, at InitDone, and sets the ready latch",
             vec![
@@ -185,7 +185,7 @@ fn a_ready_latch_is_never_cleared() {
 
 #[tokio::test]
 async fn the_derive_function_sees_the_live_value_and_can_keep_it() {
-    let cases: Vec<(&str, Vec<Option<watcher::Event<Obj>>>, Seen)> = vec![
+    let cases: Vec<(&str, Events, Seen)> = vec![
         (
             "a bad edit keeps the last good value",
             vec![
