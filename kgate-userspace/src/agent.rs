@@ -20,13 +20,13 @@ use tokio::{net::TcpListener, sync::watch};
 use tracing::{error, info, warn};
 
 use crate::{
-    apiclient::{self, ApiClientError},
+    api_endpoints::Discovered,
     approval::Approvals,
     cgroup::{self, CgroupError},
     config::{CgroupSetting, Config, ConfigError},
-    discovery::{self, Discovered},
     ebpf::{self, AttachOptions, EbpfError, Enforcement, Programmed},
-    identity::{Identifier, pods::PodIndex},
+    identity::Identifier,
+    kube::apiclient::{self, ApiClientError},
     mask::{MaskConfigError, Masker},
     metrics::Metrics,
     policy::{file::FileError, store::PolicyStore},
@@ -104,7 +104,7 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
     let client = apiclient::client(&config.upstream, &config.upstream_uri()?)?;
     // Pods exist only where the kernel attributes connections to them.
     let pods = match (&config.identity.node_name, config.kernel) {
-        (Some(node), true) => Some(PodIndex::spawn(client.clone(), node)),
+        (Some(node), true) => Some(crate::kube::pods::spawn(client.clone(), node)),
         _ => None,
     };
     let approvals = Approvals::new(
@@ -112,7 +112,7 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
         config.identity.node_name.as_deref().unwrap_or("standalone"),
     );
     if config.policy.cluster {
-        crate::policy::watch::spawn(client.clone(), policy.clone());
+        crate::kube::policies::spawn(client.clone(), policy.clone());
     }
     let origins = enforcement.as_ref().map(Enforcement::origins);
     let kernel_counters = enforcement.as_ref().map(Enforcement::counters);
@@ -120,7 +120,7 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
     let enforcement = enforcement.map(|e| Arc::new(Mutex::new(e)));
     let programmed = if config.discovery.enabled(config.kernel) {
         let (namespace, name) = config.discovery.service();
-        let found = discovery::spawn(client.clone(), namespace, name);
+        let found = crate::kube::endpoint_discovery::spawn(client.clone(), namespace, name);
         let upstream_endpoints = config.discovery.upstream.then(|| endpoints.clone());
         spawn_target_sync(
             found,

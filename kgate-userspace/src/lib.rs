@@ -2,11 +2,12 @@
 //!
 //! The agent's request path is a fixed sequence of stages; see [`proxy`] for the order.
 //! Plumbing sits beside the stages: [`config`], [`ebpf`] (the only module that talks to
-//! aya) and [`cgroup`] (cgroup v2 paths and pod UIDs).
+//! aya), [`kube`] (the only module that talks to kube-runtime watches) and [`cgroup`]
+//! (cgroup v2 paths and pod UIDs).
 
 pub mod admin;
 pub mod agent;
-pub mod apiclient;
+pub mod api_endpoints;
 pub mod approval;
 pub mod body;
 pub mod cert;
@@ -14,9 +15,9 @@ pub mod cgroup;
 pub mod config;
 pub mod connection;
 pub mod crds;
-pub mod discovery;
 pub mod ebpf;
 pub mod identity;
+pub mod kube;
 pub mod logging;
 pub mod mask;
 pub mod metrics;

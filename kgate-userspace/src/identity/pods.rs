@@ -1,21 +1,15 @@
-//! The node-local pod index: every pod scheduled on this node (a kube-rs watch with
-//! `spec.nodeName=<node>`), by UID, with what identity needs: namespace, name, service
-//! account, labels, and container names by runtime container ID.
+//! The node-local pod index: every pod scheduled on this node, by UID, with what
+//! identity needs: namespace, name, service account, labels, and container names by
+//! runtime container ID. Plain data: the pod watch ([`crate::kube::pods`]) publishes
+//! each snapshot into it.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api,
-    runtime::{WatchStreamExt, watcher},
-};
-use tokio::sync::watch;
-use tracing::{info, warn};
 
 /// What the index knows of a pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,75 +33,44 @@ pub enum Lookup {
     NotSynced,
 }
 
-#[derive(Clone)]
+/// Starts empty and not synced; see [`PodIndex::publish`].
+#[derive(Clone, Default)]
 pub struct PodIndex {
-    pods: Arc<RwLock<HashMap<String, Arc<PodInfo>>>>,
-    synced: watch::Receiver<bool>,
+    state: Arc<RwLock<Pods>>,
+}
+
+#[derive(Default)]
+struct Pods {
+    by_uid: Arc<BTreeMap<String, Arc<PodInfo>>>,
+    synced: bool,
 }
 
 // === impl PodIndex ===
 
 impl PodIndex {
-    /// Starts watching the pods of `node`.
-    pub fn spawn(client: kube::Client, node: &str) -> Self {
-        let pods = Arc::new(RwLock::new(HashMap::new()));
-        let (tx, synced) = watch::channel(false);
-        let api: Api<Pod> = Api::all(client);
-        let config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-        let index = pods.clone();
-        let node = node.to_owned();
-        tokio::spawn(async move {
-            let mut events = watcher(api, config).default_backoff().boxed();
-            let mut pending: Option<HashMap<String, Arc<PodInfo>>> = None;
-            while let Some(event) = events.next().await {
-                match event {
-                    Ok(watcher::Event::Init) => pending = Some(HashMap::new()),
-                    Ok(watcher::Event::InitApply(pod)) => {
-                        if let (Some(pending), Some(info)) = (pending.as_mut(), PodInfo::of(&pod)) {
-                            pending.insert(info.uid.clone(), Arc::new(info));
-                        }
-                    }
-                    Ok(watcher::Event::InitDone) => {
-                        let fresh = pending.take().unwrap_or_default();
-                        let count = fresh.len();
-                        *write(&index) = fresh;
-                        if !*tx.borrow() {
-                            info!(node, pods = count, "pod index synced");
-                        }
-                        let _ = tx.send(true);
-                    }
-                    Ok(watcher::Event::Apply(pod)) => {
-                        if let Some(info) = PodInfo::of(&pod) {
-                            write(&index).insert(info.uid.clone(), Arc::new(info));
-                        }
-                    }
-                    Ok(watcher::Event::Delete(pod)) => {
-                        if let Some(uid) = pod.metadata.uid {
-                            write(&index).remove(&uid);
-                        }
-                    }
-                    Err(error) => warn!(%error, "pod watch failed; retrying"),
-                }
-            }
-        });
-        Self { pods, synced }
-    }
-
     /// An index over fixed pods, already synced (tests).
     pub fn fixed(pods: impl IntoIterator<Item = PodInfo>) -> Self {
-        let map = pods
+        let index = Self::default();
+        let by_uid = pods
             .into_iter()
             .map(|p| (p.uid.clone(), Arc::new(p)))
             .collect();
-        let (_tx, synced) = watch::channel(true);
-        Self {
-            pods: Arc::new(RwLock::new(map)),
-            synced,
-        }
+        index.publish(Arc::new(by_uid), true);
+        index
+    }
+
+    /// Replaces what the index knows with a complete view: every pod by UID, and
+    /// whether the pods have been listed once (never cleared: a stale index still
+    /// answers, an unlisted one cannot).
+    pub fn publish(&self, by_uid: Arc<BTreeMap<String, Arc<PodInfo>>>, synced: bool) {
+        *self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Pods { by_uid, synced };
     }
 
     pub fn is_synced(&self) -> bool {
-        *self.synced.borrow()
+        self.read().synced
     }
 
     /// The pod with `uid`. A pod that is not (yet) in the index is waited for up to
@@ -115,12 +78,7 @@ impl PodIndex {
     pub async fn get(&self, uid: &str, wait: Duration) -> Lookup {
         let deadline = Instant::now() + wait;
         loop {
-            if let Some(pod) = self
-                .pods
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .get(uid)
-            {
+            if let Some(pod) = self.read().by_uid.get(uid) {
                 return Lookup::Found(pod.clone());
             }
             if Instant::now() >= deadline {
@@ -133,20 +91,19 @@ impl PodIndex {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
 
-fn write(
-    index: &RwLock<HashMap<String, Arc<PodInfo>>>,
-) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<PodInfo>>> {
-    index
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Pods> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 // === impl PodInfo ===
 
 impl PodInfo {
-    pub(super) fn of(pod: &Pod) -> Option<Self> {
+    /// What identity knows of `pod`; `None` without a namespace, name or UID.
+    pub fn of(pod: &Pod) -> Option<Self> {
         let meta = &pod.metadata;
         let spec = pod.spec.as_ref();
         let statuses = pod.status.as_ref().into_iter().flat_map(|s| {

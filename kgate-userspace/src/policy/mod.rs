@@ -17,7 +17,8 @@
 //! the same evaluation in [`review`].
 //!
 //! Not here: holding requests for approval (the approve stage does it with the
-//! decision this returns) and loading policy sources ([`store`], [`file`](mod@file)).
+//! decision this returns) and loading policy sources ([`store`], [`file`](mod@file);
+//! the cluster's `KgatePolicy` objects come from [`crate::kube::policies`]).
 
 pub mod compile;
 pub mod explain;
@@ -27,7 +28,6 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 pub mod types;
-pub mod watch;
 
 use std::{collections::BTreeMap, fmt::Write as _, sync::Arc};
 

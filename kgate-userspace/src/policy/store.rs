@@ -3,7 +3,7 @@
 //! replaces the last good policy; the failure is logged with its location.
 //!
 //! Sources: policy files (re-read when they change). The `KgatePolicy` objects of the
-//! cluster come in through [`PolicyStore::replace_cluster`].
+//! cluster come in through [`PolicyStore::set_cluster`].
 
 use std::{
     collections::BTreeMap,
@@ -133,27 +133,22 @@ impl PolicyStore {
         }
     }
 
-    /// Drops the cluster policies not in `names` (deleted while the watch was down).
-    pub fn retain_cluster(&self, names: &std::collections::HashSet<String>) {
-        let removed = {
-            let mut sources = self.lock();
-            let before = sources.cluster.len();
-            sources.cluster.retain(|name, _| names.contains(name));
-            before != sources.cluster.len()
-        };
-        if removed {
-            self.rebuild();
-        }
-    }
-
-    /// Sets (`Some`) or removes (`None`) the cluster policy `name`.
-    pub fn replace_cluster(&self, name: &str, policy: Option<CompiledPolicy>) {
+    /// Sets the cluster's policies, each object's last good version by name (the
+    /// policy watch, [`crate::kube::policies`], calls it with each snapshot). The same
+    /// policies again change nothing, so the generation counts real changes.
+    pub fn set_cluster(&self, policies: &BTreeMap<String, Arc<CompiledPolicy>>) {
         {
             let mut sources = self.lock();
-            match policy {
-                Some(p) => sources.cluster.insert(name.to_owned(), Arc::new(p)),
-                None => sources.cluster.remove(name),
-            };
+            let unchanged = sources.cluster.len() == policies.len()
+                && sources
+                    .cluster
+                    .iter()
+                    .zip(policies)
+                    .all(|((a, p), (b, q))| a == b && Arc::ptr_eq(p, q));
+            if unchanged {
+                return;
+            }
+            sources.cluster.clone_from(policies);
         }
         self.rebuild();
     }
@@ -183,5 +178,45 @@ impl PolicyStore {
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(set);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{compile::compile, types::KgatePolicySpec};
+
+    fn policy(name: &str) -> Arc<CompiledPolicy> {
+        let spec: KgatePolicySpec = serde_yaml::from_str(
+            "subjects: {serviceAccounts: [\"ci/*\"]}\n\
+             rules: [{name: read, match: {verbs: [get]}, action: allow}]",
+        )
+        .unwrap();
+        Arc::new(compile(name, &spec).unwrap())
+    }
+
+    #[test]
+    fn cluster_policies_are_in_force_as_set_and_ready_once_listed() {
+        let store = PolicyStore::new(&[], DefaultAction::Deny, false, true).unwrap();
+        assert!(
+            !store.ready(),
+            "ready before the cluster's policies were listed"
+        );
+        let (a, b) = (policy("a"), policy("b"));
+        let both = BTreeMap::from([("a".to_owned(), a.clone()), ("b".to_owned(), b)]);
+        store.set_cluster(&both);
+        let generation = store.current().generation;
+        assert_eq!(store.current().policies.len(), 2);
+        store.set_cluster(&both.clone());
+        assert_eq!(
+            store.current().generation,
+            generation,
+            "the same policies again are no change"
+        );
+        store.set_cluster(&BTreeMap::from([("a".to_owned(), a)]));
+        assert_eq!(store.current().policies.len(), 1, "a dropped policy goes");
+        assert!(store.current().generation > generation);
+        store.set_cluster_synced();
+        assert!(store.ready());
     }
 }

@@ -1,33 +1,24 @@
-//! API endpoint discovery: the `kubernetes` Service and its EndpointSlices, watched with
-//! kube-rs, turned into plain data: the addresses the kernel must intercept (every
-//! ClusterIP and port of the Service, every endpoint address and port of its slices,
-//! plus the configured `targets`), and the ready endpoints the agent itself dials.
+//! The API server's endpoints as plain data: the addresses the kernel must intercept
+//! (every ClusterIP and port of the `kubernetes` Service, every endpoint address and
+//! port of its EndpointSlices, plus the configured `targets`), and the ready
+//! endpoints the agent itself dials.
 //!
 //! Interception covers every endpoint, ready or not: an API server that is starting or
 //! draining still accepts connections, and a pod must not reach it directly meanwhile.
 //! The agent's own upstream uses only the ready ones.
 //!
-//! A watch that fails keeps the last known addresses: a discovery outage never removes
-//! a target. Not here: the kernel map ([`crate::ebpf`]) and dialing
-//! ([`crate::proxy::dial`]), which take what this module publishes.
+//! Not here: watching the Service and its slices ([`crate::kube::endpoint_discovery`],
+//! which keeps the last known addresses through a watch outage), the kernel map
+//! ([`crate::ebpf`]) and dialing ([`crate::proxy::dial`]), which take what this module
+//! computes.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
 };
 
-use futures_util::{StreamExt, stream};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kgate_common::TargetKind;
-use kube::{
-    Api,
-    runtime::{WatchStreamExt, watcher},
-};
-use tokio::sync::watch;
-use tracing::{info, warn};
-
-/// The label that ties an EndpointSlice to its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// What discovery has found so far.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -138,121 +129,6 @@ pub fn slice_endpoints(slice: &EndpointSlice) -> Vec<Endpoint> {
     out
 }
 
-/// One change seen by either watch.
-enum Change {
-    // Boxed: both objects are large, and events move through a stream.
-    Service(Box<watcher::Result<watcher::Event<Service>>>),
-    Slice(Box<watcher::Result<watcher::Event<EndpointSlice>>>),
-}
-
-/// Watches `namespace/name` and its slices; the receiver sees every new result.
-pub fn spawn(client: kube::Client, namespace: &str, name: &str) -> watch::Receiver<Discovered> {
-    let (tx, rx) = watch::channel(Discovered::default());
-    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
-    let slices: Api<EndpointSlice> = Api::namespaced(client, namespace);
-    let service_events = watcher(
-        services,
-        watcher::Config::default().fields(&format!("metadata.name={name}")),
-    )
-    .default_backoff()
-    .map(|event| Change::Service(Box::new(event)));
-    let slice_events = watcher(
-        slices,
-        watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={name}")),
-    )
-    .default_backoff()
-    .map(|event| Change::Slice(Box::new(event)));
-    let what = format!("{namespace}/{name}");
-    tokio::spawn(async move {
-        let mut events = stream::select(service_events, slice_events).boxed();
-        let mut state = State::default();
-        while let Some(change) = events.next().await {
-            if let Err(error) = state.apply(change) {
-                warn!(service = what, %error, "endpoint discovery watch failed; keeping the last known addresses");
-                continue;
-            }
-            let found = state.discovered();
-            if found != *tx.borrow() {
-                info!(
-                    service = what,
-                    cluster_ips = ?found.service,
-                    endpoints = ?found.endpoints.iter().map(|e| e.addr).collect::<Vec<_>>(),
-                    synced = found.synced,
-                    "API endpoints discovered"
-                );
-                if tx.send(found).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    rx
-}
-
-/// The watches' view, rebuilt from their events.
-#[derive(Default)]
-struct State {
-    service: Option<Vec<SocketAddr>>,
-    /// The service as it is being re-listed.
-    service_listing: Option<Vec<SocketAddr>>,
-    service_synced: bool,
-    slices: BTreeMap<String, Vec<Endpoint>>,
-    slices_listing: Option<BTreeMap<String, Vec<Endpoint>>>,
-    slices_synced: bool,
-}
-
-impl State {
-    fn apply(&mut self, change: Change) -> Result<(), watcher::Error> {
-        match change {
-            Change::Service(event) => match (*event)? {
-                watcher::Event::Init => self.service_listing = Some(Vec::new()),
-                watcher::Event::InitApply(svc) => {
-                    self.service_listing = Some(service_addresses(&svc));
-                }
-                watcher::Event::InitDone => {
-                    self.service = self.service_listing.take().filter(|s| !s.is_empty());
-                    self.service_synced = true;
-                }
-                watcher::Event::Apply(svc) => self.service = Some(service_addresses(&svc)),
-                watcher::Event::Delete(_) => self.service = None,
-            },
-            Change::Slice(event) => match (*event)? {
-                watcher::Event::Init => self.slices_listing = Some(BTreeMap::new()),
-                watcher::Event::InitApply(slice) => {
-                    if let Some(listing) = &mut self.slices_listing {
-                        listing.insert(slice_name(&slice), slice_endpoints(&slice));
-                    }
-                }
-                watcher::Event::InitDone => {
-                    self.slices = self.slices_listing.take().unwrap_or_default();
-                    self.slices_synced = true;
-                }
-                watcher::Event::Apply(slice) => {
-                    self.slices
-                        .insert(slice_name(&slice), slice_endpoints(&slice));
-                }
-                watcher::Event::Delete(slice) => {
-                    self.slices.remove(&slice_name(&slice));
-                }
-            },
-        }
-        Ok(())
-    }
-
-    fn discovered(&self) -> Discovered {
-        let endpoints: BTreeSet<Endpoint> = self.slices.values().flatten().copied().collect();
-        Discovered {
-            service: self.service.clone().unwrap_or_default(),
-            endpoints: endpoints.into_iter().collect(),
-            synced: self.service_synced && self.slices_synced,
-        }
-    }
-}
-
-fn slice_name(slice: &EndpointSlice) -> String {
-    slice.metadata.name.clone().unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,46 +235,6 @@ mod tests {
         assert_eq!(
             d.ready_endpoints(),
             vec!["10.0.0.1:6443".parse::<SocketAddr>().unwrap()]
-        );
-    }
-
-    #[test]
-    fn a_relist_replaces_what_the_watch_knew() {
-        let mut state = State::default();
-        let ep = |ip: &str| {
-            slice(json!({"metadata": {"name": ip}, "addressType": "IPv4",
-                "endpoints": [{"addresses": [ip]}], "ports": [{"port": 6443}]}))
-        };
-        for event in [
-            watcher::Event::Init,
-            watcher::Event::InitApply(ep("10.0.0.1")),
-            watcher::Event::InitDone,
-            watcher::Event::Apply(ep("10.0.0.2")),
-        ] {
-            state.apply(Change::Slice(Box::new(Ok(event)))).unwrap();
-        }
-        assert!(!state.discovered().synced, "the service has not listed yet");
-        assert_eq!(state.discovered().endpoints.len(), 2);
-        // A re-list after a watch gap: the slice deleted meanwhile disappears.
-        for event in [
-            watcher::Event::Init,
-            watcher::Event::InitApply(ep("10.0.0.2")),
-            watcher::Event::InitDone,
-        ] {
-            state.apply(Change::Slice(Box::new(Ok(event)))).unwrap();
-        }
-        for event in [watcher::Event::Init, watcher::Event::InitDone] {
-            state.apply(Change::Service(Box::new(Ok(event)))).unwrap();
-        }
-        let found = state.discovered();
-        assert!(found.synced);
-        assert_eq!(
-            found
-                .endpoints
-                .iter()
-                .map(|e| e.addr.to_string())
-                .collect::<Vec<_>>(),
-            vec!["10.0.0.2:6443"]
         );
     }
 }

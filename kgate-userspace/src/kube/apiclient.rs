@@ -1,7 +1,8 @@
 //! The agent's own client to the API server (kube-rs), for what kgate itself asks:
-//! OIDC discovery and JWKS, TokenReview, the node's pod watch. It uses the upstream
-//! config: the same endpoint and CA, the agent's own credential (`tokenFile`, which
-//! kube-rs re-reads as it rotates, or a client certificate), never a caller's token.
+//! OIDC discovery and JWKS, TokenReview, approvals, the heartbeat Lease and the watches
+//! beside this file. It uses the upstream config: the same endpoint and CA, the agent's
+//! own credential (`tokenFile`, which kube-rs re-reads as it rotates, or a client
+//! certificate), never a caller's token.
 
 use crate::config;
 
