@@ -10,6 +10,7 @@ pub mod apiclient;
 pub mod approval;
 pub mod cert;
 pub mod cgroup;
+pub mod cli;
 pub mod config;
 pub mod crds;
 pub mod discovery;
