@@ -12,6 +12,7 @@ pub mod approval;
 pub mod body;
 pub mod cert;
 pub mod cgroup;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod crds;

@@ -8,7 +8,7 @@
 //! pod proxy would not do: it drops the caller's credentials, and the agent's
 //! `/status` answers only callers it can authenticate.
 //!
-//! Not here: reading the Leases (that is [`super::cli`]).
+//! Not here: reading the Leases (that is `kgate status`, in [`crate::cli`]).
 
 use std::{sync::Arc, time::Duration};
 

@@ -9,7 +9,6 @@
 //!
 //! Not here: profiling.
 
-pub mod cli;
 pub mod heartbeat;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};

@@ -9,7 +9,6 @@
 //!
 //! Not here: deciding which requests are held (policy).
 
-pub mod cli;
 pub mod types;
 
 use std::{

@@ -1,6 +1,8 @@
 //! The cost of the identity check, measured in-process for `cargo xtask bench`
 //! (`kgate bench-identity`, hidden): a request whose token is cached (hit) and one
 //! whose ES256 token must be verified against the JWKS (miss).
+//!
+//! Only with the `bench` feature: the agent people run ships no benchmark code.
 
 use std::time::{Duration, Instant};
 

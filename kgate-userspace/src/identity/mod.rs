@@ -17,6 +17,7 @@
 //! synced): nothing is forwarded unchecked. A refusal after the token verified
 //! carries the user, and a stolen token's both pods, for the record.
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod jwt;
 pub mod pods;

@@ -509,14 +509,14 @@ fn sessions_group_by_connection_and_user() {
     };
     assert_eq!(sessions::select(all.clone(), &filter).len(), 1);
     let bob = sessions::find(all.clone(), "c2").unwrap();
-    let timeline = sessions::show_timeline(&bob);
+    let timeline = crate::cli::sessions::show_timeline(&bob);
     assert!(timeline.contains("pods -n demo"), "{timeline}");
     assert!(timeline.contains("[no response recorded]"), "{timeline}");
     assert!(matches!(
         sessions::find(all.clone(), "c"),
         Err(sessions::SessionsError::Ambiguous(..))
     ));
-    assert!(sessions::list_table(&all).contains("alice"));
+    assert!(crate::cli::sessions::list_table(&all).contains("alice"));
 }
 
 #[test]

@@ -111,6 +111,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         step("building release binaries (kgate, the API-server double, the bench itself)");
         // Two builds: one cargo invocation would unify features across all three
         // packages, so kgate would be built unlike `cargo build --release -p kgate`.
+        // Its one difference: the `bench` feature, for `kgate bench-identity` (a hidden
+        // subcommand; the request path is the same code).
         run_cmd(crate::cargo().args([
             "build",
             "--release",
@@ -119,6 +121,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "--package",
             "kgate-tests",
             "--bins",
+            "--features",
+            "kgate/bench",
         ]))?;
         run_cmd(crate::cargo().args(["build", "--release", "--package", "xtask"]))?;
         // The measuring is done by the release build of this same command.
@@ -207,8 +211,9 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The identity check alone, in-process (`kgate bench-identity`): a cached token, and
-/// an ES256 token whose signature must be verified (each one new).
+/// The identity check alone, in-process (`kgate bench-identity`, built with the `bench`
+/// feature): a cached token, and an ES256 token whose signature must be verified (each
+/// one new).
 fn identity() -> anyhow::Result<report::Section> {
     let out = crate::cmd_output(Command::new(release_bin("kgate")).arg("bench-identity"))?;
     let cost: serde_json::Value = serde_json::from_str(out.trim()).context("bench-identity")?;

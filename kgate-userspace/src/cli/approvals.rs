@@ -1,9 +1,12 @@
 //! `kgate approvals list`, `kgate approve NAME [--for 10m]`, `kgate deny NAME
 //! --reason …`: the admin's side of approvals, with the admin's own kubeconfig (RBAC
 //! on `kgateapprovals` decides who may decide).
+//!
+//! Not here: holding requests and acting on the decision ([`crate::approval`]).
 
-use std::fmt::Write as _;
+use std::{fmt::Write as _, future::Future};
 
+use clap::Subcommand;
 use http::Request;
 use kube::{
     Api,
@@ -11,10 +14,75 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::{parse_duration, types::KgateApproval};
+use crate::approval::{parse_duration, types::KgateApproval};
+
+#[derive(Subcommand)]
+pub(super) enum ApprovalsCommand {
+    /// Every approval, oldest first.
+    List {
+        /// `json` for the objects.
+        #[arg(long, short = 'o')]
+        output: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+pub(super) struct ApproveArgs {
+    name: String,
+    /// Let repeats of the same user, verb and resource pass for this long (10m).
+    #[arg(long = "for")]
+    grant_for: Option<String>,
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+#[derive(clap::Args)]
+pub(super) struct DenyArgs {
+    name: String,
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+/// `kgate approvals list`.
+pub(super) fn list(command: ApprovalsCommand) -> anyhow::Result<()> {
+    let ApprovalsCommand::List { output } = command;
+    with_kube(|client| async move { table(client, output.as_deref() == Some("json")).await })
+}
+
+/// `kgate approve`.
+pub(super) fn approve(args: ApproveArgs) -> anyhow::Result<()> {
+    let ApproveArgs {
+        name,
+        grant_for,
+        reason,
+    } = args;
+    with_kube(|client| async move {
+        decide(client, &name, true, grant_for.as_deref(), reason.as_deref()).await
+    })
+}
+
+/// `kgate deny`.
+pub(super) fn deny(args: DenyArgs) -> anyhow::Result<()> {
+    let DenyArgs { name, reason } = args;
+    with_kube(|client| async move { decide(client, &name, false, None, reason.as_deref()).await })
+}
+
+/// Runs `f` with the admin's kubeconfig and prints what it returns.
+fn with_kube<F, Fut>(f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: Future<Output = Result<String, CliError>>,
+{
+    let out = super::runtime()?.block_on(async {
+        let client = super::kube_client().await?;
+        f(client).await.map_err(anyhow::Error::from)
+    })?;
+    println!("{}", out.trim_end());
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+enum CliError {
     #[error("{0}")]
     Kube(#[from] kube::Error),
     #[error("--for {0:?}: a duration such as 90s, 10m or 2h (at most 7 days)")]
@@ -24,7 +92,7 @@ pub enum CliError {
 }
 
 /// The table `kgate approvals list` prints.
-pub async fn list(client: kube::Client, json_output: bool) -> Result<String, CliError> {
+async fn table(client: kube::Client, json_output: bool) -> Result<String, CliError> {
     let api: Api<KgateApproval> = Api::all(client);
     let mut items = api.list(&ListParams::default()).await?.items;
     items.sort_by(|a, b| {
@@ -62,7 +130,7 @@ pub async fn list(client: kube::Client, json_output: bool) -> Result<String, Cli
 }
 
 /// Approves (with an optional grant window) or denies a pending approval.
-pub async fn decide(
+async fn decide(
     client: kube::Client,
     name: &str,
     approve: bool,

@@ -1,10 +1,18 @@
 //! `kgate status`: one row per node, from the agents' heartbeat Leases read with the
 //! admin's kubeconfig ([`from_leases`]), or from each agent's admin endpoint asked
-//! directly ([`query`]); the caller exits non-zero when any agent is down or not
-//! enforcing.
+//! directly ([`query`]); exits non-zero when any agent is down or not enforcing.
+//!
+//! Not here: what an agent reports ([`crate::admin`]) or how it publishes it
+//! ([`crate::admin::heartbeat`]).
 
-use std::{fmt::Write as _, path::Path, sync::Arc, time::Duration};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
@@ -16,15 +24,79 @@ use rustls::{
 };
 use serde_json::{Value, json};
 
+#[derive(clap::Args)]
+pub(super) struct Args {
+    /// Namespace of the agents' Leases (the DaemonSet's).
+    #[arg(long, short = 'n', default_value = "kgate-system")]
+    namespace: String,
+    /// An agent's admin endpoint, `https://NODE:9443` (repeat for every node).
+    #[arg(long = "agent", requires_all = ["ca_file", "token_file"])]
+    agents: Vec<String>,
+    /// With `--agent`: the CA that signed the agents' serving certificate.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// With `--agent`: a bearer token the API server vouches for (TokenReview +
+    /// SubjectAccessReview).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// `json` or `yaml` for the raw statuses.
+    #[arg(long, short = 'o')]
+    output: Option<String>,
+}
+
+/// Prints the table (or `-o json`/`yaml`); an error when not every agent enforces.
+pub(super) fn run(args: Args) -> anyhow::Result<()> {
+    let Args {
+        namespace,
+        agents,
+        ca_file,
+        token_file,
+        output,
+    } = args;
+    let runtime = super::runtime()?;
+    let (healthy, json, table) = if let (Some(ca_file), Some(token_file)) = (ca_file, token_file)
+        && !agents.is_empty()
+    {
+        let token = std::fs::read_to_string(&token_file)
+            .with_context(|| format!("reading {}", token_file.display()))?;
+        let rows = runtime.block_on(query(&agents, &ca_file, &token))?;
+        (rows.iter().all(Row::healthy), json(&rows), table(&rows))
+    } else {
+        let rows = runtime.block_on(async {
+            let client = super::kube_client().await?;
+            from_leases(client, &namespace).await
+        })?;
+        if rows.is_empty() {
+            anyhow::bail!("no nodes and no kgate heartbeats in namespace {namespace}");
+        }
+        (
+            rows.iter().all(NodeRow::healthy),
+            node_json(&rows),
+            node_table(&rows),
+        )
+    };
+    match output.as_deref() {
+        Some("json") => println!("{json:#}"),
+        Some("yaml") => print!("{}", serde_yaml::to_string(&json)?),
+        None => print!("{table}"),
+        Some(other) => anyhow::bail!("-o {other:?}: json or yaml"),
+    }
+    if healthy {
+        Ok(())
+    } else {
+        anyhow::bail!("not every agent is enforcing")
+    }
+}
+
 /// One agent's answer, or why there is none.
-pub struct Row {
-    pub agent: String,
-    pub status: Result<Value, String>,
+struct Row {
+    agent: String,
+    status: Result<Value, String>,
 }
 
 impl Row {
     /// Reachable and enforcing (or a standalone agent that says so).
-    pub fn healthy(&self) -> bool {
+    fn healthy(&self) -> bool {
         self.status
             .as_ref()
             .is_ok_and(|s| s["enforcing"] == true && s["ready"] == true)
@@ -32,7 +104,7 @@ impl Row {
 }
 
 /// Queries every agent URL (`https://HOST:PORT`) with `token`, trusting `ca_file`.
-pub async fn query(agents: &[String], ca_file: &Path, token: &str) -> anyhow::Result<Vec<Row>> {
+async fn query(agents: &[String], ca_file: &Path, token: &str) -> anyhow::Result<Vec<Row>> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_file)? {
         roots.add(cert?)?;
@@ -85,7 +157,7 @@ pub async fn query(agents: &[String], ca_file: &Path, token: &str) -> anyhow::Re
 }
 
 /// The kubectl-style table.
-pub fn table(rows: &[Row]) -> String {
+fn table(rows: &[Row]) -> String {
     let mut out = format!(
         "{:<32} {:<12} {:<9} {:<6} {:<7} {:<9} {:<8} {}\n",
         "AGENT", "NODE", "ENFORCING", "READY", "POLICY", "APPROVALS", "VERSION", "TARGETS / ERROR"
@@ -122,7 +194,7 @@ pub fn table(rows: &[Row]) -> String {
 }
 
 /// The rows as JSON.
-pub fn json(rows: &[Row]) -> Value {
+fn json(rows: &[Row]) -> Value {
     Value::Array(
         rows.iter()
             .map(|r| match &r.status {
@@ -141,16 +213,16 @@ fn yes(v: &Value) -> &'static str {
 
 /// One node as its heartbeat Lease tells it.
 #[derive(Debug)]
-pub struct NodeRow {
-    pub node: String,
+struct NodeRow {
+    node: String,
     /// The agent's last status, if its Lease is fresh; otherwise why not.
-    pub status: Result<Value, String>,
+    status: Result<Value, String>,
     /// Seconds since the Lease was renewed.
-    pub seen_seconds: Option<i64>,
+    seen_seconds: Option<i64>,
 }
 
 impl NodeRow {
-    pub fn healthy(&self) -> bool {
+    fn healthy(&self) -> bool {
         self.status
             .as_ref()
             .is_ok_and(|s| s["enforcing"] == true && s["ready"] == true)
@@ -159,11 +231,11 @@ impl NodeRow {
 
 /// Every node, with its agent's Lease in `namespace`. Without permission to list
 /// nodes, the nodes that have a Lease.
-pub async fn from_leases(client: kube::Client, namespace: &str) -> anyhow::Result<Vec<NodeRow>> {
+async fn from_leases(client: kube::Client, namespace: &str) -> anyhow::Result<Vec<NodeRow>> {
     use k8s_openapi::api::{coordination::v1::Lease, core::v1::Node};
     use kube::{Api, api::ListParams};
 
-    use super::heartbeat::{APP_LABEL, NODE_LABEL, STATUS_ANNOTATION};
+    use crate::admin::heartbeat::{APP_LABEL, NODE_LABEL, STATUS_ANNOTATION};
 
     let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let leases = leases
@@ -229,7 +301,7 @@ pub async fn from_leases(client: kube::Client, namespace: &str) -> anyhow::Resul
 }
 
 /// The kubectl-style table of [`from_leases`].
-pub fn node_table(rows: &[NodeRow]) -> String {
+fn node_table(rows: &[NodeRow]) -> String {
     let mut out = format!(
         "{:<20} {:<9} {:<6} {:<7} {:<7} {:<9} {:<12} {:<8} {:<5} {}\n",
         "NODE",
@@ -275,7 +347,7 @@ pub fn node_table(rows: &[NodeRow]) -> String {
 }
 
 /// The rows of [`from_leases`] as JSON.
-pub fn node_json(rows: &[NodeRow]) -> Value {
+fn node_json(rows: &[NodeRow]) -> Value {
     Value::Array(
         rows.iter()
             .map(|r| match &r.status {

@@ -1,0 +1,123 @@
+//! The `kgate` command line: the subcommands' clap types and the dispatch to the code
+//! that serves each, one file per command group (`agent` and `detach`, `status`,
+//! `approvals`, `cert`, `policy`, `sessions`). A command here parses its arguments,
+//! calls into the module that does the work, and prints what it returns; its errors
+//! are `anyhow` chains that `main` prints after `kgate: ` and turns into exit code 1.
+//!
+//! Not here: what the commands do. The agent is [`crate::agent`], policy evaluation
+//! [`crate::policy`], the record log [`crate::record`], approvals [`crate::approval`].
+
+mod agent;
+mod approvals;
+#[cfg(feature = "bench")]
+mod bench;
+mod cert;
+mod policy;
+// The record log's tests check the tables it prints.
+pub(crate) mod sessions;
+mod status;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// `kgate`'s arguments: the global options and one subcommand.
+#[derive(Parser)]
+#[command(
+    name = "kgate",
+    version,
+    about = "Policy gateway between Kubernetes workloads and the API server"
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "KGATE_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+// The variants' doc comments are the subcommands' help texts.
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node agent: attach the kernel programs and serve redirected connections.
+    Agent(agent::Args),
+    /// Every node's agent, one row per node; exits 1 if any is down or not enforcing.
+    /// By default from the agents' heartbeat Leases, with the admin's kubeconfig
+    /// (KUBECONFIG or ~/.kube/config); with `--agent`, asking admin endpoints directly.
+    Status(status::Args),
+    /// List held requests.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
+    /// Approve a held request (kubeconfig: KUBECONFIG or ~/.kube/config).
+    Approve(approvals::ApproveArgs),
+    /// Deny a held request.
+    Deny(approvals::DenyArgs),
+    /// Serving certificates.
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
+    /// Check and explain policies.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Recorded sessions (one client connection's requests by one user).
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCommand),
+    /// Print the CustomResourceDefinitions (KgatePolicy, KgateApproval) as YAML.
+    Crds,
+    /// Measure the identity check (cache hit and miss), for `cargo xtask bench`.
+    #[cfg(feature = "bench")]
+    #[command(hide = true)]
+    BenchIdentity,
+    /// Remove kgate's kernel programs and pins (uninstall). Stop the agent first.
+    Detach(agent::DetachArgs),
+}
+
+// === impl Cli ===
+
+impl Cli {
+    /// `--log-format json` (or `KGATE_LOG_FORMAT=json`): JSON log lines.
+    pub fn json_logs(&self) -> bool {
+        matches!(self.log_format, LogFormat::Json)
+    }
+
+    /// Runs the subcommand.
+    ///
+    /// # Errors
+    ///
+    /// Whatever stopped the command, as a chain of contexts for the operator.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Agent(args) => agent::run(args),
+            Command::Status(args) => status::run(args),
+            Command::Approvals(command) => approvals::list(command),
+            Command::Approve(args) => approvals::approve(args),
+            Command::Deny(args) => approvals::deny(args),
+            Command::Cert(command) => cert::run(command),
+            Command::Policy(command) => policy::run(command),
+            Command::Sessions(command) => sessions::run(command),
+            Command::Crds => {
+                print!("{}", crate::crds::yaml()?);
+                Ok(())
+            }
+            #[cfg(feature = "bench")]
+            Command::BenchIdentity => bench::identity(),
+            Command::Detach(args) => agent::detach(&args),
+        }
+    }
+}
+
+/// The runtime an admin command runs its requests on.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the tokio runtime")
+}
+
+/// A client with the admin's kubeconfig, as kubectl finds it.
+async fn kube_client() -> anyhow::Result<kube::Client> {
+    kube::Client::try_default()
+        .await
+        .context("no usable kubeconfig (KUBECONFIG or ~/.kube/config)")
+}
