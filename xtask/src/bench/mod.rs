@@ -109,7 +109,7 @@ impl Setup {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         step("building release binaries (kgate, the API-server double, the bench itself)");
-        // Two builds: one cargo invocation would unify features across all three
+        // Two builds: one cargo invocation would unify features across all the
         // packages, so kgate would be built unlike `cargo build --release -p kgate`.
         run_cmd(crate::cargo().args([
             "build",
@@ -118,6 +118,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "kgate",
             "--package",
             "kgate-tests",
+            "--package",
+            "kgate-apiserver-double",
             "--bins",
         ]))?;
         run_cmd(crate::cargo().args(["build", "--release", "--package", "xtask"]))?;

@@ -20,9 +20,11 @@
 
 mod api;
 mod authn;
+pub mod client;
 pub mod crd;
 mod delete;
 mod openapi;
+pub mod pki;
 mod protobuf;
 mod resources;
 mod reviews;
@@ -658,10 +660,9 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-pub(crate) fn tls_acceptor(
-    cert_pem: &str,
-    key_pem: &str,
-) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+/// A TLS acceptor for `cert_pem`/`key_pem` offering h2 and http/1.1 (the double's, and
+/// kgate-tests' fault proxy's).
+pub fn tls_acceptor(cert_pem: &str, key_pem: &str) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>()?;
