@@ -1,10 +1,11 @@
 //! What the proxy tests share: the `kgate` binary run as a standalone agent in front of
-//! the API-server double, kubeconfigs, the real kubectl, and an HTTPS client.
+//! the API-server double, kubeconfigs, the real kubectl, and an HTTPS client (those
+//! three from the double's crate, re-exported here).
 
 use std::{
     fs,
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener},
+    io::{BufRead, BufReader, Read},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -12,13 +13,11 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 
+pub use crate::apiserver::client::{
+    HttpsClient, Killed, Kubectl, ScratchDir, echo_round_trip, free_port, https_client,
+    https_client_with, kubeconfig, port_forward, scratch_dir, text,
+};
 use crate::pki::Ca;
 
 /// A KgatePolicy letting the admin (`kubernetes-admin`) do anything but touch
@@ -53,41 +52,6 @@ pub fn kgate_bin() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A fresh directory under the temp dir, removed with its contents when dropped.
-pub fn scratch_dir(tag: &str) -> ScratchDir {
-    let dir = std::env::temp_dir().join(format!(
-        "kgate-{tag}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    fs::create_dir_all(&dir).expect("scratch dir");
-    ScratchDir(dir)
-}
-
-pub struct ScratchDir(PathBuf);
-
-impl std::ops::Deref for ScratchDir {
-    type Target = Path;
-
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// `kgate agent` in standalone mode (no kernel programs, direct clients allowed) in
@@ -252,171 +216,4 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// Writes a kubeconfig for `server` and returns its path.
-pub fn kubeconfig(dir: &Path, server: &str, ca_pem: &str, token: &str) -> PathBuf {
-    fs::create_dir_all(dir).expect("kubeconfig dir");
-    fs::write(dir.join("ca.crt"), ca_pem).expect("ca");
-    let path = dir.join("kubeconfig");
-    fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: '{server}', certificate-authority: {}}}\n\
-             users:\n- name: u\n  user: {{token: '{token}'}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u, namespace: demo}}\ncurrent-context: x\n",
-            dir.join("ca.crt").display()
-        ),
-    )
-    .expect("kubeconfig");
-    path
-}
-
-/// The real kubectl with a kubeconfig in a directory of its own.
-pub struct Kubectl {
-    pub config: PathBuf,
-    _dir: ScratchDir,
-}
-
-impl Kubectl {
-    pub fn new(dir: ScratchDir, server: &str, ca_pem: &str, token: &str) -> Self {
-        Self {
-            config: kubeconfig(&dir, server, ca_pem, token),
-            _dir: dir,
-        }
-    }
-
-    pub fn command(&self) -> Command {
-        let mut cmd = Command::new("kubectl");
-        cmd.arg("--kubeconfig").arg(&self.config);
-        cmd
-    }
-
-    /// Runs to completion: (success, stdout, stderr).
-    pub fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = self
-            .command()
-            .args(["--request-timeout", "20s"])
-            .args(args)
-            .output()
-            .expect("kubectl runs");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    /// Runs and insists on success; returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
-        let (ok, stdout, stderr) = self.run(args);
-        assert!(ok, "kubectl {args:?} failed: {stderr}");
-        stdout
-    }
-}
-
-pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// An HTTPS client trusting `ca_pem`, HTTP/2 only or HTTP/1.1 only.
-pub fn https_client(ca_pem: &str, http2: bool) -> HttpsClient {
-    https_client_with(ca_pem, http2)
-}
-
-/// As [`https_client`], for request bodies of type `B` (a proxy's `Incoming`, say).
-pub fn https_client_with<B>(
-    ca_pem: &str,
-    http2: bool,
-) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, B>
-where
-    B: hyper::body::Body + Send + 'static + Unpin,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()).flatten() {
-        roots.add(cert).expect("CA certificate");
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only();
-    let connector = if http2 {
-        builder.enable_http2().build()
-    } else {
-        builder.enable_http1().build()
-    };
-    let mut client = Client::builder(TokioExecutor::new());
-    client.http2_only(http2);
-    client.build(connector)
-}
-
-/// Reads a whole response body as text.
-pub async fn text(body: hyper::body::Incoming) -> String {
-    String::from_utf8_lossy(
-        &body
-            .collect()
-            .await
-            .map(http_body_util::Collected::to_bytes)
-            .unwrap_or_default(),
-    )
-    .into_owned()
-}
-
-/// A child process killed (and reaped) on drop, whatever the test's outcome.
-pub struct Killed(pub Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `kubectl port-forward pod/POD :REMOTE` (with `env`) and returns it with the
-/// local port it listens on.
-pub fn port_forward(k: &Kubectl, env: &[(&str, &str)], pod: &str, remote: u16) -> (Killed, u16) {
-    let mut child = Killed(
-        k.command()
-            .args(["port-forward", &format!("pod/{pod}"), &format!(":{remote}")])
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kubectl port-forward starts"),
-    );
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.0.stdout.take().expect("piped stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("port-forward prints its address");
-    // "Forwarding from 127.0.0.1:PORT -> REMOTE"
-    let port = line
-        .strip_prefix("Forwarding from 127.0.0.1:")
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected port-forward output {line:?}"));
-    (child, port)
-}
-
-/// Sends `payload` to 127.0.0.1:`port` and reads as many bytes back (the double's
-/// container ports echo).
-pub fn echo_round_trip(port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("local port");
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    conn.write_all(payload).unwrap();
-    let mut back = vec![0; payload.len()];
-    conn.read_exact(&mut back).expect("the echo");
-    back
 }

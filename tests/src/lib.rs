@@ -1,9 +1,9 @@
 //! Test support for kgate: network-namespace and cgroup topologies for the kernel tests,
-//! and a faithful Kubernetes API-server double.
-pub mod apiserver;
+//! and a faithful Kubernetes API-server double (its own crate, re-exported here).
+pub use kgate_apiserver_double as apiserver;
+pub use kgate_apiserver_double::pki;
 pub mod fault_proxy;
 pub mod harness;
 pub mod kernel;
-pub mod pki;
 pub mod recorder;
 pub mod topology;

@@ -105,6 +105,8 @@ fn build() -> anyhow::Result<()> {
         "kgate",
         "--package",
         "kgate-tests",
+        "--package",
+        "kgate-apiserver-double",
         "--bins",
     ]))
 }

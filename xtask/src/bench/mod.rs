@@ -109,7 +109,7 @@ impl Setup {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         step("building release binaries (kgate, the API-server double, the bench itself)");
-        // Two builds: one cargo invocation would unify features across all three
+        // Two builds: one cargo invocation would unify features across all the
         // packages, so kgate would be built unlike `cargo build --release -p kgate`.
         // Its one difference: the `bench` feature, for `kgate bench-identity` (a hidden
         // subcommand; the request path is the same code).
@@ -120,6 +120,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "kgate",
             "--package",
             "kgate-tests",
+            "--package",
+            "kgate-apiserver-double",
             "--bins",
             "--features",
             "kgate/bench",

@@ -6,9 +6,9 @@
 //! `kubectl apply` stores its `last-applied-configuration` and prunes by it, and a
 //! JSON patch whose `test` fails is a 422.
 
-use kgate_tests::{
-    apiserver::{ApiServer, Config, Handle},
-    harness::{Kubectl, scratch_dir},
+use kgate_apiserver_double::{
+    ApiServer, Config, Handle,
+    client::{Kubectl, scratch_dir},
 };
 use serde_json::{Value, json};
 

@@ -13,6 +13,9 @@
 //!
 //! Not here: an empty `Sec-WebSocket-Protocol` response header when the client offered
 //! none (the kubelet sends one; the double leaves the header out).
+//!
+//! The channel framing is deliberately independent of kgate's (its stream recorder):
+//! an independent implementation is what makes the recording tests a cross-check.
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use futures_util::{SinkExt, StreamExt};

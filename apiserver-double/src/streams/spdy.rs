@@ -7,6 +7,9 @@
 //!
 //! Not here: server-initiated streams and pings, flow control (spdystream neither sends
 //! nor honours WINDOW_UPDATE), idle timeouts.
+//!
+//! Deliberately independent of kgate's SPDY reader (its stream recorder): an independent
+//! implementation is what makes the recording tests a cross-check of both.
 
 mod dictionary;
 mod frame;

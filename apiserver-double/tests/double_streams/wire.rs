@@ -7,9 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::Full;
-use kgate_tests::{
-    apiserver::{ApiServer, Config, Handle},
-    harness::{https_client, text},
+use kgate_apiserver_double::{
+    ApiServer, Config, Handle,
+    client::{https_client, text},
 };
 use serde_json::Value;
 use tokio_tungstenite::{

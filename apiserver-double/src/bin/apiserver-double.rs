@@ -21,7 +21,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use kgate_tests::apiserver::{ApiServer, Config};
+use kgate_apiserver_double::{ApiServer, Config};
 use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: apiserver-double [--listen ADDR] --cert-dir DIR \

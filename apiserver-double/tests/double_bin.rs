@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kgate_tests::harness::{Kubectl, scratch_dir};
+use kgate_apiserver_double::client::{Kubectl, scratch_dir};
 
 #[test]
 fn prints_its_address_serves_kubectl_and_exits_on_sigterm() {

@@ -12,9 +12,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kgate_tests::{
-    apiserver::{ApiServer, Config, Handle},
-    harness::{Killed, Kubectl, echo_round_trip, port_forward, scratch_dir},
+use kgate_apiserver_double::{
+    ApiServer, Config, Handle,
+    client::{Killed, Kubectl, echo_round_trip, port_forward, scratch_dir},
 };
 
 const TIMEOUT: Duration = Duration::from_secs(30);

@@ -11,9 +11,9 @@ use std::{
     time::Duration,
 };
 
-use kgate_tests::{
-    apiserver::{ApiServer, Config, Handle},
-    harness::{Kubectl, scratch_dir},
+use kgate_apiserver_double::{
+    ApiServer, Config, Handle,
+    client::{Kubectl, scratch_dir},
 };
 use serde_json::Value;
 

@@ -7,9 +7,9 @@
 
 use std::{fs, time::Duration};
 
-use kgate_tests::{
-    apiserver::{ApiServer, Config, Handle, Subject},
-    harness::{Kubectl, https_client, scratch_dir, text},
+use kgate_apiserver_double::{
+    ApiServer, Config, Handle, Subject,
+    client::{Kubectl, https_client, scratch_dir, text},
 };
 use serde_json::{Value, json};
 

@@ -2,6 +2,9 @@
 //! zlib dictionary of every header block; spdystream's `headerDictionary` holds the same
 //! 1423 bytes. A zlib stream names its dictionary by Adler-32, so one wrong byte makes
 //! every header block undecodable on the other side.
+//!
+//! Deliberately a copy of its own, not kgate's: an independent transcription is what
+//! makes a wrong byte on either side show up as header blocks the other cannot read.
 
 use std::sync::OnceLock;
 

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/src/apiserver/testdata/kubectl-{name}.pb.hex",
+        "{}/src/testdata/kubectl-{name}.pb.hex",
         env!("CARGO_MANIFEST_DIR")
     );
     let hex = std::fs::read_to_string(&path).unwrap();

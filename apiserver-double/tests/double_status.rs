@@ -4,9 +4,9 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use kgate_tests::{
-    apiserver::{ApiServer, Config, Handle},
-    harness::{HttpsClient, https_client},
+use kgate_apiserver_double::{
+    ApiServer, Config, Handle,
+    client::{HttpsClient, https_client},
 };
 use serde_json::{Value, json};
 

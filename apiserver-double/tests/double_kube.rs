@@ -10,9 +10,9 @@ use k8s_openapi::api::{
     authentication::v1::{TokenRequest, TokenReview, TokenReviewSpec},
     core::v1::{ConfigMap, Namespace, Pod, ServiceAccount},
 };
-use kgate_tests::{
-    apiserver::{ApiServer, Config, Handle},
-    harness::{kubeconfig, scratch_dir},
+use kgate_apiserver_double::{
+    ApiServer, Config, Handle,
+    client::{kubeconfig, scratch_dir},
 };
 use kube::{
     Api, Client,

@@ -3,9 +3,9 @@
 
 use std::{fs, process::Command};
 
-use kgate_tests::{
-    apiserver::{ApiServer, Config, Handle},
-    harness::{Kubectl, kubeconfig, scratch_dir},
+use kgate_apiserver_double::{
+    ApiServer, Config, Handle,
+    client::{Kubectl, kubeconfig, scratch_dir},
 };
 
 fn kubectl(server: &Handle, tag: &str) -> Kubectl {
@@ -118,7 +118,7 @@ async fn service_account_tokens_request_review_and_verify() {
     use serde_json::{Value, json};
 
     let server = ApiServer::start(Config::default()).await.unwrap();
-    let client = kgate_tests::harness::https_client(server.ca_pem(), false);
+    let client = kgate_apiserver_double::client::https_client(server.ca_pem(), false);
     let call = |method: &str, path: &str, token: &str, body: Option<Value>| {
         let req = http::Request::builder()
             .method(method)

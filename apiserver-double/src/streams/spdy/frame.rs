@@ -7,6 +7,9 @@
 //! Like spdystream's framer, the reader refuses header names that are not lower-case
 //! and duplicate names; SETTINGS, WINDOW_UPDATE and unknown frame types are parsed and
 //! dropped. Not here: CREDENTIAL frames, frame priorities.
+//!
+//! Deliberately independent of kgate's SPDY framing (its stream recorder): an
+//! independent implementation is what makes the recording tests a cross-check of both.
 
 use std::io;
 

@@ -1,0 +1,343 @@
+//! Writes: create (`generateName`, `dryRun`), update, patch (merge, strategic merge,
+//! JSON patch) and deletecollection, with the server's checks on the body (kind,
+//! `fieldValidation=Strict` for top-level and metadata fields), Secrets'
+//! write-only `stringData` folded into `data`, CRD admission, optimistic-lock
+//! conflicts and `Warning` headers.
+//!
+//! Not here: single deletes (delete.rs) and the `scale` subresource (scale.rs).
+
+use base64::Engine as _;
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::{Target, details, group_suffix, is_true, not_found, status_body};
+use crate::{
+    Body, Req, State, crd, json_response,
+    resources::{self, Resource},
+    selector::Selector,
+    status,
+    store::StoreError,
+    strategic,
+};
+
+fn read_object(req: &Req, r: &Resource) -> Result<Value, hyper::Response<Body>> {
+    let mut obj = req.decode_body()?;
+    if !obj.is_object() || !obj["metadata"].is_object() {
+        return Err(status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the object has no metadata",
+        ));
+    }
+    if let Some(kind) = obj["kind"].as_str()
+        && kind != r.kind
+    {
+        return Err(status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!(
+                "the API version in the data ({}) does not match the expected API version ({})",
+                obj["apiVersion"],
+                r.api_version()
+            ),
+        ));
+    }
+    if req.query("fieldValidation") == Some("Strict")
+        && let Some(field) = unknown_field(r, &obj)
+    {
+        return Err(status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!(
+                "{kind} in version \"{v}\" cannot be handled as a {kind}: strict decoding error: unknown field \"{field}\"",
+                kind = r.kind,
+                v = r.version
+            ),
+        ));
+    }
+    obj["kind"] = json!(r.kind);
+    obj["apiVersion"] = json!(r.api_version());
+    if r.name == "secrets" {
+        fold_string_data(&mut obj);
+    }
+    Ok(obj)
+}
+
+/// The first field of `obj` that its kind does not have, at the top level or in
+/// `metadata` (the double has no schemas for deeper levels; the real server checks
+/// every level).
+fn unknown_field(r: &Resource, obj: &Value) -> Option<String> {
+    const META: &[&str] = &[
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+    ];
+    let own: &[&str] = match r.name {
+        "configmaps" => &["data", "binaryData", "immutable"],
+        "secrets" => &["data", "stringData", "type", "immutable"],
+        "serviceaccounts" => &[
+            "secrets",
+            "imagePullSecrets",
+            "automountServiceAccountToken",
+        ],
+        "endpointslices" => &["addressType", "endpoints", "ports"],
+        _ => &["spec", "status"],
+    };
+    let top = obj.as_object()?.keys().find(|k| {
+        !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") && !own.contains(&k.as_str())
+    });
+    let meta = obj["metadata"]
+        .as_object()?
+        .keys()
+        .find(|k| !META.contains(&k.as_str()))
+        .map(|k| format!("metadata.{k}"));
+    top.cloned().or(meta)
+}
+
+/// `stringData` is write-only: merged into `data` as base64, never stored.
+fn fold_string_data(obj: &mut Value) {
+    let Some(Value::Object(string_data)) = obj.as_object_mut().and_then(|o| o.remove("stringData"))
+    else {
+        return;
+    };
+    if !obj["data"].is_object() {
+        obj["data"] = json!({});
+    }
+    for (k, v) in string_data {
+        obj["data"][k] =
+            json!(base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default()));
+    }
+}
+
+pub(super) fn create(state: &State, t: &Target, req: &Req) -> hyper::Response<Body> {
+    let r = t.resource;
+    let mut obj = match read_object(req, r) {
+        Ok(obj) => obj,
+        Err(response) => return response,
+    };
+    if r.namespaced && state.store.get("namespaces", "", &t.namespace).is_none() {
+        return not_found(
+            resources::find("", "v1", "namespaces").expect("served"),
+            &t.namespace,
+        );
+    }
+    if obj["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+        let Some(prefix) = obj["metadata"]["generateName"].as_str() else {
+            return status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid",
+                &format!(
+                    "{} \"\" is invalid: metadata.name: Required value: name or generateName is required",
+                    r.kind
+                ),
+            );
+        };
+        let suffix = state.store.current_rv() % 100_000;
+        obj["metadata"]["name"] = json!(format!("{prefix}{suffix:05x}"));
+    }
+    let (obj, warnings) = match admit(state, r, obj, None) {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    if is_true(req.query("dryRun").map(|_| "true")) {
+        return with_warnings(json_response(StatusCode::CREATED, &obj), &warnings);
+    }
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    match state.store.create(r.name, &t.namespace, obj) {
+        Ok(obj) => with_warnings(json_response(StatusCode::CREATED, &obj), &warnings),
+        Err(_) => {
+            let mut body = status_body(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                &format!("{}{} \"{name}\" already exists", r.name, group_suffix(r)),
+            );
+            body["details"] = details(r, &name);
+            json_response(StatusCode::CONFLICT, &body)
+        }
+    }
+}
+
+pub(super) fn update(state: &State, t: &Target, name: &str, req: &Req) -> hyper::Response<Body> {
+    let obj = match read_object(req, t.resource) {
+        Ok(obj) => obj,
+        Err(response) => return response,
+    };
+    if obj["metadata"]["name"].as_str() != Some(name) {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the name of the object does not match the name on the URL",
+        );
+    }
+    // Without a stored object the update is a 404 (store_update), before admission.
+    let obj = match state.store.get(t.resource.name, &t.namespace, name) {
+        Some(old) => match admit(state, t.resource, obj, Some(&old)) {
+            Ok((admitted, _)) => admitted,
+            Err(response) => return response,
+        },
+        None => obj,
+    };
+    store_update(state, t, name, obj)
+}
+
+/// CustomResourceDefinitions are defaulted and validated as the real server does
+/// (crd.rs), `old` being the stored object of an update; other kinds pass as they
+/// are. The warnings go out as `Warning` headers.
+fn admit(
+    state: &State,
+    r: &Resource,
+    obj: Value,
+    old: Option<&Value>,
+) -> Result<(Value, Vec<String>), hyper::Response<Body>> {
+    if r.name != "customresourcedefinitions" {
+        return Ok((obj, Vec::new()));
+    }
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let admitted = match old {
+        None => crd::admit_create(obj, state.version),
+        Some(old) => crd::admit_update(obj, old, state.version),
+    };
+    admitted.map_err(|errs| {
+        json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &crd::invalid_status(crd::GROUP, crd::KIND, &name, &errs),
+        )
+    })
+}
+
+/// Adds each warning as the API server writes it: `Warning: 299 - "TEXT"`.
+fn with_warnings(
+    mut response: hyper::Response<Body>,
+    warnings: &[String],
+) -> hyper::Response<Body> {
+    for w in warnings {
+        let quoted = serde_json::to_string(w).unwrap_or_default();
+        if let Ok(value) = http::HeaderValue::from_str(&format!("299 - {quoted}")) {
+            response.headers_mut().append(http::header::WARNING, value);
+        }
+    }
+    response
+}
+
+fn store_update(state: &State, t: &Target, name: &str, obj: Value) -> hyper::Response<Body> {
+    let r = t.resource;
+    match state.store.update(r.name, &t.namespace, obj) {
+        Ok(obj) => json_response(StatusCode::OK, &obj),
+        Err(StoreError::NotFound) => not_found(r, name),
+        Err(StoreError::Conflict | StoreError::AlreadyExists) => {
+            let mut body = status_body(
+                StatusCode::CONFLICT,
+                "Conflict",
+                &format!(
+                    "Operation cannot be fulfilled on {}{} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    r.name,
+                    group_suffix(r)
+                ),
+            );
+            body["details"] = details(r, name);
+            json_response(StatusCode::CONFLICT, &body)
+        }
+    }
+}
+
+pub(super) fn patch(state: &State, t: &Target, name: &str, req: &Req) -> hyper::Response<Body> {
+    let Some(current) = state.store.get(t.resource.name, &t.namespace, name) else {
+        return not_found(t.resource, name);
+    };
+    let patched = match apply_patch(&current, req) {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let mut patched = patched;
+    if t.resource.name == "secrets" {
+        fold_string_data(&mut patched);
+    }
+    let patched = match admit(state, t.resource, patched, Some(&current)) {
+        Ok((admitted, _)) => admitted,
+        Err(response) => return response,
+    };
+    store_update(state, t, name, patched)
+}
+
+pub fn apply_patch(current: &Value, req: &Req) -> Result<Value, hyper::Response<Body>> {
+    let content_type = req.header("content-type").unwrap_or_default();
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    let bad = |e: String| status(StatusCode::BAD_REQUEST, "BadRequest", &e);
+    let mut doc = current.clone();
+    match media {
+        "application/merge-patch+json" => {
+            let p: Value = serde_json::from_slice(&req.body).map_err(|e| bad(e.to_string()))?;
+            json_patch::merge(&mut doc, &p);
+        }
+        "application/strategic-merge-patch+json" => {
+            let p: Value = serde_json::from_slice(&req.body).map_err(|e| bad(e.to_string()))?;
+            doc = strategic::apply(&doc, &p).map_err(bad)?;
+        }
+        "application/json-patch+json" => {
+            let p: json_patch::Patch =
+                serde_json::from_slice(&req.body).map_err(|e| bad(e.to_string()))?;
+            json_patch::patch(&mut doc, &p).map_err(|e| {
+                status(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    &format!("the server rejected our request due to an error in our request: {e}"),
+                )
+            })?;
+        }
+        other => {
+            return Err(status(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                &format!(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
+                ),
+            ));
+        }
+    }
+    Ok(doc)
+}
+
+pub(super) fn delete_collection(state: &State, t: &Target, req: &Req) -> hyper::Response<Body> {
+    let r = t.resource;
+    let (items, _) = state.store.list(
+        r.name,
+        (!t.namespace.is_empty()).then_some(t.namespace.as_str()),
+    );
+    let selector = Selector::parse(req.query("labelSelector"), req.query("fieldSelector"));
+    let deleted: Vec<Value> = items
+        .iter()
+        .filter(|o| selector.matches(o))
+        .filter_map(|o| {
+            state
+                .store
+                .delete(
+                    r.name,
+                    o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                    o["metadata"]["name"].as_str()?,
+                )
+                .ok()
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": {"resourceVersion": state.store.current_rv().to_string()}, "items": deleted}),
+    )
+}
