@@ -217,3 +217,38 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// kubectl through `agent` as the service account `demo/NAME` (created in the double
+/// when missing), with a token the double issued for it.
+pub fn kubectl_as_service_account(
+    server: &crate::apiserver::Handle,
+    agent: &Agent,
+    name: &str,
+) -> Kubectl {
+    if server.get("serviceaccounts", "demo", name).is_none() {
+        server
+            .create(
+                "serviceaccounts",
+                "demo",
+                serde_json::json!({"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {"name": name}}),
+            )
+            .expect("the service account is created");
+    }
+    let uid = server
+        .get("serviceaccounts", "demo", name)
+        .expect("created")["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let token = server.mint_token(
+        &crate::apiserver::Subject {
+            namespace: "demo".into(),
+            service_account: name.into(),
+            service_account_uid: uid,
+            pod: None,
+        },
+        &[crate::apiserver::DEFAULT_ISSUER.to_owned()],
+        3600,
+    );
+    Kubectl::new(scratch_dir(name), &agent.url(), &agent.ca_pem, &token)
+}

@@ -10,9 +10,8 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use kgate_tests::{
     apiserver::{ApiServer, Config, DEFAULT_ISSUER, Handle, Subject},
-    harness::{Agent, Kubectl, https_client, kgate_bin, scratch_dir},
+    harness::{Agent, Kubectl, https_client, kgate_bin, kubectl_as_service_account, scratch_dir},
 };
-use serde_json::json;
 
 const POLICY: &str = r#"
 apiVersion: kgate.io/v1alpha1
@@ -79,35 +78,7 @@ async fn setup() -> Setup {
 
 impl Setup {
     fn kubectl_as(&self, sa: &str) -> Kubectl {
-        if self.server.get("serviceaccounts", "demo", sa).is_none() {
-            self.server
-                .create(
-                    "serviceaccounts",
-                    "demo",
-                    json!({"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {"name": sa}}),
-                )
-                .unwrap();
-        }
-        let uid = self.server.get("serviceaccounts", "demo", sa).unwrap()["metadata"]["uid"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let token = self.server.mint_token(
-            &Subject {
-                namespace: "demo".into(),
-                service_account: sa.into(),
-                service_account_uid: uid,
-                pod: None,
-            },
-            &[DEFAULT_ISSUER.to_owned()],
-            3600,
-        );
-        Kubectl::new(
-            scratch_dir(sa),
-            &self.agent.url(),
-            &self.agent.ca_pem,
-            &token,
-        )
+        kubectl_as_service_account(&self.server, &self.agent, sa)
     }
 }
 
