@@ -1,0 +1,156 @@
+use super::*;
+
+const TLS: &str = "tls: {certFile: /c, keyFile: /k}\nidentity: {nodeName: n1}\n";
+const MINIMAL: &str = "upstream: {server: 'https://10.0.0.1:6443'}\nredirect: {ipv4: 10.0.0.5}\ntls: {certFile: /c, keyFile: /k}\nidentity: {nodeName: n1}\n";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(&format!("{text}{TLS}"))
+}
+
+#[test]
+fn defaults() {
+    let c = Config::parse(MINIMAL).unwrap();
+    assert_eq!(c.listen, "0.0.0.0:6443".parse().unwrap());
+    assert_eq!(c.bpffs, PathBuf::from("/sys/fs/bpf"));
+    assert_eq!(c.cgroup, CgroupSetting::Auto);
+    let to = c.redirect_to();
+    assert_eq!(to.ipv4, Some(Ipv4Addr::new(10, 0, 0, 5)));
+    assert_eq!(to.ipv6, None);
+    assert_eq!(to.port, 6443);
+    assert!(
+        c.discovery.enabled(c.kernel),
+        "discovery is on with the kernel programs"
+    );
+    assert_eq!(c.discovery.service(), ("default", "kubernetes"));
+    assert!(c.discovery.upstream);
+}
+
+#[test]
+fn redirect_defaults_to_a_specific_listen_address() {
+    let c = parse("listen: '[fd00::1]:7443'\nupstream: {server: 'https://a:1'}\n").unwrap();
+    let to = c.redirect_to();
+    assert_eq!(to.ipv6, Some("fd00::1".parse().unwrap()));
+    assert_eq!(to.port, 7443);
+}
+
+#[test]
+fn overrides_apply_before_validation() {
+    let text = "upstream: {server: 'https://a:1'}\ntls: {certFile: /c, keyFile: /k}\nidentity: {nodeName: n1}\n";
+    assert!(Config::parse(text).is_err(), "no redirect address anywhere");
+    let c =
+        Config::parse_with(text, |c| c.redirect.ipv4 = Some(Ipv4Addr::new(10, 1, 2, 3))).unwrap();
+    assert_eq!(c.redirect_to().ipv4, Some(Ipv4Addr::new(10, 1, 2, 3)));
+}
+
+#[test]
+fn errors_name_the_field() {
+    let cases = [
+        (
+            "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\ntargetz: []\n",
+            "targetz",
+        ),
+        ("upstream: {server: 'https://a:1'}\n", "`redirect`"),
+        (
+            "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 0.0.0.0}\n",
+            "`redirect`",
+        ),
+        (
+            "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\nlisten: '0.0.0.0:0'\n",
+            "`listen`",
+        ),
+        (
+            "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\ntargets: ['10.96.0.1:0']\n",
+            "`targets`",
+        ),
+        (
+            "upstream: {server: ''}\nredirect: {ipv4: 10.0.0.5}\n",
+            "`upstream.server`",
+        ),
+        (
+            "upstream: {server: 'http://a:1'}\nredirect: {ipv4: 10.0.0.5}\n",
+            "`upstream.server`",
+        ),
+        (
+            "upstream: {server: 'https://a:1/api'}\nredirect: {ipv4: 10.0.0.5}\n",
+            "`upstream.server`",
+        ),
+        (
+            "upstream: {server: 'https://a:1', clientKeyFile: /k}\nredirect: {ipv4: 10.0.0.5}\n",
+            "`upstream.clientCertFile`",
+        ),
+        (
+            "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\ncgroup: relative/x\n",
+            "`cgroup`",
+        ),
+        (
+            "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5, prot: 1}\n",
+            "prot",
+        ),
+        (
+            "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 'not-an-ip'}\n",
+            "redirect.ipv4",
+        ),
+        ("redirect: {ipv4: 10.0.0.5}\n", "upstream"),
+        (
+            "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\ndiscovery: {service: kubernetes}\n",
+            "`discovery.service`",
+        ),
+        (
+            "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\ndiscovery: {service: 'Default/k8s'}\n",
+            "`discovery.service`",
+        ),
+        (
+            "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\ndiscovery: {enable: true}\n",
+            "enable",
+        ),
+    ];
+    let identity_cases = [
+        ("kernel: true\n", "`identity.nodeName`"),
+        (
+            "identity: {nodeName: n1, impersonate: ['system:serviceaccount:ci:*']}\n",
+            "`identity.impersonate`",
+        ),
+        (
+            "identity: {nodeName: n1, unboundSubjects: ['']}\n",
+            "`identity`",
+        ),
+        ("identity: {nodeName: n1, audience: [x]}\n", "audience"),
+        (
+            "identity: {nodeName: n1}\nrecord: {dir: rel/dir}\n",
+            "`record.dir`",
+        ),
+        (
+            "identity: {nodeName: n1}\nrecord: {segmentBytes: 10}\n",
+            "`record.segmentBytes`",
+        ),
+        (
+            "identity: {nodeName: n1}\nrecord: {durability: sometimes}\n",
+            "durability",
+        ),
+        (
+            "identity: {nodeName: n1}\nrecord: {maxByte: 1}\n",
+            "maxByte",
+        ),
+    ];
+    for (text, needle) in identity_cases {
+        let text = format!(
+            "upstream: {{server: 'https://a:1'}}\nredirect: {{ipv4: 10.0.0.5}}\ntls: {{certFile: /c, keyFile: /k}}\n{text}"
+        );
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains(needle),
+            "{text:?}: error {err:?} does not name {needle}"
+        );
+    }
+    for (text, needle) in cases {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(
+            err.contains(needle),
+            "{text:?}: error {err:?} does not name {needle}"
+        );
+    }
+    let no_key =
+        "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\ntls: {certFile: /c}\n";
+    let err = Config::parse(no_key).unwrap_err().to_string();
+    assert!(err.contains("tls") && err.contains("keyFile"), "{err}");
+}
