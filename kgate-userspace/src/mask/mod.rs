@@ -30,9 +30,9 @@
 //! masked values), logs, exec and other subresource streams, and custom resources
 //! other than through the annotation rules.
 
-mod body;
 mod config;
 mod negotiate;
+mod response;
 mod restore;
 mod rules;
 mod scanner;
@@ -46,9 +46,9 @@ use wildmatch::WildMatch;
 
 use self::rules::{Rules, Target};
 pub use self::{
-    body::{MaskBody, mask_response},
     config::{DEFAULT_MAX_OBJECT_BYTES, MaskConfig},
     negotiate::{accept_json, negotiate},
+    response::{MaskBody, mask_response},
     restore::{RestoreError, Restored, guard, has_placeholder, patch_reads},
     rules::{LAST_APPLIED, MASKED_BASE64, MASKED_TEXT},
     scanner::Scanner,

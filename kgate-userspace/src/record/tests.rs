@@ -553,14 +553,20 @@ async fn the_writer_tops_the_reserve_up_when_nothing_is_queued() {
     let ack = writer.submit(b"request".to_vec(), true).unwrap().unwrap();
     ack.await.unwrap().unwrap();
     // After the acknowledgement, the queue being empty, the zeros follow.
+    // The top-up may be seen half written: wait until the length holds still.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while len() < 32 << 10 {
+    let mut last = 0;
+    loop {
+        let now = len();
+        if now >= 32 << 10 && now == last {
+            break;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "never topped up: {}",
-            len()
+            "never topped up: {now}"
         );
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        last = now;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let reserved = len();
     assert_eq!(all(&dir.0), [b"request".to_vec()]);
