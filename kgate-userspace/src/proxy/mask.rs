@@ -24,13 +24,15 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{
-    HeaderValue, Method, Request, StatusCode,
-    header::{ACCEPT, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE},
+    HeaderValue, Request, StatusCode,
+    header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE},
 };
-use http_body_util::BodyExt;
 use serde_json::Value;
 
-use super::{forward::Upstream, upgrade::StreamTap};
+use super::{
+    forward::Upstream,
+    stored::{self, ReadError},
+};
 use crate::body::{self, Body};
 use crate::{
     identity::Identity,
@@ -79,14 +81,16 @@ pub async fn restore(
     }
     let encoding = encoding(&req)?;
     let (mut parts, incoming) = req.into_parts();
-    let bytes = read_body(incoming, MAX_BODY).await.map_err(|e| match e {
-        ReadError::TooLarge => Status::request_entity_too_large(format!(
-            "Request entity too large: limit is {MAX_BODY}"
-        )),
-        ReadError::Failed(e) => {
-            Status::bad_request(format!("kgate: reading the request body failed: {e}"))
-        }
-    })?;
+    let bytes = stored::read_body(incoming, MAX_BODY)
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge => Status::request_entity_too_large(format!(
+                "Request entity too large: limit is {MAX_BODY}"
+            )),
+            ReadError::Failed(e) => {
+                Status::bad_request(format!("kgate: reading the request body failed: {e}"))
+            }
+        })?;
     let raw_placeholder = memchr::memmem::find(&bytes, MASKED_TEXT.as_bytes()).is_some()
         || memchr::memmem::find(&bytes, MASKED_BASE64.as_bytes()).is_some();
     let parsed = match encoding {
@@ -142,13 +146,7 @@ pub async fn restore(
     }
     let body = serde_json::to_vec(&value)
         .map_err(|e| Status::internal_error(format!("kgate: re-encoding the write: {e}")))?;
-    if encoding == Encoding::Yaml
-        && !parts
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/apply-patch"))
-    {
+    if encoding == Encoding::Yaml && !stored::is_apply_patch(&parts.headers) {
         // Server-side apply takes JSON under its YAML type; other writes are told.
         parts
             .headers
@@ -158,29 +156,6 @@ pub async fn restore(
         .headers
         .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     Ok((Request::from_parts(parts, body::full(body)), restored))
-}
-
-#[derive(Debug, thiserror::Error)]
-enum ReadError {
-    #[error("the body is over the size limit")]
-    TooLarge,
-    #[error("{0}")]
-    Failed(body::BoxError),
-}
-
-/// A whole body, at most `limit` bytes.
-async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, ReadError> {
-    let mut whole = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(ReadError::Failed)?;
-        if let Ok(data) = frame.into_data() {
-            if whole.len() + data.len() > limit {
-                return Err(ReadError::TooLarge);
-            }
-            whole.extend_from_slice(&data);
-        }
-    }
-    Ok(whole.freeze())
 }
 
 /// A 422 as the API server words an invalid object, so kubectl prints it as
@@ -251,38 +226,30 @@ async fn stored(
     info: &RequestInfo,
     parts: &http::request::Parts,
 ) -> Result<Option<Value>, Status> {
-    let path = object_path(info);
-    let mut get = Request::builder()
-        .method(Method::GET)
-        .uri(path.as_str())
-        .header(ACCEPT, "application/json");
-    if let Some(auth) = parts.headers.get(AUTHORIZATION) {
-        get = get.header(AUTHORIZATION, auth);
-    }
-    let get = get
-        .body(body::empty())
-        .map_err(|e| Status::internal_error(format!("kgate: reading {path}: {e}")))?;
-    let impersonate = identity.impersonate.then_some(&*identity.user);
     let unavailable = |why: String| {
         Status::service_unavailable(format!(
             "kgate: this write carries kgate's placeholders for masked values, and the stored object could not be read to restore them: {why}"
         ))
     };
-    let response = upstream
-        .forward(
-            client,
-            get,
-            impersonate,
-            false,
-            StreamTap::new(format!("get {path}")),
-        )
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
+    let path = stored::object_path(info);
+    let response = stored::get(
+        upstream,
+        client,
+        identity,
+        &parts.headers,
+        &path,
+        "application/json",
+    )
+    .await
+    .map_err(|e| unavailable(e.to_string()))?;
     let status = response.status();
-    let bytes = read_body(response.into_body(), MAX_STORED)
+    let bytes = stored::read_body(response.into_body(), MAX_STORED)
         .await
         .map_err(|e| unavailable(e.to_string()))?;
-    if status == StatusCode::NOT_FOUND && info.verb == "patch" && is_apply(parts) {
+    if status == StatusCode::NOT_FOUND
+        && info.verb == "patch"
+        && stored::is_apply_patch(&parts.headers)
+    {
         return Ok(None);
     }
     if !status.is_success() {
@@ -304,28 +271,4 @@ async fn stored(
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| unavailable(format!("the API server's answer is not JSON: {e}")))
-}
-
-fn is_apply(parts: &http::request::Parts) -> bool {
-    parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/apply-patch"))
-}
-
-/// The object's own path: a write to a subresource (`status`) restores the fields of
-/// the object it carries.
-fn object_path(info: &RequestInfo) -> String {
-    let prefix = if info.api_group.is_empty() {
-        format!("/api/{}", info.api_version)
-    } else {
-        format!("/apis/{}/{}", info.api_group, info.api_version)
-    };
-    let namespace = if info.namespace.is_empty() || info.resource == "namespaces" {
-        String::new()
-    } else {
-        format!("/namespaces/{}", info.namespace)
-    };
-    format!("{prefix}{namespace}/{}/{}", info.resource, info.name)
 }

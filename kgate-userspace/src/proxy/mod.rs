@@ -30,6 +30,7 @@ pub mod mask;
 pub mod record;
 pub mod refusal;
 pub mod review;
+pub mod stored;
 pub mod tls;
 pub mod upgrade;
 pub mod workers;

@@ -1,4 +1,4 @@
-use http::Uri;
+use http::{HeaderValue, Method, Uri, header::CONTENT_TYPE};
 
 use super::*;
 
