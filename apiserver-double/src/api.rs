@@ -1,6 +1,6 @@
 //! Resource requests under `/api/v1` and `/apis/GROUP/VERSION`: the path parsed into
 //! resource, namespace, name and subresource and dispatched; get here, list and watch
-//! in [`list`], create, update, patch and deletecollection in [`write`], with the
+//! in [`list`](mod@list), create, update, patch and deletecollection in [`write`](mod@write), with the
 //! status codes and `Status` bodies the real server sends. Single deletes, the `scale`
 //! subresource, tokens and reviews have their own modules.
 
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-pub use self::write::apply_patch;
+pub(crate) use self::write::apply_patch;
 use self::{
     list::{list, watch},
     write::{create, delete_collection, patch, update},
@@ -24,14 +24,14 @@ use super::{
 };
 
 /// A parsed resource path.
-pub struct Target {
+pub(crate) struct Target {
     pub resource: &'static Resource,
     pub namespace: String,
     pub name: Option<String>,
     pub subresource: Option<String>,
 }
 
-pub fn handle(state: &Arc<State>, req: Req) -> hyper::Response<Body> {
+pub(crate) fn handle(state: &Arc<State>, req: Req) -> hyper::Response<Body> {
     let target = match parse(&req.path) {
         Ok(target) => target,
         Err(response) => return response,
@@ -156,11 +156,11 @@ fn parse(path: &str) -> Result<Target, hyper::Response<Body>> {
     })
 }
 
-pub fn is_true(v: Option<&str>) -> bool {
+pub(crate) fn is_true(v: Option<&str>) -> bool {
     matches!(v, Some("true" | "1"))
 }
 
-pub fn not_found(r: &Resource, name: &str) -> hyper::Response<Body> {
+pub(crate) fn not_found(r: &Resource, name: &str) -> hyper::Response<Body> {
     let mut body = status_body(
         StatusCode::NOT_FOUND,
         "NotFound",
@@ -172,7 +172,7 @@ pub fn not_found(r: &Resource, name: &str) -> hyper::Response<Body> {
 
 /// StatusDetails: `kind` holds the resource (the real server's quirk), and an empty
 /// group is left out (omitempty).
-pub fn details(r: &Resource, name: &str) -> Value {
+pub(crate) fn details(r: &Resource, name: &str) -> Value {
     let mut details = json!({"name": name, "kind": r.name});
     if !r.group.is_empty() {
         details["group"] = json!(r.group);

@@ -12,7 +12,10 @@ use super::{Body, Req, State, api::not_found, json_response, resources, status, 
 
 /// `Ok(Some(user))` (a UserInfo) for a valid token, `Ok(None)` for no credentials
 /// (anonymous), `Err(401)` for a token that is not valid.
-pub fn authenticate(state: &State, req: &Req) -> Result<Option<Value>, hyper::Response<Body>> {
+pub(crate) fn authenticate(
+    state: &State,
+    req: &Req,
+) -> Result<Option<Value>, hyper::Response<Body>> {
     let Some(auth) = req.header("authorization") else {
         return Ok(None);
     };
@@ -51,7 +54,7 @@ fn static_token_user(state: &State, token: &str) -> Option<Value> {
 /// A verified token is only valid while what it names exists: its service account
 /// and the pod it is bound to, with the UIDs of the claims (the real server's
 /// service-account token validator). A token for a deleted or recreated pod fails.
-pub fn still_bound(state: &State, claims: Value) -> Result<Value, &'static str> {
+pub(crate) fn still_bound(state: &State, claims: Value) -> Result<Value, &'static str> {
     let k8s = &claims["kubernetes.io"];
     let ns = k8s["namespace"].as_str().unwrap_or_default();
     let same = |resource, claim: &Value| {
@@ -70,7 +73,7 @@ pub fn still_bound(state: &State, claims: Value) -> Result<Value, &'static str> 
     Ok(claims)
 }
 
-pub fn token_request(
+pub(crate) fn token_request(
     state: &State,
     namespace: &str,
     name: &str,
@@ -152,7 +155,7 @@ pub fn token_request(
     )
 }
 
-pub fn token_review(state: &State, req: &Req) -> hyper::Response<Body> {
+pub(crate) fn token_review(state: &State, req: &Req) -> hyper::Response<Body> {
     let body = match req.decode_body() {
         Ok(v) => v,
         Err(response) => return response,

@@ -23,7 +23,7 @@ use super::{
 /// How long the "kubelet" takes to stop a pod's containers after a graceful delete.
 const POD_STOP: Duration = Duration::from_millis(300);
 
-pub fn one(
+pub(crate) fn one(
     state: &Arc<State>,
     namespace: &str,
     r: &'static Resource,

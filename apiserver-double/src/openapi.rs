@@ -29,7 +29,7 @@ fn group_versions() -> Vec<(String, &'static str, &'static str)> {
 }
 
 /// `/openapi/v3`: where each group version's document is.
-pub fn index() -> Value {
+pub(crate) fn index() -> Value {
     let paths: serde_json::Map<String, Value> = group_versions()
         .into_iter()
         .map(|(path, _, _)| {
@@ -41,7 +41,7 @@ pub fn index() -> Value {
 }
 
 /// `/openapi/v3/api/v1`, `/openapi/v3/apis/GROUP/VERSION`.
-pub fn document(path: &str) -> Option<Value> {
+pub(crate) fn document(path: &str) -> Option<Value> {
     let (_, group, version) = group_versions().into_iter().find(|(p, _, _)| p == path)?;
     let mut paths = serde_json::Map::new();
     for r in RESOURCES

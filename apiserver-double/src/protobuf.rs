@@ -258,7 +258,7 @@ fn fields(message: &str) -> &'static [Field] {
 const MAGIC: &[u8] = b"k8s\0";
 
 /// A protobuf-encoded object (envelope included) as its JSON form.
-pub fn decode(body: &[u8]) -> Result<Value, String> {
+pub(crate) fn decode(body: &[u8]) -> Result<Value, String> {
     let envelope = body
         .strip_prefix(MAGIC)
         .ok_or("the body does not start with the k8s protobuf magic")?;

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 #[derive(Debug)]
-pub struct Resource {
+pub(crate) struct Resource {
     pub group: &'static str,
     pub version: &'static str,
     pub name: &'static str,
@@ -26,7 +26,7 @@ const VERBS: [&str; 8] = [
     "watch",
 ];
 
-pub const RESOURCES: &[Resource] = &[
+pub(crate) const RESOURCES: &[Resource] = &[
     // kgate's own custom resources, as if its CRDs were installed (deploy/crds.yaml).
     Resource {
         group: "kgate.io",
@@ -212,18 +212,18 @@ pub const RESOURCES: &[Resource] = &[
 ];
 
 /// Reviews are create-only: a POST asks a question and the answer comes back.
-pub fn is_review(name: &str) -> bool {
+pub(crate) fn is_review(name: &str) -> bool {
     name.ends_with("reviews")
 }
 
-pub fn find(group: &str, version: &str, name: &str) -> Option<&'static Resource> {
+pub(crate) fn find(group: &str, version: &str, name: &str) -> Option<&'static Resource> {
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.name == name)
 }
 
 impl Resource {
-    pub fn api_version(&self) -> String {
+    pub(crate) fn api_version(&self) -> String {
         if self.group.is_empty() {
             self.version.to_owned()
         } else {
@@ -254,7 +254,7 @@ impl Default for ServerVersion {
     }
 }
 
-pub fn version(v: ServerVersion) -> Value {
+pub(crate) fn version(v: ServerVersion) -> Value {
     json!({
         "major": "1", "minor": v.minor.to_string(), "gitVersion": format!("v1.{}.{}-kgate-double", v.minor, v.patch),
         "gitCommit": "0000000", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23",
@@ -262,14 +262,14 @@ pub fn version(v: ServerVersion) -> Value {
     })
 }
 
-pub fn api_versions() -> Value {
+pub(crate) fn api_versions() -> Value {
     json!({
         "kind": "APIVersions", "versions": ["v1"],
         "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "10.213.0.1:16443"}]
     })
 }
 
-pub fn api_groups() -> Value {
+pub(crate) fn api_groups() -> Value {
     let mut names: Vec<(&str, &str)> = Vec::new();
     for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
         if !names.iter().any(|(g, _)| *g == r.group) {
@@ -293,7 +293,7 @@ pub fn api_groups() -> Value {
 }
 
 /// The APIResourceList of a group version, or `None` if the double does not serve it.
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+pub(crate) fn resource_list(group: &str, version: &str) -> Option<Value> {
     let members: Vec<&Resource> = RESOURCES
         .iter()
         .filter(|r| r.group == group && r.version == version)

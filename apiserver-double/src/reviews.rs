@@ -36,14 +36,14 @@ const RBAC_ALLOWED: &str = "RBAC: allowed by ClusterRoleBinding \"cluster-admin\
 /// What RBAC does not grant one user: `verb` on `resource` (any group, namespace and
 /// name).
 #[derive(Clone, Debug)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub user: String,
     pub verb: String,
     pub resource: String,
 }
 
 /// Answers a review POSTed to `r`.
-pub fn answer(refused: &[Refusal], r: &Resource, req: &Req) -> hyper::Response<Body> {
+pub(crate) fn answer(refused: &[Refusal], r: &Resource, req: &Req) -> hyper::Response<Body> {
     let body = match req.decode_body() {
         Ok(body) => body,
         Err(response) => return response,
@@ -169,7 +169,7 @@ fn effective_user(req: &Req) -> Value {
 }
 
 /// A SubjectAccessReview: allowed unless `spec.user` is in `denied`.
-pub fn subject_access(
+pub(crate) fn subject_access(
     denied: &std::collections::HashSet<String>,
     r: &Resource,
     req: &Req,

@@ -13,7 +13,7 @@ use super::{
     json_response, status,
 };
 
-pub fn serve(state: &State, t: &Target, name: &str, req: &Req) -> hyper::Response<Body> {
+pub(crate) fn serve(state: &State, t: &Target, name: &str, req: &Req) -> hyper::Response<Body> {
     let Some(mut deploy) = state.store.get("deployments", &t.namespace, name) else {
         return not_found(t.resource, name);
     };

@@ -10,7 +10,7 @@
 use serde_json::Value;
 /// A parsed `labelSelector` and `fieldSelector`.
 #[derive(Clone, Default)]
-pub struct Selector {
+pub(crate) struct Selector {
     labels: Vec<(String, Op)>,
     fields: Vec<(String, String, bool)>,
 }
@@ -26,7 +26,7 @@ enum Op {
 }
 
 impl Selector {
-    pub fn parse(labels: Option<&str>, fields: Option<&str>) -> Self {
+    pub(crate) fn parse(labels: Option<&str>, fields: Option<&str>) -> Self {
         let mut s = Self::default();
         for term in split_terms(labels.unwrap_or_default()) {
             let term = term.trim();
@@ -62,7 +62,7 @@ impl Selector {
         s
     }
 
-    pub fn matches(&self, obj: &Value) -> bool {
+    pub(crate) fn matches(&self, obj: &Value) -> bool {
         let labels = &obj["metadata"]["labels"];
         let label_ok = self.labels.iter().all(|(k, op)| {
             let v = labels[k].as_str();

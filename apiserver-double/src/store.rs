@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 const HISTORY: usize = 10_000;
 
 #[derive(Clone, Debug)]
-pub struct Event {
+pub(crate) struct Event {
     pub resource: &'static str,
     pub namespace: String,
     pub kind: &'static str, // ADDED | MODIFIED | DELETED
@@ -24,7 +24,7 @@ pub struct Event {
 
 type Key = (&'static str, String, String);
 
-pub struct Store {
+pub(crate) struct Store {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Event>,
 }
@@ -36,14 +36,14 @@ struct Inner {
     uid: u64,
 }
 
-pub enum StoreError {
+pub(crate) enum StoreError {
     NotFound,
     AlreadyExists,
     Conflict,
 }
 
 impl Store {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let (events, _) = broadcast::channel(65_536);
         Self {
             inner: Mutex::new(Inner {
@@ -56,15 +56,15 @@ impl Store {
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
 
-    pub fn current_rv(&self) -> u64 {
+    pub(crate) fn current_rv(&self) -> u64 {
         self.inner.lock().unwrap().rv
     }
 
-    pub fn get(&self, resource: &'static str, ns: &str, name: &str) -> Option<Value> {
+    pub(crate) fn get(&self, resource: &'static str, ns: &str, name: &str) -> Option<Value> {
         let inner = self.inner.lock().unwrap();
         inner
             .objects
@@ -73,7 +73,7 @@ impl Store {
     }
 
     /// Objects of a resource (in a namespace, or all with `None`), by name, and the RV.
-    pub fn list(&self, resource: &'static str, ns: Option<&str>) -> (Vec<Value>, u64) {
+    pub(crate) fn list(&self, resource: &'static str, ns: Option<&str>) -> (Vec<Value>, u64) {
         let inner = self.inner.lock().unwrap();
         let items = inner
             .objects
@@ -85,7 +85,7 @@ impl Store {
     }
 
     /// Events after `rv` for a resource, or `None` when `rv` is older than the history.
-    pub fn events_since(&self, resource: &'static str, rv: u64) -> Option<Vec<Event>> {
+    pub(crate) fn events_since(&self, resource: &'static str, rv: u64) -> Option<Vec<Event>> {
         let inner = self.inner.lock().unwrap();
         if let Some(oldest) = inner.history.front()
             && rv + 1 < oldest.rv
@@ -102,7 +102,7 @@ impl Store {
         )
     }
 
-    pub fn create(
+    pub(crate) fn create(
         &self,
         resource: &'static str,
         ns: &str,
@@ -138,7 +138,7 @@ impl Store {
     }
 
     /// Replaces an object; `expected_rv` (when set) must match, as an optimistic lock.
-    pub fn update(
+    pub(crate) fn update(
         &self,
         resource: &'static str,
         ns: &str,
@@ -187,7 +187,7 @@ impl Store {
         Ok(obj)
     }
 
-    pub fn delete(
+    pub(crate) fn delete(
         &self,
         resource: &'static str,
         ns: &str,
@@ -236,7 +236,7 @@ impl Default for Store {
 }
 
 /// RFC 3339 UTC, seconds precision, as metav1.Time.
-pub fn now() -> String {
+pub(crate) fn now() -> String {
     rfc3339(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -246,7 +246,7 @@ pub fn now() -> String {
 }
 
 /// Seconds since the epoch as metav1.Time.
-pub fn rfc3339(secs: u64) -> String {
+pub(crate) fn rfc3339(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(0));
     format!(
@@ -271,7 +271,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// metav1.Time (`2006-01-02T15:04:05Z`, fractions ignored) to seconds since the epoch.
-pub fn parse_rfc3339(s: &str) -> Option<u64> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);

@@ -41,7 +41,7 @@ fn merges_as_set(field: &str) -> bool {
 }
 
 /// Applies `patch` to `original`.
-pub fn apply(original: &Value, patch: &Value) -> Result<Value, String> {
+pub(crate) fn apply(original: &Value, patch: &Value) -> Result<Value, String> {
     let (Value::Object(original), Value::Object(patch)) = (original, patch) else {
         return Err("a strategic merge patch must be a JSON object".into());
     };

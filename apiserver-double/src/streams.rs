@@ -36,13 +36,13 @@ pub const LOG_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The pod a streaming request is for, as the kubelet knows it.
 #[derive(Clone, Debug)]
-pub struct Pod {
+pub(crate) struct Pod {
     pub name: String,
     /// `spec.containers[].env` (literal values) of the chosen container.
     pub env: Vec<(String, String)>,
 }
 
-pub fn serve(mut req: Req, pod: &Value, sub: &str) -> hyper::Response<Body> {
+pub(crate) fn serve(mut req: Req, pod: &Value, sub: &str) -> hyper::Response<Body> {
     let name = pod["metadata"]["name"]
         .as_str()
         .unwrap_or_default()

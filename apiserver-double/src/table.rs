@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::resources::Resource;
 
 /// Whether an Accept header asks for a Table first.
-pub fn wants_table(accept: &str) -> bool {
+pub(crate) fn wants_table(accept: &str) -> bool {
     accept
         .split(',')
         .next()
@@ -69,7 +69,12 @@ fn columns(resource: &Resource) -> &'static [Column] {
     }
 }
 
-pub fn table(resource: &Resource, objects: &[Value], rv: u64, include_object: bool) -> Value {
+pub(crate) fn table(
+    resource: &Resource,
+    objects: &[Value],
+    rv: u64,
+    include_object: bool,
+) -> Value {
     let columns: Vec<Value> = columns(resource)
         .iter()
         .map(|(name, kind, priority)| {

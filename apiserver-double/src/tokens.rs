@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 pub const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// The signing keys and issuer of a double.
-pub struct Signer {
+pub(crate) struct Signer {
     /// Oldest first; the last one signs.
     keys: RwLock<Vec<Key>>,
     pub issuer: String,
@@ -50,7 +50,7 @@ pub struct Subject {
 }
 
 impl Signer {
-    pub fn new(issuer: &str) -> Self {
+    pub(crate) fn new(issuer: &str) -> Self {
         let rng = SystemRandom::new();
         Self {
             keys: RwLock::new(vec![Key::generate(&rng)]),
@@ -60,20 +60,20 @@ impl Signer {
     }
 
     /// A new signing key; the old ones still verify until `retire_old_keys`.
-    pub fn rotate(&self) {
+    pub(crate) fn rotate(&self) {
         let key = Key::generate(&self.rng);
         self.keys.write().unwrap().push(key);
     }
 
     /// Forgets every key but the signing one.
-    pub fn retire_old_keys(&self) {
+    pub(crate) fn retire_old_keys(&self) {
         let mut keys = self.keys.write().unwrap();
         let newest = keys.len() - 1;
         keys.drain(..newest);
     }
 
     /// Signs arbitrary claims (tests use this for broken tokens too).
-    pub fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         let keys = self.keys.read().unwrap();
         let key = keys.last().expect("a signer always has a key");
         let header = json!({"alg": "ES256", "kid": key.kid});
@@ -87,7 +87,7 @@ impl Signer {
     }
 
     /// A projected-token-shaped JWT.
-    pub fn mint(
+    pub(crate) fn mint(
         &self,
         subject: &Subject,
         audiences: &[String],
@@ -114,7 +114,7 @@ impl Signer {
     }
 
     /// The claims of a token this signer issued and that is valid now, or why not.
-    pub fn verify(&self, token: &str) -> Result<Value, &'static str> {
+    pub(crate) fn verify(&self, token: &str) -> Result<Value, &'static str> {
         let mut parts = token.split('.');
         let (Some(header), Some(claims), Some(sig), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -147,7 +147,7 @@ impl Signer {
         Ok(claims)
     }
 
-    pub fn openid_configuration(&self) -> Value {
+    pub(crate) fn openid_configuration(&self) -> Value {
         json!({
             "issuer": self.issuer,
             "jwks_uri": format!("{}/openid/v1/jwks", self.issuer),
@@ -157,7 +157,7 @@ impl Signer {
         })
     }
 
-    pub fn jwks(&self) -> Value {
+    pub(crate) fn jwks(&self) -> Value {
         let keys: Vec<Value> = self
             .keys
             .read()
@@ -191,7 +191,7 @@ impl Key {
 }
 
 /// The TokenReview user of verified claims, as the API server reports it.
-pub fn review_user(claims: &Value) -> Value {
+pub(crate) fn review_user(claims: &Value) -> Value {
     let k8s = &claims["kubernetes.io"];
     let ns = k8s["namespace"].as_str().unwrap_or_default();
     let mut extra = serde_json::Map::new();

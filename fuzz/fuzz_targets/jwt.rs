@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::JwkSet};
-use kgate::identity::jwt::{Keys, peek_issuer};
+use kgate::internal::identity::jwt::{Keys, peek_issuer};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 

@@ -42,7 +42,7 @@ use crate::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum AgentError {
+pub(crate) enum AgentError {
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
@@ -72,7 +72,7 @@ pub enum AgentError {
 }
 
 /// Runs the agent until SIGINT or SIGTERM. The kernel programs stay attached on exit.
-pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
+pub(crate) async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
     raise_open_files_limit();
     // Everything that can be wrong with the inputs is found before the kernel programs
     // are attached, so bad input leaves nothing behind.

@@ -72,7 +72,7 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 /// The Service's ClusterIPs × its TCP ports. A headless Service (`None`) has none.
-pub fn service_addresses(service: &Service) -> Vec<SocketAddr> {
+pub(crate) fn service_addresses(service: &Service) -> Vec<SocketAddr> {
     let Some(spec) = &service.spec else {
         return Vec::new();
     };
@@ -97,7 +97,7 @@ pub fn service_addresses(service: &Service) -> Vec<SocketAddr> {
 /// Every address × TCP port of a slice. FQDN slices name no address to intercept; a
 /// port without a number means "all ports", which a connect hook cannot match, so it
 /// is skipped (the Service's own slices always number theirs).
-pub fn slice_endpoints(slice: &EndpointSlice) -> Vec<Endpoint> {
+pub(crate) fn slice_endpoints(slice: &EndpointSlice) -> Vec<Endpoint> {
     if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
         return Vec::new();
     }

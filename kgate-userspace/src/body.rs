@@ -11,23 +11,23 @@ use http::{Request, Version};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Request and response bodies: an upstream or client stream, or a small fixed body.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, BoxError>;
 
-pub fn full(bytes: impl Into<Bytes>) -> Body {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
 }
 
-pub fn empty() -> Body {
+pub(crate) fn empty() -> Body {
     full(Bytes::new())
 }
 
 /// Wraps a hyper body (the client's request, the upstream's response) without buffering.
-pub fn stream<B>(body: B) -> Body
+pub(crate) fn stream<B>(body: B) -> Body
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -52,13 +52,13 @@ const LINGER_TIME: Duration = Duration::from_secs(5);
 /// sees "connection reset" instead of the Status. Reading on lets the answer arrive,
 /// as the API server's own lingering close does. HTTP/2 needs none of this: a
 /// stream's unread body ends with a `RST_STREAM(NO_ERROR)` after the response.
-pub struct Lingering {
+pub(crate) struct Lingering {
     inner: Option<Incoming>,
     linger: bool,
 }
 
 impl Lingering {
-    pub fn new(req: Request<Incoming>) -> Request<Self> {
+    pub(crate) fn new(req: Request<Incoming>) -> Request<Self> {
         let linger = req.version() <= Version::HTTP_11;
         req.map(|inner| Self {
             inner: Some(inner),

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use rcgen::{CertificateParams, DnType, Issuer, KeyPair, SanType};
 
 #[derive(Debug, thiserror::Error)]
-pub enum CertError {
+pub(crate) enum CertError {
     #[error("the CA certificate or key: {0}")]
     BadCa(String),
     #[error("issuing: {0}")]
@@ -22,7 +22,7 @@ pub enum CertError {
 
 /// What the serving certificate must cover.
 #[derive(Clone, Debug)]
-pub struct Names {
+pub(crate) struct Names {
     pub cluster_domain: String,
     /// The `kubernetes` Service's ClusterIPs (IPv4 and/or IPv6).
     pub cluster_ips: Vec<IpAddr>,
@@ -33,7 +33,7 @@ pub struct Names {
 }
 
 /// A new key and certificate (PEM) for `names`, signed by the CA.
-pub fn issue(
+pub(crate) fn issue(
     ca_cert_pem: &str,
     ca_key_pem: &str,
     names: &Names,
@@ -69,7 +69,12 @@ pub fn issue(
 }
 
 /// A `kubernetes.io/tls` Secret manifest holding the pair.
-pub fn secret_manifest(name: &str, namespace: &str, cert_pem: &str, key_pem: &str) -> String {
+pub(crate) fn secret_manifest(
+    name: &str,
+    namespace: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> String {
     use base64::{Engine as _, engine::general_purpose::STANDARD};
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
@@ -79,7 +84,7 @@ pub fn secret_manifest(name: &str, namespace: &str, cert_pem: &str, key_pem: &st
 }
 
 /// Seconds since the epoch at which the first certificate of `pem` expires.
-pub fn not_after(pem: &[u8]) -> Result<i64, CertError> {
+pub(crate) fn not_after(pem: &[u8]) -> Result<i64, CertError> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
         .map_err(|e| CertError::BadCertificate(e.to_string()))?;
     let cert = pem

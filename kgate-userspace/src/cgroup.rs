@@ -16,7 +16,7 @@ use std::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum CgroupError {
+pub(crate) enum CgroupError {
     #[error("reading /proc/self/mountinfo: {0}")]
     MountinfoUnreadable(#[source] io::Error),
     #[error(
@@ -33,7 +33,7 @@ pub enum CgroupError {
 
 /// What a kubelet cgroup path says about a pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PodCgroup {
+pub(crate) struct PodCgroup {
     /// The pod UID, canonical: lowercase, dashed.
     pub pod_uid: String,
     /// The container's runtime ID, when the path goes down to a container.
@@ -44,20 +44,10 @@ pub struct PodCgroup {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ContainerRuntime {
+pub(crate) enum ContainerRuntime {
     Containerd,
     CriO,
     Docker,
-}
-
-impl ContainerRuntime {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Containerd => "containerd",
-            Self::CriO => "cri-o",
-            Self::Docker => "docker",
-        }
-    }
 }
 
 /// Where the kubelet puts pods, relative to the cgroup2 mount: the systemd driver,
@@ -74,7 +64,7 @@ const KUBEPODS_CANDIDATES: [&str; 4] = [
 const MAX_SEARCH_DEPTH: u32 = 12;
 
 /// The cgroup2 mount point of this process's mount namespace.
-pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
+pub(crate) fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
     let info =
         fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::MountinfoUnreadable)?;
     parse_cgroup2_mount(&info).ok_or(CgroupError::NoCgroup2)
@@ -82,7 +72,7 @@ pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
 
 /// The mount point of the cgroup2 filesystem in a mountinfo text: the first one that
 /// mounts the hierarchy's root, else the first one.
-pub fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+pub(crate) fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
     // "36 35 98:0 / /mnt/a rw,noatime master:1 - cgroup2 cgroup2 rw": the fields after
     // " - " start with the filesystem type; field 4 is the mounted root, 5 the point.
     let mounts: Vec<(&str, &str)> = mountinfo
@@ -129,7 +119,7 @@ fn unescape_mountinfo(field: &str) -> PathBuf {
 }
 
 /// The kubelet's pod cgroup under a cgroup2 mount, for either cgroup driver.
-pub fn kubepods_cgroup(mount: &Path) -> Result<PathBuf, CgroupError> {
+pub(crate) fn kubepods_cgroup(mount: &Path) -> Result<PathBuf, CgroupError> {
     let tried: Vec<PathBuf> = KUBEPODS_CANDIDATES.iter().map(|c| mount.join(c)).collect();
     match tried.iter().find(|p| p.is_dir()) {
         Some(found) => Ok(found.clone()),
@@ -141,7 +131,7 @@ pub fn kubepods_cgroup(mount: &Path) -> Result<PathBuf, CgroupError> {
 }
 
 /// A process's cgroup v2 path (relative to the mount, starting with `/`).
-pub fn cgroup_path_for_pid(pid: u32) -> io::Result<String> {
+pub(crate) fn cgroup_path_for_pid(pid: u32) -> io::Result<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
     parse_unified_cgroup(&text)
         .map(str::to_owned)
@@ -154,20 +144,20 @@ pub fn cgroup_path_for_pid(pid: u32) -> io::Result<String> {
 }
 
 /// The `0::` line of a /proc/PID/cgroup text.
-pub fn parse_unified_cgroup(text: &str) -> Option<&str> {
+pub(crate) fn parse_unified_cgroup(text: &str) -> Option<&str> {
     text.lines().find_map(|l| l.strip_prefix("0::"))
 }
 
 /// The cgroup v2 id of a cgroup directory: its inode number, which is what
 /// `bpf_get_current_cgroup_id` returns.
-pub fn cgroup_id(path: &Path) -> io::Result<u64> {
+pub(crate) fn cgroup_id(path: &Path) -> io::Result<u64> {
     Ok(fs::metadata(path)?.ino())
 }
 
 /// Finds the cgroup directory with `id` at or under `root`, at most
 /// `MAX_SEARCH_DEPTH` (12) levels down. Unreadable directories are skipped: a cgroup can
 /// vanish while the walk runs.
-pub fn find_cgroup_by_id(root: &Path, id: u64) -> Option<PathBuf> {
+pub(crate) fn find_cgroup_by_id(root: &Path, id: u64) -> Option<PathBuf> {
     fn walk(dir: &Path, id: u64, depth: u32) -> Option<PathBuf> {
         if depth >= MAX_SEARCH_DEPTH {
             return None;
@@ -202,7 +192,7 @@ pub fn find_cgroup_by_id(root: &Path, id: u64) -> Option<PathBuf> {
 /// the pod's, with no container: only the kubelet and the runtime create cgroups
 /// there (CRI-O's `crio-conmon-<id>` monitor, a runtime's naming kgate does not know),
 /// so a process in one is no host process.
-pub fn pod_uid_from_cgroup_path(path: &str) -> Option<PodCgroup> {
+pub(crate) fn pod_uid_from_cgroup_path(path: &str) -> Option<PodCgroup> {
     let path = path.trim();
     let path = parse_unified_cgroup(path).unwrap_or(path);
     if path.contains('\n') {

@@ -12,7 +12,7 @@ use kgate_common::Origin;
 
 /// What the kernel says about a connection.
 #[derive(Clone, Debug)]
-pub struct Connection {
+pub(crate) struct Connection {
     /// The client's address as the agent sees it.
     pub peer: SocketAddr,
     /// `None` for a direct client (no redirect), accepted only with

@@ -64,7 +64,7 @@ const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 #[derive(Debug, thiserror::Error)]
-pub enum EbpfError {
+pub(crate) enum EbpfError {
     #[error(
         "kgate needs CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN (or root) to load and attach its \
          kernel programs; missing: {0}"
@@ -99,7 +99,7 @@ type Logger = EbpfLogger<&'static dyn log::Log>;
 
 /// Where to attach and pin.
 #[derive(Clone, Debug)]
-pub struct AttachOptions {
+pub(crate) struct AttachOptions {
     /// The cgroup v2 directory whose subtree is intercepted.
     pub cgroup: PathBuf,
     /// A bpffs mount.
@@ -109,8 +109,7 @@ pub struct AttachOptions {
 }
 
 /// Attached, pinned kernel programs and their maps.
-pub struct Enforcement {
-    pin_dir: PathBuf,
+pub(crate) struct Enforcement {
     reused: bool,
     targets: HashMap<MapData, TargetKey, u32>,
     agent: Array<MapData, AgentAddr>,
@@ -124,18 +123,18 @@ pub struct Enforcement {
 
 /// The per-connection origins that the kernel publishes; cheap to clone and share.
 #[derive(Clone)]
-pub struct OriginTable {
+pub(crate) struct OriginTable {
     conns: Arc<Mutex<HashMap<MapData, ConnKey, Origin>>>,
 }
 
 /// What the connect programs did, summed over CPUs since they were attached.
 #[derive(Clone)]
-pub struct KernelCounters {
+pub(crate) struct KernelCounters {
     map: Arc<Mutex<PerCpuArray<MapData, u64>>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counts {
+pub(crate) struct Counts {
     pub redirected: u64,
     pub refused: u64,
     pub exempt: u64,
@@ -143,7 +142,7 @@ pub struct Counts {
 
 /// What the kernel intercepts now, for `/status` and `/readyz`.
 #[derive(Clone, Debug, Default)]
-pub struct Programmed {
+pub(crate) struct Programmed {
     pub targets: Vec<SocketAddr>,
     /// Discovery has listed the Service and its slices and the map holds the result.
     pub synced: bool,
@@ -152,7 +151,7 @@ pub struct Programmed {
 // === attach ===
 
 /// Attaches kgate to `opts.cgroup`, or re-uses the pinned attachment of a previous run.
-pub fn attach(opts: &AttachOptions) -> Result<Enforcement, EbpfError> {
+pub(crate) fn attach(opts: &AttachOptions) -> Result<Enforcement, EbpfError> {
     check_privileges()?;
     check_fs(&opts.cgroup, CGROUP2_SUPER_MAGIC)
         .map_err(|()| EbpfError::NotCgroup2(opts.cgroup.clone()))?;
@@ -326,7 +325,6 @@ fn open_maps(pin_dir: &Path) -> Result<Enforcement, EbpfError> {
     };
     let map_err = |name| move |e| EbpfError::MapFailed(name, e);
     Ok(Enforcement {
-        pin_dir: pin_dir.to_owned(),
         reused: false,
         targets: HashMap::try_from(Map::HashMap(open(MAP_TARGETS)?))
             .map_err(map_err(MAP_TARGETS))?,
@@ -359,7 +357,7 @@ fn all_pins_exist(pin_dir: &Path) -> bool {
 
 /// Removes kgate's pins under `bpffs`, which detaches the programs once no process holds
 /// them (stop the agent first). Returns whether anything was attached.
-pub fn detach(bpffs: &Path) -> Result<bool, EbpfError> {
+pub(crate) fn detach(bpffs: &Path) -> Result<bool, EbpfError> {
     let pin_dir = bpffs.join(PIN_DIR);
     if !pin_dir.exists() {
         return Ok(false);
@@ -393,16 +391,12 @@ fn detach_pins(pin_dir: &Path) -> Result<(), EbpfError> {
 
 impl Enforcement {
     /// Whether this run found the programs already attached and pinned.
-    pub fn reused(&self) -> bool {
+    pub(crate) fn reused(&self) -> bool {
         self.reused
     }
 
-    pub fn pin_dir(&self) -> &Path {
-        &self.pin_dir
-    }
-
     /// Sets the address the kernel rewrites intercepted connects to.
-    pub fn set_redirect(&mut self, to: RedirectTo) -> Result<(), EbpfError> {
+    pub(crate) fn set_redirect(&mut self, to: RedirectTo) -> Result<(), EbpfError> {
         let mut agent = AgentAddr {
             port: to.port,
             ..AgentAddr::default()
@@ -421,7 +415,10 @@ impl Enforcement {
     }
 
     /// Makes the targets map equal to `targets`: adds the new, removes the stale.
-    pub fn sync_targets(&mut self, targets: &[(SocketAddr, TargetKind)]) -> Result<(), EbpfError> {
+    pub(crate) fn sync_targets(
+        &mut self,
+        targets: &[(SocketAddr, TargetKind)],
+    ) -> Result<(), EbpfError> {
         let wanted: HashSet<TargetKey> = targets.iter().map(|(a, _)| TargetKey::new(*a)).collect();
         for (addr, kind) in targets {
             self.targets
@@ -443,22 +440,22 @@ impl Enforcement {
     }
 
     /// Exempts a cgroup (by id) from redirection.
-    pub fn exempt(&mut self, cgroup_id: u64) -> Result<(), EbpfError> {
+    pub(crate) fn exempt(&mut self, cgroup_id: u64) -> Result<(), EbpfError> {
         self.exempt
             .insert(cgroup_id, 1, 0)
             .map_err(|e| EbpfError::MapFailed(MAP_EXEMPT, e))
     }
 
-    pub fn origins(&self) -> OriginTable {
+    pub(crate) fn origins(&self) -> OriginTable {
         self.origins.clone()
     }
 
-    pub fn counters(&self) -> KernelCounters {
+    pub(crate) fn counters(&self) -> KernelCounters {
         self.counters.clone()
     }
 
     /// Forwards the kernel programs' log records to the agent's log until the runtime ends.
-    pub fn spawn_log_forwarder(&mut self) {
+    pub(crate) fn spawn_log_forwarder(&mut self) {
         let Some(logger) = self.logger.take() else {
             return;
         };
@@ -487,7 +484,7 @@ impl Enforcement {
 
 impl KernelCounters {
     /// The counters now; a slot that cannot be read counts as zero (and is logged).
-    pub fn read(&self) -> Counts {
+    pub(crate) fn read(&self) -> Counts {
         let map = self
             .map
             .lock()
@@ -512,7 +509,7 @@ impl KernelCounters {
 impl OriginTable {
     /// Takes the origin the kernel recorded for a connection accepted from `peer`.
     /// `None` means the connection was not redirected by kgate's programs.
-    pub fn take(&self, peer: SocketAddr) -> Result<Option<Origin>, EbpfError> {
+    pub(crate) fn take(&self, peer: SocketAddr) -> Result<Option<Origin>, EbpfError> {
         let key = ConnKey::new(peer);
         let mut conns = self
             .conns
@@ -567,6 +564,10 @@ fn missing_capabilities(status: &str) -> Vec<&'static str> {
         .collect()
 }
 
+// The raw syscalls: what aya 0.14 does not expose for cgroup links.
+#[allow(unsafe_code)]
+mod raw;
+
 #[cfg(test)]
 mod tests {
     use super::missing_capabilities;
@@ -586,96 +587,5 @@ mod tests {
             missing_capabilities("garbage"),
             ["CAP_BPF", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"]
         );
-    }
-}
-
-// === raw syscalls ===
-
-/// What aya 0.14 does not expose for cgroup links: opening a pinned link and pointing
-/// it at another program.
-#[allow(unsafe_code)]
-mod raw {
-    use std::{
-        ffi::CString,
-        io,
-        os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
-        os::unix::ffi::OsStrExt,
-        path::Path,
-    };
-
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_LINK_UPDATE: libc::c_long = 29;
-
-    /// The `BPF_OBJ_*` member of `union bpf_attr`, its padding spelled out (the kernel
-    /// refuses an attr whose bytes past the command's last field are not zero).
-    #[repr(C)]
-    struct ObjGet {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-        path_fd: i32,
-        _pad: u32,
-    }
-
-    /// The `link_update` member of `union bpf_attr`.
-    #[repr(C)]
-    struct LinkUpdate {
-        link_fd: u32,
-        new_prog_fd: u32,
-        flags: u32,
-        old_prog_fd: u32,
-    }
-
-    fn obj_get(path: &Path) -> io::Result<OwnedFd> {
-        let path = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in pin path"))?;
-        let attr = ObjGet {
-            pathname: path.as_ptr() as u64,
-            bpf_fd: 0,
-            file_flags: 0,
-            path_fd: 0,
-            _pad: 0,
-        };
-        // SAFETY: `attr` is an initialised bpf_attr prefix of the size passed, and the
-        // path it points to outlives the call.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_OBJ_GET,
-                &raw const attr,
-                std::mem::size_of::<ObjGet>(),
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = i32::try_from(fd).map_err(|_| io::Error::other("fd out of range"))?;
-        // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-
-    /// Atomically replaces the program of the link pinned at `link` with `program`.
-    pub fn link_update(link: &Path, program: BorrowedFd<'_>) -> io::Result<()> {
-        let link = obj_get(link)?;
-        let fd = |fd: i32| u32::try_from(fd).map_err(|_| io::Error::other("negative fd"));
-        let attr = LinkUpdate {
-            link_fd: fd(link.as_raw_fd())?,
-            new_prog_fd: fd(program.as_raw_fd())?,
-            flags: 0,
-            old_prog_fd: 0,
-        };
-        // SAFETY: as in `obj_get`; both descriptors stay open for the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_LINK_UPDATE,
-                &raw const attr,
-                std::mem::size_of::<LinkUpdate>(),
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
     }
 }

@@ -23,7 +23,7 @@ use prometheus_client::{
 use crate::record::stats::Stats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     /// `allow`, `deny`, `approve`, `shadow-deny`, `shadow-approve`, or `refused`
     /// (kgate refused before policy: identity, parse errors).
     pub decision: String,
@@ -31,9 +31,18 @@ pub struct RequestLabels {
     pub code: String,
 }
 
-pub struct Metrics {
+/// A refusal kgate made itself: its kind (`StolenToken`, `PolicyDenied`, ...) and who
+/// caused it (`client`, `upstream`, `kgate`), from the typed refusal, never its message.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RefusalLabels {
+    pub kind: &'static str,
+    pub side: &'static str,
+}
+
+pub(crate) struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
+    pub refusals: Family<RefusalLabels, Counter>,
     pub latency: Histogram,
     pub stolen_tokens: Counter,
     pub approvals_held: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -65,6 +74,12 @@ impl Default for Metrics {
             "request_duration_seconds",
             "Time to the response head, refusals included",
             latency.clone(),
+        );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "refusals",
+            "Requests kgate answered itself, by kind and by who caused it",
+            refusals.clone(),
         );
         let stolen_tokens = Counter::default();
         registry.register(
@@ -101,6 +116,7 @@ impl Default for Metrics {
             registry,
             node,
             requests,
+            refusals,
             latency,
             stolen_tokens,
             approvals_held,
@@ -113,7 +129,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// The agent's metrics, with the recorder's counters from `stats`.
-    pub fn with_recorder(stats: Arc<Stats>) -> Self {
+    pub(crate) fn with_recorder(stats: Arc<Stats>) -> Self {
         let mut metrics = Self::default();
         metrics
             .registry
@@ -122,13 +138,13 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out
     }
 
-    pub fn request(&self, decision: &str, status: http::StatusCode, seconds: f64) {
+    pub(crate) fn request(&self, decision: &str, status: http::StatusCode, seconds: f64) {
         self.requests
             .get_or_create(&RequestLabels {
                 decision: decision.to_owned(),
@@ -142,32 +158,32 @@ impl Metrics {
 // === node metrics ===
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ConnectionLabels {
+pub(crate) struct ConnectionLabels {
     /// `kernel` (the kernel's origin record was found), `direct` (none, allowed by
     /// `directClients`), or `refused`.
     pub origin: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WorkerLabels {
+pub(crate) struct WorkerLabels {
     /// The worker thread's index, from 0.
     pub worker: u32,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KernelLabels {
+pub(crate) struct KernelLabels {
     /// `redirected`, `refused` (no agent address: fail closed) or `exempt`.
     pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StageLabels {
+pub(crate) struct StageLabels {
     /// `identify`, `authorize`, `approve` or `forward` (to the upstream's response head).
     pub stage: &'static str,
 }
 
 /// What the node's agent is enforcing and where a request's time goes.
-pub struct NodeMetrics {
+pub(crate) struct NodeMetrics {
     pub connections: Family<ConnectionLabels, Counter>,
     /// Client connections open now, by the worker thread serving them.
     pub open_connections: Family<WorkerLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
@@ -247,7 +263,7 @@ impl NodeMetrics {
 
     /// Brings the kernel counters up to `now` (redirected, refused, exempt), which the
     /// programs count from their attachment, across agent restarts.
-    pub fn kernel(&self, now: [u64; 3]) {
+    pub(crate) fn kernel(&self, now: [u64; 3]) {
         let mut seen = self
             .kernel_seen
             .lock()
@@ -262,7 +278,7 @@ impl NodeMetrics {
         *seen = now;
     }
 
-    pub fn stage(&self, stage: &'static str, elapsed: std::time::Duration) {
+    pub(crate) fn stage(&self, stage: &'static str, elapsed: std::time::Duration) {
         self.stage_latency
             .get_or_create(&StageLabels { stage })
             .observe(elapsed.as_secs_f64());

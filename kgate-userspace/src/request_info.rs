@@ -73,8 +73,24 @@ pub enum RequestInfoError {
 /// Path prefixes of API groups; the core group's has no group segment.
 const API_PREFIXES: [&str; 2] = ["api", "apis"];
 const GROUPLESS_API_PREFIX: &str = "api";
+/// The verbs of resource requests, as the API server's `RequestInfoFactory` derives
+/// them from the method and the path (a collection's GET is `list`, `?watch=true`
+/// makes `watch`, a collection's DELETE `deletecollection`).
+pub(crate) const RESOURCE_VERBS: [&str; 8] = [
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+];
 /// Verbs that a path segment can set, before the resource.
-const SPECIAL_VERBS: [&str; 2] = ["proxy", "watch"];
+pub(crate) const SPECIAL_VERBS: [&str; 2] = ["proxy", "watch"];
+/// The verbs of non-resource requests: the HTTP method, lowercase.
+pub(crate) const NON_RESOURCE_VERBS: [&str; 7] =
+    ["get", "post", "put", "patch", "delete", "head", "options"];
 /// Subresources of a namespace object, as opposed to resources inside the namespace.
 const NAMESPACE_SUBRESOURCES: [&str; 2] = ["status", "finalize"];
 /// The verbs whose selectors the API server passes to the authorizer.

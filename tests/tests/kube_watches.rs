@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kgate::{
-    api_endpoints::Discovered,
+use kgate::internal::{
+    Discovered,
     identity::pods::{Lookup, PodIndex},
 };
 use kgate_tests::{
@@ -95,7 +95,7 @@ async fn the_pod_index_lists_this_nodes_pods_and_keeps_them_through_an_outage() 
         .await
         .unwrap();
 
-    let index = kgate::kube::pods::spawn(watching, "node-1");
+    let index = kgate::internal::kube::pods::spawn(watching, "node-1");
     eventually(
         "the pod index synced",
         Duration::from_secs(10),
@@ -145,7 +145,8 @@ async fn endpoint_discovery_finds_the_api_servers_addresses_and_keeps_them_throu
         .await
         .unwrap();
     let (watching, _) = clients(&server, &proxy).await;
-    let mut found = kgate::kube::endpoint_discovery::spawn(watching, "default", "kubernetes");
+    let mut found =
+        kgate::internal::kube::endpoint_discovery::spawn(watching, "default", "kubernetes");
     let first = wait_until(&mut found, |d| d.synced).await;
     let service = format!("{KUBERNETES_SERVICE_IP}:443");
     assert_eq!(

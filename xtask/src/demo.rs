@@ -61,7 +61,7 @@ fn bin(name: &str) -> PathBuf {
     target.join("debug").join(name)
 }
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     anyhow::ensure!(
         kgate_tests::topology::is_root(),
         "the demo attaches eBPF programs: run it as root"

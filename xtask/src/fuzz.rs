@@ -19,9 +19,9 @@ use anyhow::Context;
 use crate::{cmd_output, run_cmd, step};
 
 /// Seconds per target when `--seconds` is not given.
-pub const DEFAULT_SECONDS: u64 = 300;
+pub(crate) const DEFAULT_SECONDS: u64 = 300;
 
-pub fn run(seconds: u64) -> anyhow::Result<()> {
+pub(crate) fn run(seconds: u64) -> anyhow::Result<()> {
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).canonicalize()?;
     let root = root.as_path();
     let fuzz_dir = root.join("fuzz");

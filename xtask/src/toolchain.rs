@@ -14,7 +14,7 @@ use crate::{cmd_output, run_cmd, step};
 
 /// Where bpf-linker and the libLLVM links live; durable, since bpf-linker keeps an rpath
 /// to it. Kept in sync with kgate-userspace/build.rs.
-pub fn toolchain_dir() -> PathBuf {
+pub(crate) fn toolchain_dir() -> PathBuf {
     if let Some(dir) = env::var_os("KGATE_TOOLCHAIN_DIR") {
         return dir.into();
     }
@@ -25,7 +25,7 @@ pub fn toolchain_dir() -> PathBuf {
     cache.join("kgate")
 }
 
-pub fn setup() -> anyhow::Result<()> {
+pub(crate) fn setup() -> anyhow::Result<()> {
     rust_src()?;
     bpf_linker()?;
     debian_packages()?;

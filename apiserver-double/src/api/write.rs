@@ -277,7 +277,7 @@ pub(super) fn patch(state: &State, t: &Target, name: &str, req: &Req) -> hyper::
     store_update(state, t, name, patched)
 }
 
-pub fn apply_patch(current: &Value, req: &Req) -> Result<Value, hyper::Response<Body>> {
+pub(crate) fn apply_patch(current: &Value, req: &Req) -> Result<Value, hyper::Response<Body>> {
     let content_type = req.header("content-type").unwrap_or_default();
     let media = content_type.split(';').next().unwrap_or_default().trim();
     let bad = |e: String| status(StatusCode::BAD_REQUEST, "BadRequest", &e);

@@ -99,14 +99,14 @@ impl FieldError {
 }
 
 /// Go's `%q` of a string (JSON's escaping matches it for what schemas hold).
-pub fn go_quote(s: &str) -> String {
+pub(super) fn go_quote(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
 
 /// A JSON value as `ErrorBody` prints a bad value: strings quoted, numbers and
 /// booleans plain, `null` for nil, and Go's `%#v` of the decoded `interface{}` for
 /// objects and arrays.
-pub fn go_value(v: &Value) -> String {
+pub(super) fn go_value(v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
         Value::String(s) => go_quote(s),
@@ -141,7 +141,7 @@ fn go_sharp_v(v: &Value) -> String {
 
 /// `errs.ToAggregate().Error()`: one message alone, several (duplicates dropped) in
 /// brackets.
-pub fn aggregate(errs: &[FieldError]) -> String {
+pub(super) fn aggregate(errs: &[FieldError]) -> String {
     let mut seen: Vec<String> = Vec::new();
     for e in errs {
         let m = e.message();

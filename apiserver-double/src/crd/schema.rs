@@ -25,7 +25,7 @@ enum Level {
 }
 
 /// Every error of one version's schema at `path` (`spec.versions[i].schema`).
-pub fn validate(schema: &Value, path: &Path, status_enabled: bool) -> Vec<FieldError> {
+pub(super) fn validate(schema: &Value, path: &Path, status_enabled: bool) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let root = path.child("openAPIV3Schema");
     let ty = str_of(schema, "type");

@@ -19,14 +19,14 @@ const BOOT_LINES: u64 = 10;
 const BOOT_EPOCH: u64 = 1_767_225_600;
 
 /// The follow-mode interval: `KGATE_DOUBLE_LOG_INTERVAL_MS`, else [`LOG_INTERVAL`].
-pub fn interval() -> Duration {
+pub(super) fn interval() -> Duration {
     std::env::var("KGATE_DOUBLE_LOG_INTERVAL_MS")
         .ok()
         .and_then(|ms| ms.parse().ok())
         .map_or(LOG_INTERVAL, Duration::from_millis)
 }
 
-pub fn serve(req: &Req, pod: &Pod, container: &str) -> hyper::Response<Body> {
+pub(super) fn serve(req: &Req, pod: &Pod, container: &str) -> hyper::Response<Body> {
     if is_true(req.query("previous")) {
         return status(
             StatusCode::BAD_REQUEST,

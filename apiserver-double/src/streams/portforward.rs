@@ -35,7 +35,7 @@ const SPDY_PROTOCOL: &str = "portforward.k8s.io";
 const TUNNEL_PREFIX: &str = "SPDY/3.1+";
 const WS_PROTOCOLS: &[&str] = &["", "v4.channel.k8s.io", "v4.base64.channel.k8s.io"];
 
-pub fn serve(req: &mut Req, _pod: Pod) -> hyper::Response<Body> {
+pub(super) fn serve(req: &mut Req, _pod: Pod) -> hyper::Response<Body> {
     match upgrade_of(req) {
         Some(Upgrade::Spdy) => {
             let client = spdy::client_protocols(req);

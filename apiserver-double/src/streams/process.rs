@@ -23,28 +23,28 @@ use super::Pod;
 
 /// How a program ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Exit {
+pub(super) enum Exit {
     Code(i32),
     /// The runtime could not start it (containerd's message).
     StartFailed(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fd {
+pub(super) enum Fd {
     Stdout,
     Stderr,
 }
 
 /// What runs: an exec'd command line, or the container's main process (attach).
 #[derive(Clone, Debug)]
-pub enum Program {
+pub(super) enum Program {
     Exec(Vec<String>),
     Attach,
 }
 
 /// A terminal size as client-go sends it on the resize channel.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-pub struct Size {
+pub(super) struct Size {
     #[serde(rename = "Width")]
     pub width: u16,
     #[serde(rename = "Height")]
@@ -52,7 +52,7 @@ pub struct Size {
 }
 
 /// The program's side of the streams.
-pub struct Io {
+pub(super) struct Io {
     /// `None` when the client did not ask for stdin (the program reads EOF).
     pub stdin: Option<mpsc::UnboundedReceiver<Bytes>>,
     pub out: Output,
@@ -61,13 +61,13 @@ pub struct Io {
 
 /// Where a program writes; dropping every clone tells the transport it is done.
 #[derive(Clone)]
-pub struct Output {
+pub(super) struct Output {
     tx: mpsc::Sender<(Fd, Bytes)>,
     tty: bool,
 }
 
 impl Output {
-    pub fn new(tty: bool) -> (Self, mpsc::Receiver<(Fd, Bytes)>) {
+    pub(super) fn new(tty: bool) -> (Self, mpsc::Receiver<(Fd, Bytes)>) {
         let (tx, rx) = mpsc::channel(16);
         (Self { tx, tty }, rx)
     }
@@ -88,13 +88,13 @@ impl Output {
 
 /// Reassembles the JSON sizes of a resize stream, which may arrive split or batched.
 #[derive(Default)]
-pub struct ResizeDecoder {
+pub(super) struct ResizeDecoder {
     buf: Vec<u8>,
 }
 
 impl ResizeDecoder {
     /// Feeds bytes; returns the last complete size among them.
-    pub fn push(&mut self, data: &[u8]) -> Option<Size> {
+    pub(super) fn push(&mut self, data: &[u8]) -> Option<Size> {
         self.buf.extend_from_slice(data);
         let mut last = None;
         let mut used = 0;
@@ -108,7 +108,7 @@ impl ResizeDecoder {
     }
 }
 
-pub async fn run(program: &Program, pod: &Pod, tty: bool, mut io: Io) -> Exit {
+pub(super) async fn run(program: &Program, pod: &Pod, tty: bool, mut io: Io) -> Exit {
     match program {
         Program::Attach => attach(&mut io).await,
         Program::Exec(argv) => exec(argv, pod, tty, &mut io).await,

@@ -35,14 +35,14 @@ const SPDY_PROTOCOLS: &[&str] = &[
 const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Copy, Debug)]
-pub struct Options {
+pub(super) struct Options {
     pub stdin: bool,
     pub stdout: bool,
     pub stderr: bool,
     pub tty: bool,
 }
 
-pub fn serve(req: &mut Req, pod: Pod, attach: bool) -> hyper::Response<Body> {
+pub(super) fn serve(req: &mut Req, pod: Pod, attach: bool) -> hyper::Response<Body> {
     let tty = is_true(req.query("tty"));
     let opts = Options {
         stdin: is_true(req.query("stdin")),

@@ -27,17 +27,17 @@ use tokio::{
 use self::frame::{CANCEL, Encoder, Frame, Headers, MAX_DATA, Reader};
 use super::{Body, Req};
 
-pub const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
+pub(super) const PROTOCOL_HEADER: &str = "x-stream-protocol-version";
 
 /// An accepted SPDY upgrade: the negotiated protocol and the connection to come.
-pub struct Accepted {
+pub(super) struct Accepted {
     pub protocol: String,
     upgrade: OnUpgrade,
 }
 
 /// `httpstream.Handshake`: the first of the client's `X-Stream-Protocol-Version`
 /// values (one per header line; Go does not split them) that the server supports.
-pub fn negotiate(
+pub(super) fn negotiate(
     client: &[String],
     req: &mut Req,
     server: &[&'static str],
@@ -75,7 +75,7 @@ pub fn negotiate(
 }
 
 /// Every `X-Stream-Protocol-Version` header line.
-pub fn client_protocols(req: &Req) -> Vec<String> {
+pub(super) fn client_protocols(req: &Req) -> Vec<String> {
     req.headers
         .get_all(PROTOCOL_HEADER)
         .iter()
@@ -85,7 +85,7 @@ pub fn client_protocols(req: &Req) -> Vec<String> {
 }
 
 impl Accepted {
-    pub fn switching(&self) -> hyper::Response<Body> {
+    pub(super) fn switching(&self) -> hyper::Response<Body> {
         let mut response = hyper::Response::new(super::super::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = response.headers_mut();
@@ -99,17 +99,17 @@ impl Accepted {
     }
 
     /// The connection without the SPDY answer (the tunnel answers as a WebSocket).
-    pub fn into_upgrade(self) -> OnUpgrade {
+    pub(super) fn into_upgrade(self) -> OnUpgrade {
         self.upgrade
     }
 
-    pub async fn open(self) -> Option<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
+    pub(super) async fn open(self) -> Option<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
         Some(hyper_util::rt::TokioIo::new(self.upgrade.await.ok()?))
     }
 }
 
 /// A stream the client opened.
-pub struct Stream {
+pub(super) struct Stream {
     pub id: u32,
     headers: Headers,
     /// Its data; ends at the client's FIN or RST_STREAM, or when the connection goes.
@@ -118,7 +118,7 @@ pub struct Stream {
 
 impl Stream {
     /// The first value of a header (names are lower-case on the wire).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
         self.headers
             .iter()
@@ -134,13 +134,13 @@ enum Out {
 
 /// The write side of a connection; cheap to clone.
 #[derive(Clone)]
-pub struct Conn {
+pub(super) struct Conn {
     out: mpsc::UnboundedSender<Out>,
     gone: watch::Receiver<bool>,
 }
 
 impl Conn {
-    pub fn reply(&self, id: u32) {
+    pub(super) fn reply(&self, id: u32) {
         self.frame(Frame::SynReply {
             id,
             fin: false,
@@ -149,7 +149,7 @@ impl Conn {
     }
 
     /// Writes `data` (split at the frame size limit); `fin` half-closes the stream.
-    pub fn data(&self, id: u32, data: Bytes, fin: bool) {
+    pub(super) fn data(&self, id: u32, data: Bytes, fin: bool) {
         let mut rest = data;
         while rest.len() > MAX_DATA {
             self.frame(Frame::Data {
@@ -165,17 +165,17 @@ impl Conn {
         });
     }
 
-    pub fn reset(&self, id: u32) {
+    pub(super) fn reset(&self, id: u32) {
         self.frame(Frame::RstStream { id, status: CANCEL });
     }
 
     /// The kubelet's `conn.Close()`: reset every accepted stream, GOAWAY, hang up.
-    pub fn close(&self) {
+    pub(super) fn close(&self) {
         let _ = self.out.send(Out::Close);
     }
 
     /// Resolves once the client has hung up (or sent GOAWAY).
-    pub async fn gone(&self) {
+    pub(super) async fn gone(&self) {
         let mut gone = self.gone.clone();
         let _ = gone.wait_for(|g| *g).await;
     }
@@ -186,7 +186,7 @@ impl Conn {
 }
 
 /// Serves SPDY on `io`: returns the write handle and the client's streams as they open.
-pub fn serve<IO>(io: IO) -> (Conn, mpsc::UnboundedReceiver<Stream>)
+pub(super) fn serve<IO>(io: IO) -> (Conn, mpsc::UnboundedReceiver<Stream>)
 where
     IO: AsyncRead + AsyncWrite + Send + 'static,
 {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::process::Exit;
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Status {
+pub(super) struct Status {
     metadata: Empty,
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,18 +85,18 @@ impl Status {
         }
     }
 
-    pub fn is_success(&self) -> bool {
+    pub(super) fn is_success(&self) -> bool {
         self.status == "Success"
     }
 
     /// The v4+ wire form: the JSON object.
-    pub fn to_json(&self) -> Vec<u8> {
+    pub(super) fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a Status serialises")
     }
 
     /// The pre-v4 wire form: nothing on success, else `StatusError.Error()`, which is
     /// the message.
-    pub fn to_text(&self) -> Vec<u8> {
+    pub(super) fn to_text(&self) -> Vec<u8> {
         if self.is_success() {
             Vec::new()
         } else {
@@ -108,7 +108,7 @@ impl Status {
 /// What the kubelet writes when the runtime's exec returned `exit`. containerd reports
 /// a non-zero exit as `error executing command [ARGV], exit code N`, and a process that
 /// could not start as an error of its own (an internal error, not an exit code).
-pub fn kubelet(exit: &Exit, command: &[String]) -> Status {
+pub(super) fn kubelet(exit: &Exit, command: &[String]) -> Status {
     match exit {
         Exit::Code(0) => Status::success(),
         Exit::Code(code) => Status::exit_code(
@@ -127,7 +127,7 @@ pub fn kubelet(exit: &Exit, command: &[String]) -> Status {
 /// What the API server's stream translator writes after decoding the kubelet's status
 /// with client-go: an exit code becomes `command terminated with exit code N` wrapped
 /// once more, any other failure an internal error around the kubelet's message.
-pub fn translated(kubelet: &Status) -> Status {
+pub(super) fn translated(kubelet: &Status) -> Status {
     match (kubelet.status, kubelet.reason, &kubelet.details) {
         ("Success", ..) => Status::success(),
         (_, Some("NonZeroExitCode"), Some(details)) => {

@@ -16,14 +16,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::websocket::{Ws, normal_close};
 
-pub struct Tunnel {
+pub(super) struct Tunnel {
     ws: Ws,
     pending: Bytes,
     closing: bool,
 }
 
 impl Tunnel {
-    pub fn new(ws: Ws) -> Self {
+    pub(super) fn new(ws: Ws) -> Self {
         Self {
             ws,
             pending: Bytes::new(),

@@ -7,7 +7,7 @@
 //! `Sec-WebSocket-Protocol` list that the server has, `""` when the client offers
 //! none, and a bare 403 when nothing matches. Exec/attach: `v5.channel.k8s.io` is
 //! answered as the API server's stream translator does (statuses re-wrapped, see
-//! [`super::status`]); the rest (`v5.base64.`, `v4.`, `v4.base64.`, `channel.k8s.io`,
+//! [`super::status`](mod@super::status)); the rest (`v5.base64.`, `v4.`, `v4.base64.`, `channel.k8s.io`,
 //! `base64.channel.k8s.io`) as the kubelet does. Before v4 the error channel carries
 //! the failure message as text, and nothing on success.
 //!
@@ -39,10 +39,10 @@ use super::{
     status as exit_status,
 };
 
-pub type Ws = WebSocketStream<TokioIo<Upgraded>>;
+pub(super) type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
 /// The exec/attach protocols, in no particular order (the client's order decides).
-pub const EXEC_PROTOCOLS: &[&str] = &[
+pub(super) const EXEC_PROTOCOLS: &[&str] = &[
     "",
     "channel.k8s.io",
     "base64.channel.k8s.io",
@@ -53,7 +53,7 @@ pub const EXEC_PROTOCOLS: &[&str] = &[
 ];
 
 /// The request side of an accepted upgrade.
-pub struct Accepted {
+pub(super) struct Accepted {
     pub protocol: String,
     accept: String,
     upgrade: OnUpgrade,
@@ -61,7 +61,7 @@ pub struct Accepted {
 
 /// Every protocol the client offers (the first header line, comma-separated, as Go's
 /// `Header.Get` reads it).
-pub fn offered(req: &Req) -> Vec<String> {
+pub(super) fn offered(req: &Req) -> Vec<String> {
     req.header("sec-websocket-protocol")
         .unwrap_or_default()
         .split(',')
@@ -71,7 +71,10 @@ pub fn offered(req: &Req) -> Vec<String> {
 }
 
 /// Checks the handshake and picks the protocol.
-pub fn negotiate(req: &mut Req, allowed: &[&str]) -> Result<Accepted, hyper::Response<Body>> {
+pub(super) fn negotiate(
+    req: &mut Req,
+    allowed: &[&str],
+) -> Result<Accepted, hyper::Response<Body>> {
     if req.header("sec-websocket-version") != Some("13") {
         let mut response = super::plain(StatusCode::BAD_REQUEST, "Bad Request");
         response
@@ -107,7 +110,7 @@ pub fn negotiate(req: &mut Req, allowed: &[&str]) -> Result<Accepted, hyper::Res
 
 impl Accepted {
     /// The 101 answer; `protocol` overrides the negotiated name (the SPDY tunnel).
-    pub fn switching(&self, protocol: Option<&str>) -> hyper::Response<Body> {
+    pub(super) fn switching(&self, protocol: Option<&str>) -> hyper::Response<Body> {
         let mut response = hyper::Response::new(super::super::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = response.headers_mut();
@@ -128,7 +131,7 @@ impl Accepted {
     }
 
     /// The WebSocket, once hyper hands over the connection.
-    pub async fn open(self) -> Option<Ws> {
+    pub(super) async fn open(self) -> Option<Ws> {
         let upgraded = self.upgrade.await.ok()?;
         Some(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await)
     }
@@ -137,13 +140,13 @@ impl Accepted {
 // === channel framing ===
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Codec {
+pub(super) enum Codec {
     Binary,
     Base64,
 }
 
 /// A message from the client, decoded.
-pub enum Inbound {
+pub(super) enum Inbound {
     Data(u8, Vec<u8>),
     /// v5: the client will send nothing more on this channel.
     Close(u8),
@@ -152,7 +155,7 @@ pub enum Inbound {
 }
 
 impl Codec {
-    pub fn of(protocol: &str) -> Self {
+    pub(super) fn of(protocol: &str) -> Self {
         if protocol.contains("base64.") {
             Self::Base64
         } else {
@@ -160,7 +163,7 @@ impl Codec {
         }
     }
 
-    pub fn frame(self, channel: u8, data: &[u8]) -> Message {
+    pub(super) fn frame(self, channel: u8, data: &[u8]) -> Message {
         match self {
             Self::Binary => Message::Binary([&[channel][..], data].concat().into()),
             Self::Base64 => Message::Text(
@@ -169,7 +172,7 @@ impl Codec {
         }
     }
 
-    pub fn parse(self, message: &Message, v5: bool) -> Inbound {
+    pub(super) fn parse(self, message: &Message, v5: bool) -> Inbound {
         let raw: &[u8] = match message {
             Message::Binary(b) => b,
             Message::Text(t) => t.as_bytes(),
@@ -192,7 +195,7 @@ impl Codec {
 
 /// A normal close (1000), as x/net/websocket sends: without a status code client-go
 /// reports an abnormal closure.
-pub fn normal_close() -> Message {
+pub(super) fn normal_close() -> Message {
     Message::Close(Some(CloseFrame {
         code: CloseCode::Normal,
         reason: "".into(),
@@ -208,7 +211,7 @@ const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 
 /// Runs one exec/attach session on an accepted WebSocket.
-pub async fn session(ws: Ws, protocol: String, opts: Options, program: Program, pod: Pod) {
+pub(super) async fn session(ws: Ws, protocol: String, opts: Options, program: Program, pod: Pod) {
     let codec = Codec::of(&protocol);
     let version = protocol.split('.').next().unwrap_or_default().to_owned();
     let v5 = version == "v5";

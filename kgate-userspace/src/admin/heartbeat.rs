@@ -23,21 +23,21 @@ use tracing::{debug, warn};
 use super::{Admin, AgentStatus};
 
 /// The annotation that carries the agent's status as JSON.
-pub const STATUS_ANNOTATION: &str = "kgate.io/status";
+pub(crate) const STATUS_ANNOTATION: &str = "kgate.io/status";
 /// The label naming the node a Lease speaks for.
-pub const NODE_LABEL: &str = "kgate.io/node";
+pub(crate) const NODE_LABEL: &str = "kgate.io/node";
 /// The label every kgate Lease carries.
-pub const APP_LABEL: (&str, &str) = ("app.kubernetes.io/name", "kgate");
+pub(crate) const APP_LABEL: (&str, &str) = ("app.kubernetes.io/name", "kgate");
 
 /// A Lease lasts this many intervals.
 const INTERVALS_PER_LEASE: u64 = 3;
 
-pub fn lease_name(node: &str) -> String {
+pub(crate) fn lease_name(node: &str) -> String {
     format!("kgate-{node}")
 }
 
 /// Renews the node's Lease every `interval` until the agent stops.
-pub fn spawn(admin: Arc<Admin>, client: kube::Client, namespace: &str, interval: Duration) {
+pub(crate) fn spawn(admin: Arc<Admin>, client: kube::Client, namespace: &str, interval: Duration) {
     let api: Api<Lease> = Api::namespaced(client, namespace);
     tokio::spawn(async move {
         let mut failing = false;

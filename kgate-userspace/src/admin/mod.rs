@@ -9,7 +9,7 @@
 //!
 //! Not here: profiling.
 
-pub mod heartbeat;
+pub(crate) mod heartbeat;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
@@ -26,18 +26,18 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use crate::{
+    api_status::{Status, respond},
     body,
     identity::{Identifier, UserInfo},
     metrics::Metrics,
     policy::store::PolicyStore,
     record::Recorder,
-    status::{Status, respond},
 };
 
 /// What `/status` reports about this agent.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AgentStatus {
+pub(crate) struct AgentStatus {
     pub node: String,
     pub version: String,
     /// Kernel programs attached and the targets programmed.
@@ -60,7 +60,7 @@ pub struct AgentStatus {
     pub ready: bool,
 }
 
-pub struct Admin {
+pub(crate) struct Admin {
     pub identity: Arc<Identifier>,
     pub policy: Arc<PolicyStore>,
     pub recorder: Arc<Recorder>,
@@ -78,7 +78,7 @@ pub struct Admin {
 
 impl Admin {
     /// Serves the admin endpoint on `listen` until the agent stops.
-    pub async fn serve(
+    pub(crate) async fn serve(
         self: Arc<Self>,
         listen: SocketAddr,
         tls: TlsAcceptor,
@@ -199,7 +199,7 @@ impl Admin {
         }
     }
 
-    pub fn status(&self) -> AgentStatus {
+    pub(crate) fn status(&self) -> AgentStatus {
         let policy = self.policy.current();
         self.metrics.policy_generation.set(policy.generation);
         let policies_loaded = self.policy.ready();

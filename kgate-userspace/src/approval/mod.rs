@@ -9,7 +9,7 @@
 //!
 //! Not here: deciding which requests are held (policy).
 
-pub mod types;
+pub(crate) mod types;
 
 use std::{
     collections::HashMap,
@@ -26,7 +26,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use self::types::{HeldRequest, KgateApproval, KgateApprovalSpec};
-use crate::{identity::Identity, policy::Decision, request_info::RequestInfo, status::Status};
+use crate::{api_status::Status, identity::Identity, policy::Decision, request_info::RequestInfo};
 
 /// Label naming the node whose agent holds an approval.
 const NODE_LABEL: &str = "kgate.io/node";
@@ -44,7 +44,7 @@ struct GrantKey {
     namespace: String,
 }
 
-pub struct Approvals {
+pub(crate) struct Approvals {
     api: Api<KgateApproval>,
     node: String,
     grants: Mutex<HashMap<GrantKey, Timestamp>>,
@@ -53,7 +53,7 @@ pub struct Approvals {
 // === impl Approvals ===
 
 impl Approvals {
-    pub fn new(client: kube::Client, node: &str) -> Self {
+    pub(crate) fn new(client: kube::Client, node: &str) -> Self {
         Self {
             api: Api::all(client),
             node: node.to_owned(),
@@ -62,7 +62,7 @@ impl Approvals {
     }
 
     /// Restores grants and abandons what this node held before a restart.
-    pub async fn recover(&self) {
+    pub(crate) async fn recover(&self) {
         let list = match self.api.list(&ListParams::default()).await {
             Ok(list) => list,
             Err(error) => {
@@ -109,7 +109,7 @@ impl Approvals {
 
     /// Holds the request until a human decides: `Ok` to forward, or the 403 (or 503
     /// when the approval cannot be created) to send.
-    pub async fn hold(
+    pub(crate) async fn hold(
         &self,
         identity: &Identity,
         process: Option<String>,
@@ -313,7 +313,7 @@ fn safe(s: &str) -> String {
 }
 
 /// `90s`, `10m`, `2h`: a grant window.
-pub fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let (n, unit) = text.split_at(split);

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Rule","type":"string","jsonPath":".spec.rule"}"#
 )]
 #[serde(rename_all = "camelCase")]
-pub struct KgateApprovalSpec {
+pub(crate) struct KgateApprovalSpec {
     /// The verified caller.
     pub user: String,
     #[serde(default)]
@@ -62,7 +62,7 @@ pub struct KgateApprovalSpec {
 /// The request attributes of a held request.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct HeldRequest {
+pub(crate) struct HeldRequest {
     pub verb: String,
     pub path: String,
     #[serde(default)]
@@ -79,7 +79,7 @@ pub struct HeldRequest {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct KgateApprovalStatus {
+pub(crate) struct KgateApprovalStatus {
     /// `Pending`, `Approved`, `Denied`, `Expired` (nobody decided in time) or
     /// `Abandoned` (the client or the agent went away while it was held).
     pub phase: String,

@@ -21,7 +21,7 @@ use crate::{config, connection::Connection};
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// Mean time per identity check: (cache hit, cache miss).
-pub async fn measure(misses: usize, hits: usize) -> anyhow::Result<(Duration, Duration)> {
+pub(crate) async fn measure(misses: usize, hits: usize) -> anyhow::Result<(Duration, Duration)> {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
         .map_err(|_| anyhow::anyhow!("key generation failed"))?;

@@ -18,7 +18,7 @@
 //! carries the user, and a stolen token's both pods, for the record.
 
 #[cfg(feature = "bench")]
-pub mod bench;
+pub(crate) mod bench;
 pub mod jwt;
 pub mod pods;
 #[cfg(test)]
@@ -41,10 +41,10 @@ use self::{
     jwt::{JwtError, Keys},
     pods::{Lookup, PodIndex, PodInfo},
 };
-use crate::{cgroup, config, connection::Connection, status::Status};
+use crate::{api_status::Status, cgroup, config, connection::Connection};
 
-pub const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
-pub const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";
+pub(crate) const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
+pub(crate) const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";
 
 /// The most tokens kept verified at once.
 const CACHE_CAPACITY: usize = 16 * 1024;
@@ -74,7 +74,7 @@ pub struct UserInfo {
 
 /// Where a connection comes from, per the kernel and the pod index.
 #[derive(Clone, Debug)]
-pub enum Workload {
+pub(crate) enum Workload {
     /// A pod on this node, and the container when the cgroup names one.
     Pod {
         pod: Arc<PodInfo>,
@@ -88,7 +88,7 @@ pub enum Workload {
 
 /// The identity every later stage sees.
 #[derive(Clone, Debug)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub user: Arc<UserInfo>,
     pub workload: Workload,
     /// The request goes upstream as the agent impersonating `user`.
@@ -98,7 +98,7 @@ pub struct Identity {
 /// The pod a service-account token is bound to: its `kubernetes.io` pod claim, as the
 /// user's extra `authentication.kubernetes.io/pod-name` and `-uid` carry it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BoundPod {
+pub(crate) struct BoundPod {
     /// The service account's namespace, which is the pod's; `?` if the username is
     /// not a service account's.
     pub namespace: String,
@@ -110,7 +110,7 @@ pub struct BoundPod {
 /// Why the identify stage refused a request. Metrics and records read the variant;
 /// [`Unidentified::status`] is what the client gets.
 #[derive(Clone, Debug)]
-pub enum Unidentified {
+pub(crate) enum Unidentified {
     /// No verified caller: no or an invalid token (401), or kgate cannot verify it
     /// now (503).
     Unverified(Status),
@@ -133,7 +133,7 @@ pub enum Unidentified {
 }
 
 /// Verifies callers. Shared by every connection.
-pub struct Identifier {
+pub(crate) struct Identifier {
     client: Option<kube::Client>,
     pods: Option<PodIndex>,
     issuer: Option<String>,
@@ -160,7 +160,7 @@ impl Identifier {
     /// `client` is the agent's own API client (`None`: tokens cannot be checked, every
     /// request gets a 503); `pods` the node's pod index (`None` without the kernel
     /// programs, when no connection can be attributed to a pod).
-    pub fn new(
+    pub(crate) fn new(
         cfg: &config::Identity,
         client: Option<kube::Client>,
         pods: Option<PodIndex>,
@@ -182,21 +182,22 @@ impl Identifier {
     }
 
     /// Uses `keys` instead of fetching them (tests, the benchmark).
-    pub fn with_keys(self, keys: Keys) -> Self {
+    #[cfg(any(test, feature = "bench"))]
+    pub(crate) fn with_keys(self, keys: Keys) -> Self {
         *self.keys.write().unwrap() = Some(Arc::new(keys));
         self
     }
 
     /// Fetches the issuer's JWKS now (at start-up); failures are logged and retried on
     /// demand, TokenReview covering the gap.
-    pub async fn load_keys(&self) {
+    pub(crate) async fn load_keys(&self) {
         if let Err(error) = self.refresh_keys().await {
             warn!(%error, "cannot load the service-account JWKS yet; tokens go to TokenReview until it loads");
         }
     }
 
     /// Who sent `headers` over `conn`, verified and bound, or why not.
-    pub async fn identify(
+    pub(crate) async fn identify(
         &self,
         conn: &Connection,
         headers: &HeaderMap,
@@ -221,12 +222,15 @@ impl Identifier {
 
     /// The user of `headers`' bearer token, without pod binding: for callers that are
     /// not workloads (the admin endpoint).
-    pub async fn authenticate_headers(&self, headers: &HeaderMap) -> Result<Arc<UserInfo>, Status> {
+    pub(crate) async fn authenticate_headers(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Arc<UserInfo>, Status> {
         self.authenticate(bearer_token(headers)?).await
     }
 
     /// Whether the node's pod index has loaded (true when there is none).
-    pub fn pods_synced(&self) -> bool {
+    pub(crate) fn pods_synced(&self) -> bool {
         self.pods.as_ref().is_none_or(PodIndex::is_synced)
     }
 
@@ -452,7 +456,7 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, Status> {
 }
 
 /// The token ↔ pod binding rules (see the module docs).
-pub fn check_binding(
+pub(crate) fn check_binding(
     user: &Arc<UserInfo>,
     workload: &Workload,
     unbound: &[WildMatch],
@@ -513,7 +517,7 @@ async fn get_json<T: serde::de::DeserializeOwned>(
 
 impl BoundPod {
     /// The pod `user`'s token is bound to; `None` for a token bound to no pod.
-    pub fn of(user: &UserInfo) -> Option<Self> {
+    pub(crate) fn of(user: &UserInfo) -> Option<Self> {
         let first = |key| user.extra.get(key).and_then(|v| v.first());
         Some(Self {
             uid: first(EXTRA_POD_UID)?.clone(),
@@ -533,7 +537,7 @@ impl std::fmt::Display for BoundPod {
 
 impl Unidentified {
     /// The Status the client gets.
-    pub fn status(&self) -> Status {
+    pub(crate) fn status(&self) -> Status {
         match self {
             Self::Unverified(status) | Self::NoWorkload { status, .. } => status.clone(),
             Self::StolenToken {
@@ -561,7 +565,7 @@ impl Unidentified {
     }
 
     /// The user the token verified as, when it did.
-    pub fn user(&self) -> Option<&Arc<UserInfo>> {
+    pub(crate) fn user(&self) -> Option<&Arc<UserInfo>> {
         match self {
             Self::Unverified(_) => None,
             Self::NoWorkload { user, .. }
@@ -571,7 +575,7 @@ impl Unidentified {
     }
 
     /// Where the connection comes from, when that was established.
-    pub fn workload(&self) -> Option<&Workload> {
+    pub(crate) fn workload(&self) -> Option<&Workload> {
         match self {
             Self::Unverified(_) | Self::NoWorkload { .. } => None,
             Self::StolenToken { workload, .. } | Self::Unbound { workload, .. } => Some(workload),
@@ -591,7 +595,7 @@ impl std::error::Error for Unidentified {}
 
 impl Workload {
     /// For logs and records: `pod ns/name[/container]`, `host <cgroup>`, `direct`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Self::Pod { pod, container } => match container {
                 Some(c) => format!("pod {}/{}/{c}", pod.namespace, pod.name),

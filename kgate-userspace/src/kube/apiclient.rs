@@ -8,9 +8,12 @@ use crate::config;
 
 #[derive(Debug, thiserror::Error)]
 #[error("the agent's API client: {0}")]
-pub struct ApiClientError(#[source] kube::Error);
+pub(crate) struct ApiClientError(#[source] kube::Error);
 
-pub fn client(cfg: &config::Upstream, base: &http::Uri) -> Result<kube::Client, ApiClientError> {
+pub(crate) fn client(
+    cfg: &config::Upstream,
+    base: &http::Uri,
+) -> Result<kube::Client, ApiClientError> {
     let mut config = kube::Config::new(base.clone());
     config.root_cert_file = Some(cfg.ca_file.clone());
     config.tls_server_name.clone_from(&cfg.server_name);

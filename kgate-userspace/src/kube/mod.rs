@@ -16,8 +16,8 @@
 //! not watches: TokenReview and JWKS ([`crate::identity`]), approval objects
 //! ([`crate::approval`]), the heartbeat Lease ([`crate::admin::heartbeat`]).
 
-pub mod apiclient;
+pub(crate) mod apiclient;
 pub mod endpoint_discovery;
 pub mod pods;
-pub mod policies;
-pub mod reflector;
+pub(crate) mod policies;
+pub(crate) mod reflector;

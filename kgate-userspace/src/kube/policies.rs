@@ -29,7 +29,7 @@ use crate::policy::{
 type Report = (String, serde_json::Value);
 
 /// Watches every `KgatePolicy` into `store` for as long as the agent runs.
-pub fn spawn(client: kube::Client, store: Arc<PolicyStore>) {
+pub(crate) fn spawn(client: kube::Client, store: Arc<PolicyStore>) {
     let resource = ApiResource::erase::<KgatePolicy>(&());
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
     // Reported from their own task: a slow status write never holds up the watch.

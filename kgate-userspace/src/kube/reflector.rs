@@ -28,7 +28,7 @@ use tracing::{info, warn};
 
 /// What readers see of one watched kind.
 #[derive(Debug)]
-pub struct Snapshot<V> {
+pub(crate) struct Snapshot<V> {
     /// The derived value of each object, by key: the last complete list, then every
     /// change since.
     pub objects: Arc<BTreeMap<String, V>>,
@@ -42,7 +42,7 @@ pub struct Snapshot<V> {
 type Derive<K, V> = Box<dyn FnMut(&K, Option<&V>) -> Option<V> + Send>;
 
 /// The writer of one kind's [`Snapshot`], fed one watcher event at a time.
-pub struct Reflector<K, V> {
+pub(crate) struct Reflector<K, V> {
     key: fn(&K) -> Option<String>,
     derive: Derive<K, V>,
     live: Snapshot<V>,
@@ -77,7 +77,7 @@ impl<K, V: Clone> Reflector<K, V> {
     /// A reflector that keeps `derive(object, kept)` under `key(object)`; an object
     /// without a key is ignored. `kept` lets a derive function keep the last good value
     /// when an object changes into one it cannot use.
-    pub fn new(
+    pub(crate) fn new(
         key: fn(&K) -> Option<String>,
         derive: impl FnMut(&K, Option<&V>) -> Option<V> + Send + 'static,
     ) -> Self {
@@ -90,12 +90,12 @@ impl<K, V: Clone> Reflector<K, V> {
     }
 
     /// What readers may see now.
-    pub fn snapshot(&self) -> &Snapshot<V> {
+    pub(crate) fn snapshot(&self) -> &Snapshot<V> {
         &self.live
     }
 
     /// Applies one event; true when the snapshot changed and should be published.
-    pub fn apply(&mut self, event: watcher::Event<K>) -> bool {
+    pub(crate) fn apply(&mut self, event: watcher::Event<K>) -> bool {
         match event {
             watcher::Event::Init => {
                 self.listing = BTreeMap::new();
@@ -146,7 +146,7 @@ impl<K, V: Clone> Reflector<K, V> {
 
 /// Watches `api` (kube-runtime's watcher with its default backoff) into `reflector`
 /// for as long as the agent runs; `publish` gets every snapshot readers may see.
-pub fn spawn<K, V>(
+pub(crate) fn spawn<K, V>(
     what: &'static str,
     api: Api<K>,
     config: watcher::Config,

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 /// The default cap on one masked unit (a single object, a list item, a Table row or a
 /// watch event): 64 MiB, far above the API server's own 3 MiB etcd object limit.
-pub const DEFAULT_MAX_OBJECT_BYTES: usize = 64 << 20;
+pub(crate) const DEFAULT_MAX_OBJECT_BYTES: usize = 64 << 20;
 
 /// Response masking. Secret `data` and `stringData` values are always replaced by a
 /// placeholder (keys kept), also inside a Secret's

@@ -46,14 +46,18 @@ use wildmatch::WildMatch;
 
 use self::rules::{Rules, Target};
 pub use self::{
-    config::{DEFAULT_MAX_OBJECT_BYTES, MaskConfig},
-    negotiate::{accept_json, negotiate},
-    response::{MaskBody, mask_response},
-    restore::{RestoreError, Restored, guard, has_placeholder, patch_reads},
+    config::MaskConfig,
     rules::{LAST_APPLIED, MASKED_BASE64, MASKED_TEXT},
+};
+pub(crate) use self::{
+    negotiate::{accept_json, negotiate},
+    response::mask_response,
+    restore::{RestoreError, Restored, guard, has_placeholder, patch_reads},
     scanner::Scanner,
 };
-use crate::request_info::RequestInfo;
+// Every resource verb's response carries objects (`delete` answers with the object or
+// a Status); `proxy` and non-resource requests are not objects kgate knows.
+use crate::request_info::{RESOURCE_VERBS, RequestInfo};
 
 /// Why a response could not be masked. Each is reported as a 502 (the API server
 /// answered something kgate will not pass on); `TooLarge` is kgate's own limit.
@@ -104,18 +108,6 @@ pub struct Plan {
     resource: String,
     max_object_bytes: usize,
 }
-
-/// Verbs whose responses carry objects (`delete` answers with the object or a Status).
-const OBJECT_VERBS: [&str; 8] = [
-    "get",
-    "list",
-    "watch",
-    "create",
-    "update",
-    "patch",
-    "delete",
-    "deletecollection",
-];
 
 // === impl Masker ===
 
@@ -169,7 +161,7 @@ impl Masker {
     /// no masking (no rule covers the resource, the verb returns no objects, a
     /// subresource such as `log` or `exec`, or the user is in `unmaskedSubjects`).
     pub fn plan(&self, info: &RequestInfo, username: &str) -> Option<Plan> {
-        if !info.is_resource_request || !OBJECT_VERBS.contains(&info.verb.as_str()) {
+        if !info.is_resource_request || !RESOURCE_VERBS.contains(&info.verb.as_str()) {
             return None;
         }
         let target = self.target(info)?;

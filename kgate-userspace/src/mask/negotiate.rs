@@ -11,17 +11,20 @@ use http::{
 };
 
 use super::Plan;
-use crate::status::Status;
+use crate::api_status::Status;
 
 /// Rewrites `Accept` (and drops `Accept-Encoding`) for the upstream request, or
 /// refuses the request with a 406 Status.
-pub fn negotiate(plan: &Plan, headers: &mut HeaderMap) -> Result<(), Status> {
+pub(crate) fn negotiate(plan: &Plan, headers: &mut HeaderMap) -> Result<(), Status> {
     accept_json(headers, |accept| refuse(plan, accept))
 }
 
 /// As [`negotiate`], for any response kgate must read: `refuse` builds the 406 from
 /// what the client accepts.
-pub fn accept_json(headers: &mut HeaderMap, refuse: impl Fn(&str) -> Status) -> Result<(), Status> {
+pub(crate) fn accept_json(
+    headers: &mut HeaderMap,
+    refuse: impl Fn(&str) -> Status,
+) -> Result<(), Status> {
     let mut ranges = Vec::new();
     for value in headers.get_all(ACCEPT) {
         let Ok(value) = value.to_str() else {

@@ -23,8 +23,8 @@ use tracing::warn;
 
 use super::{Plan, scanner::Scanner};
 use crate::{
+    api_status::Status,
     body::{Body, BoxError},
-    status::Status,
 };
 
 /// Wraps the upstream response to a planned request: its body masked as it streams,
@@ -34,7 +34,7 @@ use crate::{
 ///
 /// For a watch, the headers go out at once (a quiet watch must not hold them back);
 /// for any other response, the first masked unit is read before they do.
-pub async fn mask_response(
+pub(crate) async fn mask_response(
     plan: &Plan,
     response: Response<Body>,
 ) -> Result<Response<Body>, Status> {
@@ -89,7 +89,7 @@ fn is_json(content_type: &str) -> bool {
 }
 
 /// The upstream body, masked as it streams.
-pub struct MaskBody {
+pub(crate) struct MaskBody {
     inner: Body,
     scanner: Scanner,
     /// Output read ahead by [`MaskBody::prime`].

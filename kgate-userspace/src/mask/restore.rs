@@ -65,12 +65,12 @@ impl RestoreError {
 /// What one write had restored: the fields, as JSON pointers (values never). Inside
 /// the `last-applied-configuration` annotation, the annotation's pointer, `#`, and
 /// the pointer within it.
-pub type Restored = Vec<String>;
+pub(crate) type Restored = Vec<String>;
 
 /// Whether `value` holds one of kgate's placeholders anywhere, also inside strings
 /// (the `last-applied-configuration` annotation embeds a whole object as text).
 /// Writes without one need no stored object.
-pub fn has_placeholder(value: &Value) -> bool {
+pub(crate) fn has_placeholder(value: &Value) -> bool {
     match value {
         Value::String(s) => s.contains(MASKED_TEXT) || s.contains(MASKED_BASE64),
         Value::Array(items) => items.iter().any(has_placeholder),
@@ -81,7 +81,7 @@ pub fn has_placeholder(value: &Value) -> bool {
 
 /// Whether a JSON patch reads values (`test`, `copy`, `move`): it then needs the stored
 /// object to tell whether it reads a masked field.
-pub fn patch_reads(ops: &Value) -> bool {
+pub(crate) fn patch_reads(ops: &Value) -> bool {
     ops.as_array().is_some_and(|ops| {
         ops.iter()
             .any(|op| matches!(op["op"].as_str(), Some("test" | "copy" | "move")))
@@ -90,7 +90,7 @@ pub fn patch_reads(ops: &Value) -> bool {
 
 /// Restores the placeholders of an object body from `stored` (`None`: the object does
 /// not exist yet, so nothing can be restored).
-pub fn restore_object(
+pub(super) fn restore_object(
     rules: &Rules,
     target: Target,
     body: &mut Value,
@@ -106,7 +106,7 @@ pub fn restore_object(
 
 /// Restores the placeholders in a JSON patch's values from `stored`, and refuses
 /// operations that read masked fields.
-pub fn restore_json_patch(
+pub(super) fn restore_json_patch(
     rules: &Rules,
     target: Target,
     ops: &mut Value,
@@ -186,7 +186,7 @@ pub fn restore_json_patch(
 /// the write with its 409 and nothing restored is stored). A JSON patch gets a
 /// `replace` of `/metadata/resourceVersion` first, which the API server checks as a
 /// precondition in the same way.
-pub fn guard(body: &mut Value, json_patch: bool, resource_version: &str) {
+pub(crate) fn guard(body: &mut Value, json_patch: bool, resource_version: &str) {
     if json_patch {
         if let Some(ops) = body.as_array_mut() {
             ops.insert(

@@ -37,7 +37,7 @@ pub enum Target {
 
 /// Masks `value` and, whatever its `kind` claims, every object nested where a list
 /// (`items`) or a Table (`rows[].object`) carries objects.
-pub fn mask_value(rules: &Rules, target: Target, value: &mut Value) {
+pub(super) fn mask_value(rules: &Rules, target: Target, value: &mut Value) {
     let Some(obj) = value.as_object_mut() else {
         return;
     };
@@ -57,7 +57,7 @@ pub fn mask_value(rules: &Rules, target: Target, value: &mut Value) {
 /// A Table row: its cells are the server's printer columns, which for the kinds
 /// masked here show no masked value (a Secret's show a key count); its object may be
 /// the full object or its metadata.
-pub fn mask_row(rules: &Rules, target: Target, row: &mut Value) {
+pub(super) fn mask_row(rules: &Rules, target: Target, row: &mut Value) {
     if let Some(object) = row.get_mut("object") {
         mask_value(rules, target, object);
     }
@@ -112,7 +112,7 @@ fn mask_object(rules: &Rules, target: Target, obj: &mut Map<String, Value>) {
 /// must survive, or a later apply stops pruning what the user removed. Only values
 /// change, by the same rules as the object it describes. One that is not JSON cannot
 /// be checked, so it is replaced as a whole (fail closed).
-pub fn mask_last_applied(rules: &Rules, target: Target, applied: &str) -> Option<String> {
+pub(super) fn mask_last_applied(rules: &Rules, target: Target, applied: &str) -> Option<String> {
     let Ok(Value::Object(mut inner)) = serde_json::from_str::<Value>(applied) else {
         return Some(MASKED_TEXT.to_owned());
     };

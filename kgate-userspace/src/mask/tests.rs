@@ -1,6 +1,7 @@
 //! Table-driven tests of the masker: every input is also fed split at every byte and
 //! one byte at a time, and must give the same output.
 
+use crate::mask::config::DEFAULT_MAX_OBJECT_BYTES;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 use http_body_util::BodyExt;

@@ -9,32 +9,34 @@ use wildmatch::WildMatch;
 use super::types::{
     Action, DefaultAction, KgatePolicySpec, LabelSelector, Mode, RequestMatch, Subjects,
 };
+use crate::request_info::{NON_RESOURCE_VERBS, RESOURCE_VERBS, SPECIAL_VERBS};
 
-/// The verbs a request can carry: the API server's resource verbs and the lowercase
-/// HTTP methods of non-resource requests.
-const VERBS: &[&str] = &[
-    "get",
-    "list",
-    "watch",
-    "create",
-    "update",
-    "patch",
-    "delete",
-    "deletecollection",
-    "proxy",
-    "post",
-    "put",
-    "head",
-    "options",
-    "*",
-];
+/// Whether a request can carry `verb` (`*` matches every verb): the verbs of resource
+/// requests, those a path segment sets, and the lowercase methods of non-resource ones.
+fn is_known_verb(verb: &str) -> bool {
+    verb == "*" || known_verbs().any(|v| v == verb)
+}
+
+/// The verbs [`is_known_verb`] accepts, each once, for messages.
+fn known_verbs() -> impl Iterator<Item = &'static str> {
+    let mut seen = Vec::new();
+    RESOURCE_VERBS
+        .into_iter()
+        .chain(SPECIAL_VERBS)
+        .chain(NON_RESOURCE_VERBS)
+        .filter(move |v| {
+            let new = !seen.contains(v);
+            seen.push(*v);
+            new
+        })
+}
 
 /// Default hold time of an approval.
 const DEFAULT_APPROVAL_TIMEOUT: u64 = 300;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("policy {policy:?}: {at}: {message}")]
-pub struct PolicyError {
+pub(crate) struct PolicyError {
     pub policy: String,
     /// Where in the object, e.g. `spec.rules[2].match.verbs[0]`.
     pub at: String,
@@ -42,7 +44,7 @@ pub struct PolicyError {
 }
 
 #[derive(Debug)]
-pub struct CompiledPolicy {
+pub(crate) struct CompiledPolicy {
     pub name: String,
     pub mode: Mode,
     pub subjects: SubjectMatcher,
@@ -51,7 +53,7 @@ pub struct CompiledPolicy {
 }
 
 #[derive(Debug)]
-pub struct CompiledRule {
+pub(crate) struct CompiledRule {
     pub name: String,
     pub subjects: SubjectMatcher,
     pub request: RequestMatcher,
@@ -66,7 +68,7 @@ pub struct CompiledRule {
 
 /// Subjects compiled: each non-empty list must have a match.
 #[derive(Debug, Default)]
-pub struct SubjectMatcher {
+pub(crate) struct SubjectMatcher {
     pub users: Vec<WildMatch>,
     pub service_accounts: Vec<WildMatch>,
     pub groups: Vec<WildMatch>,
@@ -77,7 +79,7 @@ pub struct SubjectMatcher {
 
 /// One label requirement of a pod selector.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Requirement {
+pub(crate) enum Requirement {
     In(String, Vec<String>),
     NotIn(String, Vec<String>),
     Exists(String),
@@ -85,7 +87,7 @@ pub enum Requirement {
 }
 
 #[derive(Debug, Default)]
-pub struct RequestMatcher {
+pub(crate) struct RequestMatcher {
     pub verbs: Vec<WildMatch>,
     pub api_groups: Vec<WildMatch>,
     /// (resource, subresource): `pods` matches only the resource itself, `pods/*`
@@ -97,7 +99,7 @@ pub struct RequestMatcher {
 }
 
 /// Validates and compiles one policy.
-pub fn compile(name: &str, spec: &KgatePolicySpec) -> Result<CompiledPolicy, PolicyError> {
+pub(crate) fn compile(name: &str, spec: &KgatePolicySpec) -> Result<CompiledPolicy, PolicyError> {
     let err = |at: String, message: String| PolicyError {
         policy: name.to_owned(),
         at,
@@ -210,10 +212,11 @@ fn subjects(s: &Subjects, at: &str) -> Result<SubjectMatcher, Located> {
 
 fn request(m: &RequestMatch, at: &str) -> Result<RequestMatcher, Located> {
     for (i, verb) in m.verbs.iter().enumerate() {
-        if !VERBS.contains(&verb.as_str()) {
+        if !is_known_verb(verb) {
+            let known: Vec<_> = known_verbs().chain(["*"]).collect();
             return Err((
                 format!("{at}.verbs[{i}]"),
-                format!("unknown verb {verb:?} (known: {})", VERBS.join(", ")),
+                format!("unknown verb {verb:?} (known: {})", known.join(", ")),
             ));
         }
     }
@@ -403,7 +406,7 @@ impl SubjectMatcher {
     }
 
     /// Whether a pod's labels satisfy the selector (no selector: yes).
-    pub fn labels_match(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
+    pub(crate) fn labels_match(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
         let Some(reqs) = &self.pod_selector else {
             return true;
         };

@@ -8,7 +8,7 @@ use crate::{identity::UserInfo, request_info::RequestInfo};
 
 /// A request described by its attributes, as on the command line.
 #[derive(Clone, Debug, Default)]
-pub struct Question {
+pub(crate) struct Question {
     pub user: String,
     pub groups: Vec<String>,
     pub verb: String,
@@ -24,7 +24,7 @@ pub struct Question {
 }
 
 /// The decision and the reasoning, as text.
-pub fn explain(set: &PolicySet, q: &Question) -> String {
+pub(crate) fn explain(set: &PolicySet, q: &Question) -> String {
     let mut groups = q.groups.clone();
     if let Some(ns) = q
         .user

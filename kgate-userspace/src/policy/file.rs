@@ -12,7 +12,7 @@ use super::{
 };
 
 #[derive(Debug, thiserror::Error)]
-pub enum FileError {
+pub(crate) enum FileError {
     #[error("{file}: {source}")]
     ReadFailed {
         file: String,
@@ -29,7 +29,7 @@ pub enum FileError {
 }
 
 /// Reads, parses and compiles every policy of `path`.
-pub fn load(path: &Path) -> Result<Vec<CompiledPolicy>, FileError> {
+pub(crate) fn load(path: &Path) -> Result<Vec<CompiledPolicy>, FileError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| FileError::ReadFailed {
         file: file.clone(),
@@ -39,7 +39,7 @@ pub fn load(path: &Path) -> Result<Vec<CompiledPolicy>, FileError> {
 }
 
 /// Parses and compiles the policies of `text` (named `file` in errors).
-pub fn parse(text: &str, file: &str) -> Result<Vec<CompiledPolicy>, FileError> {
+pub(crate) fn parse(text: &str, file: &str) -> Result<Vec<CompiledPolicy>, FileError> {
     let invalid = |doc: usize, message: String| FileError::Invalid {
         file: file.to_owned(),
         doc,

@@ -20,14 +20,14 @@
 //! decision this returns) and loading policy sources ([`store`], [`file`](mod@file);
 //! the cluster's `KgatePolicy` objects come from [`crate::kube::policies`]).
 
-pub mod compile;
-pub mod explain;
-pub mod file;
-pub mod review;
-pub mod store;
+pub(crate) mod compile;
+pub(crate) mod explain;
+pub(crate) mod file;
+pub(crate) mod review;
+pub(crate) mod store;
 #[cfg(test)]
 mod tests;
-pub mod types;
+pub(crate) mod types;
 
 use std::{collections::BTreeMap, fmt::Write as _, sync::Arc};
 
@@ -39,7 +39,7 @@ use crate::{identity::UserInfo, request_info::RequestInfo};
 
 /// The caller as policy sees it.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Caller<'a> {
+pub(crate) struct Caller<'a> {
     pub user: Option<&'a UserInfo>,
     pub pod_labels: Option<&'a BTreeMap<String, String>>,
     pub container: Option<&'a str>,
@@ -49,7 +49,7 @@ pub struct Caller<'a> {
 
 /// What policy decided, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// What happens to the request (`Allow` for a shadow-mode deny or hold).
     pub action: Action,
     /// What an enforcing policy would have done, when shadow mode let it pass.
@@ -65,7 +65,7 @@ pub struct Decision {
 
 /// Every compiled policy, sorted by name, and the global settings.
 #[derive(Debug)]
-pub struct PolicySet {
+pub(crate) struct PolicySet {
     pub policies: Vec<Arc<CompiledPolicy>>,
     pub default_action: DefaultAction,
     /// Every decision in shadow mode.
@@ -77,7 +77,7 @@ pub struct PolicySet {
 // === impl PolicySet ===
 
 impl PolicySet {
-    pub fn new(
+    pub(crate) fn new(
         mut policies: Vec<Arc<CompiledPolicy>>,
         default_action: DefaultAction,
         shadow: bool,
@@ -93,12 +93,12 @@ impl PolicySet {
     }
 
     /// The decision for `req` from `caller`.
-    pub fn evaluate(&self, caller: &Caller<'_>, req: &RequestInfo) -> Decision {
+    pub(crate) fn evaluate(&self, caller: &Caller<'_>, req: &RequestInfo) -> Decision {
         self.evaluate_explained(caller, req, None)
     }
 
     /// As [`PolicySet::evaluate`], writing each step of the reasoning to `why`.
-    pub fn evaluate_explained(
+    pub(crate) fn evaluate_explained(
         &self,
         caller: &Caller<'_>,
         req: &RequestInfo,

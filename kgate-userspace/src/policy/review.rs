@@ -43,14 +43,14 @@ use super::{
 
 /// One attribute of a question: a value, or every value.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Attr {
+pub(crate) enum Attr {
     Is(String),
     All,
 }
 
 /// What an access review asks about, with its wildcards resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Question {
+pub(crate) enum Question {
     Resource {
         verb: Attr,
         group: Attr,
@@ -73,7 +73,7 @@ const COLLECTION_VERBS: [&str; 4] = ["create", "list", "watch", "deletecollectio
 
 impl Question {
     /// A review's `resourceAttributes`, as the API server reads them.
-    pub fn resource(
+    pub(crate) fn resource(
         verb: &str,
         group: &str,
         resource: &str,
@@ -93,7 +93,7 @@ impl Question {
     }
 
     /// A review's `nonResourceAttributes`.
-    pub fn non_resource(verb: &str, path: &str) -> Self {
+    pub(crate) fn non_resource(verb: &str, path: &str) -> Self {
         let every_if = |all: bool, v: &str| if all { Attr::All } else { Attr::Is(v.into()) };
         Self::NonResource {
             verb: every_if(matches!(verb, "*" | ""), verb),
@@ -103,7 +103,7 @@ impl Question {
 
     /// `delete secrets in namespace "demo"`, `* pods "web-0" in every namespace`,
     /// `get path /healthz`: for messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let show = |a: &Attr| match a {
             Attr::Is(v) => v.clone(),
             Attr::All => "*".to_owned(),
@@ -143,7 +143,7 @@ impl Question {
 
 /// Policy's decision for the requests `q` describes, from `caller` (see the module
 /// docs for how a set of requests is decided).
-pub fn decide(set: &PolicySet, caller: &Caller<'_>, q: &Question) -> Decision {
+pub(crate) fn decide(set: &PolicySet, caller: &Caller<'_>, q: &Question) -> Decision {
     // `widen(action)`: rules with this (effective) action match a part of the set.
     let eval = |widen: fn(Action) -> bool, enforced: bool| {
         set.evaluate_with(
@@ -187,7 +187,7 @@ pub fn decide(set: &PolicySet, caller: &Caller<'_>, q: &Question) -> Decision {
 /// default for requests no rule matches when it is deny (`bots (default): deny`).
 /// Empty when policy refuses the caller nothing. Shadow-mode policies are left out:
 /// they change no outcome.
-pub fn restrictions(set: &PolicySet, caller: &Caller<'_>) -> Vec<String> {
+pub(crate) fn restrictions(set: &PolicySet, caller: &Caller<'_>) -> Vec<String> {
     let mut out = Vec::new();
     let mut defaults = Vec::new();
     for policy in set.policies.iter().map(|p| &**p) {

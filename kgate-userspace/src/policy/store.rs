@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use super::{PolicySet, compile::CompiledPolicy, file, types::DefaultAction};
 
-pub struct PolicyStore {
+pub(crate) struct PolicyStore {
     current: RwLock<Arc<PolicySet>>,
     /// False until the cluster's policies have been listed once (when watched).
     cluster_synced: AtomicBool,
@@ -42,7 +42,7 @@ struct Sources {
 impl PolicyStore {
     /// Loads `files` now: at start-up a bad file is an error, not a warning.
     /// With `cluster`, the store is not ready until [`PolicyStore::set_cluster_synced`].
-    pub fn new(
+    pub(crate) fn new(
         files: &[PathBuf],
         default_action: DefaultAction,
         shadow: bool,
@@ -71,7 +71,7 @@ impl PolicyStore {
     }
 
     /// The policy in force.
-    pub fn current(&self) -> Arc<PolicySet> {
+    pub(crate) fn current(&self) -> Arc<PolicySet> {
         self.current
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -79,7 +79,7 @@ impl PolicyStore {
     }
 
     /// Re-reads the files that changed; keeps the last good version of a bad one.
-    pub fn reload_files(&self) {
+    pub(crate) fn reload_files(&self) {
         let mut changed = false;
         {
             let mut sources = self.lock();
@@ -107,7 +107,7 @@ impl PolicyStore {
     }
 
     /// Checks the files every `period`, for as long as the agent runs.
-    pub fn spawn_file_reloader(self: &Arc<Self>, period: Duration) {
+    pub(crate) fn spawn_file_reloader(self: &Arc<Self>, period: Duration) {
         let store = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
@@ -123,11 +123,11 @@ impl PolicyStore {
 
     /// Whether every policy source has loaded once: before that, requests are refused
     /// (503) rather than judged by a partial policy.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.cluster_synced.load(Ordering::Acquire)
     }
 
-    pub fn set_cluster_synced(&self) {
+    pub(crate) fn set_cluster_synced(&self) {
         if !self.cluster_synced.swap(true, Ordering::AcqRel) {
             info!("cluster policies loaded");
         }
@@ -136,7 +136,7 @@ impl PolicyStore {
     /// Sets the cluster's policies, each object's last good version by name (the
     /// policy watch, [`crate::kube::policies`], calls it with each snapshot). The same
     /// policies again change nothing, so the generation counts real changes.
-    pub fn set_cluster(&self, policies: &BTreeMap<String, Arc<CompiledPolicy>>) {
+    pub(crate) fn set_cluster(&self, policies: &BTreeMap<String, Arc<CompiledPolicy>>) {
         {
             let mut sources = self.lock();
             let unchanged = sources.cluster.len() == policies.len()

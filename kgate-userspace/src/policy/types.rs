@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Valid","type":"string","jsonPath":".status.valid"}"#
 )]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct KgatePolicySpec {
+pub(crate) struct KgatePolicySpec {
     /// `enforce` (default) or `shadow`: decisions are recorded as "would deny" /
     /// "would hold" and the requests pass.
     #[serde(default)]
@@ -47,7 +47,7 @@ pub struct KgatePolicySpec {
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub enum Mode {
+pub(crate) enum Mode {
     #[default]
     Enforce,
     Shadow,
@@ -63,7 +63,7 @@ pub enum DefaultAction {
 /// One rule: for these subjects (narrowing the policy's), these requests, this action.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Rule {
+pub(crate) struct Rule {
     /// Unique within the policy; named in denials, approvals and records.
     pub name: String,
     #[serde(default)]
@@ -86,7 +86,7 @@ pub struct Rule {
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub enum Action {
+pub(crate) enum Action {
     #[default]
     Allow,
     Deny,
@@ -97,7 +97,7 @@ pub enum Action {
 /// field any entry may (OR). Globs use `*` and `?`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Subjects {
+pub(crate) struct Subjects {
     /// Usernames, e.g. `system:serviceaccount:ci:*` or `kubernetes-admin`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<String>,
@@ -121,7 +121,7 @@ pub struct Subjects {
 /// A Kubernetes label selector.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct LabelSelector {
+pub(crate) struct LabelSelector {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub match_labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -130,7 +130,7 @@ pub struct LabelSelector {
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct LabelSelectorRequirement {
+pub(crate) struct LabelSelectorRequirement {
     pub key: String,
     /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
     pub operator: String,
@@ -142,7 +142,7 @@ pub struct LabelSelectorRequirement {
 /// Empty fields match anything; globs use `*`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RequestMatch {
+pub(crate) struct RequestMatch {
     /// Kubernetes verbs (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
     /// `deletecollection`, `proxy`, plus the lowercase HTTP methods of non-resource
     /// requests) or `*`.
@@ -172,7 +172,7 @@ pub struct RequestMatch {
 /// How a held request is decided.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Approval {
+pub(crate) struct Approval {
     /// Users or groups (informational for `kgate approvals list`; RBAC on
     /// `kgateapprovals` decides who can approve).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -185,7 +185,7 @@ pub struct Approval {
 /// What the agent reports about a policy object.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct KgatePolicyStatus {
+pub(crate) struct KgatePolicyStatus {
     /// `True` when the last seen generation compiled, `False` when it was rejected
     /// (the previous good version stays in force).
     pub valid: String,

@@ -13,14 +13,14 @@ use std::{
 use crate::{cgroup, config::DirectClients, connection::Connection, ebpf::OriginTable};
 
 /// Names cgroups by id, walking the cgroup tree once per new id.
-pub struct CgroupNames {
+pub(crate) struct CgroupNames {
     root: Option<PathBuf>,
     names: Mutex<HashMap<u64, Option<String>>>,
 }
 
 impl CgroupNames {
     /// `root` is the cgroup2 mount; without one, no cgroup is named.
-    pub fn new(root: Option<PathBuf>) -> Self {
+    pub(crate) fn new(root: Option<PathBuf>) -> Self {
         Self {
             root,
             names: Mutex::default(),
@@ -42,7 +42,7 @@ impl CgroupNames {
 
 /// The origin of the connection from `peer`, or why it is refused. `origins` is `None`
 /// when the kernel programs are not attached (standalone mode).
-pub fn accept(
+pub(crate) fn accept(
     origins: Option<&OriginTable>,
     direct: DirectClients,
     names: &CgroupNames,

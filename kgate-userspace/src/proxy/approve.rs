@@ -17,8 +17,8 @@ use super::forward::Upstream;
 use crate::body;
 use crate::connection::Connection;
 use crate::{
-    approval::Approvals, identity::Identity, policy::Decision, request_info::RequestInfo,
-    status::Status,
+    api_status::Status, approval::Approvals, identity::Identity, policy::Decision,
+    request_info::RequestInfo,
 };
 
 /// The API server's own limit on a request body (3 MiB).
@@ -32,7 +32,7 @@ const MAX_SHOWN_BODY: usize = 64 << 10;
     clippy::too_many_arguments,
     reason = "the stage's inputs as the request path holds them"
 )]
-pub async fn approve(
+pub(crate) async fn approve(
     approvals: Option<&Approvals>,
     upstream: &Upstream,
     identity: &Identity,

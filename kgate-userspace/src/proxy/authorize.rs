@@ -12,19 +12,19 @@ use http::{HeaderMap, Method, Uri};
 use super::upgrade;
 use crate::connection::Connection;
 use crate::{
+    api_status::Status,
     identity::{Identity, Workload},
     policy::{Caller, Decision, PolicySet, types::Action},
     request_info::RequestInfo,
-    status::Status,
 };
 
 /// The request's attributes, or a 400 Status naming what did not parse.
-pub fn attributes(method: &Method, uri: &Uri) -> Result<RequestInfo, Status> {
+pub(crate) fn attributes(method: &Method, uri: &Uri) -> Result<RequestInfo, Status> {
     RequestInfo::parse(method, uri)
         .map_err(|e| Status::bad_request(format!("kgate: cannot parse the request path: {e}")))
 }
 
-pub fn authorize(info: &RequestInfo, headers: &HeaderMap) -> Result<(), Status> {
+pub(crate) fn authorize(info: &RequestInfo, headers: &HeaderMap) -> Result<(), Status> {
     if let Some(name) = headers
         .keys()
         .find(|k| k.as_str().starts_with("impersonate-"))
@@ -45,7 +45,7 @@ pub fn authorize(info: &RequestInfo, headers: &HeaderMap) -> Result<(), Status> 
 }
 
 /// The policy decision for this request and caller; a deny becomes the 403 Status.
-pub fn decide(
+pub(crate) fn decide(
     policy: &PolicySet,
     identity: &Identity,
     conn: &Connection,
@@ -69,7 +69,7 @@ pub fn decide(
 }
 
 /// The caller as policy sees it: the identity, and the connection's process.
-pub fn caller<'a>(identity: &'a Identity, conn: &'a Connection) -> Caller<'a> {
+pub(crate) fn caller<'a>(identity: &'a Identity, conn: &'a Connection) -> Caller<'a> {
     let (pod_labels, container) = match &identity.workload {
         Workload::Pod { pod, container } => (Some(&pod.labels), container.as_deref()),
         _ => (None, None),

@@ -22,17 +22,17 @@ use super::{
     upgrade::{Completion, StreamTap, upgrade_protocol},
 };
 use crate::{
+    api_status::{Status, respond},
     body::{self, Body, Lingering},
     connection::Connection,
     identity::{Identity, Unidentified},
-    metrics::Metrics,
+    metrics::{Metrics, RefusalLabels},
     policy::{Decision, types::Action},
     request_info::RequestInfo,
-    status::{Status, respond},
 };
 
 /// What is known of one request, stage by stage.
-pub struct Context<'a> {
+pub(super) struct Context<'a> {
     proxy: &'a Proxy,
     upstream: &'a Upstream,
     conn: &'a Connection,
@@ -59,7 +59,7 @@ pub struct Context<'a> {
 // === impl Context ===
 
 impl<'a> Context<'a> {
-    pub fn new(
+    pub(super) fn new(
         proxy: &'a Proxy,
         upstream: &'a Upstream,
         conn: &'a Connection,
@@ -86,7 +86,7 @@ impl<'a> Context<'a> {
     }
 
     /// identify: the caller, verified and bound to the connection's pod.
-    pub async fn identify(&mut self, headers: &HeaderMap) -> Result<(), Refusal> {
+    pub(super) async fn identify(&mut self, headers: &HeaderMap) -> Result<(), Refusal> {
         let _timer = StageTimer::new(&self.proxy.metrics, "identify");
         match identify::identify(&self.proxy.identity, self.conn, headers).await {
             Ok(identity) => {
@@ -103,7 +103,7 @@ impl<'a> Context<'a> {
 
     /// authorize: headers kgate never lets through, then the policy's decision. With
     /// the cluster's policies not loaded yet, kgate cannot decide: 503.
-    pub fn authorize(&mut self, headers: &HeaderMap) -> Result<(), Refusal> {
+    pub(super) fn authorize(&mut self, headers: &HeaderMap) -> Result<(), Refusal> {
         if !self.proxy.policy.ready() {
             let status = Status::service_unavailable(
                 "kgate: the cluster's policies have not loaded yet; retry shortly",
@@ -133,7 +133,7 @@ impl<'a> Context<'a> {
 
     /// mask (first half) and review: ask the upstream for a format kgate can read, or
     /// refuse. A policy rule may grant these subjects unmasked reads of these resources.
-    pub fn negotiate(&mut self, headers: &mut HeaderMap) -> Result<(), Refusal> {
+    pub(super) fn negotiate(&mut self, headers: &mut HeaderMap) -> Result<(), Refusal> {
         let not_acceptable = |status| Refusal::new(Kind::NotAcceptable, status);
         let unmasked = self.decision.as_ref().is_some_and(|d| d.unmasked);
         let username = self.identity.as_ref().map(|i| i.user.username.as_str());
@@ -153,7 +153,10 @@ impl<'a> Context<'a> {
 
     /// approve: a request that policy holds waits here for a human; any other goes on
     /// with its body streaming.
-    pub async fn approve(&mut self, req: Request<Lingering>) -> Result<Request<Body>, Refusal> {
+    pub(super) async fn approve(
+        &mut self,
+        req: Request<Lingering>,
+    ) -> Result<Request<Body>, Refusal> {
         let (Some(decision), Some(identity)) = (&self.decision, &self.identity) else {
             return Ok(req.map(body::stream));
         };
@@ -181,7 +184,7 @@ impl<'a> Context<'a> {
 
     /// mask (writes): kgate's placeholders go back to the stored values, or the write
     /// is refused; none reaches the API server.
-    pub async fn restore(&mut self, req: Request<Body>) -> Result<Request<Body>, Refusal> {
+    pub(super) async fn restore(&mut self, req: Request<Body>) -> Result<Request<Body>, Refusal> {
         let (Some(plan), Some(identity)) = (&self.mask, &self.identity) else {
             return Ok(req);
         };
@@ -202,7 +205,7 @@ impl<'a> Context<'a> {
 
     /// record (first half): at level Request a copy of the body is kept as it streams
     /// upstream; with strict durability, nothing is forwarded unrecorded.
-    pub async fn received(&mut self, req: Request<Body>) -> Result<Request<Body>, Refusal> {
+    pub(super) async fn received(&mut self, req: Request<Body>) -> Result<Request<Body>, Refusal> {
         let (recorder, masker) = (&self.proxy.recorder, &self.proxy.masker);
         let req = self.pending.capture_body(recorder, masker, &self.info, req);
         self.pending
@@ -215,7 +218,7 @@ impl<'a> Context<'a> {
     /// forward: to the API server, an upgrade's frames captured as they are relayed.
     /// A failure upstream is answered here (502/503/504), as the API server's own
     /// aggregator would.
-    pub async fn forward(&mut self, req: Request<Body>) -> Response<Body> {
+    pub(super) async fn forward(&mut self, req: Request<Body>) -> Response<Body> {
         let info = &self.info;
         let mut tap = StreamTap::new(format!("{} {}", info.verb, info.path));
         let upgrade = upgrade_protocol(req.headers()).is_some();
@@ -249,7 +252,7 @@ impl<'a> Context<'a> {
 
     /// review: the API server's answer to an access review, with kgate's decision for
     /// the same question folded in.
-    pub async fn review(&self, response: Response<Body>) -> Result<Response<Body>, Refusal> {
+    pub(super) async fn review(&self, response: Response<Body>) -> Result<Response<Body>, Refusal> {
         let (Some(review), Some(identity)) = (self.review, &self.identity) else {
             return Ok(response);
         };
@@ -267,7 +270,7 @@ impl<'a> Context<'a> {
     }
 
     /// mask: sensitive response fields are rewritten as the body streams.
-    pub async fn mask(&self, response: Response<Body>) -> Result<Response<Body>, Refusal> {
+    pub(super) async fn mask(&self, response: Response<Body>) -> Result<Response<Body>, Refusal> {
         let Some(plan) = &self.mask else {
             return Ok(response);
         };
@@ -284,16 +287,23 @@ impl<'a> Context<'a> {
     /// record: sends what the chain ended with, a refusal as its Status, and records
     /// it. At level RequestResponse the event waits for the body it carries, which must
     /// be masked data.
-    pub fn finish(self, ended: Result<Response<Body>, Refusal>) -> Response<Body> {
+    pub(super) fn finish(self, ended: Result<Response<Body>, Refusal>) -> Response<Body> {
         let (response, refusal) = match ended {
             Ok(response) => (response, None),
             Err(refusal) => (refusal.respond(&self.info.path), Some(refusal)),
         };
-        if refusal
-            .as_ref()
-            .is_some_and(|r| r.kind == Kind::StolenToken)
-        {
-            self.proxy.metrics.stolen_tokens.inc();
+        if let Some(refusal) = &refusal {
+            let metrics = &self.proxy.metrics;
+            metrics
+                .refusals
+                .get_or_create(&RefusalLabels {
+                    kind: refusal.kind.as_str(),
+                    side: refusal.side().as_str(),
+                })
+                .inc();
+            if refusal.kind == Kind::StolenToken {
+                metrics.stolen_tokens.inc();
+            }
         }
         let response = if self.forwarded {
             let masked = self.mask.is_some() || self.proxy.masker.record_plan(&self.info).is_none();

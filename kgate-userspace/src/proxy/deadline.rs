@@ -29,13 +29,13 @@ use tokio::{
 };
 
 /// Bound on the TLS handshake and on the wait for the first request head.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on a write that makes no progress at all.
-pub const STALLED_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STALLED_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Wraps a connection's transport: fails a write (and so the connection) once the
 /// peer has taken no bytes for `limit` while a write waited.
-pub struct StallGuard<T> {
+pub(crate) struct StallGuard<T> {
     inner: T,
     limit: Duration,
     /// Set while a write is pending; cleared by any progress.
@@ -43,7 +43,7 @@ pub struct StallGuard<T> {
 }
 
 impl<T> StallGuard<T> {
-    pub fn new(inner: T, limit: Duration) -> Self {
+    pub(crate) fn new(inner: T, limit: Duration) -> Self {
         Self {
             inner,
             limit,

@@ -31,7 +31,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The endpoint list the dialer reads and discovery writes.
 #[derive(Clone, Default)]
-pub struct Endpoints(Arc<Inner>);
+pub(crate) struct Endpoints(Arc<Inner>);
 
 #[derive(Default)]
 struct Inner {
@@ -42,7 +42,7 @@ struct Inner {
 // === impl Endpoints ===
 
 impl Endpoints {
-    pub fn set(&self, addrs: Vec<SocketAddr>) {
+    pub(crate) fn set(&self, addrs: Vec<SocketAddr>) {
         *self
             .0
             .addrs
@@ -50,7 +50,7 @@ impl Endpoints {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = addrs.into();
     }
 
-    pub fn get(&self) -> Arc<[SocketAddr]> {
+    pub(crate) fn get(&self) -> Arc<[SocketAddr]> {
         self.0
             .addrs
             .read()
@@ -75,7 +75,7 @@ impl Endpoints {
 
 /// A connector for `hyper_util`'s client: TCP to an endpoint of the upstream.
 #[derive(Clone)]
-pub struct Dialer {
+pub(crate) struct Dialer {
     http: HttpConnector,
     /// The authority of `upstream.server`: only its connections are re-aimed.
     upstream: Authority,
@@ -85,7 +85,7 @@ pub struct Dialer {
 // === impl Dialer ===
 
 impl Dialer {
-    pub fn new(http: HttpConnector, upstream: Authority, endpoints: Endpoints) -> Self {
+    pub(crate) fn new(http: HttpConnector, upstream: Authority, endpoints: Endpoints) -> Self {
         Self {
             http,
             upstream,

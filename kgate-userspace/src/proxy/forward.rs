@@ -48,7 +48,7 @@ use crate::body::{self, Body};
 use crate::{config, identity::UserInfo};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
+pub(crate) enum ForwardError {
     #[error("reading {0}: {1}")]
     ReadFailed(String, #[source] std::io::Error),
     #[error("{0}: {1}")]
@@ -70,7 +70,7 @@ pub enum ForwardError {
 }
 
 /// Pooled clients to the real API server.
-pub struct Upstream {
+pub(crate) struct Upstream {
     base: Uri,
     /// HTTP/2 when the API server offers it: for HTTP/2 clients.
     pooled: Client<HttpsConnector<Dialer>, Body>,
@@ -100,7 +100,7 @@ const TOKEN_REREAD: Duration = Duration::from_secs(30);
 impl Upstream {
     /// `endpoints` is where connections to `base` go while it is not empty (endpoint
     /// discovery fills it).
-    pub fn new(
+    pub(crate) fn new(
         cfg: &config::Upstream,
         base: Uri,
         endpoints: &Endpoints,
@@ -171,7 +171,7 @@ impl Upstream {
     /// as the agent impersonating `impersonate`. For an upgrade, the client's and the
     /// upstream's upgraded streams are relayed in a task of their own, through `tap`.
     /// Unless `long_running`, the response head must come within the response timeout.
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         client: SocketAddr,
         mut req: Request<Body>,

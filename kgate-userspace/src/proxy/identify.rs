@@ -10,7 +10,7 @@ use crate::identity::{Identifier, Identity, Unidentified};
 /// The caller's identity, or why the request is refused ([`Unidentified::status`]: 401,
 /// 403 or 503). A refusal after the token verified carries the user, and a stolen
 /// token's both pods, for its record.
-pub async fn identify(
+pub(crate) async fn identify(
     identifier: &Identifier,
     conn: &Connection,
     headers: &HeaderMap,

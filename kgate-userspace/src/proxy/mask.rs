@@ -35,10 +35,10 @@ use super::{
 };
 use crate::body::{self, Body};
 use crate::{
+    api_status::{Status, StatusCause, StatusDetails},
     identity::Identity,
     mask::{MASKED_BASE64, MASKED_TEXT, Plan, RestoreError, Restored},
     request_info::RequestInfo,
-    status::{Status, StatusCause, StatusDetails},
 };
 
 /// The API server's own limit on a request body (3 MiB).
@@ -58,7 +58,7 @@ enum Encoding {
 
 /// Restores the placeholders in `req`'s body, or refuses it. Returns the request to
 /// forward and what was restored (empty when nothing was).
-pub async fn restore(
+pub(crate) async fn restore(
     upstream: &Upstream,
     client: SocketAddr,
     identity: &Identity,

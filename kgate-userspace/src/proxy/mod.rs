@@ -18,22 +18,22 @@
 //! Clients that hold a connection without moving it forward are cut off
 //! ([`deadline`]).
 
-pub mod accept;
-pub mod approve;
-pub mod authorize;
+pub(crate) mod accept;
+pub(crate) mod approve;
+pub(crate) mod authorize;
 mod context;
-pub mod deadline;
-pub mod dial;
-pub mod forward;
-pub mod identify;
-pub mod mask;
-pub mod record;
-pub mod refusal;
-pub mod review;
-pub mod stored;
-pub mod tls;
-pub mod upgrade;
-pub mod workers;
+pub(crate) mod deadline;
+pub(crate) mod dial;
+pub(crate) mod forward;
+pub(crate) mod identify;
+pub(crate) mod mask;
+pub(crate) mod record;
+pub(crate) mod refusal;
+pub(crate) mod review;
+pub(crate) mod stored;
+pub(crate) mod tls;
+pub(crate) mod upgrade;
+pub(crate) mod workers;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Instant};
 
@@ -54,6 +54,7 @@ use self::{
     forward::Upstream,
 };
 use crate::{
+    api_status::{Status, respond},
     approval::Approvals,
     body::{self, Body},
     config::DirectClients,
@@ -65,7 +66,6 @@ use crate::{
     policy::store::PolicyStore,
     record::Recorder,
     request_info::RequestInfo,
-    status::{Status, respond},
 };
 
 /// Largest request head accepted, as the API server's default (Go's 1 MiB).
@@ -75,7 +75,7 @@ const MAX_HEADER_BYTES: usize = 1 << 20;
 const HYPER_HEADER_LIMIT: usize = 2 * MAX_HEADER_BYTES;
 
 /// What every connection shares.
-pub struct Proxy {
+pub(crate) struct Proxy {
     /// `None` in standalone mode (no kernel programs).
     pub origins: Option<OriginTable>,
     pub direct_clients: DirectClients,
@@ -94,7 +94,7 @@ pub struct Proxy {
 ///
 /// `upstream` is the serving worker's own: its connections to the API server live on
 /// the same thread.
-pub async fn serve_connection(
+pub(crate) async fn serve_connection(
     proxy: Arc<Proxy>,
     upstream: Arc<Upstream>,
     tcp: TcpStream,

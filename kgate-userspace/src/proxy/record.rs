@@ -16,7 +16,7 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, OnceLock},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use http::{
@@ -29,6 +29,7 @@ use tracing::info;
 use kgate_common::Origin;
 
 use crate::{
+    api_status::Status,
     body::Body,
     connection::Connection,
     identity::{EXTRA_POD_UID, Identity, Unidentified, UserInfo, Workload},
@@ -41,11 +42,10 @@ use crate::{
         request_object::{self, Captured},
     },
     request_info::RequestInfo,
-    status::Status,
 };
 
 /// How a request ended, as far as the record is concerned.
-pub struct Outcome<'a> {
+pub(crate) struct Outcome<'a> {
     pub status: StatusCode,
     pub latency: Duration,
     /// A refusal kgate made itself.
@@ -54,20 +54,9 @@ pub struct Outcome<'a> {
     pub approval: Option<&'a str>,
 }
 
-impl<'a> Outcome<'a> {
-    pub fn refused<B>(response: &http::Response<B>, status: &'a Status, started: Instant) -> Self {
-        Self {
-            status: response.status(),
-            latency: started.elapsed(),
-            refused: Some(status),
-            approval: None,
-        }
-    }
-}
-
 /// What is known of a request from the moment it arrives: its audit ID, when it came,
 /// and over which connection.
-pub struct Pending {
+pub(crate) struct Pending {
     pub audit_id: String,
     connection: Arc<str>,
     received: Timestamp,
@@ -87,7 +76,7 @@ pub struct Pending {
 
 /// The caller and the request, as far as they are known.
 #[derive(Clone, Copy)]
-pub struct Subject<'a> {
+pub(crate) struct Subject<'a> {
     pub conn: &'a Connection,
     pub identity: Option<&'a Identity>,
     /// Without an identity: why identify refused, and what it had verified by then
@@ -114,7 +103,7 @@ impl Subject<'_> {
 impl Pending {
     /// `connection` names the client connection (a session is one connection's
     /// requests).
-    pub fn new<B>(connection: &Arc<str>, peer: SocketAddr, req: &http::Request<B>) -> Self {
+    pub(crate) fn new<B>(connection: &Arc<str>, peer: SocketAddr, req: &http::Request<B>) -> Self {
         Self {
             audit_id: uuid::Uuid::new_v4().to_string(),
             connection: connection.clone(),
@@ -138,13 +127,13 @@ impl Pending {
     }
 
     /// Notes what kgate made of an access review's answer, for the final record.
-    pub fn reviewed(&self, note: String) {
+    pub(crate) fn reviewed(&self, note: String) {
         let _ = self.review.set(note);
     }
 
     /// At level `Request`: keeps a copy of the body as it streams upstream, for the
     /// final record (masked by `masker`'s rules for this resource, whoever asks).
-    pub fn capture_body(
+    pub(crate) fn capture_body(
         &self,
         recorder: &Recorder,
         masker: &Masker,
@@ -180,7 +169,7 @@ impl Pending {
     /// and carry a copy of it. `masked`: what the client gets is masked data (the
     /// masker rewrote it, or no mask rule covers it); otherwise the body stays out of
     /// the record. Watches and upgrades keep their bodies out at every level.
-    pub fn capture_response(
+    pub(crate) fn capture_response(
         &self,
         recorder: &Recorder,
         info: &RequestInfo,
@@ -208,20 +197,24 @@ impl Pending {
     }
 
     /// Notes the fields whose stored values the mask stage put back into the write.
-    pub fn restored(&self, fields: &[String]) {
+    pub(crate) fn restored(&self, fields: &[String]) {
         if !fields.is_empty() {
             let _ = self.restored.set(fields.join(","));
         }
     }
 
     /// The `Audit-ID` header the API server gets, so its audit log joins kgate's.
-    pub fn audit_id_header(&self) -> HeaderValue {
+    pub(crate) fn audit_id_header(&self) -> HeaderValue {
         HeaderValue::from_str(&self.audit_id).expect("a UUID is a valid header value")
     }
 
     /// Strict durability: records the request as received and waits until the record
     /// is on disk; the 503 to refuse the request with when it cannot be.
-    pub async fn received(&self, recorder: &Recorder, subject: Subject<'_>) -> Result<(), Status> {
+    pub(crate) async fn received(
+        &self,
+        recorder: &Recorder,
+        subject: Subject<'_>,
+    ) -> Result<(), Status> {
         if !recorder.strict() {
             return Ok(());
         }
@@ -237,7 +230,7 @@ impl Pending {
 
     /// Records how the request ended (for a watch or stream: its response head);
     /// returns the event recorded, if any.
-    pub fn finish(
+    pub(crate) fn finish(
         &self,
         recorder: &Recorder,
         metrics: &Metrics,
@@ -292,7 +285,12 @@ impl Pending {
     }
 
     /// The audit event of the request at `stage`.
-    pub fn event(&self, subject: Subject<'_>, stage: &str, outcome: Option<&Outcome<'_>>) -> Event {
+    pub(crate) fn event(
+        &self,
+        subject: Subject<'_>,
+        stage: &str,
+        outcome: Option<&Outcome<'_>>,
+    ) -> Event {
         let (user, workload) = subject.who();
         let Subject {
             conn,

@@ -9,14 +9,14 @@
 use http::Response;
 
 use crate::{
+    api_status::{Status, respond_to},
     body::Body,
     identity::Unidentified,
-    status::{Status, respond_to},
 };
 
 /// Who caused a refusal (pingora's downstream / upstream / internal).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     /// The client's request or credentials.
     Client,
     /// The API server: unreachable, or an answer kgate cannot pass on.
@@ -25,9 +25,20 @@ pub enum Side {
     Kgate,
 }
 
+impl Side {
+    /// The metric label.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Upstream => "upstream",
+            Self::Kgate => "kgate",
+        }
+    }
+}
+
 /// What a refusal is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// identify: no token, one that does not verify, or one kgate cannot check now.
     Unauthenticated,
     /// identify: a pod-bound token used from another pod or the host.
@@ -56,9 +67,29 @@ pub enum Kind {
     NotMaskable,
 }
 
+impl Kind {
+    /// The metric label: the variant's name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "Unauthenticated",
+            Self::StolenToken => "StolenToken",
+            Self::Unbound => "Unbound",
+            Self::NoWorkload => "NoWorkload",
+            Self::PoliciesNotLoaded => "PoliciesNotLoaded",
+            Self::NotAllowed => "NotAllowed",
+            Self::PolicyDenied => "PolicyDenied",
+            Self::NotAcceptable => "NotAcceptable",
+            Self::NotApproved => "NotApproved",
+            Self::NotRestorable => "NotRestorable",
+            Self::NotRecorded => "NotRecorded",
+            Self::NotMaskable => "NotMaskable",
+        }
+    }
+}
+
 /// A request kgate answers itself.
 #[derive(Debug)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub kind: Kind,
     pub status: Status,
 }
@@ -66,12 +97,12 @@ pub struct Refusal {
 // === impl Refusal ===
 
 impl Refusal {
-    pub fn new(kind: Kind, status: Status) -> Self {
+    pub(crate) fn new(kind: Kind, status: Status) -> Self {
         Self { kind, status }
     }
 
     /// The identify stage's refusal, by the way identification failed.
-    pub fn unidentified(why: &Unidentified) -> Self {
+    pub(crate) fn unidentified(why: &Unidentified) -> Self {
         let kind = match why {
             Unidentified::Unverified(_) => Kind::Unauthenticated,
             Unidentified::NoWorkload { .. } => Kind::NoWorkload,
@@ -83,7 +114,7 @@ impl Refusal {
 
     /// Who caused it: a 5xx the client did not cause is the API server's (it could not
     /// be reached or read) or kgate's own.
-    pub fn side(&self) -> Side {
+    pub(crate) fn side(&self) -> Side {
         match self.kind {
             Kind::NotRecorded | Kind::PoliciesNotLoaded => Side::Kgate,
             Kind::NotMaskable => Side::Upstream,
@@ -94,7 +125,7 @@ impl Refusal {
 
     /// The response the client gets for a request to `path` (client-go reads some
     /// discovery paths raw: see [`Status::encode_for`]).
-    pub fn respond(&self, path: &str) -> Response<Body> {
+    pub(crate) fn respond(&self, path: &str) -> Response<Body> {
         respond_to(path, &self.status)
     }
 }

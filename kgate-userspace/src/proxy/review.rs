@@ -53,6 +53,7 @@ use serde_json::{Value, json};
 use super::record::Pending;
 use crate::body::{self, Body};
 use crate::{
+    api_status::Status,
     mask,
     policy::{
         Caller, PolicySet,
@@ -60,7 +61,6 @@ use crate::{
         types::Action,
     },
     request_info::RequestInfo,
-    status::Status,
 };
 
 const GROUP: &str = "authorization.k8s.io";
@@ -69,14 +69,14 @@ const MAX_ANSWER_BYTES: usize = 8 << 20;
 
 /// A self review whose answer kgate rewrites.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Review {
+pub(crate) enum Review {
     Access,
     Rules,
 }
 
 /// Why an answer could not be read as the review asked for.
 #[derive(Debug, thiserror::Error)]
-pub enum AnswerError {
+pub(crate) enum AnswerError {
     #[error("it is {0:?}, not JSON")]
     NotJson(String),
     #[error("it is compressed ({0})")]
@@ -103,7 +103,7 @@ pub enum AnswerError {
 
 impl Review {
     /// The review that `info` creates, if it is one kgate answers for.
-    pub fn of(info: &RequestInfo) -> Option<Self> {
+    pub(crate) fn of(info: &RequestInfo) -> Option<Self> {
         if !info.is_resource_request
             || info.verb != "create"
             || info.api_group != GROUP
@@ -126,7 +126,7 @@ impl Review {
     }
 
     /// Asks the upstream for JSON (dropping `Accept-Encoding`), or refuses with a 406.
-    pub fn negotiate(self, headers: &mut HeaderMap) -> Result<(), Status> {
+    pub(crate) fn negotiate(self, headers: &mut HeaderMap) -> Result<(), Status> {
         mask::accept_json(headers, |accept| {
             Status::not_acceptable(format!(
                 "kgate: kgate adds its policy to the answers of {}s and reads them only as JSON, \
@@ -138,7 +138,7 @@ impl Review {
 
     /// The API server's answer with kgate's policy for `caller` folded in (noted on
     /// `pending` for the record), or the 502 that refuses an unreadable one.
-    pub async fn answer(
+    pub(crate) async fn answer(
         self,
         policy: &PolicySet,
         caller: &Caller<'_>,
@@ -183,7 +183,7 @@ impl Review {
     }
 
     /// Rewrites the answer `review` in place; what kgate made of it, for the record.
-    pub fn fold(
+    pub(crate) fn fold(
         self,
         review: &mut Value,
         policy: &PolicySet,

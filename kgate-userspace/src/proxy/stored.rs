@@ -28,7 +28,7 @@ use crate::{
 
 /// GETs `path` upstream as the caller whose request carried `headers` (its
 /// credentials and user agent), asking for `accept`.
-pub async fn get(
+pub(crate) async fn get(
     upstream: &Upstream,
     client: SocketAddr,
     identity: &Identity,
@@ -54,7 +54,7 @@ pub async fn get(
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     #[error("the body is over the size limit")]
     TooLarge,
     #[error("{0}")]
@@ -62,7 +62,7 @@ pub enum ReadError {
 }
 
 /// A whole body, at most `limit` bytes.
-pub async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, ReadError> {
+pub(crate) async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, ReadError> {
     let mut whole = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(ReadError::Failed)?;
@@ -78,7 +78,7 @@ pub async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, ReadError>
 
 /// The path of the object a request names: a request to a subresource (`status`,
 /// `exec`) names the object it belongs to.
-pub fn object_path(info: &RequestInfo) -> String {
+pub(crate) fn object_path(info: &RequestInfo) -> String {
     let mut path = format!("/{}", info.api_prefix);
     for segment in [&info.api_group, &info.api_version] {
         if !segment.is_empty() {
@@ -100,7 +100,7 @@ pub fn object_path(info: &RequestInfo) -> String {
 
 /// Server-side apply (`application/apply-patch+yaml`, `+cbor`), which creates what is
 /// missing.
-pub fn is_apply_patch(headers: &HeaderMap) -> bool {
+pub(crate) fn is_apply_patch(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

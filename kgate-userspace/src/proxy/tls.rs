@@ -24,7 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     #[error("reading {0}: {1}")]
     ReadFailed(PathBuf, #[source] io::Error),
     #[error("{0}: no PEM certificate found")]
@@ -38,7 +38,7 @@ pub enum TlsError {
 }
 
 /// The serving certificate, reloadable.
-pub struct ServingCert {
+pub(crate) struct ServingCert {
     cert_file: PathBuf,
     key_file: PathBuf,
     current: RwLock<Loaded>,
@@ -50,7 +50,7 @@ struct Loaded {
 }
 
 impl ServingCert {
-    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<Self>, TlsError> {
+    pub(crate) fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<Self>, TlsError> {
         let pem = read_pair(cert_file, key_file)?;
         let key = Arc::new(certified_key(cert_file, key_file, &pem)?);
         Ok(Arc::new(Self {
@@ -61,7 +61,7 @@ impl ServingCert {
     }
 
     /// A TLS acceptor that always serves the current certificate.
-    pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, TlsError> {
+    pub(crate) fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -74,7 +74,7 @@ impl ServingCert {
 
     /// Re-reads the files; swaps the certificate in when they changed and parse.
     /// Returns whether a new certificate is now served.
-    pub fn reload(&self) -> Result<bool, TlsError> {
+    pub(crate) fn reload(&self) -> Result<bool, TlsError> {
         let pem = read_pair(&self.cert_file, &self.key_file)?;
         if self
             .current
@@ -94,7 +94,7 @@ impl ServingCert {
     }
 
     /// Checks the files every `interval` for the life of the runtime.
-    pub fn spawn_reloader(self: &Arc<Self>, interval: Duration) {
+    pub(crate) fn spawn_reloader(self: &Arc<Self>, interval: Duration) {
         let this = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);

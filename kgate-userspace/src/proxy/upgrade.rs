@@ -29,7 +29,7 @@ use crate::record::{
 };
 
 /// The upgrade protocol a request asks for, if any (HTTP/1.1 only; h2 has no Upgrade).
-pub fn upgrade_protocol(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn upgrade_protocol(headers: &HeaderMap) -> Option<&str> {
     let connection_upgrade = headers
         .get_all(CONNECTION)
         .iter()
@@ -43,12 +43,12 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Upgrade protocols that the API server speaks for exec, attach and port-forward.
-pub fn is_supported_upgrade(protocol: &str) -> bool {
+pub(crate) fn is_supported_upgrade(protocol: &str) -> bool {
     protocol.eq_ignore_ascii_case("SPDY/3.1") || protocol.eq_ignore_ascii_case("websocket")
 }
 
 /// The relay of one upgraded stream (exec, attach, port-forward), and its capture.
-pub struct StreamTap {
+pub(crate) struct StreamTap {
     what: String,
     plan: Option<CapturePlan>,
     capture: Option<Capture>,
@@ -60,7 +60,7 @@ pub struct StreamTap {
 /// (handed over by the record stage once the 101 is recorded) with the time the
 /// stream closed and its byte counts.
 #[derive(Clone)]
-pub struct Completion {
+pub(crate) struct Completion {
     started: Arc<Mutex<Option<Event>>>,
     sink: Sink,
 }
@@ -69,7 +69,7 @@ pub struct Completion {
 
 impl Completion {
     /// The stream's request was recorded as started with `event`.
-    pub fn started(&self, event: Event) {
+    pub(crate) fn started(&self, event: Event) {
         *self
             .started
             .lock()
@@ -106,7 +106,7 @@ struct CapturePlan {
 
 impl StreamTap {
     /// A tap that only counts bytes.
-    pub fn new(what: String) -> Self {
+    pub(crate) fn new(what: String) -> Self {
         Self {
             what,
             plan: None,
@@ -117,7 +117,7 @@ impl StreamTap {
 
     /// Records the stream's end in `sink` as its request's `ResponseComplete` event,
     /// once [`Completion::started`] has said what the request's event is.
-    pub fn completing(&mut self, sink: Sink) -> Completion {
+    pub(crate) fn completing(&mut self, sink: Sink) -> Completion {
         let completion = Completion {
             started: Arc::default(),
             sink,
@@ -128,7 +128,7 @@ impl StreamTap {
 
     /// Also captures the stream's frames into `sink`, once [`StreamTap::negotiated`]
     /// says how to read them.
-    pub fn capture(&mut self, sink: Sink, audit_id: &str, subresource: &str) {
+    pub(crate) fn capture(&mut self, sink: Sink, audit_id: &str, subresource: &str) {
         self.plan = Some(CapturePlan {
             sink,
             audit_id: audit_id.to_owned(),
@@ -139,7 +139,7 @@ impl StreamTap {
     /// The API server switched protocols with these response headers: the stream
     /// starts now.
     #[must_use]
-    pub fn negotiated(mut self, headers: &HeaderMap) -> Self {
+    pub(crate) fn negotiated(mut self, headers: &HeaderMap) -> Self {
         if let Some(plan) = self.plan.take() {
             self.capture = Some(Capture::start(
                 plan.sink,
@@ -154,7 +154,7 @@ impl StreamTap {
     /// Copies both ways until each side has closed its half; returns the byte counts
     /// (client → upstream, upstream → client). Captured frames are written every
     /// [`stream::CHUNK_AGE`] even while the stream is quiet.
-    pub async fn relay<C, U>(self, client: C, upstream: U) -> io::Result<(u64, u64)>
+    pub(crate) async fn relay<C, U>(self, client: C, upstream: U) -> io::Result<(u64, u64)>
     where
         C: AsyncRead + AsyncWrite + Unpin,
         U: AsyncRead + AsyncWrite + Unpin,

@@ -29,7 +29,7 @@ use crate::metrics::WorkerLabels;
 type Incoming = (std::net::TcpStream, SocketAddr);
 
 /// The worker threads, and where the next connection goes.
-pub struct Workers {
+pub(crate) struct Workers {
     workers: Vec<Worker>,
     /// Where the search for the least loaded worker starts, so that ties rotate.
     next: AtomicUsize,
@@ -45,7 +45,7 @@ struct Worker {
 
 impl Workers {
     /// Starts one worker thread per upstream (each worker owns one).
-    pub fn start(proxy: &Arc<Proxy>, upstreams: Vec<Upstream>) -> io::Result<Self> {
+    pub(crate) fn start(proxy: &Arc<Proxy>, upstreams: Vec<Upstream>) -> io::Result<Self> {
         let mut workers = Vec::with_capacity(upstreams.len());
         for (index, upstream) in upstreams.into_iter().enumerate() {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -73,7 +73,7 @@ impl Workers {
     }
 
     /// Hands an accepted connection to the worker with the fewest open connections.
-    pub fn dispatch(&self, tcp: TcpStream, peer: SocketAddr) {
+    pub(crate) fn dispatch(&self, tcp: TcpStream, peer: SocketAddr) {
         let mut connection = match tcp.into_std() {
             Ok(tcp) => (tcp, peer),
             Err(error) => {

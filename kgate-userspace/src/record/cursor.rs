@@ -22,14 +22,14 @@ const FILE: &str = "webhook.cursor";
 const TEMP: &str = "webhook.cursor.tmp";
 
 /// The cursor file of the log in `dir`.
-pub struct Cursor {
+pub(crate) struct Cursor {
     dir: PathBuf,
 }
 
 // === impl Cursor ===
 
 impl Cursor {
-    pub fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_owned(),
         }
@@ -38,7 +38,7 @@ impl Cursor {
     /// The saved position; `None` when there is none yet. A cursor that cannot be
     /// read is reported and treated as none: sending everything again (duplicates)
     /// is better than skipping anything.
-    pub fn load(&self) -> Option<Position> {
+    pub(crate) fn load(&self) -> Option<Position> {
         let path = self.dir.join(FILE);
         let text = match fs::read(&path) {
             Ok(text) => text,
@@ -58,7 +58,7 @@ impl Cursor {
     }
 
     /// Replaces the saved position, durably.
-    pub fn save(&self, position: Position) -> io::Result<()> {
+    pub(crate) fn save(&self, position: Position) -> io::Result<()> {
         let temp = self.dir.join(TEMP);
         let mut file = File::create(&temp)?;
         file.write_all(&serde_json::to_vec(&position).map_err(io::Error::other)?)?;

@@ -23,11 +23,11 @@ use std::{
 };
 
 /// The lock file's name in the record directory.
-pub const FILE: &str = "LOCK";
+pub(crate) const FILE: &str = "LOCK";
 
 /// The held lock; dropping it (or the process ending) releases it.
 #[derive(Debug)]
-pub struct DirLock {
+pub(crate) struct DirLock {
     _file: File,
 }
 
@@ -52,7 +52,7 @@ pub enum LockError {
 impl DirLock {
     /// Takes the lock of `dir` (which exists), without waiting: a directory another
     /// process (or another open log in this one) holds is [`LockError::InUse`].
-    pub fn acquire(dir: &Path) -> Result<Self, LockError> {
+    pub(crate) fn acquire(dir: &Path) -> Result<Self, LockError> {
         let failed = |source| LockError::LockFailed {
             dir: dir.to_owned(),
             source,

@@ -11,20 +11,20 @@
 //!
 //! Not here: response bodies (levels `Metadata` and `Request` only).
 
-pub mod cursor;
+pub(crate) mod cursor;
 pub mod event;
-pub mod lock;
+pub(crate) mod lock;
 pub mod log;
-pub mod reader;
+pub(crate) mod reader;
 pub mod replay;
-pub mod request_object;
+pub(crate) mod request_object;
 pub mod sessions;
-pub mod stats;
+pub(crate) mod stats;
 pub mod stream;
 #[cfg(test)]
 mod tests;
-pub mod webhook;
-pub mod writer;
+pub(crate) mod webhook;
+pub(crate) mod writer;
 
 use std::{
     io,

@@ -22,7 +22,7 @@ use super::log::{self, HEADER, MAX_RECORD, Position};
 
 /// Records read from one position on.
 #[derive(Debug, Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     pub records: Vec<Vec<u8>>,
     /// Where the next read starts: just after the last record (or skip).
     pub next: Position,
@@ -34,7 +34,7 @@ pub struct Batch {
 
 /// Reads up to `max` records (and about `max_bytes` of payload, at least one record)
 /// from `from` on, stopping at `end`, the writer's durable end.
-pub fn read(
+pub(crate) fn read(
     dir: &Path,
     from: Position,
     end: Position,

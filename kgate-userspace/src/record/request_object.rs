@@ -36,7 +36,7 @@ struct State {
 
 /// The copy of one request's body, for its record.
 #[derive(Clone, Debug)]
-pub struct Captured {
+pub(crate) struct Captured {
     state: Arc<Mutex<State>>,
     limit: usize,
     /// `Content-Length`: a body that has all of it is whole even before its end is
@@ -57,7 +57,7 @@ struct Tee {
 
 /// Whether a body with these headers is JSON (the JSON patch types included); protobuf
 /// and YAML bodies are not kept.
-pub fn is_json(headers: &http::HeaderMap) -> bool {
+pub(crate) fn is_json(headers: &http::HeaderMap) -> bool {
     headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -67,7 +67,7 @@ pub fn is_json(headers: &http::HeaderMap) -> bool {
 
 /// Wraps `body` so that a copy of up to `limit` bytes is kept. `json`: the body's
 /// content type is JSON; `mask`: the rules its object is masked by.
-pub fn tee(
+pub(crate) fn tee(
     body: Body,
     limit: usize,
     expected: Option<u64>,
@@ -136,14 +136,14 @@ impl HttpBody for Tee {
 impl Captured {
     /// For a response body: the limit is `record.responseObjectMaxBytes`.
     #[must_use]
-    pub fn for_response(mut self) -> Self {
+    pub(crate) fn for_response(mut self) -> Self {
         self.limit_field = "record.responseObjectMaxBytes";
         self
     }
 
     /// The body's end, as its reader learnt it from `is_end_stream` without polling
     /// for it (hyper does so with HTTP/2).
-    pub fn mark_ended(&self) {
+    pub(crate) fn mark_ended(&self) {
         self.state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -151,14 +151,14 @@ impl Captured {
     }
 
     /// Whether all of the body has passed: its end was seen, or its `Content-Length`.
-    pub fn whole(&self) -> bool {
+    pub(crate) fn whole(&self) -> bool {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.ended || self.expected.is_some_and(|n| n == state.seen)
     }
 
     /// The body as the record keeps it (masked; `None` when it was empty), or why it
     /// keeps none.
-    pub fn object(&self) -> Result<Option<Value>, String> {
+    pub(crate) fn object(&self) -> Result<Option<Value>, String> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if !self.json {
             return Err("omitted: not JSON".into());

@@ -92,7 +92,7 @@ enum PostError {
 }
 
 /// A configured sink, before it runs.
-pub struct Sink {
+pub(crate) struct Sink {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: Uri,
     token_file: Option<PathBuf>,
@@ -103,7 +103,7 @@ pub struct Sink {
 
 impl Sink {
     /// Checks the receiver's settings (URL, CA) and builds its client.
-    pub fn new(cfg: &config::Webhook) -> Result<Self, WebhookError> {
+    pub(crate) fn new(cfg: &config::Webhook) -> Result<Self, WebhookError> {
         let uri = cfg.uri()?;
         let ca = fs::read(&cfg.ca_file)
             .map_err(|e| WebhookError::BadCa(cfg.ca_file.clone(), e.to_string()))?;
@@ -156,7 +156,7 @@ impl Sink {
 
     /// Sends the log in `dir` from the saved cursor on, following `committed` (the
     /// writer's durable end), until the writer stops.
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         dir: PathBuf,
         mut committed: watch::Receiver<Position>,

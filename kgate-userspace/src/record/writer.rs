@@ -46,7 +46,7 @@ const LAZY_SYNC: Duration = Duration::from_millis(100);
 /// In batch mode, the writer's pause between groups while records keep coming.
 const BATCH_PAUSE: Duration = Duration::from_millis(2);
 
-pub type Ack = oneshot::Receiver<Result<(), String>>;
+pub(crate) type Ack = oneshot::Receiver<Result<(), String>>;
 
 struct Item {
     payload: Vec<u8>,

@@ -5,7 +5,7 @@ use super::*;
 
 /// How long until the agent closes a connection on which `dribble` sends one byte
 /// per second after `first`, reading whatever comes back.
-pub async fn time_to_close<S>(mut stream: S, first: Vec<u8>, dribble: Vec<u8>) -> Duration
+pub(crate) async fn time_to_close<S>(mut stream: S, first: Vec<u8>, dribble: Vec<u8>) -> Duration
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -43,7 +43,7 @@ where
 }
 
 /// The first bytes a TLS client sends (its ClientHello).
-pub fn client_hello(agent: &Agent) -> Vec<u8> {
+pub(crate) fn client_hello(agent: &Agent) -> Vec<u8> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(agent.ca_pem.as_bytes()).flatten() {
         roots.add(cert).unwrap();
@@ -66,7 +66,7 @@ pub fn client_hello(agent: &Agent) -> Vec<u8> {
 }
 
 /// An HTTP/1.1 watch that sees no event for `silence`, then one: what it read.
-pub async fn quiet_watch(s: &Setup, silence: Duration) -> Result<String, String> {
+pub(crate) async fn quiet_watch(s: &Setup, silence: Duration) -> Result<String, String> {
     let rv =
         s.server.get("configmaps", "demo", "app-config").unwrap()["metadata"]["resourceVersion"]
             .as_str()

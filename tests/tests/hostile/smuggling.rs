@@ -3,13 +3,13 @@
 
 /// One smuggling attempt: the bytes, and whether the agent must refuse them outright
 /// (RFC 9112 leaves it no other choice) rather than read them as one request.
-pub struct Case {
+pub(crate) struct Case {
     pub name: &'static str,
     pub bytes: Vec<u8>,
     pub must_refuse: bool,
 }
 
-pub fn smuggling_cases(token: &str) -> Vec<Case> {
+pub(crate) fn smuggling_cases(token: &str) -> Vec<Case> {
     // The hidden request reads a Secret without a token: if the API server ever saw
     // it, kgate and the API server disagreed about where a request ends.
     let hidden = |case: &str| {

@@ -3,7 +3,7 @@
 use super::*;
 
 /// A cheap deterministic generator (xorshift64): the same flood every run.
-pub struct Rng(pub u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -20,7 +20,7 @@ impl Rng {
 
 /// Bearer tokens that must all be refused: random bytes, truncated and bit-flipped
 /// JWTs, `alg: none`, unknown key ids, foreign signers, huge ones.
-pub fn malformed_tokens(server: &Handle, count: usize) -> Vec<String> {
+pub(crate) fn malformed_tokens(server: &Handle, count: usize) -> Vec<String> {
     let subject = Subject {
         namespace: "demo".into(),
         service_account: "bot".into(),

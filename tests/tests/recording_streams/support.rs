@@ -16,7 +16,7 @@ use serde_json::Value;
 
 /// The double, an agent in front of it recording into a fresh log, and kubectl
 /// talking to the agent as the admin.
-pub struct Rig {
+pub(crate) struct Rig {
     /// Serves as long as the rig lives.
     _server: Handle,
     pub records: PathBuf,
@@ -27,7 +27,7 @@ pub struct Rig {
 }
 
 impl Rig {
-    pub async fn start(tag: &str) -> Self {
+    pub(crate) async fn start(tag: &str) -> Self {
         let server = ApiServer::start(Config::default()).await.unwrap();
         let dir = scratch_dir(tag);
         let records = dir.join("records");
@@ -49,7 +49,7 @@ impl Rig {
 }
 
 /// An agent with a record log, in front of `server`.
-pub fn recording_agent(server: &Handle, records: &Path) -> Agent {
+pub(crate) fn recording_agent(server: &Handle, records: &Path) -> Agent {
     Agent::standalone_with(
         &server.url(),
         server.ca_pem(),
@@ -65,7 +65,7 @@ pub fn recording_agent(server: &Handle, records: &Path) -> Agent {
 }
 
 /// Polls the log until `done` holds for its recordings.
-pub fn recordings_until(dir: &Path, done: impl Fn(&[Recording]) -> bool) -> Vec<Recording> {
+pub(crate) fn recordings_until(dir: &Path, done: impl Fn(&[Recording]) -> bool) -> Vec<Recording> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let loaded = sessions::load_all(dir).unwrap();
@@ -76,7 +76,7 @@ pub fn recordings_until(dir: &Path, done: impl Fn(&[Recording]) -> bool) -> Vec<
     }
 }
 
-pub fn kgate(args: &[&str]) -> Output {
+pub(crate) fn kgate(args: &[&str]) -> Output {
     let out = Command::new(kgate_bin()).args(args).output().unwrap();
     assert!(
         out.status.success(),
@@ -87,7 +87,7 @@ pub fn kgate(args: &[&str]) -> Output {
 }
 
 /// The session whose requests include `audit_id`.
-pub fn session_of(dir: &Path, audit_id: &str) -> String {
+pub(crate) fn session_of(dir: &Path, audit_id: &str) -> String {
     let (events, _) = sessions::load(dir).unwrap();
     sessions::sessions(events)
         .into_iter()
@@ -97,7 +97,7 @@ pub fn session_of(dir: &Path, audit_id: &str) -> String {
 }
 
 /// Polls the log until `done` holds for its audit events.
-pub fn events_until(dir: &Path, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+pub(crate) fn events_until(dir: &Path, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (events, _) = sessions::load(dir).unwrap();
@@ -109,7 +109,7 @@ pub fn events_until(dir: &Path, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
 }
 
 /// An asciicast v2 file: its header and its events.
-pub fn asciicast(text: &str) -> (Value, Vec<Value>) {
+pub(crate) fn asciicast(text: &str) -> (Value, Vec<Value>) {
     let mut lines = text
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap());
@@ -117,7 +117,7 @@ pub fn asciicast(text: &str) -> (Value, Vec<Value>) {
     (header, lines.collect())
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -19,13 +19,13 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Proto {
+pub(super) enum Proto {
     H1,
     H2,
 }
 
 impl Proto {
-    pub fn label(self) -> &'static str {
+    pub(super) fn label(self) -> &'static str {
         match self {
             Self::H1 => "HTTP/1.1",
             Self::H2 => "HTTP/2",
@@ -35,7 +35,7 @@ impl Proto {
 
 /// One server to measure: where it listens and how to trust it.
 #[derive(Clone)]
-pub struct Target {
+pub(crate) struct Target {
     /// `direct`, `nginx` or `kgate`.
     pub via: &'static str,
     pub addr: SocketAddr,
@@ -44,7 +44,7 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(via: &'static str, addr: SocketAddr, ca_pem: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(via: &'static str, addr: SocketAddr, ca_pem: &str) -> anyhow::Result<Self> {
         Ok(Self {
             via,
             addr,
@@ -72,20 +72,20 @@ fn tls_config(ca_pem: &str, alpn: &[u8]) -> anyhow::Result<rustls::ClientConfig>
 
 /// A GET as the benchmark sends it: one path, a bearer token.
 #[derive(Clone)]
-pub struct Get {
+pub(crate) struct Get {
     pub path: String,
     pub token: String,
 }
 
 /// One open client connection.
-pub enum Conn {
+pub(super) enum Conn {
     H1(http1::SendRequest<Empty<Bytes>>),
     H2(http2::SendRequest<Empty<Bytes>>),
 }
 
 /// Opens a TCP + TLS connection and starts HTTP on it (the connection's driver runs
 /// as a task until either side closes).
-pub async fn connect(target: &Target, proto: Proto) -> anyhow::Result<Conn> {
+pub(super) async fn connect(target: &Target, proto: Proto) -> anyhow::Result<Conn> {
     let tcp = TcpStream::connect(target.addr)
         .await
         .with_context(|| format!("connecting to {} ({})", target.via, target.addr))?;
@@ -120,7 +120,7 @@ pub async fn connect(target: &Target, proto: Proto) -> anyhow::Result<Conn> {
 impl Conn {
     /// Sends the GET and reads the whole response; returns the body's length. A
     /// status other than 200 is an error: a refused request must not count as served.
-    pub async fn get(&mut self, target: &Target, get: &Get) -> anyhow::Result<u64> {
+    pub(super) async fn get(&mut self, target: &Target, get: &Get) -> anyhow::Result<u64> {
         let mut body = self.send(target, get).await?;
         let mut bytes = 0;
         while let Some(frame) = body.frame().await {
@@ -132,7 +132,7 @@ impl Conn {
     }
 
     /// Sends the GET and returns the response body once the status is 200.
-    pub async fn send(
+    pub(super) async fn send(
         &mut self,
         target: &Target,
         get: &Get,
@@ -167,7 +167,7 @@ impl Conn {
     }
 
     /// An HTTP/2 connection serves many requests at once: a handle for one more.
-    pub fn share(&self) -> Option<Self> {
+    pub(super) fn share(&self) -> Option<Self> {
         match self {
             Self::H2(send) => Some(Self::H2(send.clone())),
             Self::H1(_) => None,

@@ -22,7 +22,7 @@ const BUSY: usize = 100;
 /// How many idle connections this process can hold: `wanted`, or fewer when the
 /// open-files limit (`ulimit -n`, inherited by kgate and nginx) is lower, leaving
 /// room for everything else.
-pub fn idle_limit(wanted: usize) -> usize {
+pub(super) fn idle_limit(wanted: usize) -> usize {
     let soft = std::fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|l| {
@@ -41,7 +41,7 @@ pub fn idle_limit(wanted: usize) -> usize {
     wanted.min(limit)
 }
 
-pub async fn handshakes(setup: &Setup) -> Section {
+pub(super) async fn handshakes(setup: &Setup) -> Section {
     crate::step("new connections (TLS handshakes)");
     let mut section = Section::new(
         "handshakes",
@@ -90,7 +90,7 @@ fn kib_to_mib(kib: u64) -> f64 {
     kib / 1024.0
 }
 
-pub async fn memory(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
+pub(super) async fn memory(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
     let mut section = Section::new(
         "connection_memory",
         "Connection memory",

@@ -23,7 +23,7 @@ fn mib(kib: u64) -> String {
 }
 
 /// CPU as % of one core per 1,000 requests/s (CPU seconds per request × 10⁵).
-pub fn cpu_per_krps(usage: &Usage, requests: u64) -> f64 {
+pub(super) fn cpu_per_krps(usage: &Usage, requests: u64) -> f64 {
     #[allow(clippy::cast_precision_loss)]
     let requests = requests.max(1) as f64;
     usage.cpu_seconds / requests * 1e5
@@ -50,7 +50,7 @@ fn check(outcome: &Outcome, what: &str) {
     }
 }
 
-pub async fn fixed_rate(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
+pub(super) async fn fixed_rate(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
     let rates: &[u32] = if setup.quick { &[1000] } else { &[1000, 5000] };
     let mut section = Section::new(
         "open_loop",
@@ -136,7 +136,7 @@ pub async fn fixed_rate(setup: &Setup, findings: &mut Findings) -> anyhow::Resul
     Ok(section)
 }
 
-pub async fn saturation(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
+pub(super) async fn saturation(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
     let mut section = Section::new(
         "saturation",
         "Saturation (closed loop)",

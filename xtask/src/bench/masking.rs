@@ -44,7 +44,7 @@ async fn read(target: &Target, get: &Get, events: Option<usize>) -> anyhow::Resu
     Ok(bytes)
 }
 
-pub async fn rows(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
+pub(super) async fn rows(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
     let mut section = Section::new(
         "masking",
         "Masking",

@@ -35,7 +35,7 @@ use crate::{run_cmd, step};
 
 /// The parts of a run, for `--only`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Part {
+pub(crate) enum Part {
     Latency,
     Saturation,
     Connections,
@@ -44,7 +44,7 @@ pub enum Part {
 }
 
 #[derive(clap::Args, Clone, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// A smoke run of seconds: 1 s per load point, a 16 MiB list, 500 idle
     /// connections.
     #[arg(long)]
@@ -65,7 +65,7 @@ pub struct Args {
 }
 
 /// What every scenario needs: the ways to the API server and the request.
-pub struct Setup {
+pub(crate) struct Setup {
     pub direct: Target,
     pub nginx: Target,
     /// kgate as deployed by default: strict recording.
@@ -87,12 +87,12 @@ pub struct Setup {
 
 impl Setup {
     /// Every way to the API server, direct first (the baseline of each comparison).
-    pub fn targets(&self) -> [&Target; 4] {
+    pub(crate) fn targets(&self) -> [&Target; 4] {
         [&self.direct, &self.nginx, &self.kgate, &self.kgate_batch]
     }
 
     /// The proxy process behind a target (none for direct).
-    pub fn pid(&self, target: &Target) -> Option<u32> {
+    pub(crate) fn pid(&self, target: &Target) -> Option<u32> {
         match target.via {
             "nginx" => Some(self.nginx_pid),
             "kgate" => Some(self.kgate_pid),
@@ -101,12 +101,12 @@ impl Setup {
         }
     }
 
-    pub fn duration(&self) -> Duration {
+    pub(crate) fn duration(&self) -> Duration {
         Duration::from_secs(self.seconds)
     }
 }
 
-pub fn run(args: &Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         step("building release binaries (kgate, the API-server double, the bench itself)");
         // Two builds: one cargo invocation would unify features across all the

@@ -17,7 +17,7 @@ use kgate_tests::harness::free_port;
 use super::servers::{Child, Double, Serving, wait_for};
 
 /// Installs nginx from Debian when it is missing (`apt-get install nginx`).
-pub fn ensure_installed() -> anyhow::Result<()> {
+pub(super) fn ensure_installed() -> anyhow::Result<()> {
     if Path::new("/usr/sbin/nginx").exists() {
         return Ok(());
     }
@@ -31,7 +31,7 @@ pub fn ensure_installed() -> anyhow::Result<()> {
 }
 
 /// `nginx -v`, e.g. `nginx/1.22.1`.
-pub fn version() -> String {
+pub(super) fn version() -> String {
     Command::new("/usr/sbin/nginx")
         .arg("-v")
         .output()
@@ -44,7 +44,7 @@ pub fn version() -> String {
         .unwrap_or_default()
 }
 
-pub fn start(
+pub(super) fn start(
     dir: &Path,
     double: &Double,
     serving: &Serving,

@@ -10,7 +10,7 @@ use std::{fs, path::PathBuf, process::Command};
 use serde_json::{Value, json};
 
 /// One table of the report.
-pub struct Section {
+pub(super) struct Section {
     /// The section's name in the JSON (`open_loop`, `saturation`, …).
     pub key: &'static str,
     pub title: String,
@@ -21,7 +21,12 @@ pub struct Section {
 }
 
 impl Section {
-    pub fn new(key: &'static str, title: &str, note: &str, columns: &[&'static str]) -> Self {
+    pub(super) fn new(
+        key: &'static str,
+        title: &str,
+        note: &str,
+        columns: &[&'static str],
+    ) -> Self {
         Self {
             key,
             title: title.to_owned(),
@@ -32,12 +37,12 @@ impl Section {
         }
     }
 
-    pub fn row(&mut self, cells: Vec<String>, json: Value) {
+    pub(super) fn row(&mut self, cells: Vec<String>, json: Value) {
         self.rows.push(cells);
         self.json.push(json);
     }
 
-    pub fn markdown(&self) -> String {
+    pub(super) fn markdown(&self) -> String {
         let mut out = format!("### {}\n\n", self.title);
         if !self.note.is_empty() {
             out.push_str(&self.note);
@@ -56,7 +61,7 @@ impl Section {
 }
 
 /// What the numbers were measured on.
-pub fn machine(nginx_version: &str) -> Value {
+pub(super) fn machine(nginx_version: &str) -> Value {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -95,7 +100,7 @@ pub fn machine(nginx_version: &str) -> Value {
 }
 
 /// Prints the report and writes both files; returns their paths.
-pub fn write(
+pub(super) fn write(
     machine: &Value,
     settings: &Value,
     sections: &[Section],

@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 use kgate_tests::{harness::free_port, pki::Ca};
 
 /// A child process, stopped and reaped on drop.
-pub struct Child {
+pub(super) struct Child {
     child: std::process::Child,
     /// Stop with SIGTERM first (nginx: a SIGKILLed master orphans its workers).
     graceful: bool,
@@ -27,7 +27,7 @@ pub struct Child {
 }
 
 impl Child {
-    pub fn spawn(cmd: &mut Command, log: &Path) -> anyhow::Result<Self> {
+    pub(super) fn spawn(cmd: &mut Command, log: &Path) -> anyhow::Result<Self> {
         let log = fs::File::create(log)?;
         let child = cmd
             .stdin(Stdio::null())
@@ -44,7 +44,7 @@ impl Child {
 
     /// Like [`Child::spawn`], as the leader of a new process group that is stopped
     /// gracefully as a whole.
-    pub fn spawn_group(cmd: &mut Command, log: &Path) -> anyhow::Result<Self> {
+    pub(super) fn spawn_group(cmd: &mut Command, log: &Path) -> anyhow::Result<Self> {
         use std::os::unix::process::CommandExt as _;
         let mut child = Self::spawn(cmd.process_group(0), log)?.graceful();
         child.group = true;
@@ -52,17 +52,17 @@ impl Child {
     }
 
     /// Stopped with SIGTERM (then SIGKILL after 5 s) rather than SIGKILL.
-    pub fn graceful(mut self) -> Self {
+    pub(super) fn graceful(mut self) -> Self {
         self.graceful = true;
         self
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Fails when the process has already exited (say, it refused its config).
-    pub fn check_running(&mut self, what: &str) -> anyhow::Result<()> {
+    pub(super) fn check_running(&mut self, what: &str) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
             bail!("{what} exited: {status}");
         }
@@ -100,14 +100,14 @@ impl Drop for Child {
     }
 }
 
-pub fn release_bin(name: &str) -> PathBuf {
+pub(super) fn release_bin(name: &str) -> PathBuf {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
     target.join("release").join(name)
 }
 
 /// The API-server double with `bulk` Secrets (count, bytes each) in namespace `demo`.
-pub struct Double {
+pub(super) struct Double {
     /// Killed when the double is dropped.
     _child: Child,
     pub addr: SocketAddr,
@@ -116,7 +116,7 @@ pub struct Double {
 }
 
 impl Double {
-    pub fn start(dir: &Path, bulk: (usize, usize)) -> anyhow::Result<Self> {
+    pub(super) fn start(dir: &Path, bulk: (usize, usize)) -> anyhow::Result<Self> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let mut child = Child::spawn(
             Command::new(release_bin("apiserver-double"))
@@ -143,14 +143,14 @@ impl Double {
 }
 
 /// kgate's serving certificate (also nginx's): issued by a CA of the bench's own.
-pub struct Serving {
+pub(super) struct Serving {
     pub ca_pem: String,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
 impl Serving {
-    pub fn issue(dir: &Path) -> anyhow::Result<Self> {
+    pub(super) fn issue(dir: &Path) -> anyhow::Result<Self> {
         let ca = Ca::new("kgate bench CA")?;
         ca.issue_kgate(&[])?.write(dir, "tls")?;
         Ok(Self {
@@ -164,13 +164,13 @@ impl Serving {
 /// How a kgate instance records: `strict` (the agent's default: a forwarded request's
 /// record is fsynced first) or `batch` (synced every second).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
+pub(super) enum Durability {
     Strict,
     Batch,
 }
 
 impl Durability {
-    pub fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Self::Strict => "strict",
             Self::Batch => "batch",
@@ -182,7 +182,7 @@ impl Durability {
 /// lookup per connection, not per request) with every request stage on: identity
 /// (the bot's projected token, verified locally), policy (a file allowing the bot's
 /// reads), masking (defaults: Secret values) and recording (an on-disk log).
-pub fn start_kgate(
+pub(super) fn start_kgate(
     dir: &Path,
     double: &Double,
     serving: &Serving,
@@ -242,7 +242,7 @@ pub fn start_kgate(
 }
 
 /// The bot's projected service-account token, as TokenRequest issues it.
-pub fn bot_token(double: &Double, dir: &Path) -> anyhow::Result<String> {
+pub(super) fn bot_token(double: &Double, dir: &Path) -> anyhow::Result<String> {
     let kubeconfig = kgate_tests::harness::kubeconfig(
         &dir.join("kube"),
         &format!("https://{}", double.addr),
@@ -275,7 +275,7 @@ pub fn bot_token(double: &Double, dir: &Path) -> anyhow::Result<String> {
     Ok(token.trim().to_owned())
 }
 
-pub fn wait_for(timeout: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub(super) fn wait_for(timeout: Duration, mut ready: impl FnMut() -> bool) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while !ready() {
         if Instant::now() > deadline {

@@ -8,7 +8,7 @@ use super::report::Section;
 
 /// What the scenarios found that a goal speaks about (absent: the part did not run).
 #[derive(Default)]
-pub struct Findings {
+pub(super) struct Findings {
     /// (protocol, kgate instance, added p50 µs, added p99 µs) at 1k req/s.
     pub added_1k: Vec<(&'static str, &'static str, f64, f64)>,
     /// The kgate instances' peak RSS over the 1k req/s rows, KiB.
@@ -20,7 +20,7 @@ pub struct Findings {
     pub idle_kib_per_conn: Option<f64>,
 }
 
-pub fn section(f: &Findings) -> Section {
+pub(super) fn section(f: &Findings) -> Section {
     let mut s = Section::new(
         "targets",
         "Targets",

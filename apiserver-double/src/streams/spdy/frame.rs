@@ -19,11 +19,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::dictionary::dictionary;
 
-pub const FLAG_FIN: u8 = 0x01;
+pub(super) const FLAG_FIN: u8 = 0x01;
 /// RST_STREAM status CANCEL, what spdystream's `Reset` sends.
-pub const CANCEL: u32 = 5;
+pub(super) const CANCEL: u32 = 5;
 /// A frame's length field has 24 bits.
-pub const MAX_DATA: usize = (1 << 24) - 1;
+pub(super) const MAX_DATA: usize = (1 << 24) - 1;
 
 const VERSION: u16 = 3;
 const SYN_STREAM: u16 = 1;
@@ -33,10 +33,10 @@ const PING: u16 = 6;
 const GOAWAY: u16 = 7;
 const HEADERS: u16 = 8;
 
-pub type Headers = Vec<(String, String)>;
+pub(super) type Headers = Vec<(String, String)>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Frame {
+pub(super) enum Frame {
     SynStream {
         id: u32,
         fin: bool,
@@ -81,13 +81,13 @@ fn be32(b: &[u8]) -> u32 {
 // === impl Reader ===
 
 /// Reads frames, inflating header blocks with the connection's one inflate context.
-pub struct Reader<R> {
+pub(super) struct Reader<R> {
     io: R,
     inflate: Decompress,
 }
 
 impl<R: AsyncRead + Unpin> Reader<R> {
-    pub fn new(io: R) -> Self {
+    pub(super) fn new(io: R) -> Self {
         Self {
             io,
             inflate: Decompress::new(true),
@@ -95,7 +95,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 
     /// The next frame; `None` at a clean end of stream between frames.
-    pub async fn next(&mut self) -> io::Result<Option<Frame>> {
+    pub(super) async fn next(&mut self) -> io::Result<Option<Frame>> {
         let mut head = [0u8; 8];
         match self.io.read_exact(&mut head[..1]).await {
             Ok(_) => {}
@@ -234,7 +234,7 @@ fn invalid_zlib(e: impl std::error::Error + Send + Sync + 'static) -> io::Error 
 
 /// Serialises frames, deflating header blocks with the connection's one deflate
 /// context (best compression and a sync flush per block, as Go's framer does).
-pub struct Encoder {
+pub(super) struct Encoder {
     deflate: Compress,
 }
 
@@ -249,7 +249,7 @@ impl Default for Encoder {
 }
 
 impl Encoder {
-    pub fn encode(&mut self, frame: &Frame) -> Vec<u8> {
+    pub(super) fn encode(&mut self, frame: &Frame) -> Vec<u8> {
         let (kind, flags, body) = match frame {
             Frame::Data { id, fin, data } => {
                 let mut out = Vec::with_capacity(8 + data.len());

@@ -18,11 +18,11 @@ use http::{HeaderMap, StatusCode};
 use tracing::debug;
 
 use crate::{
+    api_status::Status,
     connection::Connection,
     identity::Identity,
     proxy::{forward::Upstream, stored},
     request_info::RequestInfo,
-    status::Status,
 };
 
 /// Largest answer read for its Status; the API server's NotFound is a few hundred bytes.
@@ -31,7 +31,7 @@ const MAX_STATUS_BYTES: usize = 64 << 10;
 /// The API server's 404 Status when the object the request names does not exist;
 /// `None` when it exists, when the request is not checked, or when the API server does
 /// not say (unreachable, a 403, a 404 that is no Status).
-pub async fn missing(
+pub(super) async fn missing(
     upstream: &Upstream,
     identity: &Identity,
     conn: &Connection,

@@ -49,13 +49,13 @@ enum Done {
 
 /// The record stage's end of a response whose event waits for its body.
 #[derive(Clone)]
-pub struct Held {
+pub(super) struct Held {
     slot: Arc<Mutex<Slot>>,
     captured: Captured,
 }
 
 /// Wraps `response`'s body so that its event is written when the body ends.
-pub fn hold(
+pub(super) fn hold(
     recorder: &Recorder,
     limit: usize,
     response: http::Response<Body>,
@@ -89,7 +89,7 @@ pub fn hold(
 impl Held {
     /// The event, finished but for its body: written now if the body is done, else
     /// when it is.
-    pub fn event(&self, event: Event) {
+    pub(super) fn event(&self, event: Event) {
         let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
         match slot.done {
             Some(done) => self.write(&mut slot, event, done),

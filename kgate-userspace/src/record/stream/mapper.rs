@@ -36,7 +36,7 @@ pub(super) struct Out<'a> {
 
 impl Mapper {
     /// `ports` for port-forward.
-    pub fn new(ports: bool) -> Self {
+    pub(super) fn new(ports: bool) -> Self {
         Self {
             ports,
             streams: HashMap::new(),
@@ -44,7 +44,7 @@ impl Mapper {
         }
     }
 
-    pub fn channel(
+    pub(super) fn channel(
         &mut self,
         event: ChannelEvent<'_>,
         dir: Dir,
@@ -89,7 +89,7 @@ impl Mapper {
         }
     }
 
-    pub fn spdy(
+    pub(super) fn spdy(
         &mut self,
         event: SpdyEvent<'_>,
         dir: Dir,

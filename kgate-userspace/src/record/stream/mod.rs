@@ -24,8 +24,8 @@
 
 mod capture;
 mod mapper;
-pub mod spdy;
-pub mod websocket;
+pub(crate) mod spdy;
+pub(crate) mod websocket;
 
 use serde::{Deserialize, Serialize};
 
@@ -217,11 +217,11 @@ mod base64_bytes {
     use base64::{Engine as _, engine::general_purpose::STANDARD};
     use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
 
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&STANDARD.encode(bytes))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = <std::borrow::Cow<'_, str>>::deserialize(d)?;
         STANDARD.decode(text.as_bytes()).map_err(D::Error::custom)
     }

@@ -21,9 +21,9 @@ use flate2::{Decompress, FlushDecompress};
 use super::DecodeError;
 
 /// The largest SYN_STREAM, SYN_REPLY, HEADERS or RST_STREAM frame held for decoding.
-pub const MAX_HEADER_FRAME: usize = 64 << 10;
+pub(crate) const MAX_HEADER_FRAME: usize = 64 << 10;
 /// The most a header block may inflate to.
-pub const MAX_HEADER_BLOCK: usize = 256 << 10;
+pub(crate) const MAX_HEADER_BLOCK: usize = 256 << 10;
 
 const SYN_STREAM: u16 = 1;
 const SYN_REPLY: u16 = 2;
@@ -33,7 +33,7 @@ const FLAG_FIN: u8 = 0x01;
 
 /// What one direction's frames say.
 #[derive(Debug, PartialEq, Eq)]
-pub enum SpdyEvent<'a> {
+pub(crate) enum SpdyEvent<'a> {
     /// A SYN_STREAM, with its headers.
     Open {
         id: u32,
@@ -53,7 +53,7 @@ pub enum SpdyEvent<'a> {
 }
 
 /// One direction of a SPDY/3.1 connection.
-pub struct Frames {
+pub(crate) struct Frames {
     head: [u8; 8],
     head_len: usize,
     state: State,
@@ -94,7 +94,7 @@ impl Default for Frames {
 
 impl Frames {
     /// Decodes `input`, calling `on` for every event it completes.
-    pub fn feed(
+    pub(crate) fn feed(
         &mut self,
         mut input: &[u8],
         on: &mut dyn FnMut(SpdyEvent<'_>) -> Result<(), DecodeError>,

@@ -20,7 +20,7 @@ const MAX_HEADER: usize = 14;
 
 /// What the frame layer sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WsEvent<'a> {
+pub(crate) enum WsEvent<'a> {
     /// A data message begins (`text` for opcode 1).
     Start { text: bool },
     /// Unmasked payload of the current data message.
@@ -31,7 +31,7 @@ pub enum WsEvent<'a> {
 
 /// One direction of a WebSocket.
 #[derive(Default)]
-pub struct Frames {
+pub(crate) struct Frames {
     head: [u8; MAX_HEADER],
     head_len: usize,
     payload: Option<Payload>,
@@ -52,7 +52,7 @@ struct Payload {
 
 impl Frames {
     /// Decodes `input`, calling `on` for every event it completes.
-    pub fn feed(
+    pub(crate) fn feed(
         &mut self,
         mut input: &[u8],
         on: &mut dyn FnMut(WsEvent<'_>) -> Result<(), DecodeError>,
@@ -195,14 +195,14 @@ fn header_len(head: &[u8]) -> usize {
 
 /// What the channel layer sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ChannelEvent<'a> {
+pub(crate) enum ChannelEvent<'a> {
     Data(u8, &'a [u8]),
     /// v5: the peer closed its side of this channel.
     Close(u8),
 }
 
 /// The Kubernetes channel framing of one direction.
-pub struct Channels {
+pub(crate) struct Channels {
     base64: bool,
     state: Message,
     carry: [u8; 4],
@@ -226,7 +226,7 @@ enum Message {
 
 impl Channels {
     /// `base64` for the `base64.` protocols (text messages).
-    pub fn new(base64: bool) -> Self {
+    pub(crate) fn new(base64: bool) -> Self {
         Self {
             base64,
             state: Message::Done,
@@ -236,7 +236,7 @@ impl Channels {
     }
 
     /// Turns one frame event into channel events.
-    pub fn on(
+    pub(crate) fn on(
         &mut self,
         event: WsEvent<'_>,
         out: &mut dyn FnMut(ChannelEvent<'_>) -> Result<(), DecodeError>,

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 /// The SPDY/3 header dictionary (draft 3, section 2.6.10.1): length-prefixed common
 /// header names and values, then a run of common value fragments. 1423 bytes.
-pub fn dictionary() -> &'static [u8] {
+pub(super) fn dictionary() -> &'static [u8] {
     static DICT: OnceLock<Vec<u8>> = OnceLock::new();
     DICT.get_or_init(|| {
         const WORDS: &[&str] = &[

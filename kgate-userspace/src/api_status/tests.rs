@@ -46,16 +46,20 @@ fn refusals_have_the_api_server_shape() {
 }
 
 #[test]
-fn too_many_requests_says_when_to_retry() {
-    let status = Status::too_many_requests("kgate: slow down", 5);
+fn a_refusal_that_says_when_to_retry_carries_retry_after() {
+    let status = Status::gateway_timeout("kgate: approval timed out").with_retry_after(5);
     assert_eq!(status.retry_after_seconds(), Some(5));
     assert_eq!(
         body(&status),
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                   "status": "Failure", "message": "kgate: slow down",
-                   "reason": "TooManyRequests", "details": {"retryAfterSeconds": 5},
-                   "code": 429})
+                   "status": "Failure", "message": "kgate: approval timed out",
+                   "reason": "Timeout", "details": {"retryAfterSeconds": 5},
+                   "code": 504})
     );
+    let response = respond(&status);
+    assert_eq!(response.headers()[http::header::RETRY_AFTER], "5");
+    let response = respond(&Status::gateway_timeout("kgate: x"));
+    assert!(!response.headers().contains_key(http::header::RETRY_AFTER));
 }
 
 #[test]

@@ -17,7 +17,10 @@
 use std::fmt;
 
 use bytes::Bytes;
-use http::{Response, StatusCode, header::CONTENT_TYPE};
+use http::{
+    Response, StatusCode,
+    header::{CONTENT_TYPE, RETRY_AFTER},
+};
 use serde::{Deserialize, Serialize};
 
 use crate::body::{self, Body};
@@ -26,7 +29,7 @@ use crate::body::{self, Body};
 /// deserialize to their defaults, so an upstream Status parses too.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
-pub struct Status {
+pub(crate) struct Status {
     pub kind: String,
     pub api_version: String,
     pub metadata: ListMeta,
@@ -40,12 +43,12 @@ pub struct Status {
 
 /// Always empty on a refusal; kubectl and client-go expect the key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListMeta {}
+pub(crate) struct ListMeta {}
 
 /// `metav1.StatusDetails`: what the refusal is about, and when to retry.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct StatusDetails {
+pub(crate) struct StatusDetails {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -61,7 +64,7 @@ pub struct StatusDetails {
 
 /// `metav1.StatusCause`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatusCause {
+pub(crate) struct StatusCause {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -74,17 +77,24 @@ pub struct StatusCause {
 const MESSAGE_PREFIX: &str = "kgate: ";
 
 /// A refusal as the API server would send it: a `Status` body with its HTTP code.
-pub fn respond(status: &Status) -> Response<Body> {
+pub(crate) fn respond(status: &Status) -> Response<Body> {
     respond_to("", status)
 }
 
 /// A refusal of a request for `path`, in the form its client reads: see
 /// [`Status::encode_for`].
-pub fn respond_to(path: &str, status: &Status) -> Response<Body> {
+/// A Status with `details.retryAfterSeconds` also carries a `Retry-After` header, as
+/// the API server's `responsewriters.ErrorNegotiated` sets it; client-go's retry logic
+/// reads the header.
+pub(crate) fn respond_to(path: &str, status: &Status) -> Response<Body> {
     let (content_type, body) = status.encode_for(path);
-    Response::builder()
+    let mut response = Response::builder()
         .status(status.http_status())
-        .header(CONTENT_TYPE, content_type)
+        .header(CONTENT_TYPE, content_type);
+    if let Some(seconds) = status.retry_after_seconds().filter(|s| *s > 0) {
+        response = response.header(RETRY_AFTER, seconds);
+    }
+    response
         .body(body::full(body))
         .expect("a Status response is always valid")
 }
@@ -112,39 +122,39 @@ impl Status {
     }
 
     /// 400 BadRequest: the request cannot be understood or checked.
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::BAD_REQUEST, "BadRequest", message)
     }
 
     /// 401 Unauthorized: no credentials, or credentials that do not authenticate.
-    pub fn unauthorized(message: impl Into<String>) -> Self {
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::UNAUTHORIZED, "Unauthorized", message)
     }
 
     /// 403 Forbidden: policy refuses the request. See [`Status::for_resource`].
-    pub fn forbidden(message: impl Into<String>) -> Self {
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::FORBIDDEN, "Forbidden", message)
     }
 
     /// 404 NotFound: nothing is served at this path.
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::NOT_FOUND, "NotFound", message)
     }
 
     /// 405 MethodNotAllowed: the path is served, but not for this method.
-    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+    pub(crate) fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message)
     }
 
     /// 406 NotAcceptable: the client accepts no format kgate can check (the API
     /// server's content negotiation answers an unservable `Accept` the same way).
-    pub fn not_acceptable(message: impl Into<String>) -> Self {
+    pub(crate) fn not_acceptable(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::NOT_ACCEPTABLE, "NotAcceptable", message)
     }
 
     /// 413 RequestEntityTooLarge: the body is larger than kgate will hold, as the
     /// API server answers a body over its own limit.
-    pub fn request_entity_too_large(message: impl Into<String>) -> Self {
+    pub(crate) fn request_entity_too_large(message: impl Into<String>) -> Self {
         Self::failure(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
@@ -154,7 +164,7 @@ impl Status {
 
     /// 415 UnsupportedMediaType: a body in an encoding kgate cannot check, as the
     /// API server answers a content type it does not decode.
-    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+    pub(crate) fn unsupported_media_type(message: impl Into<String>) -> Self {
         Self::failure(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
@@ -164,13 +174,13 @@ impl Status {
 
     /// 422 Invalid: the request is understood but cannot be carried out as written,
     /// as the API server answers an invalid object or a JSON patch that does not apply.
-    pub fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message)
     }
 
     /// 431: the request head is larger than the API server accepts (1 MiB). metav1
     /// has no reason of its own for it; RequestEntityTooLarge is the nearest.
-    pub fn header_too_large(message: impl Into<String>) -> Self {
+    pub(crate) fn header_too_large(message: impl Into<String>) -> Self {
         Self::failure(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "RequestEntityTooLarge",
@@ -178,31 +188,23 @@ impl Status {
         )
     }
 
-    /// 429 TooManyRequests with `details.retryAfterSeconds`, as the API server's
-    /// max-in-flight and priority-and-fairness filters send it. The response should
-    /// also carry a `Retry-After` header: see [`Status::retry_after_seconds`].
-    pub fn too_many_requests(message: impl Into<String>, retry_after_seconds: u32) -> Self {
-        Self::failure(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
-            .with_retry_after(retry_after_seconds)
-    }
-
     /// 500 InternalError: kgate itself failed. The API server also lists the error as
     /// a cause; the message already says it, so kgate does not repeat it.
-    pub fn internal_error(message: impl Into<String>) -> Self {
+    pub(crate) fn internal_error(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
     }
 
     /// 502 with reason InternalError: the API server answered, but not with HTTP that
     /// kgate could pass on. metav1 has no bad-gateway reason; InternalError is what
     /// client-go derives from a bare 502, so clients classify it the same either way.
-    pub fn bad_gateway(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_gateway(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::BAD_GATEWAY, "InternalError", message)
     }
 
     /// 503 ServiceUnavailable: the API server cannot be reached (or a component kgate
     /// needs is down). The aggregator answers an unreachable backend this way, and
     /// clients treat it as transient.
-    pub fn service_unavailable(message: impl Into<String>) -> Self {
+    pub(crate) fn service_unavailable(message: impl Into<String>) -> Self {
         Self::failure(
             StatusCode::SERVICE_UNAVAILABLE,
             "ServiceUnavailable",
@@ -212,14 +214,14 @@ impl Status {
 
     /// 504 Timeout: a request kgate held (e.g. waiting for approval) or forwarded did
     /// not complete in time, as the API server's request-timeout filter answers.
-    pub fn gateway_timeout(message: impl Into<String>) -> Self {
+    pub(crate) fn gateway_timeout(message: impl Into<String>) -> Self {
         Self::failure(StatusCode::GATEWAY_TIMEOUT, "Timeout", message)
     }
 
     /// Names the refused object the way the API server's `NewForbidden` does: the
     /// group, the resource (in `kind`) and the name, each when known.
     #[must_use]
-    pub fn for_resource(mut self, group: &str, resource: &str, name: &str) -> Self {
+    pub(crate) fn for_resource(mut self, group: &str, resource: &str, name: &str) -> Self {
         let details = self.details.get_or_insert_with(StatusDetails::default);
         group.clone_into(&mut details.group);
         resource.clone_into(&mut details.kind);
@@ -228,7 +230,7 @@ impl Status {
     }
 
     #[must_use]
-    pub fn with_retry_after(mut self, seconds: u32) -> Self {
+    pub(crate) fn with_retry_after(mut self, seconds: u32) -> Self {
         self.details
             .get_or_insert_with(StatusDetails::default)
             .retry_after_seconds = Some(seconds);
@@ -236,16 +238,16 @@ impl Status {
     }
 
     /// The value for a `Retry-After` header, when the refusal has one.
-    pub fn retry_after_seconds(&self) -> Option<u32> {
+    pub(crate) fn retry_after_seconds(&self) -> Option<u32> {
         self.details.as_ref()?.retry_after_seconds
     }
 
-    pub fn http_status(&self) -> StatusCode {
+    pub(crate) fn http_status(&self) -> StatusCode {
         StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// The JSON body (`application/json`).
-    pub fn to_json(&self) -> Bytes {
+    pub(crate) fn to_json(&self) -> Bytes {
         // Strings, integers and optional structs of them always serialize.
         Bytes::from(serde_json::to_vec(self).unwrap_or_default())
     }
@@ -267,7 +269,7 @@ impl Status {
     /// then prints `Error from server (Forbidden): kgate: …`, and `errors.IsForbidden`
     /// still holds (client-go derives the reason from the code). Group-version discovery (`/api/v1`, `/apis/G/V`) is decoded with
     /// `Into`, which finds a Status: it keeps the JSON form.
-    pub fn encode_for(&self, path: &str) -> (&'static str, Bytes) {
+    pub(crate) fn encode_for(&self, path: &str) -> (&'static str, Bytes) {
         if is_read_raw(path) {
             let text = format!("{}\n", self.message);
             ("text/plain; charset=utf-8", Bytes::from(text))
