@@ -368,6 +368,10 @@ async fn a_stolen_tokens_refusal_is_recorded_with_its_user_and_both_pods() {
         metrics.contains("kgate_stolen_token_denials_total 1\n"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("kgate_refusals_total{kind=\"StolenToken\",side=\"client\"} 1\n"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,9 +1,10 @@
 //! `cargo xtask demo`: the real kubectl, inside a "pod", talks to the API server's
 //! ClusterIP as a bot; the kernel redirects it into kgate, which knows the pod and
-//! process, verifies the bot's token, applies policy (reads allowed, a namespace
-//! delete denied, a pod delete held until an admin runs `kgate approve`, a shadow-mode
-//! rule), masks Secret values, and forwards to the API server (the project's double).
-//! Then the agent stops and the pod is refused, not let through.
+//! process, verifies the bot's pod-bound token, applies policy (reads allowed, a
+//! namespace delete denied, a pod delete held until an admin runs `kgate approve`, a
+//! shadow-mode rule), masks Secret values, records the requests and the exec session
+//! (replayed at the end), and forwards to the API server (the project's double). Then
+//! the agent stops and the pod is refused, not let through.
 //!
 //! Runs on an embedded default: a "node" and a "pod" network namespace joined by a veth
 //! pair (the pod has no route out), a cgroup for the pod, a private bpffs, the double
@@ -104,8 +105,9 @@ pub(crate) fn run() -> anyhow::Result<()> {
              bpffs: {bpffs}\n\
              tls: {{certFile: {d}/tls.crt, keyFile: {d}/tls.key}}\n\
              upstream: {{server: 'https://{ENDPOINT}', caFile: {d}/apiserver/ca.crt, tokenFile: {d}/apiserver/token}}\n\
-             identity: {{nodeName: node-1, unboundSubjects: ['system:serviceaccount:demo:*']}}\n\
+             identity: {{nodeName: node-1}}\n\
              policy: {{files: ['{d}/policy.yaml']}}\n\
+             record: {{dir: '{d}/records'}}\n\
              heartbeat: {{intervalSeconds: 2}}\n",
             cg = topo.cgroup_root.display(),
             bpffs = topo.bpffs.display(),
@@ -144,10 +146,27 @@ pub(crate) fn run() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // The bot's pod, as the kubelet would run it: a Pod object on this node, its
+    // container in a cgroup laid out as the kubelet lays it out, and a token bound to it.
+    let bot_cgroup = bot_pod(&topo, &admin)?;
     let bot_token = admin(
         std::path::Path::new("kubectl"),
-        &["create", "token", "bot", "-n", "demo"],
+        &[
+            "create",
+            "token",
+            "bot",
+            "-n",
+            "demo",
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            BOT_POD,
+        ],
     )?;
+    println!(
+        "  the bot: pod demo/{BOT_POD}, cgroup {}",
+        bot_cgroup.display()
+    );
 
     // What a pod has: the Service address, the cluster CA, its token (a bot's).
     let kubeconfig = kubeconfig(
@@ -158,7 +177,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     );
     let kubectl = |args: &[&str]| -> anyhow::Result<String> {
         let out = topo
-            .pod_command("kubectl")
+            .pod_command_in(&bot_cgroup, "kubectl")
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .args(["--request-timeout", "15s"])
@@ -205,7 +224,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
     }
     step("in the pod: kubectl delete pod web-0 -n demo  (held for a human)");
     let held = topo
-        .pod_command("kubectl")
+        .pod_command_in(&bot_cgroup, "kubectl")
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .args(["delete", "pod", "web-0", "-n", "demo", "--wait=false"])
@@ -287,20 +306,54 @@ pub(crate) fn run() -> anyhow::Result<()> {
     }
 
     step("the pod dials the API server's endpoint directly: it still lands in kgate");
-    let direct = kubeconfig_direct(&dir, &token)?;
-    let out = topo
-        .pod_command("kubectl")
-        .arg("--kubeconfig")
-        .arg(&direct)
-        .args(["--request-timeout", "5s", "get", "pods", "-n", "demo"])
-        .output()?;
     println!(
-        "    {}",
-        String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .last()
-            .unwrap_or_default()
+        "{}",
+        kubectl(&[
+            "--server",
+            &format!("https://{ENDPOINT}"),
+            "--tls-server-name",
+            "kubernetes.default.svc",
+            "delete",
+            "namespace",
+            "demo",
+        ])?
     );
+    println!("    (kgate's answer: the kernel sent the connection to the agent all the same)");
+
+    step("the admin: kgate sessions list, then replay of the bot's exec");
+    let records = dir.join("records");
+    let records = records.to_str().context("record dir")?;
+    println!(
+        "{}",
+        admin(&kgate, &["sessions", "list", "--dir", records])?
+            .lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let sessions: serde_json::Value = serde_json::from_str(&admin(
+        &kgate,
+        &["sessions", "list", "--dir", records, "-o", "json"],
+    )?)?;
+    let exec = sessions
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["streams"].as_array().is_some_and(|a| !a.is_empty()))
+        .and_then(|s| s["id"].as_str())
+        .context("no session with an exec stream was recorded")?
+        .to_owned();
+    println!("  $ kgate sessions replay {exec} --speed 0");
+    for line in admin(
+        &kgate,
+        &[
+            "sessions", "replay", &exec, "--dir", records, "--speed", "0",
+        ],
+    )?
+    .lines()
+    {
+        println!("    {line}");
+    }
 
     step("stopping the agent: enforcement stays (fail closed)");
     topo.stop(&agent)?;
@@ -321,6 +374,44 @@ pub(crate) fn run() -> anyhow::Result<()> {
     drop(topo);
     println!("demo done");
     Ok(())
+}
+
+/// The bot's pod.
+const BOT_POD: &str = "ci-bot";
+
+/// Creates Pod demo/ci-bot on node-1 in the API server and its container's cgroup,
+/// laid out as the kubelet's (so kgate names the workload `demo/ci-bot/main`).
+fn bot_pod(
+    topo: &Topology,
+    admin: &dyn Fn(&std::path::Path, &[&str]) -> anyhow::Result<String>,
+) -> anyhow::Result<PathBuf> {
+    let container_id = format!("{:0>64}", "c0ffee");
+    let manifest = topo.dir.join("ci-bot.json");
+    fs::write(
+        &manifest,
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": BOT_POD, "namespace": "demo"},
+            "spec": {"nodeName": "node-1", "serviceAccountName": "bot",
+                     "containers": [{"name": "main", "image": "ci-bot:1"}]},
+            "status": {"phase": "Running", "containerStatuses": [{"name": "main", "ready": true,
+                "restartCount": 0, "image": "ci-bot:1", "imageID": "",
+                "containerID": format!("containerd://{container_id}")}]},
+        })
+        .to_string(),
+    )?;
+    let uid = admin(
+        std::path::Path::new("kubectl"),
+        &[
+            "create",
+            "--validate=false",
+            "-o",
+            "jsonpath={.metadata.uid}",
+            "-f",
+            manifest.to_str().context("manifest path")?,
+        ],
+    )?;
+    topo.kubelet_pod_cgroup(uid.trim(), &container_id)
 }
 
 /// A kubeconfig for the endpoint itself, trusting only the API server's own CA.

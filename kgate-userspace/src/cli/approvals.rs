@@ -4,7 +4,7 @@
 //!
 //! Not here: holding requests and acting on the decision ([`crate::approval`]).
 
-use std::{fmt::Write as _, future::Future};
+use std::future::Future;
 
 use clap::Subcommand;
 use http::Request;
@@ -14,6 +14,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
+use super::table::Table;
 use crate::approval::{parse_duration, types::KgateApproval};
 
 #[derive(Subcommand)]
@@ -103,10 +104,9 @@ async fn table(client: kube::Client, json_output: bool) -> Result<String, CliErr
     if json_output {
         return Ok(serde_json::to_string_pretty(&items).unwrap_or_default());
     }
-    let mut out = format!(
-        "{:<28} {:<9} {:<40} {:<28} {:<7} {:<34} {}\n",
-        "NAME", "PHASE", "USER", "WORKLOAD", "VERB", "RESOURCE", "RULE"
-    );
+    let mut table = Table::new(vec![
+        "NAME", "PHASE", "USER", "WORKLOAD", "VERB", "RESOURCE", "RULE",
+    ]);
     for a in &items {
         let r = &a.spec.request;
         let target = match (r.namespace.as_str(), r.name.as_str()) {
@@ -114,19 +114,20 @@ async fn table(client: kube::Client, json_output: bool) -> Result<String, CliErr
             ("", name) => format!("{}/{name}", r.resource),
             (ns, name) => format!("{}/{name} -n {ns}", r.resource),
         };
-        let _ = writeln!(
-            out,
-            "{:<28} {:<9} {:<40} {:<28} {:<7} {:<34} {}",
-            a.metadata.name.as_deref().unwrap_or(""),
-            a.status.as_ref().map_or("Pending", |s| s.phase.as_str()),
-            a.spec.user,
-            a.spec.workload,
-            r.verb,
+        table.row(vec![
+            a.metadata.name.clone().unwrap_or_default(),
+            a.status
+                .as_ref()
+                .map_or("Pending", |s| s.phase.as_str())
+                .to_owned(),
+            a.spec.user.clone(),
+            a.spec.workload.clone(),
+            r.verb.clone(),
             target,
-            a.spec.rule
-        );
+            a.spec.rule.clone(),
+        ]);
     }
-    Ok(out)
+    Ok(table.render())
 }
 
 /// Approves (with an optional grant window) or denies a pending approval.

@@ -16,6 +16,7 @@ mod policy;
 // The record log's tests check the tables it prints.
 pub(crate) mod sessions;
 mod status;
+mod table;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
