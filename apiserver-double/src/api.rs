@@ -43,9 +43,12 @@ pub(crate) fn handle(state: &Arc<State>, req: Req) -> hyper::Response<Body> {
         target.subresource.as_deref(),
     ) {
         (&Method::POST, None, None) if r.name == "tokenreviews" => authn::token_review(state, &req),
-        (&Method::POST, None, None) if r.name == "subjectaccessreviews" => {
-            reviews::subject_access(&state.denied_users.lock().unwrap(), r, &req)
-        }
+        (&Method::POST, None, None) if r.name == "subjectaccessreviews" => reviews::subject_access(
+            &state.denied_users.lock().unwrap(),
+            &state.refused_access.lock().unwrap(),
+            r,
+            &req,
+        ),
         (&Method::POST, None, None) if resources::is_review(r.name) => {
             reviews::answer(&state.refused_access.lock().unwrap(), r, &req)
         }

@@ -26,8 +26,10 @@ impl Handle {
     }
 
     /// RBAC grants `user` everything but `verb` on `resource` (and every other
-    /// refusal): SelfSubjectAccessReviews that ask about it answer `allowed: false`.
-    /// Requests themselves are not refused (the double does not authorize them).
+    /// refusal): SelfSubjectAccessReviews and SubjectAccessReviews that ask about it
+    /// answer `allowed: false`. For a SubjectAccessReview `resource` may also be
+    /// `resource/subresource` or a non-resource path (`/openid/v1/jwks`). Requests
+    /// themselves are not refused (the double does not authorize them).
     pub fn refuse_access(&self, user: &str, verb: &str, resource: &str) {
         self.state
             .refused_access

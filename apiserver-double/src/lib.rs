@@ -77,8 +77,15 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Extra IP SANs for the serving certificate (the listen IP is always included).
     pub extra_ips: Vec<IpAddr>,
-    /// The `iss` of issued service-account tokens (default: `DEFAULT_ISSUER`).
+    /// The `iss` of issued service-account tokens (default: `DEFAULT_ISSUER`). As on
+    /// kube-apiserver, OIDC discovery and the JWKS are served only when it is an
+    /// `https` URL without query or fragment.
     pub issuer: String,
+    /// `--service-account-jwks-uri`: the `jwks_uri` that OIDC discovery advertises
+    /// (default: `https://<the double's address>/openid/v1/jwks`, as kube-apiserver
+    /// builds it from its external address). The JWKS itself is served at
+    /// `/openid/v1/jwks` either way.
+    pub jwks_uri: Option<String>,
     /// The release `/version` reports and CRD admission follows (default 1.32.4).
     pub version: ServerVersion,
 }
@@ -90,6 +97,7 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(1),
             extra_ips: Vec::new(),
             issuer: DEFAULT_ISSUER.to_owned(),
+            jwks_uri: None,
             version: ServerVersion::default(),
         }
     }

@@ -21,7 +21,7 @@
 //! new object with only a status, and it needs `spec.namespace` (400 without).
 //!
 //! SubjectAccessReview (for another user, as the kubelet and kgate's admin endpoint
-//! ask): allowed, except for users a test said to refuse.
+//! ask): validated, then answered by the same RBAC for `spec.user` ([`subject_access`]).
 //!
 //! Not here: LocalSubjectAccessReview, selector attributes.
 
@@ -168,9 +168,20 @@ fn effective_user(req: &Req) -> Value {
     user
 }
 
-/// A SubjectAccessReview: allowed unless `spec.user` is in `denied`.
+/// A SubjectAccessReview, the question asked for another user (the kubelet's and
+/// kgate's admin endpoints ask it for their callers, `kgate check` for kgate's own
+/// service account). As kube-apiserver's `subjectaccessreview` REST storage
+/// (pkg/registry/authorization/subjectaccessreview/rest.go): the spec validated as
+/// `ValidateSubjectAccessReviewSpec` says (exactly one of the attribute kinds; a user
+/// or a group; else a 422 `Invalid`), then the authorizer asked about `spec.user`,
+/// and the review returned with its status, 201, never stored (a null
+/// `creationTimestamp`). The double's RBAC answers as for a SelfSubjectAccessReview:
+/// allowed but for what a test refused that user ([`super::Handle::refuse_access`]);
+/// users a test denies outright ([`super::Handle::deny_access_reviews_for`]) get
+/// nothing.
 pub(crate) fn subject_access(
     denied: &std::collections::HashSet<String>,
+    refused: &[Refusal],
     r: &Resource,
     req: &Req,
 ) -> hyper::Response<Body> {
@@ -178,15 +189,81 @@ pub(crate) fn subject_access(
         Ok(body) => body,
         Err(response) => return response,
     };
-    let user = body["spec"]["user"].as_str().unwrap_or_default();
-    let status = if denied.contains(user) {
-        json!({"allowed": false, "reason": format!("the double denies {user}")})
+    let spec = &body["spec"];
+    let (resource, non_resource) = (&spec["resourceAttributes"], &spec["nonResourceAttributes"]);
+    // (field, the value as Go's field.Invalid prints it, why). Both attribute errors
+    // pass the NonResourceAttributes pointer: a struct prints as `%#v`, nil as "null".
+    let mut causes = Vec::new();
+    if !resource.is_null() && !non_resource.is_null() {
+        causes.push((
+            "spec.nonResourceAttributes",
+            format!(
+                "authorization.NonResourceAttributes{{Path:{:?}, Verb:{:?}}}",
+                non_resource["path"].as_str().unwrap_or_default(),
+                non_resource["verb"].as_str().unwrap_or_default()
+            ),
+            "cannot be specified in combination with resourceAttributes",
+        ));
+    }
+    if resource.is_null() && non_resource.is_null() {
+        causes.push((
+            "spec.resourceAttributes",
+            "\"null\"".to_owned(),
+            "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+        ));
+    }
+    let user = spec["user"].as_str().unwrap_or_default();
+    let no_groups = spec["groups"].as_array().is_none_or(Vec::is_empty);
+    if user.is_empty() && no_groups {
+        causes.push((
+            "spec.user",
+            "\"\"".to_owned(),
+            "at least one of user or group must be specified",
+        ));
+    }
+    if !causes.is_empty() {
+        let message = causes
+            .iter()
+            .map(|(field, value, why)| format!("{field}: Invalid value: {value}: {why}"))
+            .collect::<Vec<_>>();
+        let message = if message.len() == 1 {
+            message[0].clone()
+        } else {
+            format!("[{}]", message.join(", "))
+        };
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            &format!("SubjectAccessReview.authorization.k8s.io \"\" is invalid: {message}"),
+        );
+    }
+    let field = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
+    // A non-resource question is refused by a refusal naming its path.
+    let (verb, asked) = if resource.is_null() {
+        (field(non_resource, "verb"), field(non_resource, "path"))
     } else {
-        json!({"allowed": true, "reason": "the API-server double authorizes every request"})
+        let sub = field(resource, "subresource");
+        let name = field(resource, "resource");
+        let asked = if sub.is_empty() {
+            name
+        } else {
+            format!("{name}/{sub}")
+        };
+        (field(resource, "verb"), asked)
+    };
+    let covers = |asked: &str, refused: &str| asked == refused || asked == "*";
+    let no = denied.contains(user)
+        || refused
+            .iter()
+            .any(|r| r.user == user && covers(&verb, &r.verb) && covers(&asked, &r.resource));
+    let status = if no {
+        json!({"allowed": false})
+    } else {
+        json!({"allowed": true, "reason": RBAC_ALLOWED})
     };
     json_response(
         StatusCode::CREATED,
-        &json!({"kind": r.kind, "apiVersion": r.api_version(), "metadata": {"creationTimestamp": super::store::now()},
-                "spec": body["spec"], "status": status}),
+        &json!({"kind": r.kind, "apiVersion": r.api_version(), "metadata": {"creationTimestamp": null},
+                "spec": spec, "status": status}),
     )
 }

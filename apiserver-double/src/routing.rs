@@ -96,10 +96,16 @@ pub(crate) async fn route(
             StatusCode::OK,
             &resources::resource_list("", "v1").expect("served"),
         ),
-        "/.well-known/openid-configuration" => {
-            json_response(StatusCode::OK, &state.signer.openid_configuration())
+        // Installed only for an issuer kube-apiserver serves discovery for (tokens.rs).
+        "/.well-known/openid-configuration" if state.jwks_uri.is_some() => json_response(
+            StatusCode::OK,
+            &state
+                .signer
+                .openid_configuration(state.jwks_uri.as_deref().unwrap_or_default()),
+        ),
+        "/openid/v1/jwks" if state.jwks_uri.is_some() => {
+            json_response(StatusCode::OK, &state.signer.jwks())
         }
-        "/openid/v1/jwks" => json_response(StatusCode::OK, &state.signer.jwks()),
         "/openapi/v3" => json_response(StatusCode::OK, &openapi::index()),
         _ => {
             let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();

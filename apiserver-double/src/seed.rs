@@ -1,31 +1,27 @@
 //! What a fresh double holds, as a new kubeadm cluster with a demo workload would: the
 //! namespaces, the `kubernetes` Service and its EndpointSlice (pointing at the double
-//! itself), two nodes, and in namespace `demo` a service account, a running pod, a
+//! itself), two nodes (with the `nodeInfo` their kubelets report), and in namespace `demo` a service account, a running pod, a
 //! Secret, a ConfigMap and a Deployment.
 //!
 //! Not here: anything a controller would add later (no ReplicaSets, no Event objects).
 
 use std::net::{IpAddr, SocketAddr};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
-    KUBERNETES_SERVICE_IP, resources,
+    KUBERNETES_SERVICE_IP, ServerVersion, resources,
     store::{self, Store},
 };
 
-pub(crate) fn seed(store: &Store, addr: SocketAddr) {
+pub(crate) fn seed(store: &Store, addr: SocketAddr, version: ServerVersion) {
     let started = store::now();
     for ns in ["default", "kube-system", "kgate-system", "demo"] {
         let _ = store.create("namespaces", "", json!({"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": ns}, "status": {"phase": "Active"}}));
     }
     seed_kubernetes_service(store, addr);
-    for node in ["node-1", "node-2"] {
-        let _ = store.create("nodes", "", json!({"kind": "Node", "apiVersion": "v1",
-            "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node, "kubernetes.io/os": "linux"}},
-            "spec": {"podCIDR": "10.244.0.0/24"},
-            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
-                       "addresses": [{"type": "Hostname", "address": node}]}}));
+    for (i, node) in ["node-1", "node-2"].into_iter().enumerate() {
+        let _ = store.create("nodes", "", self::node(node, i + 1, version));
     }
     let objects = [
         (
@@ -62,6 +58,28 @@ pub(crate) fn seed(store: &Store, addr: SocketAddr) {
             .name;
         let _ = store.create(resource, "demo", obj);
     }
+}
+
+/// A Ready node of a kubeadm cluster on Debian 12, as its kubelet registers it: the
+/// `status.nodeInfo` the kubelet reports (`kubectl get nodes -o wide` shows the
+/// kernel, OS image and runtime from it), its InternalIP and hostname, a pod CIDR.
+pub(crate) fn node(name: &str, index: usize, version: ServerVersion) -> Value {
+    let kubelet = format!("v1.{}.{}", version.minor, version.patch);
+    json!({"kind": "Node", "apiVersion": "v1",
+        "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}},
+        "spec": {"podCIDR": format!("10.244.{index}.0/24"), "podCIDRs": [format!("10.244.{index}.0/24")]},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "kubelet is posting ready status"}],
+            "addresses": [{"type": "InternalIP", "address": format!("10.213.0.{index}")},
+                          {"type": "Hostname", "address": name}],
+            "nodeInfo": {
+                "machineID": format!("{index:032x}"), "systemUUID": format!("{index:08x}-0000-0000-0000-000000000000"),
+                "bootID": format!("{index:08x}-b007-0000-0000-000000000000"),
+                "kernelVersion": "6.1.0-28-amd64", "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "containerRuntimeVersion": "containerd://1.7.24", "kubeletVersion": kubelet,
+                "kubeProxyVersion": kubelet, "operatingSystem": "linux", "architecture": "amd64"}}})
 }
 
 /// The `kubernetes` Service and its EndpointSlice, as the API server maintains them: the

@@ -38,6 +38,8 @@ pub(crate) struct State {
     pub(crate) version: ServerVersion,
     /// What a SelfSubjectAccessReview says RBAC does not grant.
     pub(crate) refused_access: Mutex<Vec<reviews::Refusal>>,
+    /// The `jwks_uri` of OIDC discovery; `None`: discovery is not served.
+    pub(crate) jwks_uri: Option<String>,
 }
 
 /// A running double; stops when dropped.
@@ -71,8 +73,13 @@ impl ApiServer {
             denied_users: Mutex::default(),
             version: config.version,
             refused_access: Mutex::default(),
+            jwks_uri: crate::tokens::discovery_jwks_uri(
+                &config.issuer,
+                config.jwks_uri.as_deref(),
+                &external_address(addr),
+            ),
         });
-        seed(&state.store, addr);
+        seed(&state.store, addr, config.version);
         let serve_state = state.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -131,6 +138,17 @@ impl Drop for Handle {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The address clients outside reach the double at (kube-apiserver's
+/// `ExternalAddress`): the listen address, loopback for an unspecified one.
+fn external_address(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    };
+    SocketAddr::new(ip, addr.port()).to_string()
 }
 
 fn rand_u64() -> u64 {

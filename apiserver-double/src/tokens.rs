@@ -26,6 +26,27 @@ use serde_json::{Value, json};
 
 pub const DEFAULT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
+/// The `jwks_uri` OIDC discovery advertises, or `None` when the issuer is not one that
+/// kube-apiserver serves discovery for. As `NewOpenIDMetadataProvider`
+/// (kubernetes pkg/serviceaccount/openidmetadata.go): the issuer must be an `https`
+/// URL with no query and no fragment, else the server logs the error and installs no
+/// discovery endpoints; `jwks_uri` is `--service-account-jwks-uri` when set, else
+/// `https://` + the external address + `/openid/v1/jwks`.
+pub(crate) fn discovery_jwks_uri(
+    issuer: &str,
+    jwks_uri: Option<&str>,
+    external_address: &str,
+) -> Option<String> {
+    let uri: http::Uri = issuer.parse().ok()?;
+    if uri.scheme_str() != Some("https") || uri.query().is_some() || issuer.contains('#') {
+        return None;
+    }
+    Some(jwks_uri.map_or_else(
+        || format!("https://{external_address}/openid/v1/jwks"),
+        str::to_owned,
+    ))
+}
+
 /// The signing keys and issuer of a double.
 pub(crate) struct Signer {
     /// Oldest first; the last one signs.
@@ -147,10 +168,11 @@ impl Signer {
         Ok(claims)
     }
 
-    pub(crate) fn openid_configuration(&self) -> Value {
+    /// The discovery document advertising `jwks_uri`.
+    pub(crate) fn openid_configuration(&self, jwks_uri: &str) -> Value {
         json!({
             "issuer": self.issuer,
-            "jwks_uri": format!("{}/openid/v1/jwks", self.issuer),
+            "jwks_uri": jwks_uri,
             "response_types_supported": ["id_token"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["ES256"],
@@ -234,4 +256,39 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn discovery_is_served_for_https_issuers_only() {
+        let addr = "10.0.0.1:6443";
+        let cases = [
+            (DEFAULT, None, Some("https://10.0.0.1:6443/openid/v1/jwks")),
+            (
+                DEFAULT,
+                Some("https://oidc.example/keys"),
+                Some("https://oidc.example/keys"),
+            ),
+            (
+                "https://issuer.test/path",
+                None,
+                Some("https://10.0.0.1:6443/openid/v1/jwks"),
+            ),
+            // Legacy issuers (`--service-account-issuer=kubernetes/serviceaccount`).
+            ("kubernetes/serviceaccount", None, None),
+            ("http://issuer.test", None, None),
+            ("https://issuer.test?x=1", None, None),
+            ("https://issuer.test#frag", None, None),
+        ];
+        for (issuer, flag, want) in cases {
+            assert_eq!(
+                super::discovery_jwks_uri(issuer, flag, addr).as_deref(),
+                want,
+                "{issuer} {flag:?}"
+            );
+        }
+    }
+
+    const DEFAULT: &str = super::DEFAULT_ISSUER;
 }

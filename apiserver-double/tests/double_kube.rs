@@ -282,12 +282,15 @@ async fn token_request_review_and_jwks() {
         )
         .await
         .unwrap();
+    // As kube-apiserver: jwks_uri is the server's own external address (not the
+    // issuer's host, which clients outside may not resolve) and the JWKS path.
     let jwks_path = discovery["jwks_uri"]
         .as_str()
         .unwrap()
-        .strip_prefix(discovery["issuer"].as_str().unwrap())
-        .expect("jwks_uri lives under the issuer")
+        .strip_prefix(&server.url())
+        .expect("jwks_uri is the API server's address")
         .to_owned();
+    assert_eq!(jwks_path, "/openid/v1/jwks");
     let jwks: Value = admin
         .request(http::Request::get(jwks_path).body(Vec::new()).unwrap())
         .await
@@ -338,4 +341,115 @@ async fn token_request_review_and_jwks() {
 /// Now plus `secs`, as the Timestamp type k8s-openapi uses.
 fn jiff_now_plus(secs: i64) -> k8s_openapi::jiff::Timestamp {
     k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(secs)
+}
+
+/// SubjectAccessReview as kube-apiserver's REST storage answers it, asked with
+/// kube-rs: 201 with the spec echoed and no creationTimestamp (never stored), the
+/// verdict about `spec.user` (refusals of resources, subresources and non-resource
+/// paths), and a 422 `Invalid` for a spec with no attributes and no user or group.
+#[tokio::test(flavor = "multi_thread")]
+async fn subject_access_reviews_answer_for_the_named_user() {
+    use k8s_openapi::api::authorization::v1::SubjectAccessReview;
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let reviews: Api<SubjectAccessReview> = Api::all(client(&server, server.admin_token()).await);
+    let sa = "system:serviceaccount:kgate-system:kgate-agent";
+    server.refuse_access(sa, "create", "tokenreviews");
+    server.refuse_access(sa, "patch", "kgatepolicies/status");
+    server.refuse_access(sa, "get", "/openid/v1/jwks");
+    let ask = |user: &str, attributes: Value| {
+        let mut spec = attributes;
+        spec["user"] = json!(user);
+        spec["groups"] = json!(["system:serviceaccounts", "system:authenticated"]);
+        serde_json::from_value::<SubjectAccessReview>(json!({"spec": spec})).unwrap()
+    };
+    let resource = |verb: &str, group: &str, resource: &str, sub: &str| json!({"resourceAttributes": {"verb": verb, "group": group, "resource": resource, "subresource": sub}});
+    let path = |p: &str| json!({"nonResourceAttributes": {"verb": "get", "path": p}});
+    let cases = [
+        (sa, resource("list", "", "pods", ""), true),
+        (
+            sa,
+            resource("create", "authentication.k8s.io", "tokenreviews", ""),
+            false,
+        ),
+        (
+            sa,
+            resource("patch", "kgate.io", "kgatepolicies", "status"),
+            false,
+        ),
+        (sa, resource("patch", "kgate.io", "kgatepolicies", ""), true),
+        (sa, path("/openid/v1/jwks"), false),
+        (sa, path("/.well-known/openid-configuration"), true),
+        (
+            "someone-else",
+            resource("create", "authentication.k8s.io", "tokenreviews", ""),
+            true,
+        ),
+    ];
+    for (user, attributes, allowed) in cases {
+        let review = reviews
+            .create(&PostParams::default(), &ask(user, attributes.clone()))
+            .await
+            .unwrap();
+        let status = review.status.unwrap();
+        assert_eq!(status.allowed, allowed, "{user} {attributes}");
+        // RBAC has no deny: a refusal is no opinion, with no reason.
+        assert_eq!(status.reason.is_some(), allowed, "{user} {attributes}");
+        assert_eq!(review.metadata.creation_timestamp, None);
+        assert_eq!(review.spec.user.as_deref(), Some(user));
+    }
+
+    let invalid: SubjectAccessReview = serde_json::from_value(json!({"spec": {}})).unwrap();
+    let error = reviews
+        .create(&PostParams::default(), &invalid)
+        .await
+        .unwrap_err();
+    let kube::Error::Api(status) = error else {
+        panic!("{error}")
+    };
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        status.message,
+        "SubjectAccessReview.authorization.k8s.io \"\" is invalid: [spec.resourceAttributes: \
+         Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes \
+         must be specified, spec.user: Invalid value: \"\": at least one of user or group \
+         must be specified]"
+    );
+}
+
+/// kube-apiserver installs the OIDC discovery endpoints only for an issuer that is
+/// an https URL; with a legacy issuer both answer 404 (tokens still work, through
+/// TokenReview). `--service-account-jwks-uri` changes what discovery advertises, not
+/// where the keys are served.
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_discovery_depends_on_the_issuer() {
+    let get = async |server: &Handle, path: &str| {
+        let client = client(server, server.admin_token()).await;
+        client
+            .request::<Value>(http::Request::get(path).body(Vec::new()).unwrap())
+            .await
+    };
+    let legacy = ApiServer::start(Config {
+        issuer: "kubernetes/serviceaccount".into(),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    for path in ["/.well-known/openid-configuration", "/openid/v1/jwks"] {
+        match get(&legacy, path).await {
+            Err(kube::Error::Api(status)) => assert_eq!(status.code, 404, "{path}"),
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+    let external = ApiServer::start(Config {
+        jwks_uri: Some("https://oidc.example.test/keys".into()),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let discovery = get(&external, "/.well-known/openid-configuration")
+        .await
+        .unwrap();
+    assert_eq!(discovery["jwks_uri"], "https://oidc.example.test/keys");
+    let jwks = get(&external, "/openid/v1/jwks").await.unwrap();
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1));
 }
