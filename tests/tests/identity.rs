@@ -33,7 +33,12 @@ async fn setup() -> Setup {
 
 /// As [`setup`], with `extra` appended to the agent's config.
 async fn setup_with(extra: &str) -> Setup {
-    let server = ApiServer::start(Config::default()).await.unwrap();
+    setup_on(Config::default(), extra).await
+}
+
+/// As [`setup_with`], in front of a double started with `config`.
+async fn setup_on(config: Config, extra: &str) -> Setup {
+    let server = ApiServer::start(config).await.unwrap();
     let agent = Agent::standalone_with(
         &server.url(),
         server.ca_pem(),
@@ -161,6 +166,27 @@ async fn projected_tokens_are_verified_locally() {
     s.server.rotate_signing_key();
     let (code, body) = s.get(PODS, Some(&s.token(&bot))).await;
     assert_eq!(code, StatusCode::OK, "{body}");
+}
+
+/// With `--service-account-jwks-uri`, OIDC discovery names where relying parties
+/// outside fetch the keys (an object store, an OIDC front); the API server still
+/// serves them at /openid/v1/jwks, and that is where kgate reads them: tokens verify
+/// locally, with no TokenReview.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_jwks_comes_from_the_api_server_whatever_jwks_uri_says() {
+    let config = Config {
+        jwks_uri: Some("https://oidc.example.test/cluster-1/keys".into()),
+        ..Config::default()
+    };
+    // Waits for the agent to load the JWKS.
+    let s = setup_on(config, "").await;
+    let token = s.token(&s.service_account("bot"));
+    let reviews = s.upstream_count(REVIEWS);
+    let (code, body) = s.get(PODS, Some(&token)).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(s.upstream_count(REVIEWS), reviews, "verified locally");
+    assert_eq!(s.upstream_count("/cluster-1/keys"), 0);
+    assert!(s.upstream_count("/openid/v1/jwks") >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

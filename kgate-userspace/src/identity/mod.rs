@@ -45,6 +45,10 @@ use crate::{api_status::Status, cgroup, config, connection::Connection};
 
 pub(crate) const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
 pub(crate) const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";
+/// Where the API server serves its service-account issuer's OIDC discovery document
+/// and JWKS (kubernetes pkg/serviceaccount/openidmetadata.go).
+pub(crate) const OPENID_CONFIG_PATH: &str = "/.well-known/openid-configuration";
+pub(crate) const JWKS_PATH: &str = "/openid/v1/jwks";
 
 /// The most tokens kept verified at once.
 const CACHE_CAPACITY: usize = 16 * 1024;
@@ -303,8 +307,7 @@ impl Identifier {
         }
         *last = Some(Instant::now());
         let client = self.client.as_ref().ok_or("no API client")?;
-        let discovery: serde_json::Value =
-            get_json(client, "/.well-known/openid-configuration").await?;
+        let discovery: serde_json::Value = get_json(client, OPENID_CONFIG_PATH).await?;
         let issuer = discovery["issuer"]
             .as_str()
             .ok_or("OIDC discovery has no issuer")?
@@ -316,11 +319,13 @@ impl Identifier {
                 "the API server's issuer {issuer:?} is not the configured identity.issuer {expected:?}"
             ));
         }
-        let jwks_path = discovery["jwks_uri"]
-            .as_str()
-            .and_then(|uri| uri.parse::<http::Uri>().ok())
-            .map_or_else(|| "/openid/v1/jwks".to_owned(), |uri| uri.path().to_owned());
-        let jwks: JwkSet = get_json(client, &jwks_path).await?;
+        // Always the API server's own path, never `jwks_uri`'s: the API server serves
+        // the keys at /openid/v1/jwks whatever `jwks_uri` says, and `jwks_uri` names
+        // where relying parties outside fetch them, which is the API server's external
+        // address by default and anything with --service-account-jwks-uri (an object
+        // store, an OIDC front) whose path the API server does not serve
+        // (kubernetes pkg/serviceaccount/openidmetadata.go, `JWKSPath`).
+        let jwks: JwkSet = get_json(client, JWKS_PATH).await?;
         let keys = Keys::new(issuer.clone(), &jwks);
         info!(issuer, keys = keys.count(), "service-account JWKS loaded");
         *self.keys.write().map_err(|_| "poisoned")? = Some(Arc::new(keys));
