@@ -91,15 +91,21 @@ pub(crate) async fn run(config: Config, debug_logs: bool) -> Result<(), AgentErr
     let masker = Masker::new(&config.mask)?;
     let recorder = Recorder::new(&config.record)?;
 
-    let (enforcement, cgroup_root) = if config.kernel {
+    let (enforcement, cgroup_root, attached_to) = if config.kernel {
         let mount = cgroup::cgroup2_mount()?;
-        (Some(enforce(&config, &mount, debug_logs)?), Some(mount))
+        let attach_to = match &config.cgroup {
+            CgroupSetting::Auto => cgroup::kubepods_cgroup(&mount)?,
+            CgroupSetting::Path(path) => path.clone(),
+        };
+        let enforcement = enforce(&config, &mount, &attach_to, debug_logs)?;
+        (Some(enforcement), Some(mount), Some(attach_to))
     } else {
         warn!(
             "kernel programs disabled (`kernel: false`): kgate is a standalone proxy and nothing forces traffic through it"
         );
-        (None, cgroup::cgroup2_mount().ok())
+        (None, cgroup::cgroup2_mount().ok(), None)
     };
+    let host = crate::admin::Host::read(cgroup_root.is_some(), attached_to, enforcement.is_some());
     serving.spawn_reloader(Duration::from_secs(config.tls.reload_seconds));
     let client = apiclient::client(&config.upstream, &config.upstream_uri()?)?;
     // Pods exist only where the kernel attributes connections to them.
@@ -172,7 +178,8 @@ pub(crate) async fn run(config: Config, debug_logs: bool) -> Result<(), AgentErr
         enforcing,
         kernel: kernel_counters,
         targets: programmed,
-        cert_file: config.tls.cert_file.clone(),
+        serving: serving.clone(),
+        host,
     });
     if let Some(admin) = &config.admin {
         server
@@ -219,14 +226,16 @@ pub(crate) async fn run(config: Config, debug_logs: bool) -> Result<(), AgentErr
     Ok(())
 }
 
-/// Attaches (or re-uses) the kernel programs and fills their maps from the config.
-fn enforce(config: &Config, mount: &Path, debug_logs: bool) -> Result<Enforcement, AgentError> {
-    let attach_to = match &config.cgroup {
-        CgroupSetting::Auto => cgroup::kubepods_cgroup(mount)?,
-        CgroupSetting::Path(path) => path.clone(),
-    };
+/// Attaches (or re-uses) the kernel programs at `attach_to` and fills their maps from
+/// the config.
+fn enforce(
+    config: &Config,
+    mount: &Path,
+    attach_to: &Path,
+    debug_logs: bool,
+) -> Result<Enforcement, AgentError> {
     let mut enforcement = ebpf::attach(&AttachOptions {
-        cgroup: attach_to.clone(),
+        cgroup: attach_to.to_owned(),
         bpffs: config.bpffs.clone(),
         debug_logs,
     })?;

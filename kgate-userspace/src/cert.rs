@@ -4,7 +4,8 @@
 //! `kubernetes.default.svc.<cluster-domain>`, the ClusterIPs, optional node names),
 //! written as files or as a `kubernetes.io/tls` Secret manifest.
 //!
-//! Also: the expiry of a PEM certificate, for status and metrics.
+//! Also: what a PEM certificate names and when it expires ([`describe`]), for the
+//! agent's status, its metrics and `kgate check`.
 
 use std::net::IpAddr;
 
@@ -83,27 +84,65 @@ pub(crate) fn secret_manifest(
     )
 }
 
-/// Seconds since the epoch at which the first certificate of `pem` expires.
-pub(crate) fn not_after(pem: &[u8]) -> Result<i64, CertError> {
+/// What the agent reports about its serving certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CertInfo {
+    /// The subject alternative names: DNS names as written, IP addresses in their
+    /// usual text form (`10.96.0.1`, `fd00:96::1`).
+    pub sans: Vec<String>,
+    /// When the certificate expires (seconds since the epoch).
+    pub not_after: i64,
+}
+
+/// The names and expiry of the first certificate of `pem`.
+pub(crate) fn describe(pem: &[u8]) -> Result<CertInfo, CertError> {
+    use x509_parser::extensions::GeneralName;
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
         .map_err(|e| CertError::BadCertificate(e.to_string()))?;
     let cert = pem
         .parse_x509()
         .map_err(|e| CertError::BadCertificate(e.to_string()))?;
-    Ok(cert.validity().not_after.timestamp())
+    let names = cert
+        .subject_alternative_name()
+        .map_err(|e| CertError::BadCertificate(e.to_string()))?;
+    let sans = names
+        .iter()
+        .flat_map(|ext| ext.value.general_names.iter())
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            GeneralName::IPAddress(bytes) => ip_from(bytes).map(|ip| ip.to_string()),
+            _ => None,
+        })
+        .collect();
+    Ok(CertInfo {
+        sans,
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// An IP SAN's octets: 4 for IPv4, 16 for IPv6 (RFC 5280, 4.2.1.6).
+fn ip_from(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn expiry_of_an_issued_certificate() {
+    fn names_and_expiry_of_an_issued_certificate() {
         let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["a".to_owned()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let at = super::not_after(cert.pem().as_bytes()).unwrap();
-        assert!(at > 1_700_000_000, "{at}");
-        assert!(super::not_after(b"garbage").is_err());
+        let mut params = rcgen::CertificateParams::new(vec!["kubernetes".to_owned()]).unwrap();
+        params.subject_alt_names.extend([
+            rcgen::SanType::IpAddress("10.96.0.1".parse().unwrap()),
+            rcgen::SanType::IpAddress("fd00:96::1".parse().unwrap()),
+        ]);
+        let cert = params.self_signed(&key).unwrap();
+        let info = super::describe(cert.pem().as_bytes()).unwrap();
+        assert_eq!(info.sans, ["kubernetes", "10.96.0.1", "fd00:96::1"]);
+        assert!(info.not_after > 1_700_000_000, "{info:?}");
+        assert!(super::describe(b"garbage").is_err());
     }
 }

@@ -63,6 +63,20 @@ const KUBEPODS_CANDIDATES: [&str; 4] = [
 /// are at most 5 deep, nested runtimes (kind, systemd in a pod) add a few.
 const MAX_SEARCH_DEPTH: u32 = 12;
 
+/// The kubelet's cgroup driver, as the name of its pod cgroup shows it: the systemd
+/// driver makes slices (`kubepods.slice`, `kubelet-kubepods.slice`), the cgroupfs
+/// driver plain directories (`kubepods`). `None` for a path that is neither.
+pub(crate) fn driver_of(kubepods: &Path) -> Option<&'static str> {
+    kubepods
+        .components()
+        .rev()
+        .find_map(|c| match c.as_os_str().to_str()? {
+            s if s.ends_with("kubepods.slice") => Some("systemd"),
+            "kubepods" => Some("cgroupfs"),
+            _ => None,
+        })
+}
+
 /// The cgroup2 mount point of this process's mount namespace.
 pub(crate) fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
     let info =

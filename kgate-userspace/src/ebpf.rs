@@ -60,6 +60,21 @@ const MAPS: [&str; 6] = [
     MAP_COUNTERS,
 ];
 
+/// The kernel features kgate's programs need, each with the Linux release that brought
+/// it. An [`Enforcement`] proves the node has them all (each program is attached to
+/// its hook through a pinned BPF link); `kgate check` reads a node's kernel release
+/// against them before there is an agent to prove it.
+pub(crate) const FEATURES: [(&str, (u32, u32)); 6] = [
+    ("cgroup/connect4", (4, 17)),
+    ("cgroup/connect6", (4, 17)),
+    // The release also gave the sock_addr programs the socket and netns cookies.
+    ("cgroup/getpeername4", (5, 8)),
+    ("cgroup/getpeername6", (5, 8)),
+    ("sockops", (4, 13)),
+    // Cgroup programs through BPF links, pinned and updated in place (BPF_LINK_UPDATE).
+    ("bpf_link", (5, 7)),
+];
+
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 

@@ -11,7 +11,11 @@
 
 pub(crate) mod heartbeat;
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+};
 
 use http::{Request, Response, StatusCode, header::CONTENT_TYPE};
 use hyper::{body::Incoming, service::service_fn};
@@ -31,10 +35,13 @@ use crate::{
     identity::{Identifier, UserInfo},
     metrics::Metrics,
     policy::store::PolicyStore,
+    proxy::tls::ServingCert,
     record::Recorder,
 };
 
-/// What `/status` reports about this agent.
+/// What `/status` reports about this agent (and its heartbeat Lease carries, for
+/// `kgate status` and `kgate check`). Everything the node's kernel and cgroups say is
+/// read once at start ([`Host`]); the certificate's names and expiry at each load.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct AgentStatus {
@@ -47,17 +54,80 @@ pub(crate) struct AgentStatus {
     /// kernel holds the result (always true without discovery).
     pub targets_synced: bool,
     pub policy_generation: u64,
+    /// What is in force, comparable across agents ([`crate::policy::PolicySet::digest`]).
+    pub policy_digest: String,
     pub policies_loaded: bool,
     pub pod_index_synced: bool,
     pub approvals_held: i64,
     /// Target connects the kernel programs redirected, refused (no agent address) and
     /// left to exempt cgroups, since they were attached.
     pub kernel_connects: Option<crate::ebpf::Counts>,
+    /// The node's kernel release (`uname -r`).
+    pub kernel_release: Option<String>,
+    /// The kernel features the attached programs prove the node has (the names of
+    /// [`crate::ebpf::FEATURES`]); empty without the kernel programs.
+    pub bpf_features: Vec<&'static str>,
+    /// A cgroup v2 (unified) hierarchy is mounted where the agent runs.
+    pub cgroup_v2: bool,
+    /// The cgroup the kernel programs are attached to.
+    pub cgroup: Option<String>,
+    /// The kubelet's cgroup driver as that cgroup's name shows it (`systemd`,
+    /// `cgroupfs`), when it shows it.
+    pub cgroup_driver: Option<&'static str>,
+    /// The serving certificate's subject alternative names.
+    pub cert_sans: Vec<String>,
     /// When the serving certificate expires (seconds since the epoch).
     pub cert_not_after: Option<i64>,
     /// The record log's last write and sync succeeded (true without a log).
     pub recorder_writable: bool,
+    /// The record webhook's progress, with one configured.
+    pub webhook: Option<WebhookStatus>,
     pub ready: bool,
+}
+
+/// How far the record webhook is behind the durable log.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct WebhookStatus {
+    /// Durable records the receiver has not acknowledged yet.
+    pub lag_records: u64,
+    /// The last POST failed (refused, no answer, not 2xx); the sink retries it.
+    pub failing: bool,
+}
+
+/// What the agent learned about its node at start: none of it changes while it runs.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Host {
+    pub kernel_release: Option<String>,
+    pub bpf_features: Vec<&'static str>,
+    pub cgroup_v2: bool,
+    pub cgroup: Option<std::path::PathBuf>,
+}
+
+impl Host {
+    /// Reads the kernel release; the rest is what the agent attached (`enforcing`: to
+    /// `cgroup`) and found (`cgroup_v2`).
+    pub(crate) fn read(
+        cgroup_v2: bool,
+        attached_to: Option<std::path::PathBuf>,
+        enforcing: bool,
+    ) -> Self {
+        Self {
+            kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .ok()
+                .map(|r| r.trim().to_owned()),
+            bpf_features: if enforcing {
+                crate::ebpf::FEATURES
+                    .iter()
+                    .map(|(name, _)| *name)
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            cgroup_v2,
+            cgroup: attached_to,
+        }
+    }
 }
 
 pub(crate) struct Admin {
@@ -71,7 +141,8 @@ pub(crate) struct Admin {
     /// The kernel programs' counters (with the kernel programs).
     pub kernel: Option<crate::ebpf::KernelCounters>,
     pub targets: tokio::sync::watch::Receiver<crate::ebpf::Programmed>,
-    pub cert_file: std::path::PathBuf,
+    pub serving: Arc<ServingCert>,
+    pub host: Host,
 }
 
 // === impl Admin ===
@@ -205,9 +276,7 @@ impl Admin {
         let policies_loaded = self.policy.ready();
         let pod_index_synced = self.identity.pods_synced();
         let programmed = self.targets.borrow().clone();
-        let cert_not_after = std::fs::read(&self.cert_file)
-            .ok()
-            .and_then(|pem| crate::cert::not_after(&pem).ok());
+        let cert = self.serving.info();
         let node_metrics = &self.metrics.node;
         node_metrics
             .targets
@@ -215,14 +284,27 @@ impl Admin {
         node_metrics
             .targets_synced
             .set(i64::from(programmed.synced));
-        if let Some(t) = cert_not_after {
-            node_metrics.cert_not_after.set(t);
+        if let Some(cert) = &cert {
+            node_metrics.cert_not_after.set(cert.not_after);
         }
         let kernel_connects = self.kernel.as_ref().map(crate::ebpf::KernelCounters::read);
         if let Some(c) = kernel_connects {
             node_metrics.kernel([c.redirected, c.refused, c.exempt]);
         }
         let recorder_writable = self.recorder.writable();
+        let stats = self.recorder.stats();
+        let webhook = stats
+            .webhook
+            .enabled
+            .load(Ordering::Relaxed)
+            .then(|| WebhookStatus {
+                lag_records: stats
+                    .durable_end
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(stats.webhook.acked.load(Ordering::Relaxed)),
+                failing: stats.webhook.failing.load(Ordering::Relaxed),
+            });
+        let host = &self.host;
         AgentStatus {
             node: self.node.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -230,12 +312,20 @@ impl Admin {
             targets: programmed.targets.iter().map(ToString::to_string).collect(),
             targets_synced: programmed.synced,
             policy_generation: policy.generation,
+            policy_digest: policy.digest.clone(),
             policies_loaded,
             pod_index_synced,
             approvals_held: self.metrics.approvals_held.get(),
             kernel_connects,
-            cert_not_after,
+            kernel_release: host.kernel_release.clone(),
+            bpf_features: host.bpf_features.clone(),
+            cgroup_v2: host.cgroup_v2,
+            cgroup: host.cgroup.as_ref().map(|p| p.display().to_string()),
+            cgroup_driver: host.cgroup.as_deref().and_then(crate::cgroup::driver_of),
+            cert_sans: cert.as_ref().map(|c| c.sans.clone()).unwrap_or_default(),
+            cert_not_after: cert.map(|c| c.not_after),
             recorder_writable,
+            webhook,
             ready: policies_loaded && pod_index_synced && programmed.synced && recorder_writable,
         }
     }

@@ -380,3 +380,21 @@ fn kubepods_detection() {
     );
     fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn driver_from_the_pod_cgroup_name() {
+    let cases = [
+        ("/sys/fs/cgroup/kubepods.slice", Some("systemd")),
+        (
+            "/host/cgroup/kubelet.slice/kubelet-kubepods.slice",
+            Some("systemd"),
+        ),
+        ("/sys/fs/cgroup/kubepods", Some("cgroupfs")),
+        ("/sys/fs/cgroup/kubelet/kubepods", Some("cgroupfs")),
+        ("/sys/fs/cgroup/kgate-test-1234/pods", None),
+        ("/", None),
+    ];
+    for (path, want) in cases {
+        assert_eq!(driver_of(Path::new(path)), want, "{path}");
+    }
+}

@@ -50,6 +50,9 @@ pub(crate) struct CompiledPolicy {
     pub subjects: SubjectMatcher,
     pub default_action: Option<DefaultAction>,
     pub rules: Vec<CompiledRule>,
+    /// SHA-256 of the name and the spec as JSON: two agents hold the same policy when
+    /// these are equal, whatever each one's generation counter says.
+    pub digest: [u8; 32],
 }
 
 #[derive(Debug)]
@@ -179,7 +182,20 @@ pub(crate) fn compile(name: &str, spec: &KgatePolicySpec) -> Result<CompiledPoli
         subjects: policy_subjects,
         default_action: spec.default_action,
         rules,
+        digest: digest(name, spec),
     })
+}
+
+/// The spec's JSON is canonical: struct fields serialize in declaration order and
+/// every map in the spec is a `BTreeMap`.
+fn digest(name: &str, spec: &KgatePolicySpec) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(name.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(&serde_json::to_vec(spec).unwrap_or_default());
+    let mut out = [0; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 type Located = (String, String);

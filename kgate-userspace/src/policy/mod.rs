@@ -72,6 +72,10 @@ pub(crate) struct PolicySet {
     pub shadow: bool,
     /// Which generation of the policy sources this is (for status and records).
     pub generation: u64,
+    /// What is in force, in 16 hex digits: equal on two agents exactly when they hold
+    /// the same policies (by name and spec) and the same global default and mode.
+    /// Unlike `generation`, a local counter, it can be compared across nodes.
+    pub digest: String,
 }
 
 // === impl PolicySet ===
@@ -84,11 +88,23 @@ impl PolicySet {
         generation: u64,
     ) -> Self {
         policies.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for policy in &policies {
+            ctx.update(&policy.digest);
+        }
+        ctx.update(format!("{default_action:?} {shadow}").as_bytes());
+        let digest = ctx.finish().as_ref()[..8]
+            .iter()
+            .fold(String::new(), |mut hex, b| {
+                let _ = write!(hex, "{b:02x}");
+                hex
+            });
         Self {
             policies,
             default_action,
             shadow,
             generation,
+            digest,
         }
     }
 

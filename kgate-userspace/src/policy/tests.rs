@@ -358,3 +358,57 @@ fn invalid_policies_are_rejected_with_their_location() {
         );
     }
 }
+
+/// The digest says whether two agents enforce the same thing: the order policies
+/// arrive in and the generation counter do not matter; a spec, the global default or
+/// the global mode does.
+#[test]
+fn the_digest_follows_what_is_in_force() {
+    let compiled = |text: &str| -> Vec<std::sync::Arc<_>> {
+        file::parse(text, "test.yaml")
+            .unwrap()
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect()
+    };
+    let base = set(DefaultAction::Deny);
+    assert_eq!(base.digest.len(), 16, "{}", base.digest);
+    let mut reversed = compiled(POLICIES);
+    reversed.reverse();
+    let cases = [
+        (
+            "same policies, other order, other generation",
+            PolicySet::new(reversed, DefaultAction::Deny, false, 9),
+            true,
+        ),
+        (
+            "one rule changed",
+            PolicySet::new(
+                compiled(&POLICIES.replace("timeoutSeconds: 60", "timeoutSeconds: 61")),
+                DefaultAction::Deny,
+                false,
+                1,
+            ),
+            false,
+        ),
+        (
+            "a policy renamed",
+            PolicySet::new(
+                compiled(&POLICIES.replace("name: trial", "name: trial-2")),
+                DefaultAction::Deny,
+                false,
+                1,
+            ),
+            false,
+        ),
+        ("global default", set(DefaultAction::Allow), false),
+        (
+            "global shadow mode",
+            PolicySet::new(compiled(POLICIES), DefaultAction::Deny, true, 1),
+            false,
+        ),
+    ];
+    for (name, other, same) in cases {
+        assert_eq!(other.digest == base.digest, same, "{name}");
+    }
+}

@@ -4,7 +4,8 @@
 //! The certificate and key are re-read when their files change (a Secret volume update
 //! swaps them in place); a new handshake gets the new pair, open connections keep
 //! theirs. A changed pair that does not parse is logged and the old one kept: a bad
-//! rotation never takes the node's API access down.
+//! rotation never takes the node's API access down. What the served certificate
+//! names and when it expires are read once per (re)load, for the agent's status.
 
 use std::{
     fmt, fs, io,
@@ -22,6 +23,8 @@ use rustls::{
 };
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
+
+use crate::cert::CertInfo;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TlsError {
@@ -47,17 +50,29 @@ pub(crate) struct ServingCert {
 struct Loaded {
     key: Arc<CertifiedKey>,
     pem: (Vec<u8>, Vec<u8>),
+    /// Its names and expiry (`None` if x509-parser cannot read what rustls took).
+    info: Option<CertInfo>,
 }
 
 impl ServingCert {
     pub(crate) fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<Self>, TlsError> {
         let pem = read_pair(cert_file, key_file)?;
         let key = Arc::new(certified_key(cert_file, key_file, &pem)?);
+        let info = crate::cert::describe(&pem.0).ok();
         Ok(Arc::new(Self {
             cert_file: cert_file.to_owned(),
             key_file: key_file.to_owned(),
-            current: RwLock::new(Loaded { key, pem }),
+            current: RwLock::new(Loaded { key, pem, info }),
         }))
+    }
+
+    /// The names and expiry of the certificate served now.
+    pub(crate) fn info(&self) -> Option<CertInfo> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .info
+            .clone()
     }
 
     /// A TLS acceptor that always serves the current certificate.
@@ -86,10 +101,11 @@ impl ServingCert {
             return Ok(false);
         }
         let key = Arc::new(certified_key(&self.cert_file, &self.key_file, &pem)?);
+        let info = crate::cert::describe(&pem.0).ok();
         *self
             .current
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Loaded { key, pem };
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Loaded { key, pem, info };
         Ok(true)
     }
 

@@ -45,6 +45,8 @@ pub struct WebhookStats {
     pub skipped: AtomicU64,
     /// Records the receiver rejected as bad (400, 413, 415, 422) even alone.
     pub rejected: AtomicU64,
+    /// The last POST failed (the next one that gets an answer clears it).
+    pub failing: AtomicBool,
     /// The sequence number after the last record the receiver acknowledged (or that
     /// was skipped): with [`Stats::durable_end`], the lag.
     pub acked: Arc<AtomicU64>,

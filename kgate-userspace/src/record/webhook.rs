@@ -332,12 +332,18 @@ impl Sink {
         let max = Duration::from_millis(self.cfg.max_backoff_millis);
         loop {
             match self.post(body.clone()).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    stats.failing.store(false, Ordering::Relaxed);
+                    return Ok(());
+                }
                 Err(error) => {
                     stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
                     if error.is_rejection() {
+                        // The receiver answers: it is the record it refuses.
+                        stats.failing.store(false, Ordering::Relaxed);
                         return Err(error);
                     }
+                    stats.failing.store(true, Ordering::Relaxed);
                     let lag = committed.borrow().seq.saturating_sub(at.seq);
                     warn!(%error, retry_in = ?backoff, lag, "record webhook batch failed");
                     tokio::time::sleep(backoff).await;
