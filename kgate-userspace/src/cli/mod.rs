@@ -1,6 +1,6 @@
 //! The `kgate` command line: the subcommands' clap types and the dispatch to the code
 //! that serves each, one file per command group (`agent` and `detach`, `status`,
-//! `approvals`, `cert`, `policy`, `sessions`). A command here parses its arguments,
+//! `check`, `approvals`, `cert`, `policy`, `sessions`). A command here parses its arguments,
 //! calls into the module that does the work, and prints what it returns; its errors
 //! are `anyhow` chains that `main` prints after `kgate: ` and turns into exit code 1.
 //!
@@ -12,6 +12,7 @@ mod approvals;
 #[cfg(feature = "bench")]
 mod bench;
 mod cert;
+mod check;
 mod policy;
 // The record log's tests check the tables it prints.
 pub(crate) mod sessions;
@@ -51,6 +52,10 @@ enum Command {
     /// By default from the agents' heartbeat Leases, with the admin's kubeconfig
     /// (KUBECONFIG or ~/.kube/config); with `--agent`, asking admin endpoints directly.
     Status(status::Args),
+    /// Every requirement, item by item (ok / warn / fail, with a hint); exits 1 on any
+    /// fail. With `--pre`, what the cluster must offer before kgate is installed.
+    /// With the admin's kubeconfig (KUBECONFIG or ~/.kube/config).
+    Check(check::Args),
     /// List held requests.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
@@ -94,6 +99,7 @@ impl Cli {
         match self.command {
             Command::Agent(args) => agent::run(args),
             Command::Status(args) => status::run(args),
+            Command::Check(args) => check::run(&args),
             Command::Approvals(command) => approvals::list(command),
             Command::Approve(args) => approvals::approve(args),
             Command::Deny(args) => approvals::deny(args),

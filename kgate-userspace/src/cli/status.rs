@@ -235,7 +235,7 @@ async fn from_leases(client: kube::Client, namespace: &str) -> anyhow::Result<Ve
     use k8s_openapi::api::{coordination::v1::Lease, core::v1::Node};
     use kube::{Api, api::ListParams};
 
-    use crate::admin::heartbeat::{APP_LABEL, NODE_LABEL, STATUS_ANNOTATION};
+    use crate::admin::heartbeat::{APP_LABEL, NODE_LABEL};
 
     let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
     let leases = leases
@@ -276,28 +276,39 @@ async fn from_leases(client: kube::Client, namespace: &str) -> anyhow::Result<Ve
                     seen_seconds: None,
                 };
             };
-            let spec = lease.spec.clone().unwrap_or_default();
-            let seen = spec.renew_time.map(|t| now.as_second() - t.0.as_second());
-            let duration = i64::from(spec.lease_duration_seconds.unwrap_or(30));
-            let status = lease
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(STATUS_ANNOTATION))
-                .ok_or_else(|| "the Lease carries no status".to_owned())
-                .and_then(|s| serde_json::from_str::<Value>(s).map_err(|e| e.to_string()));
-            let status = match seen {
-                Some(seen) if seen <= duration => status,
-                Some(seen) => Err(format!("agent down: last heartbeat {seen}s ago")),
-                None => Err("the Lease was never renewed".into()),
-            };
+            let (status, seen_seconds) = lease_status(lease, now);
             NodeRow {
                 node,
                 status,
-                seen_seconds: seen,
+                seen_seconds,
             }
         })
         .collect())
+}
+
+/// The status a heartbeat Lease carries if it is fresh at `now` (else why not), and
+/// the seconds since it was renewed. `kgate check` reads Leases with it too.
+pub(super) fn lease_status(
+    lease: &k8s_openapi::api::coordination::v1::Lease,
+    now: jiff::Timestamp,
+) -> (Result<Value, String>, Option<i64>) {
+    use crate::admin::heartbeat::STATUS_ANNOTATION;
+    let spec = lease.spec.clone().unwrap_or_default();
+    let seen = spec.renew_time.map(|t| now.as_second() - t.0.as_second());
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(30));
+    let status = lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(STATUS_ANNOTATION))
+        .ok_or_else(|| "the Lease carries no status".to_owned())
+        .and_then(|s| serde_json::from_str::<Value>(s).map_err(|e| e.to_string()));
+    let status = match seen {
+        Some(seen) if seen <= duration => status,
+        Some(seen) => Err(format!("agent down: last heartbeat {seen}s ago")),
+        None => Err("the Lease was never renewed".into()),
+    };
+    (status, seen)
 }
 
 /// The kubectl-style table of [`from_leases`].
