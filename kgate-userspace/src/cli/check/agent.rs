@@ -328,7 +328,7 @@ pub(super) fn agreement(statuses: &[(String, Value)]) -> Vec<Check> {
         Check::warn(
             "agents.version",
             format!("agents run different versions: {}", describe(&versions)),
-            "a rolling update in progress? `kubectl -n kgate-system rollout status \
+            "a rolling update in progress? `kubectl -n <kgate namespace> rollout status \
              daemonset/kgate-agent`",
         )
     };

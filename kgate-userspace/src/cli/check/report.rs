@@ -125,12 +125,19 @@ impl Report {
             }
             out.push('\n');
         }
+        let plural = |n: usize, word: &str| {
+            if n == 1 {
+                format!("{n} {word}")
+            } else {
+                format!("{n} {word}s")
+            }
+        };
         let _ = writeln!(
             out,
-            "Status: {} ok, {} warnings, {} failures",
+            "Status: {} ok, {}, {}",
             self.count(Outcome::Ok),
-            self.count(Outcome::Warn),
-            self.count(Outcome::Fail)
+            plural(self.count(Outcome::Warn), "warning"),
+            plural(self.count(Outcome::Fail), "failure")
         );
         out
     }

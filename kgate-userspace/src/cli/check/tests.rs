@@ -279,7 +279,7 @@ fn the_report_as_text_and_json() {
         report.text(),
         "API server\n----------\n√ answers\n‼ odd\n    look\n\n\
          node node-2\n-----------\n× no kgate agent\n    run one\n    or two\n\n\
-         Status: 1 ok, 1 warnings, 1 failures\n"
+         Status: 1 ok, 1 warning, 1 failure\n"
     );
     let json = report.json();
     assert_eq!(json["success"], false);
