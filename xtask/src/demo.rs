@@ -72,9 +72,8 @@ pub(crate) fn run() -> anyhow::Result<()> {
     let topo = Topology::create("demo")?;
     let dir = topo.dir.clone();
     println!(
-        "  pod:  netns {} (10.213.0.2, no default route), cgroup {}",
-        topo.pod_ns,
-        topo.pod_cgroup.display()
+        "  pod:  netns {} (10.213.0.2, no default route)",
+        topo.pod_ns
     );
     println!("  node: netns {} (10.213.0.1)", topo.node_ns);
 
@@ -94,6 +93,9 @@ pub(crate) fn run() -> anyhow::Result<()> {
     fs::write(dir.join("policy.yaml"), POLICY)?;
     let ca = Ca::new("demo cluster CA")?;
     ca.issue_kgate(&[NODE_IP4.into()])?.write(&dir, "tls")?;
+    // The kubelet's pod cgroup (cgroupfs driver layout), which the agent attaches to.
+    let kubepods = topo.cgroup_root.join("kubepods");
+    fs::create_dir_all(&kubepods)?;
     let config = dir.join("agent.yaml");
     fs::write(
         &config,
@@ -109,7 +111,7 @@ pub(crate) fn run() -> anyhow::Result<()> {
              policy: {{files: ['{d}/policy.yaml']}}\n\
              record: {{dir: '{d}/records'}}\n\
              heartbeat: {{intervalSeconds: 2}}\n",
-            cg = topo.cgroup_root.display(),
+            cg = kubepods.display(),
             bpffs = topo.bpffs.display(),
             d = dir.display()
         ),
@@ -354,6 +356,26 @@ pub(crate) fn run() -> anyhow::Result<()> {
     {
         println!("    {line}");
     }
+
+    step("the admin: kgate crds | kubectl apply -f -, then kgate check  (every requirement)");
+    let crds = dir.join("crds.yaml");
+    fs::write(&crds, admin(&kgate, &["crds"])?)?;
+    admin(
+        std::path::Path::new("kubectl"),
+        &["apply", "-f", crds.to_str().context("crds path")?],
+    )?;
+    let out = topo
+        .node_command(&kgate)
+        .env("KUBECONFIG", &admin_config)
+        .arg("check")
+        .output()?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        println!("    {line}");
+    }
+    println!(
+        "    (exit {}: the double's node-2 runs no agent)",
+        out.status.code().unwrap_or(-1)
+    );
 
     step("stopping the agent: enforcement stays (fail closed)");
     topo.stop(&agent)?;
