@@ -154,3 +154,52 @@ fn errors_name_the_field() {
     let err = Config::parse(no_key).unwrap_err().to_string();
     assert!(err.contains("tls") && err.contains("keyFile"), "{err}");
 }
+
+#[test]
+fn gateway_mode_states_what_it_gives_up() {
+    const GATEWAY: &str = "listen: '0.0.0.0:6443'\ndirectClients: allow\n\
+        tls: {certFile: /c, keyFile: /k}\n\
+        upstream: {server: 'https://10.0.0.1:6443', tokenFile: /t}\n";
+    const JWT: &str = "  jwt:\n  - issuer: {url: 'https://idp.example', audiences: [kgate]}\n    \
+        claimMappings: {username: {claim: sub, prefix: 'oidc:'}}\n";
+    let ok = format!("{GATEWAY}kernel: false\nidentity:\n  podBinding: false\n{JWT}");
+    let c = Config::parse(&ok).unwrap();
+    assert!(c.identity.gateway() && !c.identity.pod_binding());
+    let cases = [
+        // `kernel` left to its default.
+        (
+            format!("{GATEWAY}identity:\n  podBinding: false\n{JWT}"),
+            "`kernel`",
+        ),
+        // Pod binding left to its default.
+        (format!("{GATEWAY}kernel: false\nidentity:\n{JWT}"), "`identity.podBinding`"),
+        // No credential to impersonate with.
+        (
+            ok.replace(", tokenFile: /t", ""),
+            "`upstream.tokenFile`",
+        ),
+        // An inline authenticator is validated with the rest.
+        (
+            ok.replace("prefix: 'oidc:'", "x: y"),
+            "unknown field",
+        ),
+        (
+            ok.replace(", prefix: 'oidc:'", ""),
+            "`identity.jwt[0].claimMappings.username.prefix`",
+        ),
+        // A file makes gateway mode too.
+        (
+            format!("{GATEWAY}identity: {{authenticationConfigFile: /a.yaml}}\n"),
+            "`kernel`",
+        ),
+        // Pod binding off is for gateways only.
+        (
+            "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\ntls: {certFile: /c, keyFile: /k}\nidentity: {nodeName: n1, podBinding: false}\n".to_owned(),
+            "`identity.podBinding`",
+        ),
+    ];
+    for (text, needle) in cases {
+        let error = Config::parse(&text).expect_err(&text).to_string();
+        assert!(error.contains(needle), "{text}\n-> {error}");
+    }
+}
