@@ -57,6 +57,8 @@ pub(crate) struct AgentStatus {
     pub cert_not_after: Option<i64>,
     /// The record log's last write and sync succeeded (true without a log).
     pub recorder_writable: bool,
+    /// Every OIDC issuer's keys have loaded once (true without OIDC authenticators).
+    pub oidc_keys_loaded: bool,
     pub ready: bool,
 }
 
@@ -223,6 +225,7 @@ impl Admin {
             node_metrics.kernel([c.redirected, c.refused, c.exempt]);
         }
         let recorder_writable = self.recorder.writable();
+        let oidc_keys_loaded = self.identity.oidc_keys_loaded();
         AgentStatus {
             node: self.node.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -236,7 +239,12 @@ impl Admin {
             kernel_connects,
             cert_not_after,
             recorder_writable,
-            ready: policies_loaded && pod_index_synced && programmed.synced && recorder_writable,
+            oidc_keys_loaded,
+            ready: policies_loaded
+                && pod_index_synced
+                && programmed.synced
+                && recorder_writable
+                && oidc_keys_loaded,
         }
     }
 
