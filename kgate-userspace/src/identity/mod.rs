@@ -24,6 +24,7 @@
 
 #[cfg(feature = "bench")]
 pub(crate) mod bench;
+pub(crate) mod impersonation;
 pub mod jwt;
 pub(crate) mod oidc;
 pub mod pods;
@@ -100,9 +101,21 @@ pub(crate) struct Identity {
     pub workload: Workload,
     /// The request goes upstream as the agent impersonating `user`.
     pub impersonate: bool,
-    /// The OIDC issuer that vouched for `user` (gateway mode); `None` for
+    /// The OIDC issuer that vouched for the caller (gateway mode); `None` for
     /// service-account and TokenReview users.
     pub issuer: Option<Arc<str>>,
+    /// When the caller impersonates someone (`identity.clientImpersonation: policy`):
+    /// who the caller is, and what it asked for; `user` is then whom it acts as.
+    pub impersonation: Option<Impersonation>,
+}
+
+/// A client's impersonation that policy allowed.
+#[derive(Clone, Debug)]
+pub(crate) struct Impersonation {
+    /// The verified caller.
+    pub by: Arc<UserInfo>,
+    /// What its `Impersonate-*` headers asked for.
+    pub requested: Arc<UserInfo>,
 }
 
 /// A verified bearer token: its user, and the OIDC issuer when one vouched for it.
@@ -160,6 +173,7 @@ pub(crate) struct Identifier {
     unbound: Vec<WildMatch>,
     impersonate: Vec<WildMatch>,
     pod_binding: bool,
+    client_impersonation: config::ClientImpersonation,
     oidc: Authenticators,
     keys: RwLock<Option<Arc<Keys>>>,
     refreshed: tokio::sync::Mutex<Option<Instant>>,
@@ -195,6 +209,7 @@ impl Identifier {
             unbound: globs(&cfg.unbound_subjects),
             impersonate: globs(&cfg.impersonate),
             pod_binding: cfg.pod_binding(),
+            client_impersonation: cfg.client_impersonation,
             oidc: Authenticators::with_none(),
             keys: RwLock::new(None),
             refreshed: tokio::sync::Mutex::new(None),
@@ -222,6 +237,11 @@ impl Identifier {
             warn!(%error, "cannot load the service-account JWKS yet; tokens go to TokenReview until it loads");
         }
         self.oidc.load().await;
+    }
+
+    /// What a client's `Impersonate-*` headers get.
+    pub(crate) fn client_impersonation(&self) -> config::ClientImpersonation {
+        self.client_impersonation
     }
 
     /// Whether every OIDC issuer's keys have loaded (true without any).
@@ -256,6 +276,7 @@ impl Identifier {
             workload,
             impersonate,
             issuer,
+            impersonation: None,
         })
     }
 
