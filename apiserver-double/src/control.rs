@@ -27,7 +27,10 @@ impl Handle {
 
     /// RBAC grants `user` everything but `verb` on `resource` (and every other
     /// refusal): SelfSubjectAccessReviews that ask about it answer `allowed: false`.
-    /// Requests themselves are not refused (the double does not authorize them).
+    /// Requests themselves are not refused (the double does not authorize them), but
+    /// for verb `impersonate`, which the impersonation filter asks RBAC about (`users`,
+    /// `groups`, `serviceaccounts`, `uids`, `userextras`): those impersonations get a
+    /// 403.
     pub fn refuse_access(&self, user: &str, verb: &str, resource: &str) {
         self.state
             .refused_access
