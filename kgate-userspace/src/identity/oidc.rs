@@ -97,6 +97,16 @@ struct Cached {
     fetched: Instant,
 }
 
+/// What asking for a fetch came to.
+enum Refresh {
+    /// The keys were fetched now.
+    Fetched,
+    /// The fetch failed now.
+    Failed(String),
+    /// A fetch was tried moments ago (rate limit): its error, if it failed.
+    Recent(Option<String>),
+}
+
 /// The last fetch: when, and whether it failed.
 #[derive(Default)]
 struct Attempt {
@@ -168,7 +178,7 @@ impl Authenticators {
     /// a token needs them.
     pub(crate) async fn load(&self) {
         for issuer in &self.issuers {
-            if let Err(error) = issuer.refresh(true).await {
+            if let Refresh::Failed(error) = issuer.refresh(true).await {
                 warn!(issuer = &*issuer.url, %error, "cannot load the OIDC issuer's keys yet; its tokens get 503 until they load");
             }
         }
@@ -204,21 +214,34 @@ impl Issuer {
             None => Err(JwtError::UnknownKey(String::new())),
         };
         if let Err(JwtError::UnknownKey(kid)) = &result {
-            let kid = kid.clone();
+            let key = if kid.is_empty() {
+                format!("the keys of OIDC issuer {}", self.url)
+            } else {
+                format!("key {kid:?} of OIDC issuer {}", self.url)
+            };
             // A key the cache lacks: fetch again (rate limited). What cannot be
-            // fetched cannot be checked: 503, never a pass.
-            if let Err(why) = self.refresh(false).await {
-                return Err(OidcRefusal::Unavailable(if kid.is_empty() {
-                    format!(
-                        "the keys of OIDC issuer {} cannot be fetched: {why}",
-                        self.url
-                    )
-                } else {
-                    format!(
-                        "key {kid:?} of OIDC issuer {} cannot be fetched: {why}",
-                        self.url
-                    )
-                }));
+            // checked now is a 503, never a pass; a key the issuer does not publish
+            // after a fresh fetch is a 401 (below).
+            match self.refresh(false).await {
+                Refresh::Fetched => {}
+                Refresh::Failed(why) => {
+                    return Err(OidcRefusal::Unavailable(format!(
+                        "{key} cannot be fetched: {why}"
+                    )));
+                }
+                Refresh::Recent(Some(why)) => {
+                    return Err(OidcRefusal::Unavailable(format!(
+                        "{key} cannot be fetched: {why} (tried again at most every {} s)",
+                        MIN_REFRESH.as_secs()
+                    )));
+                }
+                Refresh::Recent(None) => {
+                    return Err(OidcRefusal::Unavailable(format!(
+                        "{key} is not among the keys fetched moments ago; they are fetched \
+                         again at most every {} s",
+                        MIN_REFRESH.as_secs()
+                    )));
+                }
             }
             let keys = self
                 .cached()
@@ -257,7 +280,7 @@ impl Issuer {
         if old && due && self.fetcher.is_some() {
             let issuer = self.clone();
             tokio::spawn(async move {
-                if let Err(error) = issuer.refresh(false).await {
+                if let Refresh::Failed(error) = issuer.refresh(false).await {
                     warn!(issuer = &*issuer.url, %error, "cannot refresh the OIDC issuer's keys; the cached ones stay in use");
                 }
             });
@@ -284,24 +307,17 @@ impl Issuer {
         Ok(claims)
     }
 
-    /// Fetches the keys, unless a fetch was tried moments ago (`force` at start-up):
-    /// then the answer is that fetch's.
-    async fn refresh(&self, force: bool) -> Result<(), String> {
+    /// Fetches the keys, unless a fetch was tried moments ago (`force` at start-up).
+    async fn refresh(&self, force: bool) -> Refresh {
         let mut last = self.refresh.lock().await;
         if !force
             && let Some(at) = last.at
             && at.elapsed() < MIN_REFRESH
         {
-            return match &last.error {
-                Some(error) => Err(format!(
-                    "{error} (retried at most every {} s)",
-                    MIN_REFRESH.as_secs()
-                )),
-                None => Ok(()),
-            };
+            return Refresh::Recent(last.error.clone());
         }
         let Some(fetcher) = &self.fetcher else {
-            return Err("no fetcher".into());
+            return Refresh::Failed("no fetcher".into());
         };
         last.at = Some(Instant::now());
         match fetcher.jwks().await {
@@ -319,12 +335,12 @@ impl Issuer {
                     });
                 }
                 last.error = None;
-                Ok(())
+                Refresh::Fetched
             }
             Err(error) => {
                 let error = error.to_string();
                 last.error = Some(error.clone());
-                Err(error)
+                Refresh::Failed(error)
             }
         }
     }
