@@ -203,3 +203,31 @@ fn gateway_mode_states_what_it_gives_up() {
         assert!(error.contains(needle), "{text}\n-> {error}");
     }
 }
+
+/// The gateway's shipped config and authentication file load as they are.
+#[test]
+fn the_gateway_deployment_config_loads() {
+    /// The `KEY: |` block of a ConfigMap manifest, unindented.
+    fn block(manifest: &str, key: &str) -> String {
+        let start = manifest.find(&format!("{key}: |")).expect("key") + key.len() + 3;
+        manifest[start..]
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with("    ") || l.is_empty())
+            .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+            .collect()
+    }
+    let config = block(
+        include_str!("../../../deploy/gateway/configmap.yaml"),
+        "config.yaml",
+    );
+    let c = Config::parse(&config).unwrap();
+    assert!(c.identity.gateway() && !c.kernel && !c.identity.pod_binding());
+    assert_eq!(c.identity.client_impersonation, ClientImpersonation::Policy);
+    let authn = block(
+        include_str!("../../../deploy/gateway/authentication-config.yaml"),
+        "authentication-config.yaml",
+    );
+    let jwt = authn::parse_authentication_configuration(&authn, "file", None).unwrap();
+    assert_eq!(jwt.len(), 1);
+}
