@@ -243,18 +243,27 @@ async fn kubectl_with_a_gateway_kubeconfig_is_allowed_denied_and_masked_by_group
         &["ci-deployers"],
         &json!({}),
     );
-    let ci = g.kubectl(&agent.url(), &agent.ca_pem, &token, "gw-ci");
-    let (ok, out) = run(
-        &ci,
-        &[
-            "create",
-            "deployment",
-            "api",
-            "-n",
-            "staging",
-            "--image=nginx:1.27",
-        ],
-    );
+    // Its kubeconfig comes from `kgate kubeconfig`, the ID token in a file the job
+    // keeps fresh.
+    let ci = g.kubectl(&agent.url(), &agent.ca_pem, "unused", "gw-ci");
+    let token_file = ci.config.with_file_name("id-token");
+    let ca_file = ci.config.with_file_name("gateway-ca.crt");
+    std::fs::write(&token_file, &token).unwrap();
+    std::fs::write(&ca_file, &agent.ca_pem).unwrap();
+    let (ok, config, err) = g.kgate(&[
+        "kubeconfig",
+        "--server",
+        &agent.url(),
+        "--ca-file",
+        ca_file.to_str().unwrap(),
+        "--token-file",
+        token_file.to_str().unwrap(),
+        "--namespace",
+        "staging",
+    ]);
+    assert!(ok, "{err}");
+    std::fs::write(&ci.config, config).unwrap();
+    let (ok, out) = run(&ci, &["create", "deployment", "api", "--image=nginx:1.27"]);
     assert!(ok, "{out}");
     assert!(g.server.get("deployments", "staging", "api").is_some());
     let (ok, out) = run(&ci, &["delete", "namespace", "staging"]);
