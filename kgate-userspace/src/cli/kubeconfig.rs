@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 #[derive(ClapArgs)]
 pub(super) struct Args {
-    /// The gateway's address, e.g. https://kgate.example.com.
+    /// The gateway's address, e.g. `https://kgate.example.com`.
     #[arg(long)]
     server: String,
     /// PEM CA bundle that signs the gateway's serving certificate (embedded as
