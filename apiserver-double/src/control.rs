@@ -29,7 +29,10 @@ impl Handle {
     /// refusal): SelfSubjectAccessReviews and SubjectAccessReviews that ask about it
     /// answer `allowed: false`. For a SubjectAccessReview `resource` may also be
     /// `resource/subresource` or a non-resource path (`/openid/v1/jwks`). Requests
-    /// themselves are not refused (the double does not authorize them).
+    /// themselves are not refused (the double does not authorize them), but for verb
+    /// `impersonate`, which the impersonation filter asks RBAC about (`users`,
+    /// `groups`, `serviceaccounts`, `uids`, `userextras`): those impersonations get a
+    /// 403.
     pub fn refuse_access(&self, user: &str, verb: &str, resource: &str) {
         self.state
             .refused_access

@@ -14,8 +14,11 @@
 //! key; service-account tokens are issued, reviewed and published (OIDC, JWKS) with
 //! rotating keys.
 //!
-//! Not here: authorization (every authenticated user may do anything, including
-//! impersonation), admission and defaulting (but for CRDs), protobuf answers,
+//! Impersonation is checked and applied as kube-apiserver's filter does it
+//! (`impersonation`); a test can refuse a user `impersonate` on a resource.
+//!
+//! Not here: authorization (every authenticated user may do anything), admission and
+//! defaulting (but for CRDs), protobuf answers,
 //! server-side apply, controllers (a Deployment never gets pods).
 //!
 //! The crate does not depend on kgate: its fidelity tests (`tests/`) check it against
@@ -33,6 +36,7 @@ pub mod client;
 mod control;
 pub mod crd;
 mod delete;
+mod impersonation;
 mod openapi;
 pub mod pki;
 mod protobuf;

@@ -50,7 +50,7 @@ pub(crate) fn answer(refused: &[Refusal], r: &Resource, req: &Req) -> hyper::Res
     };
     let spec = &body["spec"];
     let answer = match r.name {
-        "selfsubjectreviews" => json!({"userInfo": effective_user(req)}),
+        "selfsubjectreviews" => json!({"userInfo": req.user}),
         "selfsubjectaccessreviews" => match access(refused, req, spec) {
             Ok(status) => status,
             Err(response) => return response,
@@ -107,8 +107,8 @@ fn access(refused: &[Refusal], req: &Req, spec: &Value) -> Result<Value, hyper::
             "exactly one of nonResourceAttributes or resourceAttributes must be specified",
         ));
     }
-    let user = effective_user(req);
-    let user = user["username"].as_str().unwrap_or_default();
+    // The impersonation filter has already made the requester whom it acts as.
+    let user = req.user["username"].as_str().unwrap_or_default();
     let field = |v: &Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
     let (verb, asked) = if resource.is_null() {
         (field(non_resource, "verb"), None)
@@ -128,44 +128,6 @@ fn access(refused: &[Refusal], req: &Req, spec: &Value) -> Result<Value, hyper::
     } else {
         json!({"allowed": true, "reason": RBAC_ALLOWED})
     })
-}
-
-/// The requester, or whom it impersonates (`Impersonate-User`, `-Group`, `-Uid`,
-/// `-Extra-*`): with no authorization, every impersonation is allowed.
-fn effective_user(req: &Req) -> Value {
-    let Some(name) = req.header("impersonate-user") else {
-        return req.user.clone();
-    };
-    let mut groups: Vec<&str> = req
-        .headers
-        .get_all("impersonate-group")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if !groups.contains(&"system:authenticated") {
-        groups.push("system:authenticated");
-    }
-    let mut extra = serde_json::Map::new();
-    for (key, value) in &req.headers {
-        if let Some(k) = key.as_str().strip_prefix("impersonate-extra-") {
-            // Keys travel percent-encoded in header names (`%2f` for `/`).
-            let k = form_urlencoded::parse(format!("k={k}").as_bytes())
-                .next()
-                .map_or_else(|| k.to_owned(), |(_, v)| v.into_owned());
-            let values = extra.entry(k).or_insert_with(|| json!([]));
-            if let (Some(list), Ok(v)) = (values.as_array_mut(), value.to_str()) {
-                list.push(json!(v));
-            }
-        }
-    }
-    let mut user = json!({"username": name, "groups": groups});
-    if let Some(uid) = req.header("impersonate-uid") {
-        user["uid"] = json!(uid);
-    }
-    if !extra.is_empty() {
-        user["extra"] = Value::Object(extra);
-    }
-    user
 }
 
 /// A SubjectAccessReview, the question asked for another user (the kubelet's and

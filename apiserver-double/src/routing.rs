@@ -1,9 +1,11 @@
-//! Where a request goes: read and authenticated, logged (for the tests that ask what
-//! reached "the API server"), refused if anonymous on anything but the health and
-//! version paths, then dispatched: discovery, OIDC, OpenAPI here; resource paths to
-//! api.rs.
+//! Where a request goes: read and authenticated, through the impersonation filter
+//! ([`crate::impersonation`]), logged (for the tests that ask what reached "the API
+//! server", with the user and whom it acted as), refused if anonymous on anything but
+//! the health and version paths, then dispatched: discovery, OIDC, OpenAPI here;
+//! resource paths to api.rs.
 //!
-//! Not here: authorization (every authenticated user may do anything).
+//! Not here: authorization (every authenticated user may do anything, but for the
+//! impersonations a test refused).
 
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use http::{StatusCode, header};
 use serde_json::Value;
 
 use crate::{
-    Body, State, api, authn, full, json_response, openapi,
+    Body, State, api, authn, full, impersonation, json_response, openapi,
     request::{Req, read_limited},
     resources, response, status,
 };
@@ -22,7 +24,12 @@ pub struct Logged {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// The authenticated user (the audit event's `user`).
     pub user: Option<String>,
+    /// Whom the request was handled as through impersonation (the audit event's
+    /// `impersonatedUser`): its name and groups.
+    pub impersonated_user: Option<String>,
+    pub impersonated_groups: Vec<String>,
     pub headers: Vec<(String, String)>,
 }
 
@@ -57,20 +64,47 @@ pub(crate) async fn route(
         upgrade,
         user: Value::Null,
     };
-    let user = authn::authenticate(&state, &req);
-    log(
-        &state,
-        &req,
-        &query_str,
-        user.as_ref()
-            .ok()
-            .and_then(|u| u.as_ref()?["username"].as_str().map(str::to_owned)),
-    );
-    let user = match user {
-        Ok(user) => user,
-        Err(response) => return response,
-    };
     let mut req = req;
+    let user = authn::authenticate(&state, &req);
+    let username = user
+        .as_ref()
+        .ok()
+        .and_then(|u| u.as_ref()?["username"].as_str().map(str::to_owned));
+    // The headers as they came, for the log: the filter removes the impersonation ones.
+    let notable = notable_headers(&req);
+    let acting = match &user {
+        Ok(Some(requester)) => Some(impersonation::apply(
+            &state.refused_access.lock().unwrap(),
+            &mut req,
+            requester.clone(),
+        )),
+        _ => None,
+    };
+    let impersonated = match &acting {
+        Some(Ok(acting)) if Some(acting) != user.as_ref().ok().and_then(Option::as_ref) => {
+            Some(acting)
+        }
+        _ => None,
+    };
+    state.requests.lock().unwrap().push(Logged {
+        method: req.method.to_string(),
+        path: req.path.clone(),
+        query: query_str.clone(),
+        user: username,
+        impersonated_user: impersonated.and_then(|u| u["username"].as_str().map(str::to_owned)),
+        impersonated_groups: impersonated
+            .and_then(|u| u["groups"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g.as_str().map(str::to_owned))
+            .collect(),
+        headers: notable,
+    });
+    let user = match (user, acting) {
+        (Err(response), _) | (_, Some(Err(response))) => return response,
+        (Ok(_), Some(Ok(acting))) => Some(acting),
+        (Ok(user), None) => user,
+    };
     req.user = user.clone().unwrap_or(Value::Null);
     let path = req.path.trim_end_matches('/');
     let anonymous_ok = matches!(path, "/version" | "/healthz" | "/livez" | "/readyz");
@@ -137,7 +171,7 @@ pub(crate) async fn route(
     }
 }
 
-fn log(state: &State, req: &Req, query: &str, user: Option<String>) {
+fn notable_headers(req: &Req) -> Vec<(String, String)> {
     let notable = |k: &str| {
         k.starts_with("impersonate-")
             || k.starts_with("x-forwarded")
@@ -146,17 +180,9 @@ fn log(state: &State, req: &Req, query: &str, user: Option<String>) {
                 "audit-id" | "forwarded" | "x-real-ip" | "upgrade" | "accept"
             )
     };
-    let headers = req
-        .headers
+    req.headers
         .iter()
         .filter(|(k, _)| notable(k.as_str()))
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
-        .collect();
-    state.requests.lock().unwrap().push(Logged {
-        method: req.method.to_string(),
-        path: req.path.clone(),
-        query: query.to_owned(),
-        user,
-        headers,
-    });
+        .collect()
 }

@@ -379,3 +379,74 @@ async fn signing_keys_rotate_retire_and_bound_tokens_die_with_their_pod() {
     );
     assert_eq!(get(new, pods).await.0, 401);
 }
+
+/// The impersonation filter: the request is handled, and logged, as the impersonated
+/// user; an impersonation RBAC does not grant is refused in kube-apiserver's words; a
+/// group without a user is a 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn impersonation_is_authorized_and_the_request_handled_as_the_impersonated_user() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let k = kubectl(&server, "fidelity-impersonate");
+    ok(&k, &["get", "pods", "--as=bob", "--as-group=devs"]);
+    let seen = server
+        .requests()
+        .into_iter()
+        .rfind(|r| r.path == "/api/v1/namespaces/demo/pods")
+        .expect("the list reached the double");
+    assert_eq!(seen.user.as_deref(), Some("kubernetes-admin"));
+    assert_eq!(seen.impersonated_user.as_deref(), Some("bob"));
+    assert_eq!(seen.impersonated_groups, ["devs", "system:authenticated"]);
+    // A service account's own groups when none are asked for.
+    let who = ok(
+        &k,
+        &[
+            "auth",
+            "whoami",
+            "--as=system:serviceaccount:ci:deployer",
+            "-o",
+            "json",
+        ],
+    );
+    let who: Value = serde_json::from_str(&who).unwrap();
+    assert_eq!(
+        who["status"]["userInfo"]["groups"],
+        json!([
+            "system:serviceaccounts",
+            "system:serviceaccounts:ci",
+            "system:authenticated"
+        ])
+    );
+
+    server.refuse_access("kubernetes-admin", "impersonate", "users");
+    let (done, _, err) = tokio::task::block_in_place(|| k.run(&["get", "pods", "--as=bob"]));
+    assert!(!done);
+    assert!(
+        err.contains(
+            "users \"bob\" is forbidden: User \"kubernetes-admin\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+        ),
+        "{err}"
+    );
+    // Groups are their own question: still granted.
+    server.refuse_access("kubernetes-admin", "impersonate", "groups");
+    let (done, _, err) = tokio::task::block_in_place(|| {
+        k.run(&[
+            "get",
+            "pods",
+            "--as=system:serviceaccount:ci:deployer",
+            "--as-group=devs",
+        ])
+    });
+    assert!(!done);
+    assert!(err.contains("groups \"devs\" is forbidden"), "{err}");
+
+    let client = https_client(server.ca_pem(), false);
+    let req = http::Request::get(format!("{}/api/v1/namespaces/default/pods", server.url()))
+        .header("authorization", format!("Bearer {}", server.admin_token()))
+        .header("impersonate-group", "devs")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::BAD_REQUEST);
+    let body = text(response.into_body()).await;
+    assert!(body.contains("without impersonating a user"), "{body}");
+}

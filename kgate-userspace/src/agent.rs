@@ -25,7 +25,10 @@ use crate::{
     cgroup::{self, CgroupError},
     config::{CgroupSetting, Config, ConfigError},
     ebpf::{self, AttachOptions, EbpfError, Enforcement, Programmed},
-    identity::Identifier,
+    identity::{
+        Identifier,
+        oidc::{Authenticators, FetchError},
+    },
     kube::apiclient::{self, ApiClientError},
     mask::{MaskConfigError, Masker},
     metrics::Metrics,
@@ -57,6 +60,8 @@ pub(crate) enum AgentError {
     Tls(#[from] TlsError),
     #[error("upstream: {0}")]
     Upstream(#[from] ForwardError),
+    #[error("OIDC authenticator: {0}")]
+    Oidc(#[from] FetchError),
     #[error(transparent)]
     ApiClient(#[from] ApiClientError),
     #[error("policy: {0}")]
@@ -90,6 +95,14 @@ pub(crate) async fn run(config: Config, debug_logs: bool) -> Result<(), AgentErr
     )?);
     let masker = Masker::new(&config.mask)?;
     let recorder = Recorder::new(&config.record)?;
+    // Gateway mode: the authenticators' file is read and checked now, with the rest.
+    let oidc = Authenticators::new(&config.identity.authenticators()?)?;
+    if config.identity.gateway() {
+        info!(
+            issuers = ?oidc.issuer_urls().collect::<Vec<_>>(),
+            "gateway mode: OIDC users are verified here and forwarded as the agent impersonating them; no kernel programs, no pod binding"
+        );
+    }
 
     let (enforcement, cgroup_root, attached_to) = if config.kernel {
         let mount = cgroup::cgroup2_mount()?;
@@ -143,7 +156,7 @@ pub(crate) async fn run(config: Config, debug_logs: bool) -> Result<(), AgentErr
         .1
     };
     let admin_client = client.clone();
-    let identity = Identifier::new(&config.identity, Some(client), pods);
+    let identity = Identifier::new(&config.identity, Some(client), pods).with_oidc(oidc);
     policy.spawn_file_reloader(Duration::from_secs(config.policy.reload_seconds));
     let proxy = Arc::new(Proxy {
         origins,

@@ -11,7 +11,9 @@ use std::{
 
 use serde::Deserialize;
 
+pub mod authn;
 mod record;
+pub use authn::JwtAuthenticator;
 pub use record::{Durability, Level, Record, Webhook};
 
 /// The agent's config file (YAML; JSON is YAML too).
@@ -42,10 +44,15 @@ pub struct Config {
     #[serde(default)]
     pub exempt_cgroups: Vec<PathBuf>,
     /// Attach the kernel programs. Default `true`. With `false` kgate is a standalone
-    /// proxy that clients must be pointed at (development, tests); nothing forces
-    /// traffic through it, and `directClients` must be `allow`.
+    /// proxy that clients must be pointed at (development, tests, gateway mode);
+    /// nothing forces traffic through it, and `directClients` must be `allow`. Gateway
+    /// mode (OIDC authenticators configured) needs `kernel: false` written out.
     #[serde(default = "default_true")]
     pub kernel: bool,
+    /// Whether the document itself says `kernel:` (gateway mode must not rely on the
+    /// default).
+    #[serde(skip)]
+    pub kernel_stated: bool,
     /// Connections that carry no kernel origin record (host processes dialling the
     /// agent, or every client in standalone mode): `refuse` or `allow`. Default
     /// `refuse`: a pod that found the agent's address cannot skip the redirect's
@@ -169,6 +176,69 @@ pub struct Identity {
     /// Needs `upstream.tokenFile` or a client certificate. Default: none.
     #[serde(default)]
     pub impersonate: Vec<String>,
+    /// OIDC authenticators for clients outside the cluster (gateway mode), in the shape
+    /// of the API server's `AuthenticationConfiguration` `jwt` list; see
+    /// [`authn`]. Their users always reach the API server as the agent impersonating
+    /// them. Default: none.
+    #[serde(default)]
+    pub jwt: Vec<JwtAuthenticator>,
+    /// An `AuthenticationConfiguration` file (the one written for the API server's
+    /// `--authentication-config`) whose `jwt` authenticators are used after `jwt`'s,
+    /// read and validated at start-up. Default: none.
+    pub authentication_config_file: Option<PathBuf>,
+    /// Whether tokens must be bound to the pod the connection comes from (see
+    /// `unboundSubjects`). Default `true`. Gateway mode has no pods to bind to and
+    /// must say `podBinding: false`.
+    pub pod_binding: Option<bool>,
+    /// Requests with `Impersonate-*` headers (`kubectl --as`): `refuse` (default: bots
+    /// keep acting as themselves) or `policy`: the caller needs a policy allow for verb
+    /// `impersonate` on `users`, `groups`, `serviceaccounts`, `uids` or `userextras`
+    /// (with `resourceNames`), and the request is then decided as the impersonated
+    /// identity, both identities recorded.
+    #[serde(default)]
+    pub client_impersonation: ClientImpersonation,
+}
+
+/// What kgate does with a client's `Impersonate-*` headers.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum ClientImpersonation {
+    #[default]
+    Refuse,
+    Policy,
+}
+
+// === impl Identity ===
+
+impl Identity {
+    /// Gateway mode: OIDC authenticators are configured.
+    pub fn gateway(&self) -> bool {
+        !self.jwt.is_empty() || self.authentication_config_file.is_some()
+    }
+
+    /// Whether tokens are bound to pods (`podBinding`, default `true`).
+    pub fn pod_binding(&self) -> bool {
+        self.pod_binding.unwrap_or(true)
+    }
+
+    /// Every authenticator: `jwt`'s, then the file's (read now), validated together.
+    pub fn authenticators(&self) -> Result<Vec<JwtAuthenticator>, ConfigError> {
+        let mut all = self.jwt.clone();
+        if let Some(path) = &self.authentication_config_file {
+            let at = "identity.authenticationConfigFile";
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Authenticator {
+                field: at.to_owned(),
+                message: format!("reading {}: {e}", path.display()),
+            })?;
+            all.extend(authn::parse_authentication_configuration(
+                &text,
+                at,
+                self.issuer.as_deref(),
+            )?);
+        }
+        authn::validate(&all, "identity.jwt", self.issuer.as_deref())?;
+        Ok(all)
+    }
 }
 
 /// The agent's serving certificate: signed by the cluster CA, with the SANs of the
@@ -368,6 +438,9 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
+    /// A field of an OIDC authenticator, with its index (`identity.jwt[0].issuer.url`).
+    #[error("config field `{field}`: {message}")]
+    Authenticator { field: String, message: String },
 }
 
 /// The resolved redirect address that the kernel programs use.
@@ -397,6 +470,9 @@ impl Config {
     /// Parses, applies command-line overrides, then validates the result.
     pub fn parse_with(text: &str, overrides: impl FnOnce(&mut Self)) -> Result<Self, ConfigError> {
         let mut config: Self = serde_yaml::from_str(text)?;
+        config.kernel_stated = serde_yaml::from_str::<serde_yaml::Value>(text)?
+            .get("kernel")
+            .is_some();
         overrides(&mut config);
         config.validate()?;
         Ok(config)
@@ -407,6 +483,9 @@ impl Config {
             field,
             message: message.into(),
         };
+        // First: a gateway config without `kernel: false` would fail on the kernel's
+        // settings, naming fields that are beside the point.
+        self.validate_gateway()?;
         if self.listen.port() == 0 {
             return Err(invalid(
                 "listen",
@@ -536,6 +615,47 @@ impl Config {
             && !p.is_absolute()
         {
             return Err(invalid("cgroup", "must be `auto` or an absolute path"));
+        }
+        Ok(())
+    }
+
+    /// Gateway mode states what it gives up: no kernel programs, no pod binding, and the
+    /// agent's own credential for impersonating its OIDC users. Inline authenticators
+    /// are validated here; a file's at start-up ([`Identity::authenticators`]).
+    fn validate_gateway(&self) -> Result<(), ConfigError> {
+        let identity = &self.identity;
+        authn::validate(&identity.jwt, "identity.jwt", identity.issuer.as_deref())?;
+        let invalid = |field, message: &str| ConfigError::Invalid {
+            field,
+            message: message.into(),
+        };
+        if !identity.gateway() {
+            if self.kernel && identity.pod_binding == Some(false) {
+                return Err(invalid(
+                    "identity.podBinding",
+                    "`false` is for gateway mode (`kernel: false`): with the kernel \
+                     programs, a token is always bound to the pod it is used from",
+                ));
+            }
+            return Ok(());
+        }
+        if self.kernel || !self.kernel_stated {
+            return Err(invalid(
+                "kernel",
+                "gateway mode (OIDC authenticators in identity.jwt or                  identity.authenticationConfigFile) needs `kernel: false` written in the                  config: its clients are outside the cluster",
+            ));
+        }
+        if identity.pod_binding != Some(false) {
+            return Err(invalid(
+                "identity.podBinding",
+                "gateway mode needs `podBinding: false` written in the config: no                  connection comes from a pod, so no token can be bound to one",
+            ));
+        }
+        if self.upstream.token_file.is_none() && self.upstream.client_cert_file.is_none() {
+            return Err(invalid(
+                "upstream.tokenFile",
+                "gateway mode forwards OIDC users as the agent impersonating them: it needs                  the agent's own credential (upstream.tokenFile or upstream.clientCertFile)",
+            ));
         }
         Ok(())
     }

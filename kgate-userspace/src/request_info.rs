@@ -86,6 +86,9 @@ pub(crate) const RESOURCE_VERBS: [&str; 8] = [
     "delete",
     "deletecollection",
 ];
+/// Verbs no request path carries, which the API server's filters authorize on their own
+/// (`impersonate`, asked by the impersonation filter for each identity acted as).
+pub(crate) const FILTER_VERBS: [&str; 1] = ["impersonate"];
 /// Verbs that a path segment can set, before the resource.
 pub(crate) const SPECIAL_VERBS: [&str; 2] = ["proxy", "watch"];
 /// The verbs of non-resource requests: the HTTP method, lowercase.

@@ -193,6 +193,17 @@ impl Agent {
         }
     }
 
+    /// Serves `other`'s certificate from now on (replicas behind one address share
+    /// one), through the agent's own certificate reload.
+    pub fn serve_certificate_of(&mut self, other: &Agent) -> anyhow::Result<()> {
+        for file in ["tls.crt", "tls.key"] {
+            fs::copy(other.dir.join(file), self.dir.join(file))?;
+        }
+        self.wait_for("serving certificate reloaded", Duration::from_secs(10))?;
+        self.ca_pem.clone_from(&other.ca_pem);
+        Ok(())
+    }
+
     /// Peak resident memory of the agent (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         peak_rss_kib(self.child.id())

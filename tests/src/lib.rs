@@ -5,5 +5,6 @@ pub use kgate_apiserver_double::pki;
 pub mod fault_proxy;
 pub mod harness;
 pub mod kernel;
+pub mod oidc;
 pub mod recorder;
 pub mod topology;

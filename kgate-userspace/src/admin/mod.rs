@@ -82,6 +82,8 @@ pub(crate) struct AgentStatus {
     pub recorder_writable: bool,
     /// The record webhook's progress, with one configured.
     pub webhook: Option<WebhookStatus>,
+    /// Every OIDC issuer's keys have loaded once (true without OIDC authenticators).
+    pub oidc_keys_loaded: bool,
     pub ready: bool,
 }
 
@@ -305,6 +307,7 @@ impl Admin {
                 failing: stats.webhook.failing.load(Ordering::Relaxed),
             });
         let host = &self.host;
+        let oidc_keys_loaded = self.identity.oidc_keys_loaded();
         AgentStatus {
             node: self.node.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -326,7 +329,12 @@ impl Admin {
             cert_not_after: cert.map(|c| c.not_after),
             recorder_writable,
             webhook,
-            ready: policies_loaded && pod_index_synced && programmed.synced && recorder_writable,
+            oidc_keys_loaded,
+            ready: policies_loaded
+                && pod_index_synced
+                && programmed.synced
+                && recorder_writable
+                && oidc_keys_loaded,
         }
     }
 

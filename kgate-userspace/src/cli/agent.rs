@@ -56,6 +56,11 @@ pub(super) fn run(args: Args) -> anyhow::Result<()> {
     })
     .with_context(|| format!("in {}", config.display()))?;
     if check {
+        // The authenticators' file too: what the agent would read at start.
+        parsed
+            .identity
+            .authenticators()
+            .with_context(|| format!("in {}", config.display()))?;
         println!("{}: ok", config.display());
         return Ok(());
     }

@@ -1,6 +1,6 @@
 //! The `kgate` command line: the subcommands' clap types and the dispatch to the code
 //! that serves each, one file per command group (`agent` and `detach`, `status`,
-//! `check`, `approvals`, `cert`, `policy`, `sessions`). A command here parses its arguments,
+//! `check`, `approvals`, `cert`, `kubeconfig`, `policy`, `sessions`). A command here parses its arguments,
 //! calls into the module that does the work, and prints what it returns; its errors
 //! are `anyhow` chains that `main` prints after `kgate: ` and turns into exit code 1.
 //!
@@ -13,6 +13,7 @@ mod approvals;
 mod bench;
 mod cert;
 mod check;
+mod kubeconfig;
 mod policy;
 // The record log's tests check the tables it prints.
 pub(crate) mod sessions;
@@ -69,6 +70,10 @@ enum Command {
     /// Check and explain policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Print a kubeconfig for a user or CI job that points at the kgate gateway, with
+    /// an OIDC token from kubelogin (`kubectl oidc-login`), a token file, or another
+    /// exec credential plugin.
+    Kubeconfig(kubeconfig::Args),
     /// Recorded sessions (one client connection's requests by one user).
     #[command(subcommand)]
     Sessions(sessions::SessionsCommand),
@@ -105,6 +110,7 @@ impl Cli {
             Command::Deny(args) => approvals::deny(args),
             Command::Cert(command) => cert::run(command),
             Command::Policy(command) => policy::run(command),
+            Command::Kubeconfig(args) => kubeconfig::run(&args),
             Command::Sessions(command) => sessions::run(command),
             Command::Crds => {
                 print!("{}", crate::crds::yaml()?);

@@ -215,7 +215,10 @@ pub(crate) fn list_table(sessions: &[Session]) -> String {
             "{:<14} {:<40} {:<28} {:<20} {:<20} {:>8} {:>7} {:>7}",
             s.id,
             or_dash(&s.user),
-            or_dash(&s.workload),
+            // A gateway's clients have no workload: their issuer says where they are from.
+            s.issuer
+                .as_ref()
+                .map_or_else(|| or_dash(&s.workload).to_owned(), |i| format!("oidc {i}")),
             seconds(&s.start),
             seconds(&s.end),
             s.requests,
@@ -238,6 +241,15 @@ pub(crate) fn show_timeline(session: &Session) -> String {
         session.requests,
         session.refused
     );
+    if !session.groups.is_empty() {
+        let _ = writeln!(out, "Groups   {}", session.groups.join(", "));
+    }
+    if let Some(issuer) = &session.issuer {
+        let _ = writeln!(out, "Issuer   {issuer} (OIDC)");
+    }
+    if !session.acting_as.is_empty() {
+        let _ = writeln!(out, "Acting as {}", session.acting_as.join(", "));
+    }
     let _ = writeln!(
         out,
         "{:<15} {:<16} {:<48} {:>4}  DECISION",

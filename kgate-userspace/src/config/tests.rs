@@ -154,3 +154,80 @@ fn errors_name_the_field() {
     let err = Config::parse(no_key).unwrap_err().to_string();
     assert!(err.contains("tls") && err.contains("keyFile"), "{err}");
 }
+
+#[test]
+fn gateway_mode_states_what_it_gives_up() {
+    const GATEWAY: &str = "listen: '0.0.0.0:6443'\ndirectClients: allow\n\
+        tls: {certFile: /c, keyFile: /k}\n\
+        upstream: {server: 'https://10.0.0.1:6443', tokenFile: /t}\n";
+    const JWT: &str = "  jwt:\n  - issuer: {url: 'https://idp.example', audiences: [kgate]}\n    \
+        claimMappings: {username: {claim: sub, prefix: 'oidc:'}}\n";
+    let ok = format!("{GATEWAY}kernel: false\nidentity:\n  podBinding: false\n{JWT}");
+    let c = Config::parse(&ok).unwrap();
+    assert!(c.identity.gateway() && !c.identity.pod_binding());
+    let cases = [
+        // `kernel` left to its default.
+        (
+            format!("{GATEWAY}identity:\n  podBinding: false\n{JWT}"),
+            "`kernel`",
+        ),
+        // Pod binding left to its default.
+        (format!("{GATEWAY}kernel: false\nidentity:\n{JWT}"), "`identity.podBinding`"),
+        // No credential to impersonate with.
+        (
+            ok.replace(", tokenFile: /t", ""),
+            "`upstream.tokenFile`",
+        ),
+        // An inline authenticator is validated with the rest.
+        (
+            ok.replace("prefix: 'oidc:'", "x: y"),
+            "unknown field",
+        ),
+        (
+            ok.replace(", prefix: 'oidc:'", ""),
+            "`identity.jwt[0].claimMappings.username.prefix`",
+        ),
+        // A file makes gateway mode too.
+        (
+            format!("{GATEWAY}identity: {{authenticationConfigFile: /a.yaml}}\n"),
+            "`kernel`",
+        ),
+        // Pod binding off is for gateways only.
+        (
+            "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\ntls: {certFile: /c, keyFile: /k}\nidentity: {nodeName: n1, podBinding: false}\n".to_owned(),
+            "`identity.podBinding`",
+        ),
+    ];
+    for (text, needle) in cases {
+        let error = Config::parse(&text).expect_err(&text).to_string();
+        assert!(error.contains(needle), "{text}\n-> {error}");
+    }
+}
+
+/// The gateway's shipped config and authentication file load as they are.
+#[test]
+fn the_gateway_deployment_config_loads() {
+    /// The `KEY: |` block of a ConfigMap manifest, unindented.
+    fn block(manifest: &str, key: &str) -> String {
+        let start = manifest.find(&format!("{key}: |")).expect("key") + key.len() + 3;
+        manifest[start..]
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with("    ") || l.is_empty())
+            .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+            .collect()
+    }
+    let config = block(
+        include_str!("../../../deploy/gateway/configmap.yaml"),
+        "config.yaml",
+    );
+    let c = Config::parse(&config).unwrap();
+    assert!(c.identity.gateway() && !c.kernel && !c.identity.pod_binding());
+    assert_eq!(c.identity.client_impersonation, ClientImpersonation::Policy);
+    let authn = block(
+        include_str!("../../../deploy/gateway/authentication-config.yaml"),
+        "authentication-config.yaml",
+    );
+    let jwt = authn::parse_authentication_configuration(&authn, "file", None).unwrap();
+    assert_eq!(jwt.len(), 1);
+}

@@ -1,6 +1,7 @@
 //! The cost of the identity check, measured in-process for `cargo xtask bench`
 //! (`kgate bench-identity`, hidden): a request whose token is cached (hit) and one
-//! whose ES256 token must be verified against the JWKS (miss).
+//! whose ES256 token must be verified against the JWKS (miss), for a service-account
+//! token and for a gateway's OIDC ID token (its claims mapped too).
 //!
 //! Only with the `bench` feature: the agent people run ships no benchmark code.
 
@@ -15,13 +16,30 @@ use ring::{
 };
 use serde_json::json;
 
-use super::{Identifier, jwt::Keys};
+use super::{Identifier, jwt::Keys, oidc::Authenticators};
 use crate::{config, connection::Connection};
 
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
-/// Mean time per identity check: (cache hit, cache miss).
-pub(crate) async fn measure(misses: usize, hits: usize) -> anyhow::Result<(Duration, Duration)> {
+/// Mean time per identity check, (cache hit, cache miss), for service-account tokens
+/// and for OIDC ID tokens.
+pub(crate) struct Costs {
+    pub service_account: (Duration, Duration),
+    pub oidc: (Duration, Duration),
+}
+
+/// Measures both kinds of token.
+pub(crate) async fn measure(misses: usize, hits: usize) -> anyhow::Result<Costs> {
+    Ok(Costs {
+        service_account: measure_service_account(misses, hits).await?,
+        oidc: measure_oidc(misses, hits).await?,
+    })
+}
+
+async fn measure_service_account(
+    misses: usize,
+    hits: usize,
+) -> anyhow::Result<(Duration, Duration)> {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
         .map_err(|_| anyhow::anyhow!("key generation failed"))?;
@@ -80,4 +98,68 @@ fn bearer(token: &str) -> HeaderMap {
         h.insert(AUTHORIZATION, v);
     }
     h
+}
+
+const OIDC_ISSUER: &str = "https://idp.example.com";
+
+/// A gateway's check: an ES256 ID token of an OIDC issuer, its claims mapped (email
+/// username, prefixed groups, uid, one required claim).
+async fn measure_oidc(misses: usize, hits: usize) -> anyhow::Result<(Duration, Duration)> {
+    let rng = SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|_| anyhow::anyhow!("key generation failed"))?;
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+        .map_err(|_| anyhow::anyhow!("key parse failed"))?;
+    let point = pair.public_key().as_ref();
+    let jwks: JwkSet = serde_json::from_value(json!({"keys": [{
+        "use": "sig", "kty": "EC", "kid": "idp", "crv": "P-256", "alg": "ES256",
+        "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]),
+    }]}))?;
+    let authenticator: config::JwtAuthenticator = serde_yaml::from_str(&format!(
+        "issuer: {{url: '{OIDC_ISSUER}', audiences: [kgate]}}\n\
+         claimMappings:\n  username: {{claim: email, prefix: 'oidc:'}}\n  \
+         groups: {{claim: groups, prefix: 'oidc:'}}\n  uid: {{claim: sub}}\n\
+         claimValidationRules:\n- {{claim: tenant, requiredValue: acme}}\n"
+    ))?;
+    let encoding = EncodingKey::from_ec_der(pkcs8.as_ref());
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("idp".into());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let tokens = (0..misses)
+        .map(|i| {
+            let claims = json!({
+                "iss": OIDC_ISSUER, "aud": "kgate", "exp": now + 3600, "iat": now, "nbf": now,
+                "sub": format!("u-{i}"), "email": format!("user-{i}@example.com"),
+                "email_verified": true, "groups": ["ci-deployers", "devs"], "tenant": "acme",
+            });
+            jsonwebtoken::encode(&header, &claims, &encoding).map(|t| bearer(&t))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let cfg = config::Identity {
+        pod_binding: Some(false),
+        ..Default::default()
+    };
+    let identifier = Identifier::new(&cfg, None, None)
+        .with_keys(Keys::new(ISSUER.into(), &JwkSet { keys: Vec::new() }))
+        .with_oidc(Authenticators::with_keys(&[authenticator], &[jwks]));
+    let conn = Connection {
+        peer: ([127, 0, 0, 1], 1).into(),
+        origin: None,
+        cgroup: None,
+        exe: None,
+    };
+    let started = Instant::now();
+    for headers in &tokens {
+        let identity = identifier.identify(&conn, headers).await?;
+        anyhow::ensure!(identity.issuer.is_some(), "not verified as an OIDC token");
+    }
+    let miss = started.elapsed() / u32::try_from(misses.max(1))?;
+    let started = Instant::now();
+    for _ in 0..hits {
+        identifier.identify(&conn, &tokens[0]).await?;
+    }
+    let hit = started.elapsed() / u32::try_from(hits.max(1))?;
+    Ok((hit, miss))
 }

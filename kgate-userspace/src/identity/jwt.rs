@@ -1,18 +1,21 @@
-//! Local verification of projected service-account tokens: the signature against the
-//! API server's JWKS, then `iss`, `aud`, `exp` and `nbf`, as the API server's own
-//! service-account authenticator checks them.
+//! Local verification of JWTs against an issuer's JWKS: projected service-account
+//! tokens (`iss`, `aud`, `exp`, `nbf` as the API server's own service-account
+//! authenticator checks them) and, through [`Keys::decode`], the OIDC ID tokens of
+//! [`super::oidc`].
 //!
-//! Only asymmetric algorithms the API server signs with are accepted (RS256 for RSA
-//! keys; ES256/ES384 for P-256/P-384 keys); `none` and HMAC never verify.
+//! Only asymmetric algorithms are accepted, each with a key of its family: for
+//! service-account tokens those the API server signs with (RS256 for RSA keys,
+//! ES256/ES384 for P-256/P-384 keys); the caller names the set. `none` and HMAC never
+//! verify.
 
 use std::collections::{BTreeMap, HashMap};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{
     Algorithm, DecodingKey, Validation,
-    jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet},
+    jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse},
 };
-use serde::Deserialize;
+use serde::{Deserialize, de::DeserializeOwned};
 
 use super::UserInfo;
 
@@ -31,8 +34,29 @@ pub enum JwtError {
 /// The verification keys of one issuer, from its JWKS.
 pub struct Keys {
     pub issuer: String,
-    by_kid: HashMap<String, (DecodingKey, Algorithm)>,
-    all: Vec<(DecodingKey, Algorithm)>,
+    by_kid: HashMap<String, Key>,
+    all: Vec<Key>,
+}
+
+/// The algorithms of service-account tokens.
+const SERVICE_ACCOUNT_ALGORITHMS: &[Algorithm] =
+    &[Algorithm::RS256, Algorithm::ES256, Algorithm::ES384];
+
+/// One usable key of a JWKS.
+#[derive(Clone)]
+struct Key {
+    decoding: DecodingKey,
+    family: Family,
+    /// The JWK's own `alg`, when it names one: then only that algorithm verifies.
+    alg: Option<Algorithm>,
+}
+
+/// Which algorithms a key can verify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Rsa,
+    P256,
+    P384,
 }
 
 /// The claims kgate reads from a projected service-account token.
@@ -74,16 +98,35 @@ impl Keys {
             all: Vec::new(),
         };
         for jwk in &jwks.keys {
-            let Some(alg) = algorithm_for(jwk) else {
+            let Some(family) = family_of(jwk) else {
                 continue;
             };
-            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            // A key for encryption, or whose stated algorithm is not a signature's,
+            // never verifies a token.
+            if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
                 continue;
+            }
+            let alg = match jwk
+                .common
+                .key_algorithm
+                .map(|a| a.to_string().parse::<Algorithm>())
+            {
+                None => None,
+                Some(Ok(alg)) => Some(alg),
+                Some(Err(_)) => continue,
+            };
+            let Ok(decoding) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            let key = Key {
+                decoding,
+                family,
+                alg,
             };
             if let Some(kid) = &jwk.common.key_id {
-                keys.by_kid.insert(kid.clone(), (key.clone(), alg));
+                keys.by_kid.insert(kid.clone(), key.clone());
             }
-            keys.all.push((key, alg));
+            keys.all.push(key);
         }
         keys
     }
@@ -93,59 +136,85 @@ impl Keys {
         self.all.len()
     }
 
-    /// Verifies `token` and returns its claims. `audiences` are the accepted ones
-    /// (any one of them must be in `aud`); `skew_seconds` applies to `exp` and `nbf`.
+    /// Verifies a service-account `token` and returns its claims. `audiences` are the
+    /// accepted ones (any one of them must be in `aud`); `skew_seconds` applies to
+    /// `exp` and `nbf`.
     pub fn verify(
         &self,
         token: &str,
         audiences: &[String],
         skew_seconds: u64,
     ) -> Result<Claims, JwtError> {
+        self.decode(token, SERVICE_ACCOUNT_ALGORITHMS, |validation| {
+            validation.set_issuer(&[&self.issuer]);
+            validation.set_audience(audiences);
+            validation.leeway = skew_seconds;
+            validation.validate_nbf = true;
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        })
+    }
+
+    /// Verifies `token`'s signature with a key of this JWKS, for one of `algorithms`,
+    /// and its claims as `configure` sets up the validation (issuer, audiences,
+    /// times); returns the claims.
+    pub fn decode<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        algorithms: &[Algorithm],
+        configure: impl FnOnce(&mut Validation),
+    ) -> Result<T, JwtError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
-        if !matches!(
-            header.alg,
-            Algorithm::RS256 | Algorithm::ES256 | Algorithm::ES384
-        ) {
+        if !algorithms.contains(&header.alg) {
             return Err(JwtError::Algorithm(format!("{:?}", header.alg)));
         }
         let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(audiences);
-        validation.leeway = skew_seconds;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        configure(&mut validation);
         // The kid is a hint, as for the API server: without one, every key of the
         // algorithm is tried.
-        let candidates: Vec<&DecodingKey> = match &header.kid {
+        let candidates: Vec<&Key> = match &header.kid {
             Some(kid) => {
-                let (key, alg) = self
+                let key = self
                     .by_kid
                     .get(kid)
                     .ok_or_else(|| JwtError::UnknownKey(kid.clone()))?;
-                if *alg != header.alg {
+                if !key.verifies(header.alg) {
                     return Err(JwtError::Algorithm(format!(
-                        "{:?} with a {alg:?} key",
-                        header.alg
+                        "{:?} with a {:?} key",
+                        header.alg, key.family
                     )));
                 }
                 vec![key]
             }
-            None => self
-                .all
-                .iter()
-                .filter(|(_, alg)| *alg == header.alg)
-                .map(|(key, _)| key)
-                .collect(),
+            None => self.all.iter().filter(|k| k.verifies(header.alg)).collect(),
         };
         let mut last = JwtError::Invalid("no key for the token's algorithm".into());
         for key in candidates {
-            match jsonwebtoken::decode::<Claims>(token, key, &validation) {
+            match jsonwebtoken::decode::<T>(token, &key.decoding, &validation) {
                 Ok(data) => return Ok(data.claims),
                 Err(error) => last = JwtError::Invalid(describe(&error)),
             }
         }
         Err(last)
+    }
+}
+
+// === impl Key ===
+
+impl Key {
+    fn verifies(&self, alg: Algorithm) -> bool {
+        let family = match alg {
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => Family::Rsa,
+            Algorithm::ES256 => Family::P256,
+            Algorithm::ES384 => Family::P384,
+            _ => return false,
+        };
+        family == self.family && self.alg.is_none_or(|a| a == alg)
     }
 }
 
@@ -166,12 +235,12 @@ pub fn peek_issuer(token: &str) -> Option<String> {
     serde_json::from_slice::<Iss>(&bytes).ok()?.iss
 }
 
-fn algorithm_for(jwk: &Jwk) -> Option<Algorithm> {
+fn family_of(jwk: &Jwk) -> Option<Family> {
     match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
+        AlgorithmParameters::RSA(_) => Some(Family::Rsa),
         AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-            EllipticCurve::P256 => Some(Algorithm::ES256),
-            EllipticCurve::P384 => Some(Algorithm::ES384),
+            EllipticCurve::P256 => Some(Family::P256),
+            EllipticCurve::P384 => Some(Family::P384),
             _ => None,
         },
         _ => None,

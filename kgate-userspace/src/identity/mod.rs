@@ -11,6 +11,11 @@
 //! 3. A token without a pod claim is accepted only for the users `unboundSubjects`
 //!    names.
 //!
+//! In gateway mode ([`oidc`]), tokens of the configured OIDC issuers are verified
+//! locally against their JWKS, and a JWT of any other issuer but the service-account
+//! one is refused (401) rather than sent to TokenReview; its users are always forwarded
+//! as the agent impersonating them, and `podBinding: false` skips steps 2 and 3.
+//!
 //! Every failure is an [`Unidentified`], which the client sees as a Kubernetes `Status`
 //! ([`Unidentified::status`]): 401 for missing or invalid credentials, 403 for a binding
 //! violation, 503 when kgate cannot decide (no JWKS and no TokenReview, pod index not
@@ -19,7 +24,9 @@
 
 #[cfg(feature = "bench")]
 pub(crate) mod bench;
+pub(crate) mod impersonation;
 pub mod jwt;
+pub(crate) mod oidc;
 pub mod pods;
 #[cfg(test)]
 mod tests;
@@ -39,6 +46,7 @@ use wildmatch::WildMatch;
 
 use self::{
     jwt::{JwtError, Keys},
+    oidc::{Authenticators, OidcRefusal},
     pods::{Lookup, PodIndex, PodInfo},
 };
 use crate::{api_status::Status, cgroup, config, connection::Connection};
@@ -97,6 +105,28 @@ pub(crate) struct Identity {
     pub workload: Workload,
     /// The request goes upstream as the agent impersonating `user`.
     pub impersonate: bool,
+    /// The OIDC issuer that vouched for the caller (gateway mode); `None` for
+    /// service-account and TokenReview users.
+    pub issuer: Option<Arc<str>>,
+    /// When the caller impersonates someone (`identity.clientImpersonation: policy`):
+    /// who the caller is, and what it asked for; `user` is then whom it acts as.
+    pub impersonation: Option<Impersonation>,
+}
+
+/// A client's impersonation that policy allowed.
+#[derive(Clone, Debug)]
+pub(crate) struct Impersonation {
+    /// The verified caller.
+    pub by: Arc<UserInfo>,
+    /// What its `Impersonate-*` headers asked for.
+    pub requested: Arc<UserInfo>,
+}
+
+/// A verified bearer token: its user, and the OIDC issuer when one vouched for it.
+#[derive(Clone, Debug)]
+pub(crate) struct Authenticated {
+    pub user: Arc<UserInfo>,
+    pub issuer: Option<Arc<str>>,
 }
 
 /// The pod a service-account token is bound to: its `kubernetes.io` pod claim, as the
@@ -146,6 +176,9 @@ pub(crate) struct Identifier {
     review_ttl: Duration,
     unbound: Vec<WildMatch>,
     impersonate: Vec<WildMatch>,
+    pod_binding: bool,
+    client_impersonation: config::ClientImpersonation,
+    oidc: Authenticators,
     keys: RwLock<Option<Arc<Keys>>>,
     refreshed: tokio::sync::Mutex<Option<Instant>>,
     cache: Mutex<HashMap<[u8; 32], Cached>>,
@@ -154,7 +187,7 @@ pub(crate) struct Identifier {
 #[derive(Clone)]
 struct Cached {
     /// The user, or the 401 message of a token TokenReview rejected.
-    verdict: Result<Arc<UserInfo>, String>,
+    verdict: Result<Authenticated, String>,
     until: Instant,
 }
 
@@ -179,6 +212,9 @@ impl Identifier {
             review_ttl: Duration::from_secs(cfg.token_review_cache_seconds.unwrap_or(10)),
             unbound: globs(&cfg.unbound_subjects),
             impersonate: globs(&cfg.impersonate),
+            pod_binding: cfg.pod_binding(),
+            client_impersonation: cfg.client_impersonation,
+            oidc: Authenticators::with_none(),
             keys: RwLock::new(None),
             refreshed: tokio::sync::Mutex::new(None),
             cache: Mutex::new(HashMap::new()),
@@ -192,12 +228,29 @@ impl Identifier {
         self
     }
 
-    /// Fetches the issuer's JWKS now (at start-up); failures are logged and retried on
-    /// demand, TokenReview covering the gap.
+    /// Verifies the tokens of these OIDC issuers too (gateway mode).
+    pub(crate) fn with_oidc(mut self, oidc: Authenticators) -> Self {
+        self.oidc = oidc;
+        self
+    }
+
+    /// Fetches the issuers' keys now (at start-up); failures are logged and retried on
+    /// demand, TokenReview covering the gap for service-account tokens.
     pub(crate) async fn load_keys(&self) {
         if let Err(error) = self.refresh_keys().await {
             warn!(%error, "cannot load the service-account JWKS yet; tokens go to TokenReview until it loads");
         }
+        self.oidc.load().await;
+    }
+
+    /// What a client's `Impersonate-*` headers get.
+    pub(crate) fn client_impersonation(&self) -> config::ClientImpersonation {
+        self.client_impersonation
+    }
+
+    /// Whether every OIDC issuer's keys have loaded (true without any).
+    pub(crate) fn oidc_keys_loaded(&self) -> bool {
+        self.oidc.loaded()
     }
 
     /// Who sent `headers` over `conn`, verified and bound, or why not.
@@ -207,7 +260,7 @@ impl Identifier {
         headers: &HeaderMap,
     ) -> Result<Identity, Unidentified> {
         let token = bearer_token(headers).map_err(Unidentified::Unverified)?;
-        let user = self
+        let Authenticated { user, issuer } = self
             .authenticate(token)
             .await
             .map_err(Unidentified::Unverified)?;
@@ -215,12 +268,19 @@ impl Identifier {
             Ok(workload) => workload,
             Err(status) => return Err(Unidentified::NoWorkload { user, status }),
         };
-        check_binding(&user, &workload, &self.unbound)?;
-        let impersonate = self.impersonate.iter().any(|g| g.matches(&user.username));
+        if self.pod_binding {
+            check_binding(&user, &workload, &self.unbound)?;
+        }
+        // The API server may not trust an OIDC issuer kgate does: its users always go
+        // upstream as the agent impersonating them.
+        let impersonate =
+            issuer.is_some() || self.impersonate.iter().any(|g| g.matches(&user.username));
         Ok(Identity {
             user,
             workload,
             impersonate,
+            issuer,
+            impersonation: None,
         })
     }
 
@@ -230,7 +290,7 @@ impl Identifier {
         &self,
         headers: &HeaderMap,
     ) -> Result<Arc<UserInfo>, Status> {
-        self.authenticate(bearer_token(headers)?).await
+        Ok(self.authenticate(bearer_token(headers)?).await?.user)
     }
 
     /// Whether the node's pod index has loaded (true when there is none).
@@ -239,16 +299,41 @@ impl Identifier {
     }
 
     /// The user a bearer token stands for.
-    async fn authenticate(&self, token: &str) -> Result<Arc<UserInfo>, Status> {
+    async fn authenticate(&self, token: &str) -> Result<Authenticated, Status> {
         let key = token_hash(token);
         let now = Instant::now();
         if let Some(hit) = self.cache_get(&key, now) {
             return hit.map_err(Status::unauthorized);
         }
+        let issuer = (!self.oidc.is_empty())
+            .then(|| jwt::peek_issuer(token))
+            .flatten();
+        if let Some(iss) = &issuer
+            && let Some(verified) = self.oidc.authenticate(token, iss).await
+        {
+            let verified = verified.map_err(|refusal| match refusal {
+                OidcRefusal::Invalid(why) => Status::unauthorized(format!(
+                    "kgate: invalid bearer token: {why} (OIDC issuer {iss})"
+                )),
+                OidcRefusal::Unavailable(why) => Status::service_unavailable(format!(
+                    "kgate: cannot verify the bearer token: {why}"
+                ))
+                .with_retry_after(1),
+            })?;
+            let left = Duration::from_secs(verified.exp.saturating_sub(unix_now()));
+            let verdict = Authenticated {
+                user: Arc::new(verified.user),
+                issuer: Some(verified.issuer),
+            };
+            self.cache_put(key, Ok(verdict.clone()), now + left.min(MAX_LOCAL_CACHE));
+            return Ok(verdict);
+        }
         let (verdict, ttl) = match self.verify_locally(token).await {
             Some(Ok((user, exp))) => {
                 let left = Duration::from_secs(exp.saturating_sub(unix_now()));
-                (Ok(Arc::new(user)), left.min(MAX_LOCAL_CACHE))
+                let user = Arc::new(user);
+                let verdict = Authenticated { user, issuer: None };
+                (Ok(verdict), left.min(MAX_LOCAL_CACHE))
             }
             // A token of our issuer that does not verify is refused here: it is not
             // worth an upstream round trip.
@@ -257,10 +342,40 @@ impl Identifier {
                     "kgate: invalid bearer token: {error}"
                 )));
             }
-            None => (self.review(token).await?, self.review_ttl),
+            None => {
+                if let Some(iss) = &issuer
+                    && let Some(why) = self.foreign_issuer(iss)
+                {
+                    return Err(Status::unauthorized(format!(
+                        "kgate: invalid bearer token: {why}"
+                    )));
+                }
+                let verdict = self
+                    .review(token)
+                    .await?
+                    .map(|user| Authenticated { user, issuer: None });
+                (verdict, self.review_ttl)
+            }
         };
         self.cache_put(key, verdict.clone(), now + ttl);
         verdict.map_err(Status::unauthorized)
+    }
+
+    /// In gateway mode, why a JWT of issuer `iss` is refused without asking the API
+    /// server: it is neither an OIDC issuer's nor the service-account issuer's. `None`
+    /// while the service-account issuer is not known yet (TokenReview decides).
+    fn foreign_issuer(&self, iss: &str) -> Option<String> {
+        let sa_issuer = self.issuer.clone().or_else(|| {
+            let keys = self.keys.read().ok()?;
+            Some(keys.as_ref()?.issuer.clone())
+        })?;
+        (iss != sa_issuer).then(|| {
+            let oidc: Vec<&str> = self.oidc.issuer_urls().collect();
+            format!(
+                "the token's issuer {iss:?} is not one kgate accepts (OIDC issuers {oidc:?}, \
+                 service-account issuer {sa_issuer:?})"
+            )
+        })
     }
 
     /// `None` when the token is not for local verification (not a JWT, another
@@ -416,7 +531,7 @@ impl Identifier {
         }
     }
 
-    fn cache_get(&self, key: &[u8; 32], now: Instant) -> Option<Result<Arc<UserInfo>, String>> {
+    fn cache_get(&self, key: &[u8; 32], now: Instant) -> Option<Result<Authenticated, String>> {
         let cache = self.cache.lock().ok()?;
         cache
             .get(key)
@@ -424,7 +539,7 @@ impl Identifier {
             .map(|c| c.verdict.clone())
     }
 
-    fn cache_put(&self, key: [u8; 32], verdict: Result<Arc<UserInfo>, String>, until: Instant) {
+    fn cache_put(&self, key: [u8; 32], verdict: Result<Authenticated, String>, until: Instant) {
         let Ok(mut cache) = self.cache.lock() else {
             return;
         };

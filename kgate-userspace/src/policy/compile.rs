@@ -9,7 +9,7 @@ use wildmatch::WildMatch;
 use super::types::{
     Action, DefaultAction, KgatePolicySpec, LabelSelector, Mode, RequestMatch, Subjects,
 };
-use crate::request_info::{NON_RESOURCE_VERBS, RESOURCE_VERBS, SPECIAL_VERBS};
+use crate::request_info::{FILTER_VERBS, NON_RESOURCE_VERBS, RESOURCE_VERBS, SPECIAL_VERBS};
 
 /// Whether a request can carry `verb` (`*` matches every verb): the verbs of resource
 /// requests, those a path segment sets, and the lowercase methods of non-resource ones.
@@ -23,6 +23,7 @@ fn known_verbs() -> impl Iterator<Item = &'static str> {
     RESOURCE_VERBS
         .into_iter()
         .chain(SPECIAL_VERBS)
+        .chain(FILTER_VERBS)
         .chain(NON_RESOURCE_VERBS)
         .filter(move |v| {
             let new = !seen.contains(v);

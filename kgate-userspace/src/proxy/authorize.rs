@@ -2,10 +2,12 @@
 //! attributes (exactly as the API server derives them) and refuses what kgate cannot
 //! check.
 //!
-//! Refused here: paths that do not parse, `Impersonate-*` headers (a caller acting as
-//! someone else would be judged by kgate as itself), upgrade protocols other than
-//! the API server's own (SPDY/3.1, WebSocket), and what policy denies (403 naming the
-//! rule). What policy holds for approval goes on to the approve stage.
+//! Refused here: paths that do not parse, `Impersonate-*` headers unless
+//! `identity.clientImpersonation` is `policy` (then each identity acted as needs a
+//! policy allow for verb `impersonate`, and the request is decided as that identity),
+//! upgrade protocols other than the API server's own (SPDY/3.1, WebSocket), and what
+//! policy denies (403 naming the rule). What policy holds for approval goes on to the
+//! approve stage.
 
 use http::{HeaderMap, Method, Uri};
 
@@ -13,7 +15,8 @@ use super::upgrade;
 use crate::connection::Connection;
 use crate::{
     api_status::Status,
-    identity::{Identity, Workload},
+    config::ClientImpersonation,
+    identity::{Identity, Impersonation, UserInfo, Workload, impersonation},
     policy::{Caller, Decision, PolicySet, types::Action},
     request_info::RequestInfo,
 };
@@ -24,15 +27,28 @@ pub(crate) fn attributes(method: &Method, uri: &Uri) -> Result<RequestInfo, Stat
         .map_err(|e| Status::bad_request(format!("kgate: cannot parse the request path: {e}")))
 }
 
-pub(crate) fn authorize(info: &RequestInfo, headers: &HeaderMap) -> Result<(), Status> {
-    if let Some(name) = headers
-        .keys()
-        .find(|k| k.as_str().starts_with("impersonate-"))
-    {
-        return Err(Status::forbidden(format!(
-            "kgate: {name} headers are not allowed through kgate: impersonation would hide the real caller from policy"
-        )));
-    }
+/// What kgate never lets through, and the identity the client asks to act as (its
+/// `Impersonate-*` headers), when `mode` lets it ask.
+pub(crate) fn authorize(
+    info: &RequestInfo,
+    headers: &HeaderMap,
+    mode: ClientImpersonation,
+) -> Result<Option<UserInfo>, Status> {
+    let requested = match mode {
+        ClientImpersonation::Refuse => {
+            if let Some(name) = headers
+                .keys()
+                .find(|k| k.as_str().starts_with("impersonate-"))
+            {
+                return Err(Status::forbidden(format!(
+                    "kgate: {name} headers are not allowed through kgate: impersonation would hide the real caller from policy (identity.clientImpersonation is refuse)"
+                )));
+            }
+            None
+        }
+        ClientImpersonation::Policy => impersonation::requested(headers)
+            .map_err(|e| Status::bad_request(format!("kgate: {e}")))?,
+    };
     if let Some(protocol) = upgrade::upgrade_protocol(headers)
         && !upgrade::is_supported_upgrade(protocol)
     {
@@ -41,7 +57,49 @@ pub(crate) fn authorize(info: &RequestInfo, headers: &HeaderMap) -> Result<(), S
         )));
     }
     let _ = info;
-    Ok(())
+    Ok(requested)
+}
+
+/// The identity `identity` acts as through `requested`, when policy allows it verb
+/// `impersonate` on each part (the user or service account, every group, extra and
+/// the UID), as the API server's impersonation filter asks RBAC; otherwise the 403
+/// naming the rule and the part. Only an allow lets it through: an impersonation is
+/// never held for approval.
+pub(crate) fn impersonate(
+    policy: &PolicySet,
+    identity: &Identity,
+    conn: &Connection,
+    requested: UserInfo,
+) -> Result<Identity, Status> {
+    let caller = caller(identity, conn);
+    for question in impersonation::questions(&requested) {
+        let decision = policy.evaluate(&caller, &question);
+        if decision.action != Action::Allow {
+            let mut what = question.resource.clone();
+            if !question.subresource.is_empty() {
+                what = format!("{what}/{}", question.subresource);
+            }
+            let held = if decision.action == Action::Approve {
+                " (impersonation is never held for approval)"
+            } else {
+                ""
+            };
+            return Err(Status::forbidden(format!(
+                "kgate: denied by policy {}: {} may not impersonate {what} {:?}{held}",
+                decision.source, identity.user.username, question.name
+            )));
+        }
+    }
+    Ok(Identity {
+        user: std::sync::Arc::new(impersonation::acting_as(&requested)),
+        workload: identity.workload.clone(),
+        impersonate: identity.impersonate,
+        issuer: identity.issuer.clone(),
+        impersonation: Some(Impersonation {
+            by: identity.user.clone(),
+            requested: std::sync::Arc::new(requested),
+        }),
+    })
 }
 
 /// The policy decision for this request and caller; a deny becomes the 403 Status.

@@ -14,7 +14,7 @@ use tracing::warn;
 
 use super::{
     Proxy, approve, authorize,
-    forward::{ForwardError, Upstream},
+    forward::{ForwardError, Upstream, credentials},
     identify, mask,
     record::{self, Pending, Subject},
     refusal::{Kind, Refusal},
@@ -112,15 +112,18 @@ impl<'a> Context<'a> {
             return Err(Refusal::new(Kind::PoliciesNotLoaded, status));
         }
         let _timer = StageTimer::new(&self.proxy.metrics, "authorize");
-        authorize::authorize(&self.info, headers)
+        let mode = self.proxy.identity.client_impersonation();
+        let requested = authorize::authorize(&self.info, headers, mode)
             .map_err(|status| Refusal::new(Kind::NotAllowed, status))?;
+        let policy = self.proxy.policy.current();
+        if let Some(requested) = requested {
+            let identity = self.identity.as_ref().expect("identify ran");
+            let acting = authorize::impersonate(&policy, identity, self.conn, requested)
+                .map_err(|status| Refusal::new(Kind::PolicyDenied, status))?;
+            self.identity = Some(acting);
+        }
         let identity = self.identity.as_ref().expect("identify ran");
-        let decided = authorize::decide(
-            &self.proxy.policy.current(),
-            identity,
-            self.conn,
-            &self.info,
-        );
+        let decided = authorize::decide(&policy, identity, self.conn, &self.info);
         let (decision, refused) = match decided {
             Ok(decision) => (decision, None),
             Err((decision, status)) => (decision, Some(status)),
@@ -231,7 +234,6 @@ impl<'a> Context<'a> {
             tap.completing(sink)
         });
         let identity = self.identity.as_ref().expect("identify ran");
-        let impersonate = identity.impersonate.then_some(&*identity.user);
         self.forwarded = true;
         let _timer = StageTimer::new(&self.proxy.metrics, "forward");
         let forwarded = self
@@ -239,7 +241,7 @@ impl<'a> Context<'a> {
             .forward(
                 self.conn.peer,
                 req,
-                impersonate,
+                credentials(identity),
                 info.is_long_running(),
                 tap,
             )

@@ -12,6 +12,8 @@
 //! - Hop-by-hop headers (RFC 9110 §7.6.1) are dropped both ways; headers a client
 //!   could use to claim another identity or address (`X-Forwarded-*`, `Forwarded`,
 //!   `X-Real-Ip`) are dropped and `X-Forwarded-For` set to what the kernel saw.
+//! - A client's `Impersonate-*` headers are always dropped; the ones that go upstream
+//!   are written from what kgate checked ([`Credentials`]).
 //!
 //! Not here: deciding whether a request may go (authorize) or rewriting the response
 //! (mask); this stage only moves bytes it was handed.
@@ -45,7 +47,32 @@ use super::{
     upgrade::{StreamTap, upgrade_protocol},
 };
 use crate::body::{self, Body};
-use crate::{config, identity::UserInfo};
+use crate::{
+    config,
+    identity::{Identity, UserInfo},
+};
+
+/// Whose credentials a request goes upstream with.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Credentials<'a> {
+    /// The caller's own, as it sent them.
+    Caller,
+    /// The caller's own, acting as the identity it asked for and kgate's policy let it
+    /// impersonate: the headers are rewritten from `requested`, and the API server
+    /// checks the caller's `impersonate` permission again.
+    CallerImpersonating(&'a UserInfo),
+    /// The agent's, impersonating the identity the request is decided as.
+    Agent(&'a UserInfo),
+}
+
+/// How `identity`'s requests go upstream.
+pub(crate) fn credentials(identity: &Identity) -> Credentials<'_> {
+    match (&identity.impersonation, identity.impersonate) {
+        (_, true) => Credentials::Agent(&identity.user),
+        (Some(impersonation), false) => Credentials::CallerImpersonating(&impersonation.requested),
+        (None, false) => Credentials::Caller,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ForwardError {
@@ -167,15 +194,15 @@ impl Upstream {
         })
     }
 
-    /// Forwards `req`, which came from `client`: with the caller's own credentials, or
-    /// as the agent impersonating `impersonate`. For an upgrade, the client's and the
-    /// upstream's upgraded streams are relayed in a task of their own, through `tap`.
-    /// Unless `long_running`, the response head must come within the response timeout.
+    /// Forwards `req`, which came from `client`, with `credentials`. For an upgrade,
+    /// the client's and the upstream's upgraded streams are relayed in a task of their
+    /// own, through `tap`. Unless `long_running`, the response head must come within
+    /// the response timeout.
     pub(crate) async fn forward(
         &self,
         client: SocketAddr,
         mut req: Request<Body>,
-        impersonate: Option<&UserInfo>,
+        credentials: Credentials<'_>,
         long_running: bool,
         tap: StreamTap,
     ) -> Result<Response<Body>, ForwardError> {
@@ -183,13 +210,19 @@ impl Upstream {
         let client_http1 = req.version() <= Version::HTTP_11;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let mut upstream_req = self.upstream_request(client, req, upgrade)?;
-        if let Some(user) = impersonate {
-            let token = self
-                .agent_token
-                .as_ref()
-                .map(AgentToken::header)
-                .transpose()?;
-            impersonate_headers(upstream_req.headers_mut(), user, token);
+        match credentials {
+            Credentials::Caller => {}
+            Credentials::CallerImpersonating(user) => {
+                impersonation_headers(upstream_req.headers_mut(), user)?;
+            }
+            Credentials::Agent(user) => {
+                let token = self
+                    .agent_token
+                    .as_ref()
+                    .map(AgentToken::header)
+                    .transpose()?;
+                impersonate_headers(upstream_req.headers_mut(), user, token)?;
+            }
         }
 
         let pool = match (upgrade, client_http1) {
@@ -245,6 +278,16 @@ impl Upstream {
         for name in UNTRUSTED {
             parts.headers.remove(*name);
         }
+        // Only what kgate checked may impersonate: see `Credentials`.
+        let client_impersonation: Vec<HeaderName> = parts
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("impersonate-"))
+            .cloned()
+            .collect();
+        for name in client_impersonation {
+            parts.headers.remove(name);
+        }
         parts.headers.insert(
             HeaderName::from_static("x-forwarded-for"),
             HeaderValue::from_str(&client.ip().to_string())
@@ -298,36 +341,56 @@ impl AgentToken {
 }
 
 /// Replaces the caller's credentials with the agent's and asks the API server to act
-/// as `user` (`Impersonate-User`, `-Uid`, `-Group`, `-Extra-*`, percent-encoded keys).
-fn impersonate_headers(headers: &mut HeaderMap, user: &UserInfo, agent: Option<HeaderValue>) {
+/// as `user`.
+fn impersonate_headers(
+    headers: &mut HeaderMap,
+    user: &UserInfo,
+    agent: Option<HeaderValue>,
+) -> Result<(), ForwardError> {
     headers.remove(AUTHORIZATION);
     if let Some(agent) = agent {
         headers.insert(AUTHORIZATION, agent);
     }
-    let value = |v: &str| HeaderValue::from_str(v).ok();
-    if let Some(v) = value(&user.username) {
-        headers.insert(HeaderName::from_static("impersonate-user"), v);
-    }
-    if !user.uid.is_empty()
-        && let Some(v) = value(&user.uid)
-    {
-        headers.insert(HeaderName::from_static("impersonate-uid"), v);
+    impersonation_headers(headers, user)
+}
+
+/// `Impersonate-User`, `-Uid`, `-Group` and `-Extra-*` (percent-encoded keys) for
+/// `user`. A name that cannot be a header value is an error, never left out: one group
+/// fewer is another identity.
+fn impersonation_headers(headers: &mut HeaderMap, user: &UserInfo) -> Result<(), ForwardError> {
+    // Go's HTTP stack sends UTF-8 names as they are; only control characters cannot be
+    // carried.
+    let value = |v: &str| {
+        HeaderValue::from_bytes(v.as_bytes()).map_err(|_| {
+            ForwardError::BadRequest(format!(
+                "the identity {:?} cannot be sent to the API server: {v:?} is not a valid header value",
+                user.username
+            ))
+        })
+    };
+    headers.insert(
+        HeaderName::from_static("impersonate-user"),
+        value(&user.username)?,
+    );
+    if !user.uid.is_empty() {
+        headers.insert(
+            HeaderName::from_static("impersonate-uid"),
+            value(&user.uid)?,
+        );
     }
     for group in &user.groups {
-        if let Some(v) = value(group) {
-            headers.append(HeaderName::from_static("impersonate-group"), v);
-        }
+        headers.append(HeaderName::from_static("impersonate-group"), value(group)?);
     }
     for (key, values) in &user.extra {
-        let Ok(name) = HeaderName::from_bytes(
+        let name = HeaderName::from_bytes(
             format!("impersonate-extra-{}", escape_extra_key(key)).as_bytes(),
-        ) else {
-            continue;
-        };
-        for v in values.iter().filter_map(|v| value(v)) {
-            headers.append(name.clone(), v);
+        )
+        .map_err(|e| ForwardError::BadRequest(format!("extra key {key:?}: {e}")))?;
+        for v in values {
+            headers.append(name.clone(), value(v)?);
         }
     }
+    Ok(())
 }
 
 /// An extra key as the API server reads it from a header name: percent-encoded

@@ -324,6 +324,9 @@ impl Pending {
             );
             note(event::TOKEN_POD_UID, token_pod.uid.clone());
         }
+        if let Some(issuer) = identity.and_then(|i| i.issuer.as_deref()) {
+            note(event::ISSUER, issuer.to_owned());
+        }
         if let Some(identity) = identity {
             let bound = identity.user.extra.contains_key(EXTRA_POD_UID);
             note(
@@ -385,7 +388,15 @@ impl Pending {
             stage: stage.to_owned(),
             request_uri: self.request_uri.clone(),
             verb: info.verb.clone(),
-            user: user.map(|u| (**u).clone()).unwrap_or_default(),
+            // The caller; with impersonation, whom it acted as beside it.
+            user: identity
+                .and_then(|i| i.impersonation.as_ref())
+                .map_or(user, |i| Some(&i.by))
+                .map(|u| (**u).clone())
+                .unwrap_or_default(),
+            impersonated_user: identity
+                .filter(|i| i.impersonation.is_some())
+                .map(|i| (*i.user).clone()),
             source_ips: vec![self.peer.ip().to_string()],
             user_agent: self.user_agent.clone(),
             object_ref: info.is_resource_request.then(|| ObjectRef {
@@ -426,7 +437,14 @@ fn log_line(audit_id: &str, subject: Subject<'_>, outcome: &Outcome<'_>) {
     };
     info!(
         audit_id,
-        user = user.map(|u| u.username.as_str()),
+        user = identity
+            .and_then(|i| i.impersonation.as_ref())
+            .map_or(user, |i| Some(&i.by))
+            .map(|u| u.username.as_str()),
+        acting_as = identity
+            .filter(|i| i.impersonation.is_some())
+            .map(|i| i.user.username.as_str()),
+        issuer = identity.and_then(|i| i.issuer.as_deref()),
         workload = workload.map(Workload::describe),
         token_pod,
         impersonated = identity.is_some_and(|i| i.impersonate),

@@ -17,7 +17,7 @@ use http::{
 use http_body_util::BodyExt;
 
 use super::{
-    forward::{ForwardError, Upstream},
+    forward::{ForwardError, Upstream, credentials},
     upgrade::StreamTap,
 };
 use crate::{
@@ -48,9 +48,10 @@ pub(crate) async fn get(
     let req = req
         .body(body::empty())
         .map_err(|e| ForwardError::BadRequest(e.to_string()))?;
-    let impersonate = identity.impersonate.then_some(&*identity.user);
     let tap = StreamTap::new(format!("get {path}"));
-    upstream.forward(client, req, impersonate, false, tap).await
+    upstream
+        .forward(client, req, credentials(identity), false, tap)
+        .await
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -37,6 +37,8 @@ pub const BINDING: &str = "kgate.io/binding";
 pub const TOKEN_POD: &str = "kgate.io/token-pod";
 pub const TOKEN_POD_UID: &str = "kgate.io/token-pod-uid";
 pub const CONNECTION: &str = "kgate.io/connection";
+/// The OIDC issuer that vouched for the caller (gateway mode).
+pub const ISSUER: &str = "kgate.io/issuer";
 /// The masked fields of a write whose placeholders kgate replaced by the stored values
 /// (JSON pointers, comma-separated; values are never recorded).
 pub const RESTORED: &str = "kgate.io/restored";
@@ -67,7 +69,12 @@ pub struct Event {
     #[serde(rename = "requestURI")]
     pub request_uri: String,
     pub verb: String,
+    /// The verified caller.
     pub user: UserInfo,
+    /// Whom the caller acted as through `Impersonate-*` headers, as the API server's
+    /// audit events record it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impersonated_user: Option<UserInfo>,
     #[serde(rename = "sourceIPs", default)]
     pub source_ips: Vec<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]

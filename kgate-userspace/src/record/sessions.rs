@@ -43,6 +43,15 @@ pub struct Session {
     pub id: String,
     pub connection: String,
     pub user: String,
+    /// The user's groups, as its first request's record gives them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The OIDC issuer that vouched for the user (gateway mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Whom its requests acted as through impersonation, each once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub acting_as: Vec<String>,
     pub workload: String,
     /// The pod (`ns/name`) its requests came from, when known.
     #[serde(skip)]
@@ -71,6 +80,17 @@ impl Session {
         }
         if self.pod.is_none() {
             self.pod = event.annotation(event::POD).map(str::to_owned);
+        }
+        if self.issuer.is_none() {
+            self.issuer = event.annotation(event::ISSUER).map(str::to_owned);
+        }
+        if self.groups.is_empty() {
+            self.groups.clone_from(&event.user.groups);
+        }
+        if let Some(acted) = &event.impersonated_user
+            && !self.acting_as.contains(&acted.username)
+        {
+            self.acting_as.push(acted.username.clone());
         }
         if let Some(pod) = event.annotation(event::TOKEN_POD)
             && !self.token_pods.iter().any(|p| p == pod)
@@ -379,6 +399,9 @@ impl Grouper {
                     id,
                     connection: key.0.clone(),
                     user: key.1.clone(),
+                    groups: Vec::new(),
+                    issuer: None,
+                    acting_as: Vec::new(),
                     workload: event.annotation(event::WORKLOAD).unwrap_or("").to_owned(),
                     pod: None,
                     token_pods: Vec::new(),

@@ -215,7 +215,7 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
 
 /// The identity check alone, in-process (`kgate bench-identity`, built with the `bench`
 /// feature): a cached token, and an ES256 token whose signature must be verified (each
-/// one new).
+/// one new), for service-account tokens and for a gateway's OIDC ID tokens.
 fn identity() -> anyhow::Result<report::Section> {
     let out = crate::cmd_output(Command::new(release_bin("kgate")).arg("bench-identity"))?;
     let cost: serde_json::Value = serde_json::from_str(out.trim()).context("bench-identity")?;
@@ -223,7 +223,7 @@ fn identity() -> anyhow::Result<report::Section> {
     let mut section = report::Section::new(
         "token_check",
         "Token check",
-        "The identity stage alone, in-process: a token already in the cache (hit), and a new ES256 token whose signature is verified against the JWKS (miss).",
+        "The identity stage alone, in-process: a token already in the cache (hit), and a new ES256 token whose signature is verified against the JWKS (miss); for a service-account token and for a gateway's OIDC ID token (claims mapped to the prefixed user and groups).",
         &["case", "µs per check"],
     );
     section.row(
@@ -233,6 +233,14 @@ fn identity() -> anyhow::Result<report::Section> {
     section.row(
         vec!["miss".into(), format!("{:.1}", us("miss_ns"))],
         json!({"case": "miss", "us": us("miss_ns")}),
+    );
+    section.row(
+        vec!["oidc hit".into(), format!("{:.2}", us("oidc_hit_ns"))],
+        json!({"case": "oidc hit", "us": us("oidc_hit_ns")}),
+    );
+    section.row(
+        vec!["oidc miss".into(), format!("{:.1}", us("oidc_miss_ns"))],
+        json!({"case": "oidc miss", "us": us("oidc_miss_ns")}),
     );
     Ok(section)
 }

@@ -68,7 +68,8 @@ fn impersonation_replaces_the_callers_credentials() {
         &mut h,
         &user,
         Some(HeaderValue::from_static("Bearer agent")),
-    );
+    )
+    .unwrap();
     assert_eq!(h["authorization"], "Bearer agent");
     assert_eq!(h["impersonate-user"], "system:serviceaccount:ci:deployer");
     assert_eq!(h["impersonate-uid"], "sa-uid");
@@ -80,8 +81,17 @@ fn impersonation_replaces_the_callers_credentials() {
     );
     // Without an agent token (client certificate mode) the caller's is still gone.
     let mut h = headers(&[("authorization", "Bearer caller")]);
-    impersonate_headers(&mut h, &user, None);
+    impersonate_headers(&mut h, &user, None).unwrap();
     assert!(h.get("authorization").is_none());
+    // A name a header cannot carry is an error, never a group left out.
+    let mut broken = user.clone();
+    broken.groups.push("line\nbreak".into());
+    assert!(impersonate_headers(&mut h, &broken, None).is_err());
+    // UTF-8 names go as they are, as Go's HTTP stack sends them.
+    let mut accented = user;
+    accented.username = "josé".into();
+    impersonate_headers(&mut h, &accented, None).unwrap();
+    assert_eq!(h["impersonate-user"].as_bytes(), "josé".as_bytes());
 }
 
 #[test]
