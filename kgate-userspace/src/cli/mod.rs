@@ -16,6 +16,7 @@ mod policy;
 // The record log's tests check the tables it prints.
 pub(crate) mod sessions;
 mod status;
+mod version;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -74,6 +75,8 @@ enum Command {
     BenchIdentity,
     /// Remove kgate's kernel programs and pins (uninstall). Stop the agent first.
     Detach(agent::DetachArgs),
+    /// Print the version, the commit it was built from and the kernel programs' hash.
+    Version,
 }
 
 // === impl Cli ===
@@ -106,6 +109,10 @@ impl Cli {
             #[cfg(feature = "bench")]
             Command::BenchIdentity => bench::identity(),
             Command::Detach(args) => agent::detach(&args),
+            Command::Version => {
+                print!("{}", version::text());
+                Ok(())
+            }
         }
     }
 }
