@@ -10,7 +10,7 @@
 use std::{
     io,
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -92,8 +92,8 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
     let recorder = Recorder::new(&config.record)?;
 
     let (enforcement, cgroup_root) = if config.kernel {
-        let mount = cgroup::cgroup2_mount()?;
-        (Some(enforce(&config, &mount, debug_logs)?), Some(mount))
+        let (enforcement, names_root) = enforce(&config, debug_logs)?;
+        (Some(enforcement), Some(names_root))
     } else {
         warn!(
             "kernel programs disabled (`kernel: false`): kgate is a standalone proxy and nothing forces traffic through it"
@@ -220,11 +220,18 @@ pub async fn run(config: Config, debug_logs: bool) -> Result<(), AgentError> {
 }
 
 /// Attaches (or re-uses) the kernel programs and fills their maps from the config.
-fn enforce(config: &Config, mount: &Path, debug_logs: bool) -> Result<Enforcement, AgentError> {
+/// Returns them and the cgroup2 mount that holds the attached cgroup, which names the
+/// clients' cgroups (in a container, the host's tree, not the container's own).
+fn enforce(config: &Config, debug_logs: bool) -> Result<(Enforcement, PathBuf), AgentError> {
+    let mount = cgroup::cgroup2_mount()?;
     let attach_to = match &config.cgroup {
-        CgroupSetting::Auto => cgroup::kubepods_cgroup(mount)?,
+        CgroupSetting::Auto => cgroup::kubepods_cgroup(&mount)?,
         CgroupSetting::Path(path) => path.clone(),
     };
+    let names_root = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|info| cgroup::mount_holding(&info, &attach_to))
+        .unwrap_or(mount);
     let mut enforcement = ebpf::attach(&AttachOptions {
         cgroup: attach_to.clone(),
         bpffs: config.bpffs.clone(),
@@ -233,9 +240,7 @@ fn enforce(config: &Config, mount: &Path, debug_logs: bool) -> Result<Enforcemen
     enforcement.spawn_log_forwarder();
 
     // The agent's own cgroup first: its upstream connections must never loop back.
-    let own = cgroup::cgroup_path_for_pid(std::process::id())
-        .map(|rel| join_cgroup(mount, rel.as_ref()))
-        .map_err(AgentError::OwnCgroupFailed)?;
+    let own = cgroup::own_cgroup().map_err(AgentError::OwnCgroupFailed)?;
     for dir in std::iter::once(&own).chain(&config.exempt_cgroups) {
         let id =
             cgroup::cgroup_id(dir).map_err(|e| AgentError::ExemptCgroupFailed(dir.clone(), e))?;
@@ -258,7 +263,7 @@ fn enforce(config: &Config, mount: &Path, debug_logs: bool) -> Result<Enforcemen
         targets = ?config.targets,
         "enforcing"
     );
-    Ok(enforcement)
+    Ok((enforcement, names_root))
 }
 
 /// Keeps the kernel's targets (and the upstream's endpoints) equal to what discovery
@@ -321,10 +326,6 @@ fn raise_open_files_limit() {
         Ok(_) => {}
         Err(error) => warn!(%error, "cannot read the open files limit"),
     }
-}
-
-fn join_cgroup(mount: &Path, rel: &str) -> PathBuf {
-    mount.join(rel.trim_start_matches('/'))
 }
 
 async fn shutdown_signal() {
