@@ -250,13 +250,7 @@ impl Podman {
         let mut cmd = self.command();
         cmd.args(["run", "--rm", "--name", name, "--cgroups=no-conmon"]);
         cmd.arg(format!("--cgroupns={cgroupns}"));
-        let mount = cgroup2_mount()?;
-        let parent = topo
-            .agent_cgroup
-            .strip_prefix(&mount)
-            .context("agent cgroup outside the cgroup2 mount")?;
-        cmd.arg(format!("--cgroup-parent=/{}", parent.display()));
-        self.note_cgroup_parent(parent);
+        cmd.arg(self.cgroup_parent(topo)?);
         // The node's host network is the topology's node namespace.
         if !spec.host_network {
             bail!("the DaemonSet is not hostNetwork: the test has no pod network to offer");
@@ -294,6 +288,36 @@ impl Podman {
         }
         cmd.arg(image).args(&spec.args);
         topo.spawn(cmd)
+    }
+
+    /// Runs `image` with `args` to completion, with no network, in `topo`'s agent
+    /// cgroup; returns what it printed.
+    pub fn run_once(&self, topo: &Topology, image: &str, args: &[&str]) -> anyhow::Result<String> {
+        let parent = self.cgroup_parent(topo)?;
+        let mut all = vec![
+            "run",
+            "--rm",
+            "--network=none",
+            "--cgroups=no-conmon",
+            &parent,
+        ];
+        let limits = ulimits();
+        all.extend(limits.iter().map(String::as_str));
+        all.push(image);
+        all.extend(args);
+        self.output(&all)
+    }
+
+    /// `--cgroup-parent` for a container in `topo`'s agent cgroup (podman's default,
+    /// /libpod_parent, would be left behind).
+    fn cgroup_parent(&self, topo: &Topology) -> anyhow::Result<String> {
+        let mount = cgroup2_mount()?;
+        let parent = topo
+            .agent_cgroup
+            .strip_prefix(&mount)
+            .context("agent cgroup outside the cgroup2 mount")?;
+        self.note_cgroup_parent(parent);
+        Ok(format!("--cgroup-parent=/{}", parent.display()))
     }
 
     /// Stops a container as the kubelet does (SIGTERM, then SIGKILL after a grace period).

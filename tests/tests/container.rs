@@ -20,7 +20,7 @@ use std::{
 
 use kgate_tests::{
     apiserver::{ApiServer, Config},
-    container::{PodSpec, Podman, Volumes, image_archive, ulimits},
+    container::{PodSpec, Podman, Volumes, image_archive},
     harness::{Agent, Kubectl, kgate_bin, scratch_dir},
     kernel::{CLUSTER_IP, Cluster, ENDPOINT, Node, WAIT, node, parse_probe, probe_bin},
     topology::{NODE_IP4, Process},
@@ -112,11 +112,8 @@ fn the_image_runs_the_agent_as_the_daemonset_does() {
             .unwrap(),
     )
     .unwrap();
-    let mut run = vec!["run", "--rm", "--network=none"];
-    let limits = ulimits();
-    run.extend(limits.iter().map(String::as_str));
     let version = podman
-        .output(&[&run[..], &[spec.image.as_str(), "version"]].concat())
+        .run_once(&node.topo, &spec.image, &["version"])
         .unwrap();
     for (key, line) in [
         ("org.opencontainers.image.version", "version"),
