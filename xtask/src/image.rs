@@ -35,6 +35,8 @@ const SOURCE: &str = "https://github.com/kgate/kgate";
 /// The nonroot user and group of distroless images, for whoever runs the image
 /// without the agent's capabilities (the CLI, say).
 const NONROOT: u64 = 65532;
+/// The most the image may weigh, compressed.
+const MAX_COMPRESSED: u64 = 40_000_000;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -120,6 +122,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "two assemblies of the same inputs differ ({} and {}): the image is not reproducible",
             built.digest,
             again.digest
+        );
+    }
+    // The budget issue 19 set; today's image is about a quarter of it.
+    if built.layer_size > MAX_COMPRESSED {
+        bail!(
+            "the image is {} bytes compressed, over the {MAX_COMPRESSED} budget",
+            built.layer_size
         );
     }
     let output = args
