@@ -166,11 +166,13 @@ fn rootfs(binary: &Path, work: &Path) -> anyhow::Result<Vec<oci::Entry>> {
     let read = |path: &Path| fs::read(path).with_context(|| format!("reading {}", path.display()));
     // The release profile keeps line tables (`debug = 1`): 146 MB, 38 MB gzipped. The
     // image takes the binary without them (27 MB, 9 MB gzipped); symbols stay, so a
-    // backtrace still names functions.
+    // backtrace still names functions. The GNU build ID goes too: the linker hashes it
+    // over the debug info, which holds the build directory's path, and it was the only
+    // difference between two builds of one commit in two target directories.
     let stripped = work.join("kgate.stripped");
     run_cmd(
         Command::new("objcopy")
-            .arg("--strip-debug")
+            .args(["--strip-debug", "--remove-section=.note.gnu.build-id"])
             .arg(binary)
             .arg(&stripped),
     )?;
