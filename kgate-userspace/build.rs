@@ -1,6 +1,10 @@
 //! Builds the kernel programs (kgate-ebpf) with nightly for bpfel-unknown-none and hands
 //! the object to the agent through `KGATE_EBPF_OBJ`. `cargo xtask setup` installs what
 //! this needs (rust-src, bpf-linker); set `KGATE_EBPF_OBJ=/path` to use a prebuilt object.
+//!
+//! Also names the commit the binary is built from (`KGATE_GIT_COMMIT`, for `kgate
+//! version` and the image's labels): the env var of that name when set (a build from a
+//! source tarball), else `git rev-parse HEAD`, else `unknown`.
 
 use std::{
     env,
@@ -17,6 +21,43 @@ fn main() {
         build_ebpf(&out)
     };
     println!("cargo:rustc-env=KGATE_EBPF_OBJ={}", obj.display());
+    println!("cargo:rustc-env=KGATE_GIT_COMMIT={}", git_commit());
+}
+
+/// The commit being built, or `unknown` outside a git checkout.
+fn git_commit() -> String {
+    println!("cargo:rerun-if-env-changed=KGATE_GIT_COMMIT");
+    if let Some(commit) = env::var_os("KGATE_GIT_COMMIT") {
+        return commit.to_string_lossy().into_owned();
+    }
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_owned())
+    };
+    let Some(commit) = git(&["rev-parse", "HEAD"]) else {
+        return "unknown".into();
+    };
+    // Rerun when HEAD moves: HEAD itself (a checkout), the branch it names (a commit),
+    // and packed-refs. In a worktree, --git-path finds each where git keeps it.
+    let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+    watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for name in watched {
+        if let Some(path) = git(&["rev-parse", "--git-path", &name]) {
+            let path =
+                Path::new(&env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo")).join(path);
+            // A path that does not exist would rerun this script on every build.
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
+    commit
 }
 
 fn build_ebpf(out: &Path) -> PathBuf {

@@ -110,8 +110,14 @@ pub(crate) async fn run(config: Config, debug_logs: bool) -> Result<(), AgentErr
             CgroupSetting::Auto => cgroup::kubepods_cgroup(&mount)?,
             CgroupSetting::Path(path) => path.clone(),
         };
-        let enforcement = enforce(&config, &mount, &attach_to, debug_logs)?;
-        (Some(enforcement), Some(mount), Some(attach_to))
+        let enforcement = enforce(&config, &attach_to, debug_logs)?;
+        // The cgroup2 mount that holds the attached cgroup names the clients' cgroups
+        // (in a container, the host's tree, not the container's own).
+        let names_root = std::fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .and_then(|info| cgroup::mount_holding(&info, &attach_to))
+            .unwrap_or(mount);
+        (Some(enforcement), Some(names_root), Some(attach_to))
     } else {
         warn!(
             "kernel programs disabled (`kernel: false`): kgate is a standalone proxy and nothing forces traffic through it"
@@ -241,12 +247,7 @@ pub(crate) async fn run(config: Config, debug_logs: bool) -> Result<(), AgentErr
 
 /// Attaches (or re-uses) the kernel programs at `attach_to` and fills their maps from
 /// the config.
-fn enforce(
-    config: &Config,
-    mount: &Path,
-    attach_to: &Path,
-    debug_logs: bool,
-) -> Result<Enforcement, AgentError> {
+fn enforce(config: &Config, attach_to: &Path, debug_logs: bool) -> Result<Enforcement, AgentError> {
     let mut enforcement = ebpf::attach(&AttachOptions {
         cgroup: attach_to.to_owned(),
         bpffs: config.bpffs.clone(),
@@ -255,9 +256,7 @@ fn enforce(
     enforcement.spawn_log_forwarder();
 
     // The agent's own cgroup first: its upstream connections must never loop back.
-    let own = cgroup::cgroup_path_for_pid(std::process::id())
-        .map(|rel| join_cgroup(mount, rel.as_ref()))
-        .map_err(AgentError::OwnCgroupFailed)?;
+    let own = cgroup::own_cgroup().map_err(AgentError::OwnCgroupFailed)?;
     for dir in std::iter::once(&own).chain(&config.exempt_cgroups) {
         let id =
             cgroup::cgroup_id(dir).map_err(|e| AgentError::ExemptCgroupFailed(dir.clone(), e))?;
@@ -343,10 +342,6 @@ fn raise_open_files_limit() {
         Ok(_) => {}
         Err(error) => warn!(%error, "cannot read the open files limit"),
     }
-}
-
-fn join_cgroup(mount: &Path, rel: &str) -> PathBuf {
-    mount.join(rel.trim_start_matches('/'))
 }
 
 async fn shutdown_signal() {

@@ -77,19 +77,59 @@ pub(crate) fn driver_of(kubepods: &Path) -> Option<&'static str> {
         })
 }
 
-/// The cgroup2 mount point of this process's mount namespace.
+/// A cgroup2 mount of this process's mount namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Cgroup2Mount {
+    /// The cgroup the mount shows, as this process's cgroup namespace names it: `/`
+    /// for the namespace's root, `/kubepods` for a cgroup below it, `/../..` for one
+    /// above it (the host's tree bind-mounted into a container that has a cgroup
+    /// namespace of its own).
+    pub root: String,
+    pub point: PathBuf,
+}
+
+impl Cgroup2Mount {
+    /// How far above this process's cgroup namespace root the mount's root lies: the
+    /// number of `..`, or `None` for a cgroup inside the namespace other than its root.
+    fn height(&self) -> Option<usize> {
+        let parts: Vec<&str> = self.root.split('/').filter(|s| !s.is_empty()).collect();
+        parts.iter().all(|p| *p == "..").then_some(parts.len())
+    }
+}
+
+/// The cgroup2 mount that shows the whole hierarchy, as far as this process can see
+/// it: on a host `/sys/fs/cgroup` (or `/sys/fs/cgroup/unified` on a hybrid one); in a
+/// container, the host's tree that the DaemonSet mounts, rather than the container's
+/// own cgroup that the runtime mounts at `/sys/fs/cgroup`.
 pub(crate) fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
     let info =
         fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::MountinfoUnreadable)?;
     parse_cgroup2_mount(&info).ok_or(CgroupError::NoCgroup2)
 }
 
-/// The mount point of the cgroup2 filesystem in a mountinfo text: the first one that
-/// mounts the hierarchy's root, else the first one.
+/// The mount point of the cgroup2 filesystem in a mountinfo text that shows the most
+/// of the hierarchy: the one whose root lies highest (`/../..` above `/`), else the
+/// first.
 pub(crate) fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    let mounts = parse_cgroup2_mounts(mountinfo);
+    let highest = mounts.iter().filter_map(|m| Some((m.height()?, m))).fold(
+        None::<(usize, &Cgroup2Mount)>,
+        |best, (h, m)| match best {
+            Some((top, _)) if top >= h => best,
+            _ => Some((h, m)),
+        },
+    );
+    highest
+        .map(|(_, m)| m)
+        .or(mounts.first())
+        .map(|m| m.point.clone())
+}
+
+/// Every cgroup2 mount in a mountinfo text, in its order.
+pub(crate) fn parse_cgroup2_mounts(mountinfo: &str) -> Vec<Cgroup2Mount> {
     // "36 35 98:0 / /mnt/a rw,noatime master:1 - cgroup2 cgroup2 rw": the fields after
     // " - " start with the filesystem type; field 4 is the mounted root, 5 the point.
-    let mounts: Vec<(&str, &str)> = mountinfo
+    mountinfo
         .lines()
         .filter_map(|line| {
             let (pre, post) = line.split_once(" - ")?;
@@ -97,14 +137,93 @@ pub(crate) fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
                 return None;
             }
             let mut fields = pre.split_whitespace().skip(3);
-            Some((fields.next()?, fields.next()?))
+            let root = unescape_mountinfo(fields.next()?);
+            Some(Cgroup2Mount {
+                root: root.to_string_lossy().into_owned(),
+                point: unescape_mountinfo(fields.next()?),
+            })
         })
-        .collect();
-    let (_, point) = mounts
+        .collect()
+}
+
+/// The cgroup2 mount point that holds `path` (the longest that is a prefix of it).
+pub(crate) fn mount_holding(mountinfo: &str, path: &Path) -> Option<PathBuf> {
+    parse_cgroup2_mounts(mountinfo)
+        .into_iter()
+        .map(|m| m.point)
+        .filter(|point| path.starts_with(point))
+        .max_by_key(|point| point.components().count())
+}
+
+/// This process's cgroup directory, from /proc/self/mountinfo and /proc/self/cgroup.
+pub(crate) fn own_cgroup() -> io::Result<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    let cgroup = fs::read_to_string("/proc/self/cgroup")?;
+    locate_cgroup(&mountinfo, &cgroup, std::process::id()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "no cgroup2 mount shows this process's cgroup ({})",
+                cgroup.trim()
+            ),
+        )
+    })
+}
+
+/// Where the cgroup of process `pid` (its /proc/PID/cgroup `text`, which names it
+/// relative to its cgroup namespace) is, among a mountinfo text's cgroup2 mounts.
+///
+/// Through a mount of a cgroup at or above it inside the namespace, the path says
+/// where. In a container with a cgroup namespace of its own and only the host's tree
+/// mounted (`/../../..`: the namespace root is three levels down, but which three the
+/// namespace hides), it is the directory that far down whose `cgroup.procs`, read from
+/// this PID namespace, lists `pid`.
+pub(crate) fn locate_cgroup(mountinfo: &str, text: &str, pid: u32) -> Option<PathBuf> {
+    let rel = parse_unified_cgroup(text)?.trim();
+    let mounts = parse_cgroup2_mounts(mountinfo);
+    let inside = mounts
         .iter()
-        .find(|(root, _)| *root == "/")
-        .or(mounts.first())?;
-    Some(unescape_mountinfo(point))
+        .filter(|m| m.height().is_none_or(|h| h == 0))
+        .filter_map(|m| {
+            let below = Path::new(rel).strip_prefix(&m.root).ok()?;
+            Some((m.root.len(), m.point.join(below)))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, dir)| dir)
+        .filter(|dir| dir.is_dir());
+    if inside.is_some() {
+        return inside;
+    }
+    let rel = rel.trim_start_matches('/');
+    mounts
+        .iter()
+        .filter_map(|m| Some((m.height()?, m)))
+        .filter(|(h, _)| *h > 0)
+        .find_map(|(height, m)| {
+            dirs_at_depth(&m.point, height)
+                .into_iter()
+                .map(|ns_root| ns_root.join(rel))
+                .find(|dir| lists_pid(dir, pid))
+        })
+}
+
+fn dirs_at_depth(root: &Path, depth: usize) -> Vec<PathBuf> {
+    let mut level = vec![root.to_owned()];
+    for _ in 0..depth {
+        level = level
+            .iter()
+            .filter_map(|dir| fs::read_dir(dir).ok())
+            .flat_map(std::iter::Iterator::flatten)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+    }
+    level
+}
+
+fn lists_pid(dir: &Path, pid: u32) -> bool {
+    let pid = pid.to_string();
+    fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|procs| procs.lines().any(|l| l == pid))
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
@@ -142,19 +261,6 @@ pub(crate) fn kubepods_cgroup(mount: &Path) -> Result<PathBuf, CgroupError> {
             tried,
         }),
     }
-}
-
-/// A process's cgroup v2 path (relative to the mount, starting with `/`).
-pub(crate) fn cgroup_path_for_pid(pid: u32) -> io::Result<String> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
-    parse_unified_cgroup(&text)
-        .map(str::to_owned)
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("process {pid} has no cgroup v2 path"),
-            )
-        })
 }
 
 /// The `0::` line of a /proc/PID/cgroup text.

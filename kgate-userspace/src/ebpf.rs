@@ -163,6 +163,13 @@ pub(crate) struct Programmed {
     pub synced: bool,
 }
 
+/// The SHA-256 of the kernel object this binary carries, in hex: what `kgate version`
+/// prints, so that the programs two binaries (or images) would load can be compared.
+pub(crate) fn object_sha256() -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, OBJECT);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 // === attach ===
 
 /// Attaches kgate to `opts.cgroup`, or re-uses the pinned attachment of a previous run.

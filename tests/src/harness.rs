@@ -102,6 +102,25 @@ impl Agent {
         upstream_fields: &str,
         extra: &str,
     ) -> anyhow::Result<Self> {
+        Self::standalone_in_env(
+            upstream,
+            upstream_ca_pem,
+            admin_token,
+            upstream_fields,
+            extra,
+            &[],
+        )
+    }
+
+    /// As [`Agent::standalone_full`], the agent's process with `env` set.
+    pub fn standalone_in_env(
+        upstream: &str,
+        upstream_ca_pem: &str,
+        admin_token: &str,
+        upstream_fields: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = scratch_dir("agent");
         let ca = Ca::new("kgate test cluster CA")?;
         ca.issue_kgate(&[])?.write(&dir, "tls")?;
@@ -127,6 +146,7 @@ impl Agent {
         let mut child = Command::new(kgate_bin())
             .args(["--log-format", "json", "agent", "--config"])
             .arg(&config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

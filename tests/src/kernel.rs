@@ -164,20 +164,29 @@ pub fn accepted_lines(agent: &Process) -> Vec<Value> {
         .collect()
 }
 
-/// A node with the API-server double (on `endpoint`) and kgate in front of it, as in a
-/// cluster: what the kubectl tests share.
-pub struct Cluster {
+/// A node with the API-server double (on [`ENDPOINT`]) and a serving certificate for
+/// kgate from the cluster CA, but no agent yet: what [`cluster`] and the container test
+/// share.
+pub struct Node {
     pub topo: Topology,
     pub ca: Ca,
-    pub agent: Process,
     /// The double's admin token.
     pub token: String,
+}
+
+/// A node with the API-server double (on [`ENDPOINT`]) and kgate in front of it, as in
+/// a cluster: what the kubectl tests share.
+pub struct Cluster {
+    pub node: Node,
+    pub agent: Process,
 }
 
 /// Where the double listens (its EndpointSlice names this address).
 pub const ENDPOINT: &str = "10.213.0.1:16445";
 
-pub fn cluster(tag: &str) -> Cluster {
+/// The node: the topology, the double on its node side (certificates and its admin
+/// token under `<dir>/apiserver/`), kgate's serving certificate in `<dir>/tls.{crt,key}`.
+pub fn node(tag: &str) -> Node {
     let topo = Topology::create(tag).unwrap();
     let dir = topo.dir.clone();
     // The API server (double) on the node side.
@@ -198,6 +207,12 @@ pub fn cluster(tag: &str) -> Cluster {
         .unwrap()
         .write(&dir, "tls")
         .unwrap();
+    Node { topo, ca, token }
+}
+
+pub fn cluster(tag: &str) -> Cluster {
+    let node = node(tag);
+    let (topo, dir) = (&node.topo, &node.topo.dir);
     let config = dir.join("agent.yaml");
     fs::write(
         &config,
@@ -214,20 +229,30 @@ pub fn cluster(tag: &str) -> Cluster {
         ),
     )
     .unwrap();
-    let mut cmd = topo.agent_command(kgate_bin());
-    cmd.args(["--log-format", "json", "agent", "--config"])
-        .arg(&config);
-    let agent = topo.spawn(cmd).unwrap();
-    agent.output.wait_for("agent listening", WAIT).unwrap();
-    Cluster {
-        topo,
-        ca,
-        agent,
-        token,
+    let agent = node.start_agent(&config);
+    Cluster { node, agent }
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Node;
+
+    fn deref(&self) -> &Node {
+        &self.node
     }
 }
 
-impl Cluster {
+impl Node {
+    /// The `kgate` binary as an agent with `config`, in the agent's cgroup on the node
+    /// side; returns once it listens.
+    pub fn start_agent(&self, config: &Path) -> Process {
+        let mut cmd = self.topo.agent_command(kgate_bin());
+        cmd.args(["--log-format", "json", "agent", "--config"])
+            .arg(config);
+        let agent = self.topo.spawn(cmd).unwrap();
+        agent.output.wait_for("agent listening", WAIT).unwrap();
+        agent
+    }
+
     /// An in-cluster-style kubeconfig: the Service IP, the cluster CA, `token`.
     pub fn kubeconfig(&self, name: &str, token: &str) -> std::path::PathBuf {
         crate::harness::kubeconfig(
@@ -238,6 +263,22 @@ impl Cluster {
         )
     }
 
+    /// kubectl on the node, outside the intercepted cgroups, straight to the double
+    /// as its admin (setting up what a test needs).
+    pub fn admin(&self, args: &[&str]) -> String {
+        let kubeconfig = crate::harness::kubeconfig(
+            &self.topo.dir.join("admin"),
+            &format!("https://{ENDPOINT}"),
+            &fs::read_to_string(self.topo.dir.join("apiserver/ca.crt")).unwrap(),
+            &self.token,
+        );
+        let (ok, out, err) = Cluster::kubectl(self.topo.node_command("kubectl"), &kubeconfig, args);
+        assert!(ok, "admin kubectl {args:?}: {err}");
+        out
+    }
+}
+
+impl Cluster {
     /// Runs `cmd` (kubectl in some cgroup of the pod netns) with `kubeconfig`.
     pub fn kubectl(
         mut cmd: std::process::Command,
@@ -256,19 +297,5 @@ impl Cluster {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
-    }
-
-    /// kubectl on the node, outside the intercepted cgroups, straight to the double
-    /// as its admin (setting up what a test needs).
-    pub fn admin(&self, args: &[&str]) -> String {
-        let kubeconfig = crate::harness::kubeconfig(
-            &self.topo.dir.join("admin"),
-            &format!("https://{ENDPOINT}"),
-            &fs::read_to_string(self.topo.dir.join("apiserver/ca.crt")).unwrap(),
-            &self.token,
-        );
-        let (ok, out, err) = Self::kubectl(self.topo.node_command("kubectl"), &kubeconfig, args);
-        assert!(ok, "admin kubectl {args:?}: {err}");
-        out
     }
 }

@@ -90,3 +90,55 @@ fn the_crds_in_deploy_match_the_rust_types() {
         assert!(generated.contains(name), "{name}");
     }
 }
+
+/// The DaemonSet runs the image `cargo xtask image` builds from this source:
+/// `ghcr.io/kgate/kgate:<kgate's version>`, with kustomize's `images:` naming the same
+/// tag, and the private-registry overlay renaming it but keeping the tag.
+#[test]
+fn the_manifests_name_the_image_of_this_version() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let cargo = std::fs::read_to_string(format!("{root}/kgate-userspace/Cargo.toml")).unwrap();
+    let version = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("kgate's version");
+    let rendered = |dir: &str| {
+        let out = Command::new("kubectl")
+            .args(["kustomize", &format!("{root}/{dir}")])
+            .output()
+            .expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "{dir}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        text.lines()
+            .filter_map(|l| l.trim().trim_start_matches("- ").strip_prefix("image: "))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let image = format!("ghcr.io/kgate/kgate:{version}");
+    let daemonset = std::fs::read_to_string(format!("{root}/deploy/daemonset.yaml")).unwrap();
+    assert!(
+        daemonset.contains(&format!("image: {image}\n")),
+        "deploy/daemonset.yaml must name {image}"
+    );
+    let kustomization =
+        std::fs::read_to_string(format!("{root}/deploy/kustomization.yaml")).unwrap();
+    assert!(
+        kustomization.contains(&format!("newTag: {version}\n")),
+        "deploy/kustomization.yaml's images: must name tag {version}"
+    );
+    assert_eq!(rendered("deploy"), [image.clone()]);
+    assert_eq!(
+        rendered("overlays/private-registry"),
+        [format!("registry.example.com/platform/kgate:{version}")]
+    );
+    // The gateway and the uninstall DaemonSet run the same image as the agents.
+    assert_eq!(rendered("deploy/gateway"), [image.clone()]);
+    let mut uninstall = rendered("deploy/uninstall");
+    uninstall.sort();
+    assert_eq!(uninstall, [image, "registry.k8s.io/pause:3.10".to_owned()]);
+}

@@ -1,10 +1,12 @@
 //! `cargo xtask …`: kgate's project commands. `setup` installs the toolchain pieces,
 //! `test` runs every test (the kernel tests too, as root), `demo` shows the main job,
-//! `fuzz` and `chaos` run the long hostile-input and kill -9 campaigns.
+//! `fuzz` and `chaos` run the long hostile-input and kill -9 campaigns, `image` builds
+//! the agent's container image.
 
 mod bench;
 mod demo;
 mod fuzz;
+mod image;
 mod toolchain;
 
 use std::process::Command;
@@ -50,6 +52,8 @@ enum Cmd {
     },
     /// Regenerate deploy/crds.yaml from the Rust types (a test fails when it drifts).
     Crds,
+    /// Build the agent's OCI image archive (no engine, no registry; docs/image.md).
+    Image(image::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -89,6 +93,10 @@ fn main() -> anyhow::Result<()> {
             step("wrote deploy/crds.yaml");
             Ok(())
         }
+        Cmd::Image(args) => {
+            toolchain::setup()?;
+            image::run(&args)
+        }
         Cmd::Demo => {
             toolchain::setup()?;
             build()?;
@@ -117,6 +125,11 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--"]);
     if root {
+        // The container test (tests/tests/container.rs) runs the image under podman.
+        toolchain::commands(&[("podman", "podman"), ("runc", "runc")])?;
+        let archive = image::target_dir(&image::workspace_root()).join("image/kgate-test.oci.tar");
+        image::run(&image::Args::output(archive.clone()))?;
+        cmd.env("KGATE_IMAGE", archive);
         cmd.arg("--include-ignored");
     } else {
         eprintln!("xtask: not root: the kernel tests are skipped (they run in CI, which is root)");

@@ -118,12 +118,16 @@ fn works_standalone(bin: &Path) -> bool {
 }
 
 fn debian_packages() -> anyhow::Result<()> {
-    // command → Debian package
-    let needed = [
+    commands(&[
         ("ip", "iproute2"),
         ("nsenter", "util-linux"),
         ("mount", "mount"),
-    ];
+    ])
+}
+
+/// Installs the Debian packages of whichever of these commands (command → package)
+/// are not on PATH.
+pub(crate) fn commands(needed: &[(&str, &str)]) -> anyhow::Result<()> {
     let missing: Vec<&str> = needed
         .iter()
         .filter(|(cmd, _)| !on_path(cmd))

@@ -315,6 +315,96 @@ fn cgroup2_mount_from_mountinfo() {
     // optional fields before the separator, a backslash and a tab escaped
     let fields = "30 23 0:26 / /a\\134b\\011c rw shared:4 master:1 - cgroup2 none rw\n";
     assert_eq!(parse_cgroup2_mount(fields), Some(PathBuf::from("/a\\b\tc")));
+    // A container with a cgroup namespace of its own: its own cgroup at /sys/fs/cgroup,
+    // the host's tree (three levels up) where the DaemonSet mounts it. The host's wins.
+    let private_ns = "90 80 0:26 / /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n\
+                      91 81 0:26 /../../.. /host/cgroup ro - cgroup2 cgroup2 rw\n\
+                      92 81 0:26 /.. /mnt/parent ro - cgroup2 cgroup2 rw\n";
+    assert_eq!(
+        parse_cgroup2_mount(private_ns),
+        Some(PathBuf::from("/host/cgroup"))
+    );
+    // The same on a hybrid host: the container has no cgroup2 mount of its own.
+    let hybrid_ns = "91 81 0:38 /../../.. /host/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+    assert_eq!(
+        parse_cgroup2_mount(hybrid_ns),
+        Some(PathBuf::from("/host/cgroup/unified"))
+    );
+}
+
+#[test]
+fn the_mount_holding_a_path() {
+    let mounts = "90 80 0:26 / /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n\
+                  91 81 0:26 /../../.. /host/cgroup ro - cgroup2 cgroup2 rw\n\
+                  93 81 0:38 /../../.. /host/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+    for (path, want) in [
+        ("/host/cgroup/kubepods.slice", Some("/host/cgroup")),
+        (
+            "/host/cgroup/unified/kubepods",
+            Some("/host/cgroup/unified"),
+        ),
+        ("/sys/fs/cgroup/x", Some("/sys/fs/cgroup")),
+        // a prefix of the string, not of the path
+        ("/host/cgroupx/kubepods", None),
+        ("/elsewhere", None),
+    ] {
+        assert_eq!(
+            mount_holding(mounts, Path::new(path)),
+            want.map(PathBuf::from),
+            "{path}"
+        );
+    }
+}
+
+#[test]
+fn own_cgroup_through_each_kind_of_mount() {
+    let root = std::env::temp_dir().join(format!("kgate-own-cgroup-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&root);
+    // The host's tree as a container sees it: two pods' containers three levels down.
+    let mine = root.join("kubepods/besteffort/pod1/ctr-a");
+    let other = root.join("kubepods/besteffort/pod2/ctr-b");
+    // Read from the container's PID namespace, processes outside it show as 0.
+    for (dir, procs, sub) in [(&mine, "7\n42\n", "42\n"), (&other, "0\n0\n", "0\n")] {
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("cgroup.procs"), procs).unwrap();
+        fs::write(dir.join("sub/cgroup.procs"), sub).unwrap();
+    }
+    let point = root.display();
+    let host_view = format!("30 23 0:26 / {point} rw - cgroup2 cgroup2 rw\n");
+    let private = format!("91 81 0:26 /../../../.. {point} ro - cgroup2 cgroup2 rw\n");
+    let own_mounted = format!(
+        "90 80 0:26 / {} ro - cgroup2 cgroup2 rw\n{private}",
+        mine.display()
+    );
+    let subtree = format!("50 23 0:26 /kubepods {point}/kp rw - cgroup2 cgroup2 rw\n");
+    fs::create_dir_all(root.join("kp")).unwrap();
+    let cases: [(&str, &str, u32, Option<PathBuf>); 7] = [
+        // no cgroup namespace: the path says where
+        (
+            &host_view,
+            "0::/kubepods/besteffort/pod1/ctr-a\n",
+            1,
+            Some(mine.clone()),
+        ),
+        // a namespace of its own whose root is mounted: through that mount
+        (&own_mounted, "0::/\n", 1, Some(mine.clone())),
+        // only the host's tree: found by the PID in cgroup.procs, four levels down
+        (&private, "0::/\n", 42, Some(mine.clone())),
+        (&private, "0::/sub\n", 42, Some(mine.join("sub"))),
+        // a PID no cgroup there lists: not guessed
+        (&private, "0::/\n", 99, None),
+        // a subtree mount: the rest of the path below it
+        (&subtree, "0::/kubepods/x\n", 1, None),
+        (&subtree, "0::/kubepods\n", 1, Some(root.join("kp"))),
+    ];
+    for (mountinfo, cgroup, pid, want) in cases {
+        assert_eq!(
+            locate_cgroup(mountinfo, cgroup, pid),
+            want,
+            "{mountinfo} {cgroup} {pid}"
+        );
+    }
+    fs::remove_dir_all(&root).unwrap();
 }
 
 #[test]

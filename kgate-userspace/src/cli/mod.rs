@@ -19,6 +19,7 @@ mod policy;
 pub(crate) mod sessions;
 mod status;
 mod table;
+mod version;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -85,6 +86,8 @@ enum Command {
     BenchIdentity,
     /// Remove kgate's kernel programs and pins (uninstall). Stop the agent first.
     Detach(agent::DetachArgs),
+    /// Print the version, the commit it was built from and the kernel programs' hash.
+    Version,
 }
 
 // === impl Cli ===
@@ -119,6 +122,10 @@ impl Cli {
             #[cfg(feature = "bench")]
             Command::BenchIdentity => bench::identity(),
             Command::Detach(args) => agent::detach(&args),
+            Command::Version => {
+                print!("{}", version::text());
+                Ok(())
+            }
         }
     }
 }

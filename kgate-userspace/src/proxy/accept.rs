@@ -61,9 +61,7 @@ pub(crate) fn accept(
             peer,
             origin: Some(origin),
             cgroup: names.name(origin.cgroup_id),
-            exe: std::fs::read_link(format!("/proc/{}/exe", origin.pid()))
-                .ok()
-                .map(|p| p.display().to_string()),
+            exe: executable(origin.pid()),
         }),
         (None, DirectClients::Allow) => Ok(Connection {
             peer,
@@ -77,9 +75,52 @@ pub(crate) fn accept(
     }
 }
 
+/// The executable of the process the kernel names by `pid`, a PID of the node's
+/// (initial) PID namespace. Read only where /proc shows that namespace: in a container
+/// of its own PID namespace (a DaemonSet without `hostPID`) the same number is another
+/// process, or none, and a wrong name is worse than no name.
+fn executable(pid: u32) -> Option<String> {
+    static NODE_PIDS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let node_pids = *NODE_PIDS.get_or_init(|| {
+        let ns = std::fs::read_link("/proc/self/ns/pid").unwrap_or_default();
+        let node_pids = is_initial_pid_namespace(&ns.to_string_lossy());
+        if !node_pids {
+            tracing::warn!(
+                "not in the node's PID namespace (run the agent with hostPID): clients' executables are not recorded"
+            );
+        }
+        node_pids
+    });
+    node_pids
+        .then(|| std::fs::read_link(format!("/proc/{pid}/exe")).ok())
+        .flatten()
+        .map(|p| p.display().to_string())
+}
+
+/// Whether a `/proc/self/ns/pid` link names the initial PID namespace, whose inode
+/// the kernel fixes (`PROC_PID_INIT_INO`, 0xEFFFFFFC).
+fn is_initial_pid_namespace(link: &str) -> bool {
+    link == "pid:[4026531836]"
+}
+
 fn relative(root: &Path, path: &Path) -> String {
     path.strip_prefix(root).map_or_else(
         |_| path.display().to_string(),
         |rel| format!("/{}", rel.display()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_initial_pid_namespace() {
+        for (link, initial) in [
+            ("pid:[4026531836]", true),
+            ("pid:[4026532291]", false),
+            ("", false),
+            ("net:[4026531836]", false),
+        ] {
+            assert_eq!(super::is_initial_pid_namespace(link), initial, "{link}");
+        }
+    }
 }
