@@ -131,13 +131,13 @@ fn the_manifests_name_the_image_of_this_version() {
         kustomization.contains(&format!("newTag: {version}\n")),
         "deploy/kustomization.yaml's images: must name tag {version}"
     );
-    assert_eq!(rendered("deploy"), [image.clone()]);
+    assert_eq!(rendered("deploy"), std::slice::from_ref(&image));
     assert_eq!(
         rendered("overlays/private-registry"),
         [format!("registry.example.com/platform/kgate:{version}")]
     );
     // The gateway and the uninstall DaemonSet run the same image as the agents.
-    assert_eq!(rendered("deploy/gateway"), [image.clone()]);
+    assert_eq!(rendered("deploy/gateway"), std::slice::from_ref(&image));
     let mut uninstall = rendered("deploy/uninstall");
     uninstall.sort();
     assert_eq!(uninstall, [image, "registry.k8s.io/pause:3.10".to_owned()]);
