@@ -87,9 +87,15 @@ impl Kubectl {
         }
     }
 
+    /// kubectl with this kubeconfig and a discovery cache of its own: the shared one
+    /// in `~/.kube/cache` is keyed by host and port, and a port an earlier test's
+    /// server used would hand this one that server's discovery.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new("kubectl");
-        cmd.arg("--kubeconfig").arg(&self.config);
+        cmd.arg("--kubeconfig")
+            .arg(&self.config)
+            .arg("--cache-dir")
+            .arg(self.config.with_file_name("kubectl-cache"));
         cmd
     }
 

@@ -92,10 +92,15 @@ async fn unauthenticated_and_bad_tokens() {
     let server = ApiServer::start(Config::default()).await.unwrap();
     let dir = scratch_dir("double-auth");
     let bad = kubeconfig(&dir, &server.url(), server.ca_pem(), "not-a-token");
+    // A discovery cache of its own (see `Kubectl::command`): with a cached discovery
+    // kubectl skips /api and words the 401 otherwise.
+    let cache = dir.join("kubectl-cache");
     let out = tokio::task::spawn_blocking(move || {
         Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&bad)
+            .arg("--cache-dir")
+            .arg(&cache)
             .args(["get", "pods"])
             .output()
             .unwrap()
