@@ -97,7 +97,7 @@ impl ApiServer {
                     };
                     let service = service_fn(move |req| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(route(state, req).await) }
+                        async move { Ok::<_, Infallible>(with_audit_id(state, req).await) }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -178,4 +178,24 @@ pub fn tls_acceptor(cert_pem: &str, key_pem: &str) -> anyhow::Result<tokio_rustl
     .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Routes `req` and answers with its `Audit-Id`, as kube-apiserver's `WithAuditInit`
+/// filter (staging/src/k8s.io/apiserver/pkg/endpoints/filters/with_audit_init.go) does:
+/// the client's own ID when it sent one, else a new one.
+async fn with_audit_id(
+    state: Arc<State>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<crate::Body> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = req.headers().get("audit-id").cloned().unwrap_or_else(|| {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        http::HeaderValue::from_str(&format!("00000000-0000-4000-8000-{n:012x}"))
+            .expect("a UUID is a valid header value")
+    });
+    let mut response = route(state, req).await;
+    response
+        .headers_mut()
+        .insert(http::HeaderName::from_static("audit-id"), id);
+    response
 }

@@ -136,6 +136,22 @@ impl RequestInfo {
         }
     }
 
+    /// Whether the request provably changes nothing in the cluster: `get`, `list` and
+    /// `watch` of resources other than the subresources that reach a pod or node
+    /// (`exec`, `attach`, `portforward`, `proxy`), and GET or HEAD of non-resource
+    /// paths. The caller also excludes protocol upgrades.
+    pub(crate) fn changes_nothing(&self) -> bool {
+        if self.is_resource_request {
+            matches!(self.verb.as_str(), "get" | "list" | "watch")
+                && !matches!(
+                    self.subresource.as_str(),
+                    "exec" | "attach" | "portforward" | "proxy"
+                )
+        } else {
+            matches!(self.verb.as_str(), "get" | "head")
+        }
+    }
+
     /// Whether kube-apiserver exempts the request from its request timeout (and from
     /// max-in-flight accounting): watch and proxy verbs, the attach, exec, log,
     /// portforward and proxy subresources, and the profiler's non-resource paths.

@@ -33,7 +33,20 @@ pub async fn get(
     token: &str,
     path: &str,
 ) -> (StatusCode, String) {
-    let req = Request::get(format!("{}{path}", agent.url()))
+    send(client, agent, token, http::Method::GET, path).await
+}
+
+/// A request without a body, `method` `path`, through `agent` as `token`.
+pub async fn send(
+    client: &HttpsClient,
+    agent: &Agent,
+    token: &str,
+    method: http::Method,
+    path: &str,
+) -> (StatusCode, String) {
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", agent.url()))
         .header("authorization", format!("Bearer {token}"))
         .body(Full::new(Bytes::new()))
         .unwrap();

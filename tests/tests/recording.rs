@@ -378,8 +378,11 @@ impl Rng {
 
 /// One strict-mode agent under a randomized load of reads and writes (HTTP/2 or
 /// HTTP/1.1, 50 to 250 requests, staggered), killed with SIGKILL once a random number
-/// of them have been answered. Every request that reached the API server must have a
-/// durable RequestReceived record, and the recovery scan must leave no damage.
+/// of them have been answered. The durability promise: every request that changes
+/// the cluster and reached the API server has a durable RequestReceived record (a
+/// write waits for it before it is forwarded), and so does every read whose answer
+/// reached the client (a read goes upstream while its record is written, and its
+/// answer waits for it). The recovery scan must leave no damage.
 async fn kill_trial(seed: u64) -> String {
     let mut rng = Rng::new(seed);
     let server = ApiServer::start(Config::default()).await.unwrap();
@@ -422,19 +425,28 @@ async fn kill_trial(seed: u64) -> String {
                 .body(Full::new(Bytes::new()))
             }
             .unwrap();
-            let ok = client
+            // The answer names its record (`Audit-Id`): a read's must be durable.
+            let answered = client
                 .request(req)
                 .await
-                .is_ok_and(|r| r.status().is_success());
-            let _ = done.send(ok);
+                .ok()
+                .filter(|r| r.status().is_success());
+            let read_id = answered
+                .as_ref()
+                .filter(|_| !write)
+                .and_then(|r| r.headers().get("audit-id")?.to_str().ok())
+                .map(str::to_owned);
+            let _ = done.send((answered.is_some(), read_id));
         });
     }
     drop(done_tx);
-    let mut ok = 0;
+    let (mut ok, mut reads_answered) = (0, Vec::new());
     while ok < kill_after {
         match done_rx.recv().await {
-            Some(true) => ok += 1,
-            Some(false) => {}
+            Some((answered, read_id)) => {
+                ok += usize::from(answered);
+                reads_answered.extend(read_id);
+            }
             None => break,
         }
     }
@@ -443,8 +455,9 @@ async fn kill_trial(seed: u64) -> String {
         .status()
         .unwrap();
     assert!(killed.success());
-    while let Some(result) = done_rx.recv().await {
-        ok += usize::from(result);
+    while let Some((answered, read_id)) = done_rx.recv().await {
+        ok += usize::from(answered);
+        reads_answered.extend(read_id);
     }
     assert!(
         ok >= kill_after,
@@ -470,40 +483,59 @@ async fn kill_trial(seed: u64) -> String {
         .filter(|e| e.stage == event::STAGE_RECEIVED)
         .map(|e| e.audit_id.as_str())
         .collect();
-    let seen: Vec<String> = server
+    let audit_id = |r: &kgate_tests::apiserver::Logged| {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == "audit-id")
+            .map(|(_, v)| v.clone())
+            .expect("every forwarded request carries an Audit-ID")
+    };
+    let forwarded: Vec<_> = server
         .requests()
         .into_iter()
         .filter(|r| r.path.starts_with("/api/v1/namespaces/demo/configmaps"))
-        .map(|r| {
-            r.headers
-                .iter()
-                .find(|(k, _)| k == "audit-id")
-                .map(|(_, v)| v.clone())
-                .expect("every forwarded request carries an Audit-ID")
-        })
         .collect();
     assert!(
-        seen.len() >= kill_after,
+        forwarded.len() >= kill_after,
         "seed {seed}: {} requests reached the double",
-        seen.len()
+        forwarded.len()
     );
-    let missing: Vec<_> = seen
+    let writes: Vec<String> = forwarded
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(audit_id)
+        .collect();
+    let missing: Vec<_> = writes
         .iter()
         .filter(|id| !received.contains(id.as_str()))
         .collect();
     assert!(
         missing.is_empty(),
-        "seed {seed}: {} of {} forwarded requests have no durable RequestReceived record, e.g. {:?}",
+        "seed {seed}: {} of {} forwarded writes have no durable RequestReceived record, e.g. {:?}",
         missing.len(),
-        seen.len(),
+        writes.len(),
         &missing[..missing.len().min(5)]
     );
+    let unrecorded_reads: Vec<_> = reads_answered
+        .iter()
+        .filter(|id| !received.contains(id.as_str()))
+        .collect();
+    assert!(
+        unrecorded_reads.is_empty(),
+        "seed {seed}: {} of {} answered reads have no durable RequestReceived record, e.g. {:?}",
+        unrecorded_reads.len(),
+        reads_answered.len(),
+        &unrecorded_reads[..unrecorded_reads.len().min(5)]
+    );
+    let seen = forwarded;
     format!(
         "{} over {}, {writes_in_10}/10 writes, killed after {kill_after} answers: {ok} answered, \
-         {} forwarded, all recorded; recovery: {} records, repaired {:?}",
+         {} forwarded ({} writes, all recorded), {} reads answered, all recorded; recovery: {} records, repaired {:?}",
         total,
         if http2 { "h2" } else { "http/1.1" },
         seen.len(),
+        writes.len(),
+        reads_answered.len(),
         recovery.records,
         recovery
             .damaged

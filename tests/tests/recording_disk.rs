@@ -1,7 +1,7 @@
 //! The recorder on a full disk (root: a small tmpfs as `record.dir`): strict mode
-//! records into the space it wrote ahead, then refuses requests with a 503 Status
-//! and forwards none of them; batch mode serves and counts the records it loses;
-//! both resume once there is space.
+//! records into the space it wrote ahead, then refuses requests with a 503 Status (a
+//! read's answer is dropped, a write is never forwarded); batch mode serves and counts
+//! the records it loses; both resume once there is space.
 
 use std::{
     collections::HashSet,
@@ -12,12 +12,12 @@ use std::{
     time::Duration,
 };
 
-use http::StatusCode;
+use http::{Method, StatusCode};
 use kgate::record::sessions;
 use kgate_tests::{
     apiserver::{ApiServer, Config, Handle},
     harness::{Agent, free_port, https_client, scratch_dir},
-    recorder::{admin, eventually, get, sample},
+    recorder::{admin, eventually, get, sample, send},
 };
 use serde_json::Value;
 
@@ -142,8 +142,24 @@ async fn a_full_disk_makes_strict_refuse_and_batch_count() {
         "only {} requests were recorded into the reserve",
         served.len()
     );
+    // A read goes upstream while its record is written, and its answer is dropped for
+    // the 503 when the record fails (asserted above); a write is never forwarded.
+    let mut deletes = Vec::new();
+    for i in 0..5 {
+        let tag = format!("strict-delete-{i}");
+        let (status, body) = send(&client, &agent, &token, Method::DELETE, &path(&tag)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(body.contains("cannot be recorded"), "{body}");
+        deletes.push(tag);
+    }
     let seen: HashSet<String> = server.requests().into_iter().map(|r| r.path).collect();
     for tag in &refused {
+        assert!(
+            seen.contains(&path(tag)),
+            "the read {tag} waited for its record before going upstream"
+        );
+    }
+    for tag in &deletes {
         assert!(
             !seen.contains(&path(tag)),
             "{tag} was refused yet reached the API server"

@@ -28,6 +28,7 @@ use crate::{
     identity::{Identity, Unidentified},
     metrics::{Metrics, RefusalLabels},
     policy::{Decision, types::Action},
+    record::Durable,
     request_info::RequestInfo,
 };
 
@@ -54,6 +55,8 @@ pub(super) struct Context<'a> {
     forwarded: bool,
     /// record: an upgraded stream's last record, written when it closes.
     completion: Option<Completion>,
+    /// record (strict, a read): the received record still on its way to disk.
+    durable: Option<Durable>,
 }
 
 // === impl Context ===
@@ -82,6 +85,7 @@ impl<'a> Context<'a> {
             approval: None,
             forwarded: false,
             completion: None,
+            durable: None,
         }
     }
 
@@ -207,15 +211,33 @@ impl<'a> Context<'a> {
     }
 
     /// record (first half): at level Request a copy of the body is kept as it streams
-    /// upstream; with strict durability, nothing is forwarded unrecorded.
+    /// upstream; with strict durability, nothing that changes the cluster is forwarded
+    /// unrecorded, and a read's record is written while the read goes upstream (see
+    /// [`Context::recorded`]).
     pub(super) async fn received(&mut self, req: Request<Body>) -> Result<Request<Body>, Refusal> {
         let (recorder, masker) = (&self.proxy.recorder, &self.proxy.masker);
         let req = self.pending.capture_body(recorder, masker, &self.info, req);
-        self.pending
-            .received(recorder, self.subject())
+        let read_only = self.info.changes_nothing() && upgrade_protocol(req.headers()).is_none();
+        self.durable = self
+            .pending
+            .received(recorder, self.subject(), read_only)
             .await
             .map_err(|status| Refusal::new(Kind::NotRecorded, status))?;
         Ok(req)
+    }
+
+    /// record (strict reads): nothing of a read's answer leaves kgate before its
+    /// received record is on disk; when it cannot be written the answer is dropped
+    /// for a 503.
+    pub(super) async fn recorded(&mut self) -> Result<(), Refusal> {
+        let Some(durable) = self.durable.take() else {
+            return Ok(());
+        };
+        let _timer = StageTimer::new(&self.proxy.metrics, "recorded");
+        self.pending
+            .answered(durable)
+            .await
+            .map_err(|status| Refusal::new(Kind::NotRecorded, status))
     }
 
     /// forward: to the API server, an upgrade's frames captured as they are relayed.
@@ -290,10 +312,15 @@ impl<'a> Context<'a> {
     /// it. At level RequestResponse the event waits for the body it carries, which must
     /// be masked data.
     pub(super) fn finish(self, ended: Result<Response<Body>, Refusal>) -> Response<Body> {
-        let (response, refusal) = match ended {
+        let (mut response, refusal) = match ended {
             Ok(response) => (response, None),
             Err(refusal) => (refusal.respond(&self.info.path), Some(refusal)),
         };
+        // Every answer names its record, as the API server's answers name theirs.
+        response
+            .headers_mut()
+            .entry(http::header::HeaderName::from_static("audit-id"))
+            .or_insert_with(|| self.pending.audit_id_header());
         if let Some(refusal) = &refusal {
             let metrics = &self.proxy.metrics;
             metrics

@@ -10,7 +10,9 @@
 //! 7. [`mask`]: rewrite sensitive response fields (Accept negotiated and a write's
 //!    placeholders restored before forward, the body masked after); an access
 //!    review's answer gets kgate's policy folded in ([`review`]);
-//! 8. [`record`]: what happened.
+//! 8. [`record`]: what happened. With strict durability a request that may change the
+//!    cluster is forwarded only once its received record is on disk; a read goes
+//!    upstream while the record is written, and its answer waits for it.
 //!
 //! A request's context (`context::Context`) carries what each stage learned; every
 //! stage refuses with a typed [`refusal::Refusal`], which becomes a Kubernetes
@@ -228,6 +230,7 @@ async fn handle(
         let req = ctx.restore(req).await?;
         let req = ctx.received(req).await?;
         let response = ctx.forward(req).await;
+        ctx.recorded().await?;
         let response = ctx.review(response).await?;
         ctx.mask(response).await
     }

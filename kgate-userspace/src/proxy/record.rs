@@ -37,7 +37,7 @@ use crate::{
     metrics::Metrics,
     policy::{Decision, types::Action},
     record::{
-        Recorder,
+        Durable, RecordError, Recorder,
         event::{self, Event, ObjectRef, ResponseStatus},
         request_object::{self, Captured},
     },
@@ -208,24 +208,49 @@ impl Pending {
         HeaderValue::from_str(&self.audit_id).expect("a UUID is a valid header value")
     }
 
-    /// Strict durability: records the request as received and waits until the record
-    /// is on disk; the 503 to refuse the request with when it cannot be.
+    /// Strict durability: records the request as received. A request that changes
+    /// nothing (`read_only`) goes upstream at once and the returned [`Durable`] must
+    /// resolve before any of its answer goes out ([`Pending::answered`]); any other
+    /// waits here until its record is on disk. The 503 to refuse the request with when
+    /// it cannot be recorded.
     pub(crate) async fn received(
         &self,
         recorder: &Recorder,
         subject: Subject<'_>,
-    ) -> Result<(), Status> {
+        read_only: bool,
+    ) -> Result<Option<Durable>, Status> {
         if !recorder.strict() {
-            return Ok(());
+            return Ok(None);
         }
         let mut event = self.event(subject, event::STAGE_RECEIVED, None);
         event.level = recorder.level().to_owned();
-        recorder.durable(&event).await.map_err(|error| {
-            tracing::error!(%error, audit_id = self.audit_id, "request refused: it cannot be recorded");
-            Status::service_unavailable(format!(
-                "kgate: the request cannot be recorded, so it is not forwarded: {error}"
-            ))
-        })
+        let durable = recorder
+            .durable_later(&event)
+            .map_err(|error| self.unrecorded(&error, "it is not forwarded"))?;
+        if read_only {
+            return Ok(Some(durable));
+        }
+        durable
+            .wait()
+            .await
+            .map_err(|error| self.unrecorded(&error, "it is not forwarded"))?;
+        Ok(None)
+    }
+
+    /// A read forwarded before its record was durable: waits for the record, or the
+    /// 503 that replaces the answer when it cannot be written.
+    pub(crate) async fn answered(&self, durable: Durable) -> Result<(), Status> {
+        durable
+            .wait()
+            .await
+            .map_err(|error| self.unrecorded(&error, "its answer is not sent"))
+    }
+
+    fn unrecorded(&self, error: &RecordError, consequence: &str) -> Status {
+        tracing::error!(%error, audit_id = self.audit_id, "request refused: it cannot be recorded");
+        Status::service_unavailable(format!(
+            "kgate: the request cannot be recorded, so {consequence}: {error}"
+        ))
     }
 
     /// Records how the request ended (for a watch or stream: its response head);

@@ -67,6 +67,22 @@ pub enum RecordError {
     Webhook(#[from] webhook::WebhookError),
 }
 
+/// A record on its way to disk (see [`Recorder::durable_later`]).
+pub(crate) struct Durable(Option<writer::Ack>);
+
+impl Durable {
+    /// Resolves once the record is on disk (at once outside strict mode).
+    pub(crate) async fn wait(self) -> Result<(), RecordError> {
+        match self.0 {
+            Some(ack) => match ack.await {
+                Ok(result) => result.map_err(RecordError::WriteFailed),
+                Err(_) => Err(SubmitError::WriterStopped.into()),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
 /// Where the request path sends its events. Without a sink it only logs them.
 pub struct Recorder {
     writer: Option<Writer>,
@@ -201,17 +217,17 @@ impl Recorder {
 
     /// Records `event` and, in strict mode, waits until it is on disk.
     pub async fn durable(&self, event: &Event) -> Result<(), RecordError> {
+        self.durable_later(event)?.wait().await
+    }
+
+    /// Records `event` and returns at once; in strict mode the [`Durable`] it returns
+    /// resolves when the record is on disk (the request path forwards a read
+    /// meanwhile, and waits before any of the answer goes out).
+    pub(crate) fn durable_later(&self, event: &Event) -> Result<Durable, RecordError> {
         let Some(writer) = &self.writer else {
-            return Ok(());
+            return Ok(Durable(None));
         };
-        let ack = writer.submit(to_json(event), self.strict())?;
-        match ack {
-            Some(ack) => match ack.await {
-                Ok(result) => result.map_err(RecordError::WriteFailed),
-                Err(_) => Err(SubmitError::WriterStopped.into()),
-            },
-            None => Ok(()),
-        }
+        Ok(Durable(writer.submit(to_json(event), self.strict())?))
     }
 
     /// Records `event` without waiting. A lost record is counted by the writer.
