@@ -29,15 +29,21 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A fresh directory under the temp dir, removed with its contents when dropped.
+/// A fresh directory under the temp dir, removed with its contents when dropped. Named
+/// by the process and a counter, and created only if it did not exist: two tests of
+/// one process never share one (a free port as the name's tail did collide, and two
+/// agents then read one config).
 pub fn scratch_dir(tag: &str) -> ScratchDir {
-    let dir = std::env::temp_dir().join(format!(
-        "kgate-{tag}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    fs::create_dir_all(&dir).expect("scratch dir");
-    ScratchDir(dir)
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kgate-{tag}-{}-{n}", std::process::id()));
+        match fs::create_dir(&dir) {
+            Ok(()) => return ScratchDir(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => panic!("scratch dir {}: {e}", dir.display()),
+        }
+    }
 }
 
 pub struct ScratchDir(PathBuf);

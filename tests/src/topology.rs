@@ -353,3 +353,24 @@ pub fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Pod `namespace/name` on `node`, running one container `main` as service account
+/// `bot`, with the container ID a kubelet reports in its status: the manifest for
+/// `kubectl create --validate=false` (a pod whose cgroup
+/// [`Topology::kubelet_pod_cgroup`] lays out).
+pub fn running_pod(
+    namespace: &str,
+    name: &str,
+    node: &str,
+    container_id: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"nodeName": node, "serviceAccountName": "bot",
+                 "containers": [{"name": "main", "image": "bot:1"}]},
+        "status": {"phase": "Running", "containerStatuses": [{"name": "main", "ready": true,
+            "restartCount": 0, "image": "bot:1", "imageID": "",
+            "containerID": format!("containerd://{container_id}")}]},
+    })
+}

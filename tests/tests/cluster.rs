@@ -6,8 +6,9 @@
 
 use std::{fs, path::Path, time::Duration};
 
-use kgate_tests::kernel::{
-    Cluster, ENDPOINT, WAIT, accepted_lines, cluster, parse_probe, probe_bin,
+use kgate_tests::{
+    kernel::{Cluster, ENDPOINT, WAIT, accepted_lines, cluster, parse_probe, probe_bin},
+    topology::running_pod,
 };
 use serde_json::{Value, json};
 
@@ -105,16 +106,7 @@ fn a_pod_token_works_only_from_its_own_pod() {
         let manifest = topo.dir.join(format!("{name}.json"));
         fs::write(
             &manifest,
-            json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": format!("bot-{name}"), "namespace": "demo"},
-                "spec": {"nodeName": "node-1", "serviceAccountName": "bot",
-                         "containers": [{"name": "main", "image": "bot:1"}]},
-                "status": {"phase": "Running", "containerStatuses": [{"name": "main", "ready": true,
-                    "restartCount": 0, "image": "bot:1", "imageID": "",
-                    "containerID": format!("containerd://{container_id}")}]},
-            })
-            .to_string(),
+            running_pod("demo", &format!("bot-{name}"), "node-1", &container_id).to_string(),
         )
         .unwrap();
         let created = cluster.admin(&[

@@ -23,9 +23,9 @@ use kgate_tests::{
     container::{PodSpec, Podman, Volumes, image_archive},
     harness::{Agent, Kubectl, kgate_bin, scratch_dir},
     kernel::{CLUSTER_IP, Cluster, ENDPOINT, Node, WAIT, node, parse_probe, probe_bin},
-    topology::{NODE_IP4, Process},
+    topology::{NODE_IP4, Process, running_pod},
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// The double's `demo/db-creds` password, base64 as stored.
 const PASSWORD: &str = "czNjcjN0LXBhc3N3b3Jk";
@@ -325,16 +325,7 @@ fn bot_pod(node: &Node) -> (PathBuf, String) {
     let manifest = write(
         &node.topo.dir,
         "bot-a.json",
-        &json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "bot-a", "namespace": "demo"},
-            "spec": {"nodeName": "node-1", "serviceAccountName": "bot",
-                     "containers": [{"name": "main", "image": "bot:1"}]},
-            "status": {"phase": "Running", "containerStatuses": [{"name": "main", "ready": true,
-                "restartCount": 0, "image": "bot:1", "imageID": "",
-                "containerID": format!("containerd://{container_id}")}]},
-        })
-        .to_string(),
+        &running_pod("demo", "bot-a", "node-1", &container_id).to_string(),
     );
     let uid = node.admin(&[
         "create",

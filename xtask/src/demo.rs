@@ -411,16 +411,7 @@ fn bot_pod(
     let manifest = topo.dir.join("ci-bot.json");
     fs::write(
         &manifest,
-        serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": BOT_POD, "namespace": "demo"},
-            "spec": {"nodeName": "node-1", "serviceAccountName": "bot",
-                     "containers": [{"name": "main", "image": "ci-bot:1"}]},
-            "status": {"phase": "Running", "containerStatuses": [{"name": "main", "ready": true,
-                "restartCount": 0, "image": "ci-bot:1", "imageID": "",
-                "containerID": format!("containerd://{container_id}")}]},
-        })
-        .to_string(),
+        kgate_tests::topology::running_pod("demo", BOT_POD, "node-1", &container_id).to_string(),
     )?;
     let uid = admin(
         std::path::Path::new("kubectl"),
