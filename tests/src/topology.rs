@@ -146,6 +146,34 @@ impl Topology {
         Ok(dir)
     }
 
+    /// Pod `namespace/name` on node-1 as the kubelet runs it: the Pod object
+    /// ([`running_pod`]) created with `kubectl` (`kubectl` runs `kubectl ARGS` as the
+    /// admin and returns its output) and its container's cgroup
+    /// ([`Topology::kubelet_pod_cgroup`]). Returns the pod's UID and the cgroup.
+    pub fn kubelet_pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        container_id: &str,
+        kubectl: impl FnOnce(&[&str]) -> anyhow::Result<String>,
+    ) -> anyhow::Result<(String, PathBuf)> {
+        let manifest = self.dir.join(format!("pod-{namespace}-{name}.json"));
+        let pod = running_pod(namespace, name, "node-1", container_id);
+        fs::write(&manifest, pod.to_string())
+            .with_context(|| format!("writing {}", manifest.display()))?;
+        let uid = kubectl(&[
+            "create",
+            "--validate=false",
+            "-o",
+            "jsonpath={.metadata.uid}",
+            "-f",
+            manifest.to_str().context("manifest path")?,
+        ])?;
+        let uid = uid.trim().to_owned();
+        let cgroup = self.kubelet_pod_cgroup(&uid, container_id)?;
+        Ok((uid, cgroup))
+    }
+
     /// A command in the pod's network namespace, in `cgroup` (e.g. one made by
     /// [`Topology::kubelet_pod_cgroup`]).
     pub fn pod_command_in(&self, cgroup: &Path, program: impl AsRef<Path>) -> Command {

@@ -6,9 +6,8 @@
 
 use std::{fs, path::Path, time::Duration};
 
-use kgate_tests::{
-    kernel::{Cluster, ENDPOINT, WAIT, accepted_lines, cluster, parse_probe, probe_bin},
-    topology::running_pod,
+use kgate_tests::kernel::{
+    Cluster, ENDPOINT, WAIT, accepted_lines, cluster, parse_probe, probe_bin,
 };
 use serde_json::{Value, json};
 
@@ -103,22 +102,10 @@ fn a_pod_token_works_only_from_its_own_pod() {
     // Two pods on this node, each with a container cgroup laid out as the kubelet's.
     let ids = ["a", "b"].map(|name| {
         let container_id = format!("{:0>64}", format!("c0ffee{name}"));
-        let manifest = topo.dir.join(format!("{name}.json"));
-        fs::write(
-            &manifest,
-            running_pod("demo", &format!("bot-{name}"), "node-1", &container_id).to_string(),
-        )
-        .unwrap();
-        let created = cluster.admin(&[
-            "create",
-            "--validate=false",
-            "-o",
-            "jsonpath={.metadata.uid}",
-            "-f",
-            manifest.to_str().unwrap(),
-        ]);
-        let cgroup = topo.kubelet_pod_cgroup(&created, &container_id).unwrap();
-        (created, cgroup)
+        topo.kubelet_pod("demo", &format!("bot-{name}"), &container_id, |args| {
+            Ok(cluster.admin(args))
+        })
+        .unwrap()
     });
     // A projected token bound to pod bot-a, as the kubelet would mount it there.
     let token_a = cluster.admin(&[

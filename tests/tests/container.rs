@@ -23,7 +23,7 @@ use kgate_tests::{
     container::{PodSpec, Podman, Volumes, image_archive},
     harness::{Agent, Kubectl, kgate_bin, scratch_dir},
     kernel::{CLUSTER_IP, Cluster, ENDPOINT, Node, WAIT, node, parse_probe, probe_bin},
-    topology::{NODE_IP4, Process, running_pod},
+    topology::{NODE_IP4, Process},
 };
 use serde_json::Value;
 
@@ -322,20 +322,10 @@ fn kubectl(node: &Node, cgroup: &Path, token: &str, args: &[&str]) -> (bool, Str
 /// token bound to it.
 fn bot_pod(node: &Node) -> (PathBuf, String) {
     let container_id = format!("{:0>64}", "c0ffeea");
-    let manifest = write(
-        &node.topo.dir,
-        "bot-a.json",
-        &running_pod("demo", "bot-a", "node-1", &container_id).to_string(),
-    );
-    let uid = node.admin(&[
-        "create",
-        "--validate=false",
-        "-o",
-        "jsonpath={.metadata.uid}",
-        "-f",
-        &manifest,
-    ]);
-    let cgroup = node.topo.kubelet_pod_cgroup(&uid, &container_id).unwrap();
+    let (_, cgroup) = node
+        .topo
+        .kubelet_pod("demo", "bot-a", &container_id, |args| Ok(node.admin(args)))
+        .unwrap();
     let token = node.admin(&[
         "create",
         "token",

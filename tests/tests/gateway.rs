@@ -157,6 +157,29 @@ impl Gateway {
             .count()
     }
 
+    /// `kgate sessions list -o json` of replica `replica`'s record log, polled for up
+    /// to 10 s until `done` holds of it; the last list either way.
+    fn sessions_until(&self, replica: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let dir = self.dir.join(format!("records-{replica}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (ok, out, err) = self.kgate(&[
+                "sessions",
+                "list",
+                "--dir",
+                dir.to_str().unwrap(),
+                "-o",
+                "json",
+            ]);
+            assert!(ok, "{err}");
+            let list: Vec<Value> = serde_json::from_str(&out).unwrap();
+            if done(&list) || Instant::now() > deadline {
+                return list;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// `kgate ARGS` as the admin.
     fn kgate(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new(kgate_bin())
@@ -279,23 +302,7 @@ async fn kubectl_with_a_gateway_kubeconfig_is_allowed_denied_and_masked_by_group
 
     // Records carry the OIDC user, groups and issuer; `kgate sessions` shows them.
     let dir = g.dir.join("records-gw-a");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let list = loop {
-        let (ok, out, err) = g.kgate(&[
-            "sessions",
-            "list",
-            "--dir",
-            dir.to_str().unwrap(),
-            "-o",
-            "json",
-        ]);
-        assert!(ok, "{err}");
-        let list: Vec<Value> = serde_json::from_str(&out).unwrap();
-        if list.len() >= 3 || Instant::now() > deadline {
-            break list;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let list = g.sessions_until("gw-a", |list| list.len() >= 3);
     let ai_session = list
         .iter()
         .find(|s| s["user"] == "oidc:agent@example.com")
@@ -525,28 +532,13 @@ async fn client_impersonation_is_decided_by_policy_and_both_identities_recorded(
         "{out}"
     );
     // The record names both: the SRE as the user, the bot as whom it acted as.
-    let dir = g.dir.join("records-gw-a");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (ok, out, err) = g.kgate(&[
-            "sessions",
-            "list",
-            "--dir",
-            dir.to_str().unwrap(),
-            "-o",
-            "json",
-        ]);
-        assert!(ok, "{err}");
-        let list: Vec<Value> = serde_json::from_str(&out).unwrap();
-        let found = list.iter().find(|s| s["user"] == "oidc:oncall@example.com");
-        if let Some(s) = found
-            && s["actingAs"] == json!(["oidc:ci-bot@example.com"])
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{list:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let acted = |list: &[Value]| {
+        list.iter()
+            .find(|s| s["user"] == "oidc:oncall@example.com")
+            .is_some_and(|s| s["actingAs"] == json!(["oidc:ci-bot@example.com"]))
+    };
+    let list = g.sessions_until("gw-a", acted);
+    assert!(acted(&list), "{list:?}");
 }
 
 /// Two replicas behind one address (a round-robin TCP balancer, as a Service): a CI

@@ -408,23 +408,9 @@ fn bot_pod(
     admin: &dyn Fn(&std::path::Path, &[&str]) -> anyhow::Result<String>,
 ) -> anyhow::Result<PathBuf> {
     let container_id = format!("{:0>64}", "c0ffee");
-    let manifest = topo.dir.join("ci-bot.json");
-    fs::write(
-        &manifest,
-        kgate_tests::topology::running_pod("demo", BOT_POD, "node-1", &container_id).to_string(),
-    )?;
-    let uid = admin(
-        std::path::Path::new("kubectl"),
-        &[
-            "create",
-            "--validate=false",
-            "-o",
-            "jsonpath={.metadata.uid}",
-            "-f",
-            manifest.to_str().context("manifest path")?,
-        ],
-    )?;
-    topo.kubelet_pod_cgroup(uid.trim(), &container_id)
+    let kubectl = |args: &[&str]| admin(std::path::Path::new("kubectl"), args);
+    let (_, cgroup) = topo.kubelet_pod("demo", BOT_POD, &container_id, kubectl)?;
+    Ok(cgroup)
 }
 
 /// A kubeconfig for the endpoint itself, trusting only the API server's own CA.

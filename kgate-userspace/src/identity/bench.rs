@@ -16,7 +16,7 @@ use ring::{
 };
 use serde_json::json;
 
-use super::{Identifier, jwt::Keys, oidc::Authenticators};
+use super::{Identifier, Identity, jwt::Keys, oidc::Authenticators};
 use crate::{config, connection::Connection};
 
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
@@ -40,19 +40,7 @@ async fn measure_service_account(
     misses: usize,
     hits: usize,
 ) -> anyhow::Result<(Duration, Duration)> {
-    let rng = SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-        .map_err(|_| anyhow::anyhow!("key generation failed"))?;
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-        .map_err(|_| anyhow::anyhow!("key parse failed"))?;
-    let point = pair.public_key().as_ref();
-    let jwks: JwkSet = serde_json::from_value(json!({"keys": [{
-        "use": "sig", "kty": "EC", "kid": "bench", "crv": "P-256", "alg": "ES256",
-        "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]),
-    }]}))?;
-    let encoding = EncodingKey::from_ec_der(pkcs8.as_ref());
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some("bench".into());
+    let key = SigningKey::es256("bench")?;
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs()
@@ -65,31 +53,16 @@ async fn measure_service_account(
                 "sub": format!("system:serviceaccount:bench:bot-{i}"),
                 "kubernetes.io": {"namespace": "bench", "serviceaccount": {"name": format!("bot-{i}"), "uid": "u"}},
             });
-            jsonwebtoken::encode(&header, &claims, &encoding).map(|t| bearer(&t))
+            key.bearer(&claims)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let cfg = config::Identity {
         unbound_subjects: vec!["system:serviceaccount:bench:*".into()],
         ..Default::default()
     };
-    let identifier = Identifier::new(&cfg, None, None).with_keys(Keys::new(ISSUER.into(), &jwks));
-    let conn = Connection {
-        peer: ([127, 0, 0, 1], 1).into(),
-        origin: None,
-        cgroup: None,
-        exe: None,
-    };
-    let started = Instant::now();
-    for headers in &tokens {
-        identifier.identify(&conn, headers).await?;
-    }
-    let miss = started.elapsed() / u32::try_from(misses.max(1))?;
-    let started = Instant::now();
-    for _ in 0..hits {
-        identifier.identify(&conn, &tokens[0]).await?;
-    }
-    let hit = started.elapsed() / u32::try_from(hits.max(1))?;
-    Ok((hit, miss))
+    let identifier =
+        Identifier::new(&cfg, None, None).with_keys(Keys::new(ISSUER.into(), &key.jwks));
+    time(&identifier, &tokens, hits, |_| Ok(())).await
 }
 
 fn bearer(token: &str) -> HeaderMap {
@@ -105,25 +78,13 @@ const OIDC_ISSUER: &str = "https://idp.example.com";
 /// A gateway's check: an ES256 ID token of an OIDC issuer, its claims mapped (email
 /// username, prefixed groups, uid, one required claim).
 async fn measure_oidc(misses: usize, hits: usize) -> anyhow::Result<(Duration, Duration)> {
-    let rng = SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-        .map_err(|_| anyhow::anyhow!("key generation failed"))?;
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-        .map_err(|_| anyhow::anyhow!("key parse failed"))?;
-    let point = pair.public_key().as_ref();
-    let jwks: JwkSet = serde_json::from_value(json!({"keys": [{
-        "use": "sig", "kty": "EC", "kid": "idp", "crv": "P-256", "alg": "ES256",
-        "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]),
-    }]}))?;
+    let key = SigningKey::es256("idp")?;
     let authenticator: config::JwtAuthenticator = serde_yaml::from_str(&format!(
         "issuer: {{url: '{OIDC_ISSUER}', audiences: [kgate]}}\n\
          claimMappings:\n  username: {{claim: email, prefix: 'oidc:'}}\n  \
          groups: {{claim: groups, prefix: 'oidc:'}}\n  uid: {{claim: sub}}\n\
          claimValidationRules:\n- {{claim: tenant, requiredValue: acme}}\n"
     ))?;
-    let encoding = EncodingKey::from_ec_der(pkcs8.as_ref());
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some("idp".into());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
@@ -134,7 +95,7 @@ async fn measure_oidc(misses: usize, hits: usize) -> anyhow::Result<(Duration, D
                 "sub": format!("u-{i}"), "email": format!("user-{i}@example.com"),
                 "email_verified": true, "groups": ["ci-deployers", "devs"], "tenant": "acme",
             });
-            jsonwebtoken::encode(&header, &claims, &encoding).map(|t| bearer(&t))
+            key.bearer(&claims)
         })
         .collect::<Result<Vec<_>, _>>()?;
     let cfg = config::Identity {
@@ -143,7 +104,56 @@ async fn measure_oidc(misses: usize, hits: usize) -> anyhow::Result<(Duration, D
     };
     let identifier = Identifier::new(&cfg, None, None)
         .with_keys(Keys::new(ISSUER.into(), &JwkSet { keys: Vec::new() }))
-        .with_oidc(Authenticators::with_keys(&[authenticator], &[jwks]));
+        .with_oidc(Authenticators::with_keys(&[authenticator], &[key.jwks]));
+    time(&identifier, &tokens, hits, |identity| {
+        anyhow::ensure!(identity.issuer.is_some(), "not verified as an OIDC token");
+        Ok(())
+    })
+    .await
+}
+
+/// An ES256 key (P-256) named `kid`: its JWKS, and what signs tokens with it.
+struct SigningKey {
+    jwks: JwkSet,
+    encoding: EncodingKey,
+    header: Header,
+}
+
+impl SigningKey {
+    fn es256(kid: &str) -> anyhow::Result<Self> {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|_| anyhow::anyhow!("key generation failed"))?;
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .map_err(|_| anyhow::anyhow!("key parse failed"))?;
+        let point = pair.public_key().as_ref();
+        let jwks = serde_json::from_value(json!({"keys": [{
+            "use": "sig", "kty": "EC", "kid": kid, "crv": "P-256", "alg": "ES256",
+            "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65]),
+        }]}))?;
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.into());
+        Ok(Self {
+            jwks,
+            encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            header,
+        })
+    }
+
+    /// The `Authorization` header of a token with `claims`, signed with this key.
+    fn bearer(&self, claims: &serde_json::Value) -> jsonwebtoken::errors::Result<HeaderMap> {
+        jsonwebtoken::encode(&self.header, claims, &self.encoding).map(|t| bearer(&t))
+    }
+}
+
+/// Mean time per check, (hit, miss): each of `tokens` once (every one a miss, checked
+/// by `verified`), then the first `hits` times (cached).
+async fn time(
+    identifier: &Identifier,
+    tokens: &[HeaderMap],
+    hits: usize,
+    verified: impl Fn(&Identity) -> anyhow::Result<()>,
+) -> anyhow::Result<(Duration, Duration)> {
     let conn = Connection {
         peer: ([127, 0, 0, 1], 1).into(),
         origin: None,
@@ -151,11 +161,10 @@ async fn measure_oidc(misses: usize, hits: usize) -> anyhow::Result<(Duration, D
         exe: None,
     };
     let started = Instant::now();
-    for headers in &tokens {
-        let identity = identifier.identify(&conn, headers).await?;
-        anyhow::ensure!(identity.issuer.is_some(), "not verified as an OIDC token");
+    for headers in tokens {
+        verified(&identifier.identify(&conn, headers).await?)?;
     }
-    let miss = started.elapsed() / u32::try_from(misses.max(1))?;
+    let miss = started.elapsed() / u32::try_from(tokens.len().max(1))?;
     let started = Instant::now();
     for _ in 0..hits {
         identifier.identify(&conn, &tokens[0]).await?;
