@@ -25,6 +25,9 @@ use crate::{
     tokens::Signer,
 };
 
+/// Concurrent HTTP/2 streams a client may open on one connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 250;
+
 /// What every handler shares: the objects, the token signer, the request log, and
 /// the answers tests set for access reviews.
 pub(crate) struct State {
@@ -99,7 +102,15 @@ impl ApiServer {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(with_audit_id(state, req).await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    // kube-apiserver's limit unless --http2-max-streams-per-connection
+                    // sets another: the generic server makes Go's default of 250
+                    // explicit (k8s.io/apiserver/pkg/server/secure_serving.go). A
+                    // client past it waits for a stream to end.
+                    builder
+                        .http2()
+                        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
+                    let _ = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await;
                 });

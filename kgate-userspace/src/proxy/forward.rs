@@ -1,8 +1,10 @@
 //! The **forward** stage: sends a checked request to the real API server over a pooled
 //! rustls connection and streams the response back, bodies unbuffered both ways.
 //!
-//! - HTTP/2 upstream when the API server offers it (many watches share one
-//!   connection); protocol upgrades (exec, attach, port-forward over SPDY/3.1 or
+//! - HTTP/2 upstream when the API server offers it: short requests share one
+//!   connection, long-running ones (watches, followed logs) go over connections of
+//!   their own, at most [`lanes::STREAMS_PER_LANE`] each, so that the API server's
+//!   limit on concurrent streams never holds a watch back; protocol upgrades (exec, attach, port-forward over SPDY/3.1 or
 //!   WebSocket) go over a separate HTTP/1.1 pool, since h2 cannot carry them.
 //! - No proxy timeout on streams: watches, `logs -f` and exec streams last as long as
 //!   both ends want. Dead peers are found by TCP and HTTP/2 keep-alives, not by a
@@ -42,6 +44,9 @@ use rustls::{
 };
 use tracing::debug;
 
+mod lanes;
+
+use self::lanes::{Held, Lanes};
 use super::{
     dial::{Dialer, Endpoints},
     upgrade::{StreamTap, upgrade_protocol},
@@ -99,8 +104,10 @@ pub(crate) enum ForwardError {
 /// Pooled clients to the real API server.
 pub(crate) struct Upstream {
     base: Uri,
-    /// HTTP/2 when the API server offers it: for HTTP/2 clients.
+    /// HTTP/2 when the API server offers it: for HTTP/2 clients' short requests.
     pooled: Client<HttpsConnector<Dialer>, Body>,
+    /// The same, for HTTP/2 clients' long-running requests.
+    long: Lanes<Client<HttpsConnector<Dialer>, Body>>,
     /// HTTP/1.1, pooled: HTTP/1.1 clients keep their own connection-level
     /// parallelism instead of queueing on one upstream h2 connection.
     http1: Client<HttpsConnector<Dialer>, Body>,
@@ -167,13 +174,17 @@ impl Upstream {
                 builder.enable_http1().wrap_connector(http)
             }
         };
-        let pooled = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_while_idle(true)
-            .build(connector(tls.clone(), true));
+        let h2 = connector(tls.clone(), true);
+        let h2_client = move || {
+            Client::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .http2_keep_alive_while_idle(true)
+                .build(h2.clone())
+        };
+        let pooled = h2_client();
         let http1 = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -184,6 +195,7 @@ impl Upstream {
         Ok(Self {
             base,
             pooled,
+            long: Lanes::new(h2_client),
             http1,
             upgrades,
             agent_token: cfg.token_file.clone().map(|path| AgentToken {
@@ -225,12 +237,17 @@ impl Upstream {
             }
         }
 
-        let pool = match (upgrade, client_http1) {
-            (true, _) => &self.upgrades,
-            (false, true) => &self.http1,
-            (false, false) => &self.pooled,
+        let mut slot = None;
+        let sent = match (upgrade, client_http1) {
+            (true, _) => self.upgrades.request(upstream_req),
+            (false, true) => self.http1.request(upstream_req),
+            (false, false) if long_running => {
+                let (lane, taken) = self.long.take();
+                slot = Some(taken);
+                lane.request(upstream_req)
+            }
+            (false, false) => self.pooled.request(upstream_req),
         };
-        let sent = pool.request(upstream_req);
         let mut response = if long_running {
             sent.await
         } else {
@@ -252,7 +269,11 @@ impl Upstream {
         }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
-        Ok(Response::from_parts(parts, body::stream(body)))
+        let body = match slot {
+            Some(slot) => body::stream(Held::new(body, slot)),
+            None => body::stream(body),
+        };
+        Ok(Response::from_parts(parts, body))
     }
 
     fn upstream_request(

@@ -179,6 +179,11 @@ pub(crate) async fn serve_connection(
     http.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(HYPER_HEADER_LIMIT).unwrap_or(u32::MAX))
+        // As many concurrent streams as kube-apiserver grants by default (250, Go's
+        // default made explicit in k8s.io/apiserver's secure_serving.go): a client
+        // whose watches fit on one connection to the API server must fit through
+        // kgate too, and hyper's own default is 200.
+        .max_concurrent_streams(250)
         // Finds clients that vanished under a quiet watch; no deadline on the stream.
         .keep_alive_interval(std::time::Duration::from_secs(30));
     let served = http.serve_connection_with_upgrades(TokioIo::new(tls), service);
