@@ -92,6 +92,9 @@ pub(crate) struct CertInfo {
     pub sans: Vec<String>,
     /// When the certificate expires (seconds since the epoch).
     pub not_after: i64,
+    /// SHA-256 of the certificate's DER, in lowercase hex (what `openssl x509
+    /// -fingerprint -sha256` prints, without the colons).
+    pub sha256: String,
 }
 
 /// The names and expiry of the first certificate of `pem`.
@@ -117,6 +120,7 @@ pub(crate) fn describe(pem: &[u8]) -> Result<CertInfo, CertError> {
     Ok(CertInfo {
         sans,
         not_after: cert.validity().not_after.timestamp(),
+        sha256: sha256_hex(&pem.contents),
     })
 }
 
@@ -145,4 +149,17 @@ mod tests {
         assert!(info.not_after > 1_700_000_000, "{info:?}");
         assert!(super::describe(b"garbage").is_err());
     }
+}
+
+/// SHA-256 of `der`, lowercase hex: the fingerprint the heartbeat Lease publishes and
+/// `kgate sessions` pins.
+pub(crate) fn sha256_hex(der: &[u8]) -> String {
+    use std::fmt::Write as _;
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

@@ -22,6 +22,7 @@ mod approval;
 mod body;
 mod cert;
 mod cgroup;
+mod cluster_sessions;
 pub mod cli;
 pub mod config;
 mod connection;
