@@ -112,6 +112,8 @@ pub(crate) struct Cluster {
 }
 
 /// What [`Listing::next`] yields.
+// Yielded one at a time and never held in bulk: boxing the session would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Item {
     Session { node: String, session: Session },
@@ -318,9 +320,12 @@ impl Cluster {
         json: bool,
     ) -> Result<(String, Bytes), ClusterError> {
         let (agent, session) = self.find(id).await?;
-        let stream: String =
-            form_urlencoded::byte_serialize(stream.unwrap_or(crate::admin::sessions::TERMINAL).as_bytes())
-                .collect();
+        let stream: String = form_urlencoded::byte_serialize(
+            stream
+                .unwrap_or(crate::admin::sessions::TERMINAL)
+                .as_bytes(),
+        )
+        .collect();
         let format = if json { "?format=json" } else { "" };
         let path = format!("/sessions/{}/streams/{stream}{format}", session.id);
         Ok((agent.node.clone(), self.fetch(&agent, &path).await?))
@@ -363,14 +368,20 @@ impl Cluster {
         let status: Value = serde_json::from_slice(&body).unwrap_or_default();
         Err(format!(
             "{code}: {}",
-            status["message"]
-                .as_str()
-                .map_or_else(|| String::from_utf8_lossy(&body).into_owned(), str::to_owned)
+            status["message"].as_str().map_or_else(
+                || String::from_utf8_lossy(&body).into_owned(),
+                str::to_owned
+            )
         ))
     }
 
     /// One node's list, session by session into `tx`; a failure is its last item.
-    async fn list_node(&self, agent: &Agent, path: &str, tx: mpsc::Sender<Result<Session, String>>) {
+    async fn list_node(
+        &self,
+        agent: &Agent,
+        path: &str,
+        tx: mpsc::Sender<Result<Session, String>>,
+    ) {
         let response = match self.request(agent, path).await {
             Ok(response) => response,
             Err(e) => {
@@ -382,7 +393,10 @@ impl Cluster {
         let mut buf: Vec<u8> = Vec::new();
         loop {
             let frame = match tokio::time::timeout(ANSWER_TIMEOUT, body.frame()).await {
-                Err(_) => Err(format!("stalled: nothing for {}s", ANSWER_TIMEOUT.as_secs())),
+                Err(_) => Err(format!(
+                    "stalled: nothing for {}s",
+                    ANSWER_TIMEOUT.as_secs()
+                )),
                 Ok(None) => break,
                 Ok(Some(Err(e))) => Err(format!("the answer broke off: {e}")),
                 Ok(Some(Ok(frame))) => Ok(frame),
@@ -416,7 +430,9 @@ impl Cluster {
         }
         if !buf.is_empty() {
             let _ = tx
-                .send(serde_json::from_slice(&buf).map_err(|e| format!("a bad session summary: {e}")))
+                .send(
+                    serde_json::from_slice(&buf).map_err(|e| format!("a bad session summary: {e}")),
+                )
                 .await;
         }
     }
@@ -424,10 +440,17 @@ impl Cluster {
 
 /// The agent a fresh Lease's status describes, or why it cannot be reached.
 fn agent_of(node: &str, namespace: &str, status: &Value) -> Result<Agent, String> {
-    let field = |k: &str| status[k].as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    let field = |k: &str| {
+        status[k]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
     let (Some(pod), Some(port), Some(fingerprint)) = (
         field("podName"),
-        status["adminPort"].as_u64().and_then(|p| u16::try_from(p).ok()),
+        status["adminPort"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok()),
         field("certSha256"),
     ) else {
         return Err(
@@ -482,5 +505,70 @@ impl Listing {
             node: self.sources[i].0.clone(),
             session,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::agent_of;
+
+    /// What a heartbeat's status must name before the agent can be reached.
+    #[test]
+    fn agents_from_heartbeat_statuses() {
+        let full = json!({"podName": "kgate-agent-x", "podNamespace": "ops", "adminPort": 9443,
+                          "certSha256": "ab", "certSans": ["kubernetes", "10.96.0.1"]});
+        let cases = [
+            ("complete", full.clone(), Ok(("ops", "kgate-agent-x", 9443))),
+            (
+                "no namespace: the Leases'",
+                json!({"podName": "p", "adminPort": 1, "certSha256": "ab"}),
+                Ok(("kgate-system", "p", 1)),
+            ),
+            (
+                "no pod",
+                json!({"adminPort": 1, "certSha256": "ab"}),
+                Err("names no pod"),
+            ),
+            (
+                "no port",
+                json!({"podName": "p", "certSha256": "ab"}),
+                Err("names no pod"),
+            ),
+            (
+                "port out of range",
+                json!({"podName": "p", "adminPort": 70000, "certSha256": "ab"}),
+                Err("names no pod"),
+            ),
+            (
+                "no fingerprint",
+                json!({"podName": "p", "adminPort": 1}),
+                Err("names no pod"),
+            ),
+            (
+                "an older agent",
+                json!({"node": "n"}),
+                Err("an older agent"),
+            ),
+        ];
+        for (name, status, want) in cases {
+            let got = agent_of("n", "kgate-system", &status);
+            match (got, want) {
+                (Ok(a), Ok((ns, pod, port))) => {
+                    assert_eq!(
+                        (a.namespace.as_str(), a.pod.as_str(), a.port),
+                        (ns, pod, port),
+                        "{name}"
+                    );
+                }
+                (Err(e), Err(says)) => assert!(e.contains(says), "{name}: {e}"),
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+        assert_eq!(
+            agent_of("n", "x", &full).unwrap().sans,
+            ["kubernetes", "10.96.0.1"]
+        );
     }
 }

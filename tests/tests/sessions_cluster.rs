@@ -128,11 +128,7 @@ async fn sessions_of_every_node_through_the_api_server() {
         )
     };
     let (k1, k2) = (through(&first, "k-node-1"), through(&second, "k-node-2"));
-    let (s, config, viewer_token) = (
-        server.clone(),
-        kubeconfig.clone(),
-        dir.join("viewer-token"),
-    );
+    let (s, config, viewer_token) = (server.clone(), kubeconfig.clone(), dir.join("viewer-token"));
 
     tokio::task::spawn_blocking(move || {
         let (server, kubeconfig) = (s, config);
@@ -206,7 +202,11 @@ async fn sessions_of_every_node_through_the_api_server() {
             .collect();
         assert_eq!(output, "hi from node-2\n", "{cast}");
         let (code, played, err) = kgate(&kubeconfig, &["replay", prefix, "--speed", "0"]);
-        assert_eq!((code, played.as_str()), (Some(0), "hi from node-2\n"), "{err}");
+        assert_eq!(
+            (code, played.as_str()),
+            (Some(0), "hi from node-2\n"),
+            "{err}"
+        );
         let (code, _, err) = kgate(&kubeconfig, &["show", "zzz"]);
         assert_eq!(code, Some(1));
         assert!(err.contains("no session \"zzz\""), "{err}");
@@ -226,7 +226,6 @@ async fn sessions_of_every_node_through_the_api_server() {
             err.contains("403") && err.contains("may not list sessions.kgate.io"),
             "{err}"
         );
-
     })
     .await
     .unwrap();
@@ -258,7 +257,10 @@ async fn sessions_of_every_node_through_the_api_server() {
         .unwrap();
     assert_eq!(code, Some(3), "{table}\n{err}");
     assert!(err.contains("node node-2 did not answer"), "{err}");
-    assert!(err.contains("partial list: no sessions from node-2"), "{err}");
+    assert!(
+        err.contains("partial list: no sessions from node-2"),
+        "{err}"
+    );
     assert!(table.lines().any(|l| l.starts_with("node-1")), "{table}");
     assert!(!table.lines().any(|l| l.starts_with("node-2")), "{table}");
     let config = kubeconfig.clone();
@@ -266,10 +268,7 @@ async fn sessions_of_every_node_through_the_api_server() {
         .await
         .unwrap();
     assert_eq!(list["unreachable"][0]["node"], "node-2", "{list:#}");
-    assert!(
-        nodes_of(&list).iter().all(|n| n == "node-1"),
-        "{list:#}"
-    );
+    assert!(nodes_of(&list).iter().all(|n| n == "node-1"), "{list:#}");
 
     tokio::task::spawn_blocking(move || {
         // A Lease that names node-1's pod with another certificate: refused.

@@ -390,7 +390,9 @@ impl Admin {
         let mut spec = json!({
             "user": user.username, "uid": user.uid, "groups": user.groups, "extra": user.extra,
         });
-        if let (Some(spec), serde_json::Value::Object(attributes)) = (spec.as_object_mut(), attributes) {
+        if let (Some(spec), serde_json::Value::Object(attributes)) =
+            (spec.as_object_mut(), attributes)
+        {
             spec.extend(attributes);
         }
         let review = json!({

@@ -256,20 +256,20 @@ fn list_header() -> String {
 
 /// One session's row of the list (and a newline).
 fn list_row(s: &Session) -> String {
-        format!(
-            "{:<14} {:<40} {:<28} {:<20} {:<20} {:>8} {:>7} {:>7}\n",
-            s.id,
-            or_dash(&s.user),
-            // A gateway's clients have no workload: their issuer says where they are from.
-            s.issuer
-                .as_ref()
-                .map_or_else(|| or_dash(&s.workload).to_owned(), |i| format!("oidc {i}")),
-            seconds(&s.start),
-            seconds(&s.end),
-            s.requests,
-            s.refused,
-            s.streams.len()
-        )
+    format!(
+        "{:<14} {:<40} {:<28} {:<20} {:<20} {:>8} {:>7} {:>7}\n",
+        s.id,
+        or_dash(&s.user),
+        // A gateway's clients have no workload: their issuer says where they are from.
+        s.issuer
+            .as_ref()
+            .map_or_else(|| or_dash(&s.workload).to_owned(), |i| format!("oidc {i}")),
+        seconds(&s.start),
+        seconds(&s.end),
+        s.requests,
+        s.refused,
+        s.streams.len()
+    )
 }
 
 /// `kgate sessions show` as a timeline.

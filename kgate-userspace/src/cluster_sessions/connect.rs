@@ -114,7 +114,12 @@ pub(super) async fn get(
             let why = tokio::time::timeout(ERROR_WAIT, error).await.ok().flatten();
             return Err(why.map_or_else(
                 || format!("TLS to the admin endpoint (port {}): {e}", agent.port),
-                |why| format!("port-forward to pod {}/{}: {why}", agent.namespace, agent.pod),
+                |why| {
+                    format!(
+                        "port-forward to pod {}/{}: {why}",
+                        agent.namespace, agent.pod
+                    )
+                },
             ));
         }
     };

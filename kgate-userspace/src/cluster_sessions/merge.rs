@@ -95,7 +95,11 @@ mod tests {
         let cases: Vec<Case> = vec![
             ("no sources", vec![], vec![]),
             ("all empty", vec![vec![], vec![]], vec![]),
-            ("one source", vec![vec![1, 2, 3]], vec![(0, 1), (0, 2), (0, 3)]),
+            (
+                "one source",
+                vec![vec![1, 2, 3]],
+                vec![(0, 1), (0, 2), (0, 3)],
+            ),
             (
                 "interleaved",
                 vec![vec![1, 4, 6], vec![2, 3, 7]],
