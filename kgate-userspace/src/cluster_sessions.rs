@@ -122,6 +122,8 @@ pub(crate) enum Item {
 
 /// Every node's sessions merged oldest first (by start, then ID), as they arrive.
 pub(crate) struct Listing {
+    /// The agents asked, by node.
+    agents: Vec<Agent>,
     sources: Vec<(String, mpsc::Receiver<Result<Session, String>>)>,
     heads: Heads<Session>,
     /// Nodes known to be unreachable before asking (stale Leases).
@@ -214,13 +216,14 @@ impl Cluster {
             .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())))
             .finish();
         let mut sources = Vec::new();
-        for agent in agents {
+        for agent in &agents {
             let (tx, rx) = mpsc::channel(PER_NODE);
             sources.push((agent.node.clone(), rx));
-            let (this, path) = (self.clone(), format!("/sessions?{query}"));
+            let (this, agent, path) = (self.clone(), agent.clone(), format!("/sessions?{query}"));
             tokio::spawn(async move { this.list_node(&agent, &path, tx).await });
         }
         Ok(Listing {
+            agents,
             heads: Heads::new(sources.len()),
             sources,
             pending: unreachable.into(),
@@ -230,7 +233,6 @@ impl Cluster {
     /// The session `id` (or the one it is a unique prefix of, across nodes) and the
     /// node holding it.
     pub(crate) async fn find(&self, id: &str) -> Result<(Agent, Session), ClusterError> {
-        let (agents, _) = self.agents().await?;
         let mut listing = self.list(&[("id", id.to_owned())]).await?;
         let (mut found, mut missing) = (Vec::new(), Vec::new());
         while let Some(item) = listing.next().await {
@@ -274,10 +276,11 @@ impl Cluster {
             }
         };
         let (node, session) = found.swap_remove(pick);
-        let agent = agents
+        let agent = listing
+            .agents
             .into_iter()
             .find(|a| a.node == node)
-            .ok_or_else(|| ClusterError::AgentFailed(node, "its Lease went away".into()))?;
+            .ok_or_else(|| ClusterError::AgentFailed(node, "not among the agents asked".into()))?;
         Ok((agent, session))
     }
 

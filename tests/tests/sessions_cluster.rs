@@ -98,6 +98,10 @@ fn list_until(kubeconfig: &Path, args: &[&str], done: impl Fn(&Value) -> bool) -
     }
 }
 
+fn dir_of(file: &Path) -> &Path {
+    file.parent().unwrap()
+}
+
 fn nodes_of(list: &Value) -> Vec<String> {
     list["sessions"]
         .as_array()
@@ -128,6 +132,7 @@ async fn sessions_of_every_node_through_the_api_server() {
         )
     };
     let (k1, k2) = (through(&first, "k-node-1"), through(&second, "k-node-2"));
+    let ca_pems = format!("{}{}", first.agent.ca_pem, second.agent.ca_pem);
     let (s, config, viewer_token) = (server.clone(), kubeconfig.clone(), dir.join("viewer-token"));
 
     tokio::task::spawn_blocking(move || {
@@ -175,6 +180,61 @@ async fn sessions_of_every_node_through_the_api_server() {
         assert!(
             !nodes.is_empty() && nodes.iter().all(|n| n == "node-2"),
             "{only:#}"
+        );
+        // --ca-file: the agents' certificates verified by their CAs instead of pinned.
+        let cas = dir_of(&kubeconfig).join("agents-ca.crt");
+        std::fs::write(&cas, &ca_pems).unwrap();
+        let (code, table, err) = kgate(&kubeconfig, &["list", "--ca-file", cas.to_str().unwrap()]);
+        assert_eq!(code, Some(0), "{table}\n{err}");
+        assert_eq!(table.lines().count(), sessions.len() + 1, "{table}");
+        // The kubeconfig's token from an exec plugin; a kubeconfig with client
+        // certificates only is told what to do.
+        let base = std::fs::read_to_string(&kubeconfig).unwrap();
+        let token_user = format!("user: {{token: '{}'}}", server.admin_token());
+        let plugin = dir_of(&kubeconfig).join("credential-plugin");
+        std::fs::write(
+            &plugin,
+            format!(
+                "#!/bin/sh\necho '{{\"apiVersion\": \"client.authentication.k8s.io/v1\", \
+                 \"kind\": \"ExecCredential\", \"status\": {{\"token\": \"{}\"}}}}'\n",
+                server.admin_token()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &plugin,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let exec = dir_of(&kubeconfig).join("exec-kubeconfig");
+        std::fs::write(
+            &exec,
+            base.replace(
+                &token_user,
+                &format!(
+                    "user: {{exec: {{apiVersion: client.authentication.k8s.io/v1, command: '{}', interactiveMode: Never}}}}",
+                    plugin.display()
+                ),
+            ),
+        )
+        .unwrap();
+        let (code, table, err) = kgate(&exec, &["list"]);
+        assert_eq!(code, Some(0), "{table}\n{err}");
+        assert!(table.lines().any(|l| l.starts_with("node-2")), "{table}");
+        let certs = dir_of(&kubeconfig).join("cert-kubeconfig");
+        std::fs::write(
+            &certs,
+            base.replace(
+                &token_user,
+                "user: {client-certificate-data: Zm9v, client-key-data: YmFy}",
+            ),
+        )
+        .unwrap();
+        let (code, _, err) = kgate(&certs, &["list"]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains("no bearer token") && err.contains("--token-file") && err.contains("kubectl create token"),
+            "{err}"
         );
         // --user: the agents filter.
         let nobody = list_until(&kubeconfig, &["--user", "nobody"], |_| true);
