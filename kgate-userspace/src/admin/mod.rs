@@ -244,7 +244,7 @@ impl Admin {
                 }
             }
             _ => respond(&Status::not_found(
-                "kgate: the admin endpoint serves /healthz, /readyz, /metrics, /status and /loglevel",
+                "kgate: the admin endpoint serves /healthz, /readyz, /metrics, /status, /loglevel and /sessions",
             )),
         }
     }
