@@ -267,6 +267,13 @@ async fn sessions_of_every_node_through_the_api_server() {
             (Some(0), "hi from node-2\n"),
             "{err}"
         );
+        // A prefix of sessions on both nodes names them, with their nodes.
+        let (code, _, err) = kgate(&kubeconfig, &["show", ""]);
+        assert_eq!(code, Some(1));
+        assert!(
+            err.contains("is ambiguous") && err.contains(" on node-1") && err.contains(" on node-2"),
+            "{err}"
+        );
         let (code, _, err) = kgate(&kubeconfig, &["show", "zzz"]);
         assert_eq!(code, Some(1));
         assert!(err.contains("no session \"zzz\""), "{err}");
