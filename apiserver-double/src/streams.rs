@@ -8,7 +8,9 @@
 //!
 //! The containers run fake programs (see [`process`]): `cat`, `echo`, `sh -c "exit N"`,
 //! `env`, `sleep`, `hostname`, `stty size`, ...; attach reaches a main process that
-//! echoes its stdin; every container port answers as an echo server.
+//! echoes its stdin; every container port answers as an echo server, but a
+//! `hostNetwork` pod's ports are the node's, and the double runs as the node: there
+//! port-forward connects to `localhost` for real.
 //!
 //! Not here: real processes, signals, `sinceSeconds`/`sinceTime` on logs, SPDY flow
 //! control (kubelet's spdystream does none either), the stream-pair creation timeout
@@ -40,6 +42,10 @@ pub(crate) struct Pod {
     pub name: String,
     /// `spec.containers[].env` (literal values) of the chosen container.
     pub env: Vec<(String, String)>,
+    /// `spec.hostNetwork`: the pod shares the node's (the double's) network namespace.
+    pub host_network: bool,
+    /// What the container runtime calls the pod's sandbox (the pod's UID here).
+    pub sandbox: String,
 }
 
 pub(crate) fn serve(mut req: Req, pod: &Value, sub: &str) -> hyper::Response<Body> {
@@ -117,7 +123,15 @@ pub(crate) fn serve(mut req: Req, pod: &Value, sub: &str) -> hyper::Response<Bod
             ))
         })
         .collect();
-    let pod = Pod { name, env };
+    let pod = Pod {
+        name,
+        env,
+        host_network: pod["spec"]["hostNetwork"].as_bool() == Some(true),
+        sandbox: pod["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    };
     match sub {
         "log" => logs::serve(&req, &pod, container.as_deref().unwrap_or_default()),
         "exec" | "attach" => remotecommand::serve(&mut req, pod, sub == "attach"),

@@ -332,3 +332,85 @@ async fn kubectl_port_forward_over_websocket_and_spdy() {
     })
     .await;
 }
+
+/// A `hostNetwork` pod's ports are the node's: port-forward reaches what listens on
+/// the double's `localhost` (here a server that answers in upper case, not an echo),
+/// and a port with nothing listening fails with the kubelet's message on the error
+/// stream, which kubectl prints; over kubectl's WebSocket tunnel and over SPDY.
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forward_to_a_host_network_pod_reaches_the_node() {
+    use std::net::{TcpListener, TcpStream};
+    let server = Arc::new(ApiServer::start(Config::default()).await.unwrap());
+    server
+        .create(
+            "pods",
+            "demo",
+            serde_json::json!({"kind": "Pod", "apiVersion": "v1",
+                "metadata": {"name": "agent-0"},
+                "spec": {"nodeName": "node-1", "hostNetwork": true,
+                         "containers": [{"name": "agent", "image": "kgate"}]},
+                "status": {"phase": "Running"}}),
+        )
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let node_port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0; 1024];
+                while let Ok(n @ 1..) = conn.read(&mut buf) {
+                    let _ = conn.write_all(&buf[..n].to_ascii_uppercase());
+                }
+            });
+        }
+    });
+    // A port nothing listens on: bound, then closed.
+    let dead_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let k = kubectl(&server, "streams-pf-host");
+    blocking(move || {
+        for (env, name) in [
+            (&[][..], "websocket"),
+            (&[SPDY_PORT_FORWARD][..], "SPDY/3.1"),
+        ] {
+            let (child, port) = port_forward(&k, env, "agent-0", node_port);
+            let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+            conn.write_all(b"hello node").unwrap();
+            let mut back = [0; 10];
+            conn.read_exact(&mut back).unwrap();
+            assert_eq!(&back, b"HELLO NODE", "{name}: the node's server answered");
+            drop(conn);
+            drop(child);
+
+            let (mut child, port) = port_forward(&k, env, "agent-0", dead_port);
+            let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let _ = conn.write_all(b"anyone?");
+            let mut rest = Vec::new();
+            let _ = conn.read_to_end(&mut rest);
+            assert!(rest.is_empty(), "{name}: nothing answers");
+            drop(conn);
+            let mut stderr = child.0.stderr.take().unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            drop(child);
+            let mut err = String::new();
+            let _ = stderr.read_to_string(&mut err);
+            let want = format!(
+                "error forwarding port {dead_port} to pod {{uid}}, uid : failed to connect to localhost:{dead_port} inside namespace"
+            );
+            let uid = server.get("pods", "demo", "agent-0").unwrap()["metadata"]["uid"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let want = want.replace("{uid}", &uid);
+            assert!(err.contains(&want), "{name}: {err}");
+            assert!(err.contains("connect: connection refused"), "{name}: {err}");
+        }
+    })
+    .await;
+}

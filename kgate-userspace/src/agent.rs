@@ -199,6 +199,14 @@ pub(crate) async fn run(config: Config, debug_logs: bool) -> Result<(), AgentErr
         targets: programmed,
         serving: serving.clone(),
         host,
+        record_dir: config.record.dir.clone(),
+        // The downward API's names (the DaemonSet sets both): where `kgate sessions`
+        // port-forwards to.
+        pod: std::env::var("POD_NAMESPACE")
+            .ok()
+            .zip(std::env::var("POD_NAME").ok())
+            .filter(|(ns, name)| !ns.is_empty() && !name.is_empty()),
+        admin_port: config.admin.as_ref().map(|a| a.listen.port()),
     });
     if let Some(admin) = &config.admin {
         server

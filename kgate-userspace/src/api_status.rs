@@ -152,6 +152,12 @@ impl Status {
         Self::failure(StatusCode::NOT_ACCEPTABLE, "NotAcceptable", message)
     }
 
+    /// 409 Conflict: the request names more than one thing (an ambiguous session ID
+    /// prefix), as the API server answers a request that conflicts with the state.
+    pub(crate) fn conflict(message: impl Into<String>) -> Self {
+        Self::failure(StatusCode::CONFLICT, "Conflict", message)
+    }
+
     /// 413 RequestEntityTooLarge: the body is larger than kgate will hold, as the
     /// API server answers a body over its own limit.
     pub(crate) fn request_entity_too_large(message: impl Into<String>) -> Self {

@@ -92,6 +92,9 @@ pub(crate) struct CertInfo {
     pub sans: Vec<String>,
     /// When the certificate expires (seconds since the epoch).
     pub not_after: i64,
+    /// SHA-256 of the certificate's DER, in lowercase hex (what `openssl x509
+    /// -fingerprint -sha256` prints, without the colons).
+    pub sha256: String,
 }
 
 /// The names and expiry of the first certificate of `pem`.
@@ -117,6 +120,7 @@ pub(crate) fn describe(pem: &[u8]) -> Result<CertInfo, CertError> {
     Ok(CertInfo {
         sans,
         not_after: cert.validity().not_after.timestamp(),
+        sha256: sha256_hex(&pem.contents),
     })
 }
 
@@ -127,6 +131,19 @@ fn ip_from(bytes: &[u8]) -> Option<IpAddr> {
         16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
         _ => None,
     }
+}
+
+/// SHA-256 of `der`, lowercase hex: the fingerprint the heartbeat Lease publishes and
+/// `kgate sessions` pins.
+pub(crate) fn sha256_hex(der: &[u8]) -> String {
+    use std::fmt::Write as _;
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
@@ -143,6 +160,13 @@ mod tests {
         let info = super::describe(cert.pem().as_bytes()).unwrap();
         assert_eq!(info.sans, ["kubernetes", "10.96.0.1", "fd00:96::1"]);
         assert!(info.not_after > 1_700_000_000, "{info:?}");
+        // The fingerprint is of the DER, as `openssl x509 -fingerprint -sha256` prints it.
+        assert_eq!(info.sha256, super::sha256_hex(cert.der()));
+        assert_eq!(info.sha256.len(), 64);
+        assert_eq!(
+            super::sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert!(super::describe(b"garbage").is_err());
     }
 }

@@ -23,6 +23,7 @@ mod body;
 mod cert;
 mod cgroup;
 pub mod cli;
+mod cluster_sessions;
 pub mod config;
 mod connection;
 pub mod crds;

@@ -15,7 +15,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("kgate: {error:#}");
-            ExitCode::FAILURE
+            error
+                .downcast_ref::<kgate::cli::Exit>()
+                .map_or(ExitCode::FAILURE, |exit| ExitCode::from(exit.code))
         }
     }
 }

@@ -8,6 +8,11 @@
 //! pod proxy would not do: it drops the caller's credentials, and the agent's
 //! `/status` answers only callers it can authenticate.
 //!
+//! The status names the agent's pod, admin port and serving certificate's SHA-256:
+//! cluster-wide `kgate sessions` ([`crate::cluster_sessions`]) port-forwards to that
+//! pod and pins that certificate, trusting it because only the agents' ServiceAccount
+//! may write these Leases.
+//!
 //! Not here: reading the Leases (that is `kgate status`, in [`crate::cli`]).
 
 use std::{sync::Arc, time::Duration};

@@ -3,13 +3,17 @@
 //! `/metrics` (Prometheus) and `/status` (JSON, what `kgate status` shows) for
 //! callers the API server vouches for, as the kubelet does it: the bearer token by
 //! TokenReview (or local verification), then a SubjectAccessReview for `get` on the
-//! non-resource path.
+//! non-resource path. The node's recorded sessions ([`sessions`], under `/sessions`)
+//! take a narrower permission: `get`/`list` on the virtual resource `sessions.kgate.io`.
 //!
-//! [`heartbeat`] publishes the same status in a Lease for `kgate status`.
+//! [`heartbeat`] publishes the same status in a Lease for `kgate status`, with what a
+//! cluster-wide `kgate sessions` needs to reach this endpoint (pod, port, the serving
+//! certificate's fingerprint).
 //!
 //! Not here: profiling.
 
 pub(crate) mod heartbeat;
+pub(crate) mod sessions;
 
 use std::{
     convert::Infallible,
@@ -78,6 +82,14 @@ pub(crate) struct AgentStatus {
     pub cert_sans: Vec<String>,
     /// When the serving certificate expires (seconds since the epoch).
     pub cert_not_after: Option<i64>,
+    /// The serving certificate's SHA-256 fingerprint (hex, of its DER): a cluster-wide
+    /// `kgate sessions` pins the agent's certificate to it.
+    pub cert_sha256: Option<String>,
+    /// The agent's pod (`POD_NAMESPACE`/`POD_NAME` from the downward API), which
+    /// `kgate sessions` port-forwards to, and the admin endpoint's port in it.
+    pub pod_namespace: Option<String>,
+    pub pod_name: Option<String>,
+    pub admin_port: Option<u16>,
     /// The record log's last write and sync succeeded (true without a log).
     pub recorder_writable: bool,
     /// The record webhook's progress, with one configured.
@@ -145,6 +157,11 @@ pub(crate) struct Admin {
     pub targets: tokio::sync::watch::Receiver<crate::ebpf::Programmed>,
     pub serving: Arc<ServingCert>,
     pub host: Host,
+    /// The record log's directory (`record.dir`), which `/sessions` reads.
+    pub record_dir: Option<std::path::PathBuf>,
+    /// The agent's pod as the downward API names it (namespace, name).
+    pub pod: Option<(String, String)>,
+    pub admin_port: Option<u16>,
 }
 
 // === impl Admin ===
@@ -200,6 +217,9 @@ impl Admin {
                 }
             }
             "/loglevel" => self.log_level(req).await,
+            path if path == "/sessions" || path.starts_with("/sessions/") => {
+                sessions::serve(self, req).await
+            }
             path @ ("/metrics" | "/status") => {
                 if let Err(status) = self.authorize(&req, path, "get").await {
                     return respond(&status);
@@ -224,7 +244,7 @@ impl Admin {
                 }
             }
             _ => respond(&Status::not_found(
-                "kgate: the admin endpoint serves /healthz, /readyz, /metrics, /status and /loglevel",
+                "kgate: the admin endpoint serves /healthz, /readyz, /metrics, /status, /loglevel and /sessions",
             )),
         }
     }
@@ -326,7 +346,11 @@ impl Admin {
             cgroup: host.cgroup.as_ref().map(|p| p.display().to_string()),
             cgroup_driver: host.cgroup.as_deref().and_then(crate::cgroup::driver_of),
             cert_sans: cert.as_ref().map(|c| c.sans.clone()).unwrap_or_default(),
-            cert_not_after: cert.map(|c| c.not_after),
+            cert_not_after: cert.as_ref().map(|c| c.not_after),
+            cert_sha256: cert.map(|c| c.sha256),
+            pod_namespace: self.pod.as_ref().map(|p| p.0.clone()),
+            pod_name: self.pod.as_ref().map(|p| p.1.clone()),
+            admin_port: self.admin_port,
             recorder_writable,
             webhook,
             oidc_keys_loaded,
@@ -345,14 +369,36 @@ impl Admin {
         path: &str,
         verb: &str,
     ) -> Result<UserInfo, Status> {
+        self.review(
+            req,
+            json!({"nonResourceAttributes": {"path": path, "verb": verb}}),
+            &format!("{verb} {path}"),
+        )
+        .await
+    }
+
+    /// The caller's token, then a SubjectAccessReview with `attributes` (the spec's
+    /// `nonResourceAttributes` or `resourceAttributes`); `what` names the question in
+    /// the 403.
+    async fn review(
+        &self,
+        req: &Request<Incoming>,
+        attributes: serde_json::Value,
+        what: &str,
+    ) -> Result<UserInfo, Status> {
         let user = self.identity.authenticate_headers(req.headers()).await?;
+        let mut spec = json!({
+            "user": user.username, "uid": user.uid, "groups": user.groups, "extra": user.extra,
+        });
+        if let (Some(spec), serde_json::Value::Object(attributes)) =
+            (spec.as_object_mut(), attributes)
+        {
+            spec.extend(attributes);
+        }
         let review = json!({
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SubjectAccessReview",
-            "spec": {
-                "user": user.username, "uid": user.uid, "groups": user.groups, "extra": user.extra,
-                "nonResourceAttributes": {"path": path, "verb": verb},
-            },
+            "spec": spec,
         });
         let unavailable = |e: String| {
             Status::service_unavailable(format!("kgate: cannot authorize the caller: {e}"))
@@ -370,7 +416,7 @@ impl Admin {
             Ok((*user).clone())
         } else {
             Err(Status::forbidden(format!(
-                "kgate: {} may not {verb} {path} on the agent's admin endpoint",
+                "kgate: {} may not {what} on the agent's admin endpoint",
                 user.username
             )))
         }

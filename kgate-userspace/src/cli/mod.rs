@@ -21,6 +21,9 @@ mod status;
 mod table;
 mod version;
 
+// Cluster-wide `kgate sessions` finds the agents by their Leases as `kgate status` does.
+pub(crate) use status::lease_status;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -128,6 +131,15 @@ impl Cli {
             }
         }
     }
+}
+
+/// An error that exits with its own code rather than 1 (`main` looks for it): a
+/// cluster-wide `kgate sessions list` that lacks a node's sessions exits 3.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
 }
 
 /// The runtime an admin command runs its requests on.

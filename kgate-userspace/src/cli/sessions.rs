@@ -3,8 +3,13 @@
 //! speed, as asciicast v2, or as JSON). Damage found in the log is a warning on
 //! stderr, never an error: what can be read is shown.
 //!
+//! With `--dir` (or `KGATE_RECORD_DIR`) the log is read from disk, on the node; without
+//! it every node's agent is asked through the API server ([`cluster`]).
+//!
 //! Not here: grouping records into sessions ([`crate::record::sessions`]) and joining
 //! or replaying a stream's frames ([`crate::record::replay`]).
+
+mod cluster;
 
 use std::{fmt::Write as _, path::PathBuf, time::Duration};
 
@@ -19,15 +24,17 @@ use crate::record::{
     sessions::{self, Filter, Session},
 };
 
-const DEFAULT_RECORD_DIR: &str = "/var/lib/kgate/records";
-
 #[derive(Subcommand)]
 pub(super) enum SessionsCommand {
-    /// Every session, oldest first.
+    /// Every session, oldest first: every node's (through the API server, with a NODE
+    /// column; exits 3 when a node did not answer), or with `--dir` one record log's.
     List {
-        /// The record log directory (`record.dir`).
-        #[arg(long, env = "KGATE_RECORD_DIR", default_value = DEFAULT_RECORD_DIR)]
-        dir: PathBuf,
+        /// The record log directory (`record.dir`, on the node); without it, every
+        /// node's agent is asked.
+        #[arg(long, env = "KGATE_RECORD_DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: cluster::Args,
         /// Only sessions of users matching this glob.
         #[arg(long)]
         user: Option<String>,
@@ -44,10 +51,13 @@ pub(super) enum SessionsCommand {
     },
     /// A session's requests as a timeline, and the streams they opened.
     Show {
-        /// The session ID (or a unique prefix).
+        /// The session ID (or a unique prefix, across nodes).
         id: String,
-        #[arg(long, env = "KGATE_RECORD_DIR", default_value = DEFAULT_RECORD_DIR)]
-        dir: PathBuf,
+        /// The record log directory; without it, the node that has the session.
+        #[arg(long, env = "KGATE_RECORD_DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: cluster::Args,
         /// `json` for the session's audit events, one per line.
         #[arg(long, short = 'o')]
         output: Option<String>,
@@ -55,10 +65,13 @@ pub(super) enum SessionsCommand {
     /// Plays a session's exec or attach stream (stdout and stderr) at recorded speed,
     /// or writes it as asciicast v2 or JSON.
     Replay {
-        /// The session ID (or a unique prefix).
+        /// The session ID (or a unique prefix, across nodes).
         id: String,
-        #[arg(long, env = "KGATE_RECORD_DIR", default_value = DEFAULT_RECORD_DIR)]
-        dir: PathBuf,
+        /// The record log directory; without it, the node that has the session.
+        #[arg(long, env = "KGATE_RECORD_DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: cluster::Args,
         /// The stream's audit ID (or a unique prefix); needed when the session has
         /// several exec/attach streams (`kgate sessions show` lists them).
         #[arg(long)]
@@ -82,6 +95,7 @@ pub(super) fn run(command: SessionsCommand) -> anyhow::Result<()> {
     match command {
         SessionsCommand::List {
             dir,
+            cluster,
             user,
             pod,
             since,
@@ -96,6 +110,9 @@ pub(super) fn run(command: SessionsCommand) -> anyhow::Result<()> {
                     anyhow::Ok(Timestamp::now() - d)
                 })
                 .transpose()?;
+            let Some(dir) = dir else {
+                return cluster::list(cluster, user, pod, since, json);
+            };
             let filter = Filter {
                 user: user.as_deref().map(wildmatch::WildMatch::new),
                 pod: pod.as_deref().map(wildmatch::WildMatch::new),
@@ -111,8 +128,16 @@ pub(super) fn run(command: SessionsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        SessionsCommand::Show { id, dir, output } => {
+        SessionsCommand::Show {
+            id,
+            dir,
+            cluster,
+            output,
+        } => {
             let json = json(output.as_deref())?;
+            let Some(dir) = dir else {
+                return cluster::show(cluster, &id, json);
+            };
             let (session, _, damage) = sessions::load_session(&dir, &id)?;
             warn(&damage);
             if json {
@@ -128,6 +153,7 @@ pub(super) fn run(command: SessionsCommand) -> anyhow::Result<()> {
         SessionsCommand::Replay {
             id,
             dir,
+            cluster,
             stream,
             speed,
             max_idle,
@@ -144,6 +170,17 @@ pub(super) fn run(command: SessionsCommand) -> anyhow::Result<()> {
                         .map_err(|_| anyhow::anyhow!("--max-idle {s}: must be 0 or more seconds"))
                 })
                 .transpose()?;
+            let pace = replay::Pace { speed, max_idle };
+            let Some(dir) = dir else {
+                let to = if json {
+                    cluster::To::Json
+                } else if let Some(path) = asciicast {
+                    cluster::To::Asciicast(path)
+                } else {
+                    cluster::To::Play(pace)
+                };
+                return cluster::replay(cluster, &id, stream.as_deref(), to);
+            };
             let (session, recordings, damage) = sessions::load_session(&dir, &id)?;
             warn(&damage);
             let rec = sessions::pick_stream(&session, &recordings, stream.as_deref())?;
@@ -171,7 +208,6 @@ pub(super) fn run(command: SessionsCommand) -> anyhow::Result<()> {
                     std::io::Write::flush(&mut file)?;
                 }
             } else {
-                let pace = replay::Pace { speed, max_idle };
                 replay::play(rec, pace, &mut stdout.lock(), &mut std::io::stderr().lock())?;
             }
             Ok(())
@@ -203,30 +239,37 @@ fn warn(damage: &[Damage]) {
 
 /// `kgate sessions list` as a table.
 pub(crate) fn list_table(sessions: &[Session]) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<14} {:<40} {:<28} {:<20} {:<20} {:>8} {:>7} {:>7}",
-        "ID", "USER", "WORKLOAD", "START", "END", "REQUESTS", "REFUSED", "STREAMS"
-    );
+    let mut out = list_header();
     for s in sessions {
-        let _ = writeln!(
-            out,
-            "{:<14} {:<40} {:<28} {:<20} {:<20} {:>8} {:>7} {:>7}",
-            s.id,
-            or_dash(&s.user),
-            // A gateway's clients have no workload: their issuer says where they are from.
-            s.issuer
-                .as_ref()
-                .map_or_else(|| or_dash(&s.workload).to_owned(), |i| format!("oidc {i}")),
-            seconds(&s.start),
-            seconds(&s.end),
-            s.requests,
-            s.refused,
-            s.streams.len()
-        );
+        out.push_str(&list_row(s));
     }
     out
+}
+
+/// The list's column names (and a newline).
+fn list_header() -> String {
+    format!(
+        "{:<14} {:<40} {:<28} {:<20} {:<20} {:>8} {:>7} {:>7}\n",
+        "ID", "USER", "WORKLOAD", "START", "END", "REQUESTS", "REFUSED", "STREAMS"
+    )
+}
+
+/// One session's row of the list (and a newline).
+fn list_row(s: &Session) -> String {
+    format!(
+        "{:<14} {:<40} {:<28} {:<20} {:<20} {:>8} {:>7} {:>7}\n",
+        s.id,
+        or_dash(&s.user),
+        // A gateway's clients have no workload: their issuer says where they are from.
+        s.issuer
+            .as_ref()
+            .map_or_else(|| or_dash(&s.workload).to_owned(), |i| format!("oidc {i}")),
+        seconds(&s.start),
+        seconds(&s.end),
+        s.requests,
+        s.refused,
+        s.streams.len()
+    )
 }
 
 /// `kgate sessions show` as a timeline.

@@ -288,7 +288,7 @@ async fn from_leases(client: kube::Client, namespace: &str) -> anyhow::Result<Ve
 
 /// The status a heartbeat Lease carries if it is fresh at `now` (else why not), and
 /// the seconds since it was renewed. `kgate check` reads Leases with it too.
-pub(super) fn lease_status(
+pub(crate) fn lease_status(
     lease: &k8s_openapi::api::coordination::v1::Lease,
     now: jiff::Timestamp,
 ) -> (Result<Value, String>, Option<i64>) {

@@ -48,7 +48,7 @@ pub struct Recording {
 }
 
 /// What `sessions show` and `list -o json` say about a stream.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamSummary {
     #[serde(rename = "auditID")]
@@ -66,7 +66,7 @@ pub struct StreamSummary {
     pub closed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture_error: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_chunks: Vec<u64>,
 }
 

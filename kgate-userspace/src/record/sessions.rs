@@ -15,7 +15,7 @@
 use std::{collections::HashMap, path::Path};
 
 use jiff::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wildmatch::WildMatch;
 
 use super::{
@@ -36,21 +36,22 @@ pub struct Filter {
     pub since: Option<Timestamp>,
 }
 
-/// One session: one connection, one user.
-#[derive(Clone, Debug, Serialize)]
+/// One session: one connection, one user. It reads back from its JSON (what an
+/// agent's `/sessions` sends) without its events and pod.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Session {
     pub id: String,
     pub connection: String,
     pub user: String,
     /// The user's groups, as its first request's record gives them.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
     /// The OIDC issuer that vouched for the user (gateway mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
     /// Whom its requests acted as through impersonation, each once.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acting_as: Vec<String>,
     pub workload: String,
     /// The pod (`ns/name`) its requests came from, when known.
@@ -58,14 +59,14 @@ pub struct Session {
     pub pod: Option<String>,
     /// The pods (`ns/name`) of stolen tokens its requests were refused with: whose
     /// tokens the session tried.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub token_pods: Vec<String>,
     pub start: String,
     pub end: String,
     pub requests: usize,
     pub refused: usize,
     /// The streams (exec, attach, port-forward) of the session's requests.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub streams: Vec<StreamSummary>,
     #[serde(skip)]
     pub events: Vec<Event>,
