@@ -11,7 +11,7 @@ use std::{net::SocketAddr, sync::Arc};
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
@@ -86,6 +86,37 @@ pub(super) enum Conn {
 /// Opens a TCP + TLS connection and starts HTTP on it (the connection's driver runs
 /// as a task until either side closes).
 pub(super) async fn connect(target: &Target, proto: Proto) -> anyhow::Result<Conn> {
+    let io = tls(target, proto).await?;
+    Ok(match proto {
+        Proto::H1 => {
+            let (send, conn) = http1::handshake(io).await?;
+            tokio::spawn(conn);
+            Conn::H1(send)
+        }
+        Proto::H2 => {
+            let (send, conn) = http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            Conn::H2(send)
+        }
+    })
+}
+
+/// An HTTP/2 connection for requests with bodies (the scale rows' writes).
+pub(super) async fn connect_writer(
+    target: &Target,
+) -> anyhow::Result<http2::SendRequest<Full<Bytes>>> {
+    let (send, conn) =
+        http2::handshake(TokioExecutor::new(), tls(target, Proto::H2).await?).await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+/// TCP + TLS to the target, with `proto` negotiated by ALPN (an error when the server
+/// does not agree to HTTP/2).
+async fn tls(
+    target: &Target,
+    proto: Proto,
+) -> anyhow::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>> {
     let tcp = TcpStream::connect(target.addr)
         .await
         .with_context(|| format!("connecting to {} ({})", target.via, target.addr))?;
@@ -98,23 +129,10 @@ pub(super) async fn connect(target: &Target, proto: Proto) -> anyhow::Result<Con
         .connect(ServerName::try_from("localhost")?, tcp)
         .await
         .with_context(|| format!("TLS handshake with {}", target.via))?;
-    let negotiated = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-    let io = TokioIo::new(tls);
-    Ok(match proto {
-        Proto::H1 => {
-            let (send, conn) = http1::handshake(io).await?;
-            tokio::spawn(conn);
-            Conn::H1(send)
-        }
-        Proto::H2 => {
-            if negotiated.as_deref() != Some(b"h2") {
-                bail!("{} did not negotiate h2", target.via);
-            }
-            let (send, conn) = http2::handshake(TokioExecutor::new(), io).await?;
-            tokio::spawn(conn);
-            Conn::H2(send)
-        }
-    })
+    if proto == Proto::H2 && tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        bail!("{} did not negotiate h2", target.via);
+    }
+    Ok(TokioIo::new(tls))
 }
 
 impl Conn {

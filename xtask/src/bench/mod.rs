@@ -20,6 +20,7 @@ mod masking;
 mod nginx;
 mod procstat;
 mod report;
+mod scale;
 mod servers;
 mod targets;
 
@@ -41,6 +42,8 @@ pub(crate) enum Part {
     Connections,
     Masking,
     Identity,
+    /// 1,000 watches through one agent; 20 concurrent 20 MB LISTs.
+    Scale,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -78,6 +81,8 @@ pub(crate) struct Setup {
     /// GET of a ConfigMap of about 1 KiB, as the bot.
     pub get: Get,
     pub bot_token: String,
+    /// The API server's admin token (the scale rows write with it, directly).
+    pub admin_token: String,
     pub seconds: u64,
     pub quick: bool,
     /// (count, bytes each) of the bulk Secrets.
@@ -174,6 +179,7 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
             token: bot_token.clone(),
         },
         bot_token,
+        admin_token: double.admin_token.clone(),
         seconds,
         quick: args.quick,
         bulk,
@@ -202,6 +208,9 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     }
     if wants(Part::Masking) {
         sections.push(masking::rows(&setup, &mut findings).await?);
+    }
+    if wants(Part::Scale) {
+        sections.extend(scale::rows(&setup, &mut findings).await?);
     }
     if wants(Part::Identity) {
         sections.push(identity()?);
