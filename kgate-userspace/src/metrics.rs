@@ -46,8 +46,9 @@ pub(crate) struct NotificationLabels {
     pub target: String,
     /// `held`, `approved`, `denied` or `expired`.
     pub event: &'static str,
-    /// `sent`, `failed` (refused for good), `gave_up` (still failing when it stopped
-    /// being relevant) or `dropped` (the queue was full).
+    /// `sent`, `failed` (refused for good), `gave_up` (not sent before it stopped
+    /// being relevant: the request was decided, or the retry window passed) or
+    /// `dropped` (the queue was full).
     pub result: &'static str,
 }
 

@@ -108,7 +108,8 @@ enum Outcome {
     Sent,
     /// Refused for good (4xx other than 408/429).
     Failed,
-    /// Still failing when it stopped being relevant.
+    /// Not sent before it stopped being relevant (the request was decided, or the
+    /// decided event's retry window passed).
     GaveUp,
 }
 
@@ -310,25 +311,28 @@ async fn deliver(notifier: &std::sync::Weak<Notifier>, context: &Context, delive
         Duration::from_millis(cfg.max_backoff_millis),
     );
     let outcome = loop {
-        let result = target.sender.post(body.clone(), content_type).await;
-        let Some(notifier) = notifier.upgrade() else {
-            return;
+        // Before every attempt: a `held` notification sent after the decision (a slow
+        // queue, a long backoff) would ask for a decision already made.
+        let relevant = match (notifier.upgrade(), event.kind) {
+            (None, _) => return,
+            (Some(n), NotifyEvent::Held) => n.is_held(event.name()),
+            (Some(_), _) => Timestamp::now() < decided_until,
         };
-        let error = match result {
+        if !relevant {
+            break Outcome::GaveUp;
+        }
+        let error = match target.sender.post(body.clone(), content_type).await {
             Ok(()) => break Outcome::Sent,
             Err(error) => error,
+        };
+        let Some(notifier) = notifier.upgrade() else {
+            return;
         };
         failed_attempt(&notifier, target, event, &error);
         if error.is_final() {
             break Outcome::Failed;
         }
-        let relevant = match event.kind {
-            NotifyEvent::Held => notifier.is_held(event.name()),
-            _ => Timestamp::now() < decided_until,
-        };
-        if !relevant {
-            break Outcome::GaveUp;
-        }
+        drop(notifier);
         let wait = backoff.next_wait();
         debug!(
             target = cfg.name,
@@ -336,7 +340,6 @@ async fn deliver(notifier: &std::sync::Weak<Notifier>, context: &Context, delive
             ?wait,
             "notification retry"
         );
-        drop(notifier);
         tokio::time::sleep(wait).await;
     };
     let Some(notifier) = notifier.upgrade() else {
