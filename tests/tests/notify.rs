@@ -139,7 +139,12 @@ impl Receiver {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
+        let Ok(body) = req
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+        else {
             return answer(StatusCode::BAD_REQUEST);
         };
         let take_failure = self

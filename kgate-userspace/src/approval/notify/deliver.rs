@@ -6,7 +6,7 @@
 //! the credential itself. Errors say what failed (`HTTP 503`, `connect`, `timed out`)
 //! and name the target.
 //!
-//! Not here: when to retry ([`super::backoff`]), what is sent ([`super::body`]).
+//! Not here: when to retry ([`super::Backoff`]), what is sent ([`super::body`]).
 
 use std::{fs, sync::Arc, time::Duration};
 
@@ -68,11 +68,13 @@ impl PostError {
 enum Source {
     Inline(Uri),
     File(std::path::PathBuf),
-    Secret {
-        api: Api<Secret>,
-        name: String,
-        key: String,
-    },
+    Secret(Box<SecretSource>),
+}
+
+struct SecretSource {
+    api: Api<Secret>,
+    name: String,
+    key: String,
 }
 
 /// A target ready to send.
@@ -142,11 +144,11 @@ impl Sender {
                     .map_err(|e| TargetError::BadUrlFile(name.clone(), e.to_string()))?;
                 Source::File(file.clone())
             }
-            (None, None, Some(secret), Some(client)) => Source::Secret {
+            (None, None, Some(secret), Some(client)) => Source::Secret(Box::new(SecretSource {
                 api: Api::namespaced(client.clone(), &secret.namespace),
                 name: secret.name.clone(),
                 key: secret.key.clone(),
-            },
+            })),
             _ => {
                 return Err(TargetError::BadUrlFile(
                     name,
@@ -166,7 +168,8 @@ impl Sender {
         match &self.source {
             Source::Inline(uri) => Ok(uri.clone()),
             Source::File(path) => read_file(path),
-            Source::Secret { api, name, key } => {
+            Source::Secret(secret) => {
+                let SecretSource { api, name, key } = &**secret;
                 let secret = api.get(name).await.map_err(|e| {
                     PostError::UrlUnavailable(format!("Secret {name}: {}", kube_reason(&e)))
                 })?;

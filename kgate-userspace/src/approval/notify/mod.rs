@@ -15,7 +15,7 @@
 //!   the request, calls [`Notifier::notify`]. No agent watches approvals to notify, and
 //!   an agent that restarts and marks what it held `Abandoned` sends nothing.
 //!
-//! Not here: the bodies ([`body`]), one target's HTTPS client ([`deliver`]).
+//! Not here: the bodies ([`body`]), one target's HTTPS client ([`mod@deliver`]).
 
 pub(crate) mod body;
 mod deliver;

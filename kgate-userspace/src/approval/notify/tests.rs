@@ -76,7 +76,15 @@ fn texts(message: &Value) -> Vec<String> {
 fn slack_messages_say_who_what_and_how_to_decide() {
     let console = Some("https://console.example.com/");
     let link = "<https://console.example.com/approvals/delete-pods-x7k2p|";
-    let cases: [(&str, Event, Option<&str>, &[&str], &[&str]); 6] = [
+    /// Name, event, console URL, texts the message has, texts it has not.
+    type Case<'a> = (
+        &'a str,
+        Event,
+        Option<&'a str>,
+        &'a [&'a str],
+        &'a [&'a str],
+    );
+    let cases: [Case<'_>; 6] = [
         (
             "held",
             event(NotifyEvent::Held, |_| {}),
