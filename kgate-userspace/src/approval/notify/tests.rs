@@ -324,3 +324,93 @@ fn only_client_errors_but_408_and_429_are_final() {
     assert!(!PostError::Unreachable("refused".into()).is_final());
     assert!(!PostError::UrlUnavailable("missing".into()).is_final());
 }
+
+/// A notifier whose queue nobody drains, with targets `sre` (held only) and `events`.
+fn undrained(
+    queue: usize,
+) -> (
+    super::Notifier,
+    tokio::sync::mpsc::Receiver<super::Delivery>,
+) {
+    use std::sync::{Arc, Mutex};
+
+    use crate::config::{Format, NotifyTarget};
+    let dir = std::env::temp_dir().join(format!("kgate-notify-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ca = rcgen::CertificateParams::new(vec!["ca".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let ca_file = dir.join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let target = |name: &str, events: Vec<NotifyEvent>| {
+        let cfg = NotifyTarget {
+            name: name.into(),
+            url: Some("https://127.0.0.1:1/hook".into()),
+            url_file: None,
+            secret_ref: None,
+            format: Format::CloudEvents,
+            ca_file: Some(ca_file.clone()),
+            events,
+            initial_backoff_millis: 1,
+            max_backoff_millis: 1,
+            timeout_seconds: 1,
+            decided_retry_seconds: 1,
+        };
+        Arc::new(super::Target {
+            sender: super::Sender::new(&cfg, None).unwrap(),
+            cfg,
+            stats: super::TargetStats::default(),
+        })
+    };
+    let (queue, rx) = tokio::sync::mpsc::channel(queue);
+    let notifier = super::Notifier {
+        targets: vec![
+            target("sre", vec![NotifyEvent::Held]),
+            target("events", Vec::new()),
+        ],
+        queue,
+        held: Mutex::new(std::collections::HashSet::new()),
+        metrics: Arc::new(crate::metrics::Metrics::default()),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    (notifier, rx)
+}
+
+#[tokio::test]
+async fn notifying_never_waits_a_full_queue_drops_and_counts() {
+    let (notifier, mut rx) = undrained(2);
+    let approval = approval();
+    let started = std::time::Instant::now();
+    // Held: both targets (2 deliveries, the queue is full). Approved: `events` only
+    // (`sre` takes held only), dropped. A rule naming `sre`: approved goes nowhere.
+    notifier.notify(NotifyEvent::Held, &approval, None);
+    notifier.notify(NotifyEvent::Approved, &approval, None);
+    notifier.notify(NotifyEvent::Approved, &approval, Some(&["sre".to_owned()]));
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+    let queued: Vec<(String, NotifyEvent)> = std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|d| (d.target.cfg.name.clone(), d.event.kind))
+        .collect();
+    assert_eq!(
+        queued,
+        [
+            ("sre".to_owned(), NotifyEvent::Held),
+            ("events".to_owned(), NotifyEvent::Held)
+        ]
+    );
+    let status = notifier.status();
+    assert_eq!((status[0].dropped, status[1].dropped), (0, 1));
+    let metrics = notifier.metrics.render();
+    assert!(
+        metrics.contains(
+            "kgate_notifications_total{target=\"events\",event=\"approved\",result=\"dropped\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("127.0.0.1:1"), "{metrics}");
+}
