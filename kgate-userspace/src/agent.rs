@@ -21,7 +21,10 @@ use tracing::{error, info, warn};
 
 use crate::{
     api_endpoints::Discovered,
-    approval::Approvals,
+    approval::{
+        Approvals,
+        notify::{Notifier, TargetError},
+    },
     cgroup::{self, CgroupError},
     config::{CgroupSetting, Config, ConfigError},
     ebpf::{self, AttachOptions, EbpfError, Enforcement, Programmed},
@@ -70,6 +73,8 @@ pub(crate) enum AgentError {
     Mask(#[from] MaskConfigError),
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error(transparent)]
+    Notify(#[from] TargetError),
     #[error("cannot start the worker threads: {0}")]
     WorkersFailed(#[source] io::Error),
     #[error("cannot listen on {0}: {1}")]
@@ -132,10 +137,10 @@ pub(crate) async fn run(config: Config, debug_logs: bool) -> Result<(), AgentErr
         (Some(node), true) => Some(crate::kube::pods::spawn(client.clone(), node)),
         _ => None,
     };
-    let approvals = Approvals::new(
-        client.clone(),
-        config.identity.node_name.as_deref().unwrap_or("standalone"),
-    );
+    let node_name = config.identity.node_name.as_deref().unwrap_or("standalone");
+    let metrics = Arc::new(Metrics::with_recorder(recorder.stats().clone()));
+    let notifier = Notifier::start(&config.approval, Some(&client), node_name, metrics.clone())?;
+    let approvals = Approvals::new(client.clone(), node_name).with_notifier(notifier.clone());
     if config.policy.cluster {
         crate::kube::policies::spawn(client.clone(), policy.clone());
     }
@@ -173,7 +178,7 @@ pub(crate) async fn run(config: Config, debug_logs: bool) -> Result<(), AgentErr
         policy,
         approvals: Some(approvals),
         masker,
-        metrics: Arc::new(Metrics::with_recorder(recorder.stats().clone())),
+        metrics,
         recorder: Arc::new(recorder),
     });
     let recovering = proxy.clone();
@@ -207,6 +212,7 @@ pub(crate) async fn run(config: Config, debug_logs: bool) -> Result<(), AgentErr
             .zip(std::env::var("POD_NAME").ok())
             .filter(|(ns, name)| !ns.is_empty() && !name.is_empty()),
         admin_port: config.admin.as_ref().map(|a| a.listen.port()),
+        notifier,
     });
     if let Some(admin) = &config.admin {
         server

@@ -12,8 +12,11 @@ use std::{
 use serde::Deserialize;
 
 pub mod authn;
+mod notify;
 mod record;
 pub use authn::JwtAuthenticator;
+pub(crate) use notify::is_target_name;
+pub use notify::{Approval, Format, NotifyEvent, NotifyTarget, SecretRef, https_url};
 pub use record::{Durability, Level, Record, Webhook};
 
 /// The agent's config file (YAML; JSON is YAML too).
@@ -93,6 +96,10 @@ pub struct Config {
     /// [`Record`].
     #[serde(default)]
     pub record: Record,
+    /// Held requests: webhooks that announce them and their decisions, and the
+    /// console link. Default: no notifications; see [`Approval`].
+    #[serde(default)]
+    pub approval: Approval,
 }
 
 /// The admin endpoint.
@@ -602,6 +609,7 @@ impl Config {
             message: e.message,
         })?;
         self.record.validate()?;
+        self.approval.validate()?;
         if self.tls.reload_seconds == 0 {
             return Err(invalid("tls.reloadSeconds", "must be at least 1"));
         }

@@ -1,6 +1,6 @@
 //! The agent's Prometheus metrics (served on the admin endpoint's `/metrics`):
 //! requests by decision and outcome, request latency, stolen-token denials, held
-//! approvals, masked responses, the policy generation, and the recorder's counters
+//! approvals, approval notifications, masked responses, the policy generation, and the recorder's counters
 //! (read from [`crate::record::stats::Stats`] at each scrape).
 
 use std::sync::{
@@ -39,8 +39,30 @@ pub(crate) struct RefusalLabels {
     pub side: &'static str,
 }
 
+/// One notification to one target (`approval.notify`), by how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct NotificationLabels {
+    /// The target's configured name (never its URL).
+    pub target: String,
+    /// `held`, `approved`, `denied` or `expired`.
+    pub event: &'static str,
+    /// `sent`, `failed` (refused for good), `gave_up` (not sent before it stopped
+    /// being relevant: the request was decided, or the retry window passed) or
+    /// `dropped` (the queue was full).
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct TargetLabels {
+    pub target: String,
+}
+
 pub(crate) struct Metrics {
     registry: Registry,
+    pub notifications: Family<NotificationLabels, Counter>,
+    /// Failed notification attempts (each retry counted), and when the last one was.
+    pub notification_failures: Family<TargetLabels, Counter>,
+    pub notification_last_failure: Family<TargetLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub requests: Family<RequestLabels, Counter>,
     pub refusals: Family<RefusalLabels, Counter>,
     pub latency: Histogram,
@@ -111,9 +133,30 @@ impl Default for Metrics {
             "Generation of the policy set in force",
             policy_generation.clone(),
         );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Approval notifications by target, event and how they ended",
+            notifications.clone(),
+        );
+        let notification_failures = Family::<TargetLabels, Counter>::default();
+        registry.register(
+            "notification_failures",
+            "Failed approval notification attempts by target (each retry counted)",
+            notification_failures.clone(),
+        );
+        let notification_last_failure = Family::default();
+        registry.register(
+            "notification_last_failure_timestamp_seconds",
+            "When the last approval notification attempt to the target failed (Unix time)",
+            notification_last_failure.clone(),
+        );
         let node = NodeMetrics::register(&mut registry);
         Self {
             registry,
+            notifications,
+            notification_failures,
+            notification_last_failure,
             node,
             requests,
             refusals,
@@ -142,6 +185,26 @@ impl Metrics {
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    pub(crate) fn notification(&self, target: &str, event: &'static str, result: &'static str) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                target: target.to_owned(),
+                event,
+                result,
+            })
+            .inc();
+    }
+
+    pub(crate) fn notification_failed(&self, target: &str, at_seconds: i64) {
+        let labels = TargetLabels {
+            target: target.to_owned(),
+        };
+        self.notification_failures.get_or_create(&labels).inc();
+        self.notification_last_failure
+            .get_or_create(&labels)
+            .set(at_seconds);
     }
 
     pub(crate) fn request(&self, decision: &str, status: http::StatusCode, seconds: f64) {

@@ -96,6 +96,9 @@ pub(crate) struct AgentStatus {
     pub webhook: Option<WebhookStatus>,
     /// Every OIDC issuer's keys have loaded once (true without OIDC authenticators).
     pub oidc_keys_loaded: bool,
+    /// Each approval notification target's health (none configured: absent).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<crate::approval::notify::TargetStatus>,
     pub ready: bool,
 }
 
@@ -162,6 +165,8 @@ pub(crate) struct Admin {
     /// The agent's pod as the downward API names it (namespace, name).
     pub pod: Option<(String, String)>,
     pub admin_port: Option<u16>,
+    /// Approval notifications, when targets are configured.
+    pub notifier: Option<Arc<crate::approval::notify::Notifier>>,
 }
 
 // === impl Admin ===
@@ -354,6 +359,11 @@ impl Admin {
             recorder_writable,
             webhook,
             oidc_keys_loaded,
+            notifications: self
+                .notifier
+                .as_ref()
+                .map(|n| n.status())
+                .unwrap_or_default(),
             ready: policies_loaded
                 && pod_index_synced
                 && programmed.synced

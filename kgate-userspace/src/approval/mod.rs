@@ -5,15 +5,19 @@
 //! a held request is never forwarded later, unchecked.
 //!
 //! On start the agent reads the approvals back: live grants are restored, approvals
-//! it was holding when it stopped are marked `Abandoned`.
+//! it was holding when it stopped are marked `Abandoned` (without a notification).
+//!
+//! The agent that holds a request, and only it, tells the configured webhooks that it
+//! is held and how it ended ([`notify`]): one notification per approval and event.
 //!
 //! Not here: deciding which requests are held (policy).
 
+pub(crate) mod notify;
 pub(crate) mod types;
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -25,8 +29,14 @@ use kube::{
 use serde_json::json;
 use tracing::{info, warn};
 
-use self::types::{HeldRequest, KgateApproval, KgateApprovalSpec};
-use crate::{api_status::Status, identity::Identity, policy::Decision, request_info::RequestInfo};
+use self::{
+    notify::Notifier,
+    types::{HeldRequest, KgateApproval, KgateApprovalSpec, KgateApprovalStatus},
+};
+use crate::{
+    api_status::Status, config::NotifyEvent, identity::Identity, policy::Decision,
+    request_info::RequestInfo,
+};
 
 /// Label naming the node whose agent holds an approval.
 const NODE_LABEL: &str = "kgate.io/node";
@@ -48,6 +58,7 @@ pub(crate) struct Approvals {
     api: Api<KgateApproval>,
     node: String,
     grants: Mutex<HashMap<GrantKey, Timestamp>>,
+    notifier: Option<Arc<Notifier>>,
 }
 
 // === impl Approvals ===
@@ -58,7 +69,14 @@ impl Approvals {
             api: Api::all(client),
             node: node.to_owned(),
             grants: Mutex::new(HashMap::new()),
+            notifier: None,
         }
+    }
+
+    /// Tells `notifier`'s webhooks of the requests this agent holds.
+    pub(crate) fn with_notifier(mut self, notifier: Option<Arc<Notifier>>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// Restores grants and abandons what this node held before a restart.
@@ -157,9 +175,13 @@ impl Approvals {
                 ))
             })?;
         let name = created.metadata.name.clone().unwrap_or_default();
-        let _ = self
+        let pending = self
             .set_status(&name, "Pending", "waiting for a decision", None)
-            .await;
+            .await
+            .unwrap_or_else(|_| with_phase(created, "Pending", "waiting for a decision"));
+        // Marked held before the notification is queued, so its first failure retries.
+        let _holding = self.notifier.as_ref().map(|n| n.holding(&name));
+        self.announce(NotifyEvent::Held, &pending, decision);
         info!(
             approval = name,
             rule = decision.source,
@@ -171,6 +193,8 @@ impl Approvals {
             name: Some(name.clone()),
         };
         let deadline = Instant::now() + Duration::from_secs(decision.approval_timeout_seconds);
+        // The object as last read: a denial's reason and decider, for its notification.
+        let mut last: Option<KgateApproval> = None;
         let outcome = loop {
             if Instant::now() >= deadline {
                 break Err(format!(
@@ -195,6 +219,7 @@ impl Approvals {
                         .reason
                         .clone()
                         .unwrap_or_else(|| "no reason given".into());
+                    last = Some(current);
                     break Err(format!(
                         "kgate: request denied by {by} (approval {name}): {reason}"
                     ));
@@ -213,18 +238,29 @@ impl Approvals {
                 if let Some(until) = until {
                     self.grant(key_of(&spec), until);
                 }
-                let _ = self
-                    .set_status(&name, "Approved", &format!("approved by {by}"), until)
-                    .await;
+                let message = format!("approved by {by}");
+                let done = self
+                    .set_status(&name, "Approved", &message, until)
+                    .await
+                    .unwrap_or_else(|_| {
+                        let mut object = with_phase(pending, "Approved", &message);
+                        object.spec = spec;
+                        object
+                    });
+                self.announce(NotifyEvent::Approved, &done, decision);
                 Ok(name)
             }
             Err(message) => {
-                let phase = if message.contains("was not decided") {
-                    "Expired"
+                let (phase, event) = if message.contains("was not decided") {
+                    ("Expired", NotifyEvent::Expired)
                 } else {
-                    "Denied"
+                    ("Denied", NotifyEvent::Denied)
                 };
-                let _ = self.set_status(&name, phase, &message, None).await;
+                let done = match self.set_status(&name, phase, &message, None).await {
+                    Ok(object) => object,
+                    Err(_) => with_phase(last.unwrap_or(pending), phase, &message),
+                };
+                self.announce(event, &done, decision);
                 Err(Status::forbidden(message))
             }
         }
@@ -247,13 +283,21 @@ impl Approvals {
             .insert(key, until);
     }
 
+    /// Queues the notification of `event` (never waits; see [`notify`]).
+    fn announce(&self, event: NotifyEvent, approval: &KgateApproval, decision: &Decision) {
+        if let Some(notifier) = &self.notifier {
+            notifier.notify(event, approval, decision.notify.as_deref());
+        }
+    }
+
+    /// Sets the status; the object as the API server then has it.
     async fn set_status(
         &self,
         name: &str,
         phase: &str,
         message: &str,
         grant_until: Option<Timestamp>,
-    ) -> Result<(), kube::Error> {
+    ) -> Result<KgateApproval, kube::Error> {
         let status = json!({"status": {
             "phase": phase, "message": message,
             "grantUntil": grant_until.map(|t| t.to_string()),
@@ -261,8 +305,18 @@ impl Approvals {
         self.api
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
             .await
-            .map(drop)
     }
+}
+
+/// `approval` with the status the agent meant to write, for a notification when the
+/// write failed (the notification still says what happened to the request).
+fn with_phase(mut approval: KgateApproval, phase: &str, message: &str) -> KgateApproval {
+    approval.status = Some(KgateApprovalStatus {
+        phase: phase.to_owned(),
+        message: Some(message.to_owned()),
+        grant_until: None,
+    });
+    approval
 }
 
 /// Marks an approval `Abandoned` when the request holding it is dropped undecided.

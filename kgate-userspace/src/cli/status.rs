@@ -174,14 +174,19 @@ fn table(rows: &[Row]) -> String {
                 s["policyGeneration"].to_string(),
                 s["approvalsHeld"].to_string(),
                 s["version"].as_str().unwrap_or("?"),
-                s["targets"]
-                    .as_array()
-                    .map(|t| t
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(","))
-                    .unwrap_or_default()
+                [
+                    s["targets"]
+                        .as_array()
+                        .map(|t| t
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(","))
+                        .unwrap_or_default(),
+                    failing_notifications(s)
+                ]
+                .join(" ")
+                .trim_end()
             ),
             Err(e) => writeln!(
                 out,
@@ -203,6 +208,23 @@ fn json(rows: &[Row]) -> Value {
             })
             .collect(),
     )
+}
+
+/// `notifications failing: NAME, …` when an approval notification target's last
+/// attempt failed; empty otherwise.
+fn failing_notifications(status: &Value) -> String {
+    let failing: Vec<&str> = status["notifications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["failing"] == true)
+        .filter_map(|t| t["target"].as_str())
+        .collect();
+    if failing.is_empty() {
+        String::new()
+    } else {
+        format!("notifications failing: {}", failing.join(", "))
+    }
 }
 
 fn yes(v: &Value) -> &'static str {
@@ -333,7 +355,7 @@ fn node_table(rows: &[NodeRow]) -> String {
         let _ = match &row.status {
             Ok(s) => writeln!(
                 out,
-                "{:<20} {:<9} {:<6} {:<7} {:<7} {:<9} {:<12} {:<8} {:<5}",
+                "{:<20} {:<9} {:<6} {:<7} {:<7} {:<9} {:<12} {:<8} {:<5} {}",
                 row.node,
                 yes(&s["enforcing"]),
                 yes(&s["ready"]),
@@ -346,6 +368,7 @@ fn node_table(rows: &[NodeRow]) -> String {
                     .map_or_else(|| "-".to_owned(), |t| t.strftime("%Y-%m-%d").to_string()),
                 s["version"].as_str().unwrap_or("?"),
                 seen,
+                failing_notifications(s),
             ),
             Err(e) => writeln!(
                 out,

@@ -231,3 +231,84 @@ fn the_gateway_deployment_config_loads() {
     let jwt = authn::parse_authentication_configuration(&authn, "file", None).unwrap();
     assert_eq!(jwt.len(), 1);
 }
+
+#[test]
+fn approval_notify_targets() {
+    let base = "upstream: {server: 'https://a:1'}\nredirect: {ipv4: 10.0.0.5}\n";
+    let c = parse(&format!(
+        "{base}approval:\n  consoleUrl: https://console.example.com\n  notify:\n\
+         \x20   - {{name: sre, format: slack, urlFile: /etc/kgate/slack-url, events: [held]}}\n\
+         \x20   - {{name: events, format: cloudevents, url: 'https://events.example.com/in', caFile: /ca.crt}}\n\
+         \x20   - {{name: from-secret, format: slack, secretRef: {{namespace: kgate-system, name: slack, key: url}}}}\n"
+    ))
+    .unwrap();
+    let notify = &c.approval.notify;
+    assert_eq!(notify.len(), 3);
+    assert_eq!(c.approval.notify_queue, 1024);
+    assert!(notify[0].wants(NotifyEvent::Held) && !notify[0].wants(NotifyEvent::Denied));
+    assert!(NotifyEvent::ALL.iter().all(|e| notify[1].wants(*e)));
+    assert_eq!(notify[1].format, Format::CloudEvents);
+    assert_eq!(notify[1].initial_backoff_millis, 500);
+    assert_eq!(notify[1].max_backoff_millis, 30_000);
+    assert_eq!(notify[1].decided_retry_seconds, 600);
+    assert!(parse(base).unwrap().approval.notify.is_empty());
+
+    let target = |fields: &str| format!("{base}approval: {{notify: [{{{fields}}}]}}\n");
+    let cases = [
+        (
+            target("name: a, format: slack, url: 'http://hooks.example.com/s3cr3t'"),
+            "approval.notify[0].url",
+        ),
+        (target("name: a, format: slack"), "approval.notify[0].url"),
+        (
+            target("name: a, format: slack, url: 'https://x/y', urlFile: /u"),
+            "approval.notify[0].url",
+        ),
+        (
+            target("name: A_b, format: slack, url: 'https://x'"),
+            "approval.notify[0].name",
+        ),
+        (target("name: a, format: teams, url: 'https://x'"), "format"),
+        (
+            target("name: a, format: slack, urlFile: rel/path"),
+            "approval.notify[0].urlFile",
+        ),
+        (
+            target("name: a, format: slack, url: 'https://x', events: [decided]"),
+            "events",
+        ),
+        (
+            target("name: a, format: slack, secretRef: {namespace: n, name: '', key: k}"),
+            "approval.notify[0].secretRef",
+        ),
+        (
+            target(
+                "name: a, format: slack, url: 'https://x', initialBackoffMillis: 10, maxBackoffMillis: 5",
+            ),
+            "approval.notify[0].maxBackoffMillis",
+        ),
+        (
+            format!(
+                "{base}approval: {{notify: [{{name: a, format: slack, url: 'https://x'}}, \
+                 {{name: a, format: slack, url: 'https://y'}}]}}\n"
+            ),
+            "approval.notify[1].name",
+        ),
+        (
+            format!("{base}approval: {{consoleUrl: 'ftp://console'}}\n"),
+            "approval.consoleUrl",
+        ),
+        (
+            format!("{base}approval: {{notifyQueue: 0}}\n"),
+            "approval.notifyQueue",
+        ),
+    ];
+    for (text, field) in cases {
+        let error = parse(&text).unwrap_err().to_string();
+        assert!(error.contains(field), "{text}: {error}");
+        assert!(
+            !error.contains("s3cr3t"),
+            "the URL is in the error: {error}"
+        );
+    }
+}

@@ -65,6 +65,8 @@ pub(crate) struct CompiledRule {
     pub message: Option<String>,
     pub approvers: Vec<String>,
     pub approval_timeout_seconds: u64,
+    /// The notification targets of a held request (`None`: the agent's every one).
+    pub notify: Option<Vec<String>>,
     pub unmasked: bool,
     /// How many dimensions the rule (and its policy's subjects) constrain.
     pub specificity: u32,
@@ -160,6 +162,18 @@ pub(crate) fn compile(name: &str, spec: &KgatePolicySpec) -> Result<CompiledPoli
                 "must be between 1 and 86400".into(),
             ));
         }
+        let notify = rule.approval.as_ref().and_then(|a| a.notify.as_deref());
+        if let Some((j, bad)) = notify
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .find(|(_, n)| !crate::config::is_target_name(n))
+        {
+            return Err(err(
+                format!("{at}.approval.notify[{j}]"),
+                format!("{bad:?} is not a notification target's name (a DNS label)"),
+            ));
+        }
         let specificity = policy_subjects.count() + rule_subjects.count() + request.count();
         rules.push(CompiledRule {
             name: rule.name.clone(),
@@ -173,6 +187,7 @@ pub(crate) fn compile(name: &str, spec: &KgatePolicySpec) -> Result<CompiledPoli
                 .map(|a| a.approvers.clone())
                 .unwrap_or_default(),
             approval_timeout_seconds: timeout,
+            notify: rule.approval.as_ref().and_then(|a| a.notify.clone()),
             unmasked: rule.unmasked,
             specificity,
         });

@@ -59,6 +59,8 @@ pub(crate) struct Decision {
     pub message: Option<String>,
     pub approvers: Vec<String>,
     pub approval_timeout_seconds: u64,
+    /// Which notification targets hear of a held request (`None`: every one).
+    pub notify: Option<Vec<String>>,
     /// The deciding rule grants an unmasked response.
     pub unmasked: bool,
 }
@@ -186,6 +188,7 @@ impl PolicySet {
                 message: rule.message.clone(),
                 approvers: rule.approvers.clone(),
                 approval_timeout_seconds: rule.approval_timeout_seconds,
+                notify: rule.notify.clone(),
                 unmasked: rule.unmasked,
             }
             .shadow_if(self.shadow || policy.mode == Mode::Shadow),
@@ -297,6 +300,7 @@ impl Decision {
             message: None,
             approvers: Vec::new(),
             approval_timeout_seconds: 0,
+            notify: None,
             unmasked: false,
         }
     }

@@ -280,6 +280,7 @@ fn decisions_follow_specificity_then_strictness() {
         (d.approvers.as_slice(), d.approval_timeout_seconds),
         (&["sre".to_owned()][..], 60)
     );
+    assert_eq!(d.notify, None, "no notify: the agent's every target");
 
     // The global default and global shadow mode.
     let open = self::set(DefaultAction::Allow);
@@ -343,6 +344,7 @@ fn invalid_policies_are_rejected_with_their_location() {
         (doc("  subjects: {serviceAccounts: [deployer]}\n"), "spec.subjects.serviceAccounts[0]: \"deployer\" is not NAMESPACE/NAME"),
         (doc("  rules: [{name: r, match: {resources: [pods], nonResourceURLs: [/x]}, action: allow}]\n"), "either resources or non-resource URLs"),
         (doc("  rules: [{name: r, action: allow, message: hi}]\n"), "only a `deny` rule takes a message"),
+        (doc("  rules: [{name: r, action: approve, approval: {notify: [sre, 'https://hooks.example.com/x']}}]\n"), "spec.rules[0].approval.notify[1]: \"https://hooks.example.com/x\" is not a notification target's name"),
         (doc("  rules: [{name: r, action: maybe}]\n"), "unknown variant `maybe`"),
         (doc("  rulez: []\n"), "unknown field `rulez`"),
         (format!("{}---\n{}", doc("  {}\n"), doc("  {}\n")), "document 2: duplicate policy name \"p\""),

@@ -180,6 +180,12 @@ pub(crate) struct Approval {
     /// How long the request is held before it is refused. Default 300.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// Names of the agent's notification targets (`approval.notify` in its config) to
+    /// tell of this rule's held requests, instead of all of them; `[]` for none.
+    /// Default: every configured target. Names, never URLs: a policy is readable by
+    /// more people than the webhooks' secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Vec<String>>,
 }
 
 /// What the agent reports about a policy object.

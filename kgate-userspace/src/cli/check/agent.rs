@@ -1,6 +1,7 @@
 //! One agent's status, line by line, as its heartbeat Lease carries it (what its
 //! kernel proved by attaching, cgroups, enforcement, readiness, the serving
-//! certificate's names and expiry, the recorder and the webhook), and whether the
+//! certificate's names and expiry, the recorder, the webhook and the approval
+//! notifications), and whether the
 //! agents agree with each other (policy in force, version). Pure functions of the
 //! statuses, for the table-driven tests.
 //!
@@ -97,7 +98,40 @@ pub(super) fn agent_checks(
             )
         });
     }
+    if let Some(check) = notifications_check(&status["notifications"]) {
+        checks.push(check);
+    }
     checks
+}
+
+/// Whether the node's approval notifications go through: a warning naming each target
+/// whose last attempt failed (held requests still wait; approvers just are not told).
+fn notifications_check(targets: &Value) -> Option<Check> {
+    let targets = targets.as_array().filter(|t| !t.is_empty())?;
+    let failing: Vec<String> = targets
+        .iter()
+        .filter(|t| t["failing"] == true)
+        .map(|t| {
+            format!(
+                "{} ({})",
+                t["target"].as_str().unwrap_or("?"),
+                t["lastError"].as_str().unwrap_or("failed")
+            )
+        })
+        .collect();
+    Some(if failing.is_empty() {
+        Check::ok(
+            "node.notifications",
+            format!("{} approval notification target(s) deliver", targets.len()),
+        )
+    } else {
+        Check::warn(
+            "node.notifications",
+            format!("approval notifications are failing: {}", failing.join(", ")),
+            "check the target's URL (urlFile or secretRef), caFile and the receiver; \
+             approvers are not told of held requests (kgate approvals list still shows them)",
+        )
+    })
 }
 
 fn cgroup_check(status: &Value, enforcing: bool) -> Check {

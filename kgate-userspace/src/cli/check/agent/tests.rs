@@ -219,6 +219,25 @@ fn one_agents_status() {
             Outcome::Warn,
             "12 record(s) behind and its last POST failed",
         ),
+        (
+            "notifications delivering",
+            edit(&|s| s["notifications"] = json!([{"target": "sre", "failing": false}])),
+            "",
+            Outcome::Ok,
+            "",
+        ),
+        (
+            "a notification target failing",
+            edit(&|s| {
+                s["notifications"] = json!([
+                    {"target": "sre", "failing": false},
+                    {"target": "events", "failing": true, "lastError": "HTTP 503"},
+                ]);
+            }),
+            "node.notifications",
+            Outcome::Warn,
+            "approval notifications are failing: events (HTTP 503)",
+        ),
     ];
     for (name, status, id, want, says) in cases {
         let checks = agent_checks(
