@@ -463,7 +463,7 @@ async fn lists(setup: &Setup, api: &Api, findings: &mut Findings) -> anyhow::Res
             vec![
                 target.via.into(),
                 LISTS.to_string(),
-                format!("{mb:.1}"),
+                format!("{mb:.2}"),
                 format!("{seconds:.2}"),
                 extra_mib.map_or("-".to_owned(), |v| format!("{v:.1}")),
             ],
