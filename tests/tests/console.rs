@@ -1,0 +1,513 @@
+//! `kgate console` against the API-server double and a standalone agent's record log.
+//!
+//! In a real browser (Debian's Chromium driven by tests/browser/console.mjs through
+//! playwright-core): a bot's `kubectl delete pod` is held and appears on the Approvals
+//! page without a reload, is approved there and completes; a second is denied with a
+//! reason, which the page and the bot both show; the bot's exec session plays its
+//! output in the page. Screenshots go to target/console-screenshots/. Skipped, saying
+//! why, when node, Chromium, the test's npm packages or the console's assets are
+//! missing; never skipped with `KGATE_REQUIRE_BROWSER=1` (`cargo xtask test`).
+//!
+//! Without a browser: the protections (a foreign Host refused, a change without the
+//! CSRF token or from another origin refused, a non-loopback address without TLS
+//! refused at start) and the JSON API's answers.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use kgate::record::sessions;
+use kgate_tests::{
+    apiserver::{ApiServer, Config, DEFAULT_ISSUER, Handle, Subject},
+    harness::{Agent, Kubectl, ScratchDir, kgate_bin, kubeconfig, scratch_dir},
+};
+use serde_json::{Value, json};
+
+const POLICY: &str = r#"
+apiVersion: kgate.io/v1alpha1
+kind: KgatePolicy
+metadata: {name: bots}
+spec:
+  subjects: {serviceAccounts: ["demo/bot"]}
+  defaultAction: allow
+  rules:
+    - name: delete-pods
+      match: {verbs: [delete], resources: [pods]}
+      action: approve
+      approval: {timeoutSeconds: 60}
+"#;
+
+const EXEC_TEXT: &str = "hello from the bot's exec";
+const REASON: &str = "not during the freeze";
+
+/// The double, an agent holding the bot's pod deletes and recording into a log, the
+/// bot's kubectl through the agent, and the admin's kubeconfig for the console.
+struct Rig {
+    server: Handle,
+    agent: Agent,
+    bot: Kubectl,
+    records: PathBuf,
+    admin: PathBuf,
+    _dir: ScratchDir,
+}
+
+impl Rig {
+    async fn start(tag: &str) -> Self {
+        let server = ApiServer::start(Config::default()).await.unwrap();
+        let dir = scratch_dir(tag);
+        let records = dir.join("records");
+        std::fs::write(dir.join("policy.yaml"), POLICY).unwrap();
+        let agent = Agent::standalone_with(
+            &server.url(),
+            server.ca_pem(),
+            server.admin_token(),
+            &format!(
+                "identity: {{unboundSubjects: ['system:serviceaccount:demo:*', kubernetes-admin]}}\n\
+                 policy: {{files: ['{}']}}\n\
+                 record: {{dir: '{}', durability: batch, flushMillis: 100}}\n",
+                dir.join("policy.yaml").display(),
+                records.display()
+            ),
+        )
+        .unwrap();
+        let admin = kubeconfig(
+            &dir.join("admin"),
+            &server.url(),
+            server.ca_pem(),
+            server.admin_token(),
+        );
+        let sa = server.get("serviceaccounts", "demo", "bot").unwrap();
+        let token = server.mint_token(
+            &Subject {
+                namespace: "demo".into(),
+                service_account: "bot".into(),
+                service_account_uid: sa["metadata"]["uid"].as_str().unwrap().into(),
+                pod: None,
+            },
+            &[DEFAULT_ISSUER.to_owned()],
+            3600,
+        );
+        for name in ["a", "b"] {
+            server
+                .create(
+                    "pods",
+                    "demo",
+                    json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": name},
+                    "spec": {"containers": [{"name": "app", "image": "x"}]}}),
+                )
+                .unwrap();
+        }
+        let bot = Kubectl::new(
+            scratch_dir(&format!("{tag}-bot")),
+            &agent.url(),
+            &agent.ca_pem,
+            &token,
+        );
+        Self {
+            server,
+            agent,
+            bot,
+            records,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    /// `kgate console --listen 127.0.0.1:0 --dir RECORDS` with the admin's kubeconfig.
+    fn console(&self) -> Console {
+        Console::start(&self.admin, &self.records, &["--listen", "127.0.0.1:0"])
+    }
+
+    /// `kubectl delete pod NAME -n demo` as the bot, in the background.
+    fn delete(&self, name: &str) -> Child {
+        self.bot
+            .command()
+            .args(["delete", "pod", name, "-n", "demo", "--wait=false"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The bot's `kubectl exec web-0 -- echo …`, and the ID of the session that
+    /// recorded it once its stream is in the log.
+    fn exec_session(&self) -> String {
+        let (ok, out, err) = self
+            .bot
+            .run(&["exec", "web-0", "-n", "demo", "--", "echo", EXEC_TEXT]);
+        assert!(ok, "{err}");
+        assert_eq!(out.trim(), EXEC_TEXT);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (all, _) = sessions::load_summaries(&self.records).unwrap();
+            if let Some(s) = all.iter().find(|s| {
+                s.streams
+                    .iter()
+                    .any(|st| st.subresource == "exec" && st.closed)
+            }) {
+                return s.id.clone();
+            }
+            assert!(Instant::now() < deadline, "no exec session in the log");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn finish(child: Child) -> (bool, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A running `kgate console`; killed on drop.
+struct Console {
+    child: Child,
+    url: String,
+}
+
+impl Console {
+    fn start(kubeconfig: &Path, records: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(kgate_bin())
+            .env("KUBECONFIG", kubeconfig)
+            .arg("console")
+            .arg("--dir")
+            .arg(records)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("kgate console: ")
+            .unwrap_or_else(|| panic!("kgate console printed {line:?}"))
+            .to_owned();
+        Self { child, url }
+    }
+
+    fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One raw HTTP/1.1 request to 127.0.0.1:`port`: (status, body).
+fn http(port: u16, request: &str) -> (u16, String) {
+    use std::io::Read as _;
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+fn get(port: u16, host: &str, path: &str) -> (u16, String) {
+    http(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+fn post(port: u16, path: &str, headers: &str, body: &str) -> (u16, String) {
+    http(
+        port,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost:{port}\r\n{headers}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+fn message(body: &str) -> String {
+    serde_json::from_str::<Value>(body).unwrap_or_default()["message"]
+        .as_str()
+        .unwrap_or(body)
+        .to_owned()
+}
+
+/// The CSRF token the page embeds.
+fn csrf(console: &Console) -> String {
+    let (code, page) = get(
+        console.port(),
+        &format!("localhost:{}", console.port()),
+        "/",
+    );
+    assert_eq!(code, 200, "{page}");
+    let at = page
+        .find("name=\"kgate-csrf\" content=\"")
+        .expect("the token in the page");
+    page[at + 27..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_refuses_foreign_hosts_cross_site_changes_and_exposure_without_tls() {
+    let rig = Rig::start("console-guard").await;
+    tokio::task::spawn_blocking(move || {
+        // A non-loopback address without TLS: refused before anything else.
+        let out = Command::new(kgate_bin())
+            .env("KUBECONFIG", &rig.admin)
+            .args(["console", "--listen", "0.0.0.0:0", "--dir"])
+            .arg(&rig.records)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("not a loopback address, so the console needs --tls-cert and --tls-key"),
+            "{err}"
+        );
+
+        let console = rig.console();
+        let port = console.port();
+        // The API answers the console's own names.
+        for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+            let (code, body) = get(port, &host, "/api/approvals");
+            assert_eq!(code, 200, "{host}: {body}");
+            assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!([]));
+        }
+        // DNS rebinding: a page on another name that resolves to 127.0.0.1.
+        for path in ["/api/approvals", "/", "/sessions"] {
+            let (code, body) = get(port, &format!("rebind.example:{port}"), path);
+            assert_eq!(code, 403, "{path}: {body}");
+            assert!(
+                message(&body).contains("is not this console's address"),
+                "{body}"
+            );
+        }
+
+        let token = csrf(&console);
+        let origin = format!("Origin: http://localhost:{port}\r\n");
+        let with_token = format!("{origin}X-Kgate-Csrf: {token}\r\n");
+        let path = "/api/approvals/nope/approve";
+        // No token, a wrong token, another origin, no origin: refused before any call.
+        for (headers, why) in [
+            (origin.clone(), "CSRF"),
+            (
+                format!("{origin}X-Kgate-Csrf: {}x\r\n", &token[1..]),
+                "CSRF",
+            ),
+            (
+                format!("Origin: http://evil.example\r\nX-Kgate-Csrf: {token}\r\n"),
+                "own page",
+            ),
+            (format!("X-Kgate-Csrf: {token}\r\n"), "own page"),
+        ] {
+            let (code, body) = post(port, path, &headers, "{}");
+            assert_eq!(code, 403, "{headers:?}: {body}");
+            assert!(message(&body).contains(why), "{headers:?}: {body}");
+        }
+        // With both, it reaches the API server, whose 404 comes back as JSON.
+        let (code, body) = post(port, path, &with_token, "{}");
+        assert_eq!(code, 404, "{body}");
+        assert!(message(&body).contains("nope"), "{body}");
+        // A bad grant window is the console's 400.
+        let (code, body) = post(port, path, &with_token, r#"{"for": "forever"}"#);
+        assert_eq!(code, 400, "{body}");
+
+        // Sessions: the list, and unknown IDs as 404 with a message.
+        let (code, body) = get(port, &format!("localhost:{port}"), "/api/sessions?since=1h");
+        assert_eq!(code, 200, "{body}");
+        let (code, body) = get(
+            port,
+            &format!("localhost:{port}"),
+            "/api/sessions/ffffffffffff",
+        );
+        assert_eq!(code, 404, "{body}");
+        assert!(message(&body).contains("no session"), "{body}");
+        let (code, body) = get(
+            port,
+            &format!("localhost:{port}"),
+            "/api/sessions?since=soon",
+        );
+        assert_eq!(code, 400, "{body}");
+        drop(rig.agent);
+    })
+    .await
+    .unwrap();
+}
+
+/// Why the browser test cannot run here, if it cannot.
+fn browser_missing(root: &Path) -> Option<String> {
+    let chromium = chromium();
+    if !chromium.exists() {
+        return Some(format!("no Chromium at {}", chromium.display()));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("no node on PATH".into());
+    }
+    if !root
+        .join("tests/browser/node_modules/playwright-core")
+        .exists()
+    {
+        return Some("tests/browser has no node_modules (npm ci there)".into());
+    }
+    None
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM").map_or_else(|| "/usr/bin/chromium".into(), PathBuf::from)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Skips (returns true) with a message, unless `KGATE_REQUIRE_BROWSER=1` makes it a failure.
+fn skip(why: &str) -> bool {
+    assert!(
+        std::env::var("KGATE_REQUIRE_BROWSER").as_deref() != Ok("1"),
+        "KGATE_REQUIRE_BROWSER=1 but {why} (`cargo xtask console` builds the assets and \
+         installs the browser test's packages; Chromium is Debian's `chromium`)"
+    );
+    eprintln!("SKIPPED the browser test: {why}");
+    true
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approvals_and_sessions_work_in_a_real_browser() {
+    let root = workspace_root();
+    if let Some(why) = browser_missing(&root) {
+        skip(&why);
+        return;
+    }
+    let rig = Rig::start("console-browser").await;
+    tokio::task::spawn_blocking(move || {
+        let console = rig.console();
+        let (code, page) = get(
+            console.port(),
+            &format!("localhost:{}", console.port()),
+            "/",
+        );
+        if code != 200 {
+            skip(&format!(
+                "kgate was built without the console's assets ({})",
+                message(&page)
+            ));
+            return;
+        }
+        let session = rig.exec_session();
+        let shots = root.join("target/console-screenshots");
+        let mut browser = Command::new("node")
+            .arg(root.join("tests/browser/console.mjs"))
+            .env("CONSOLE_URL", &console.url)
+            .env("SCREENSHOTS", &shots)
+            .env("SESSION_ID", &session)
+            .env("EXEC_TEXT", EXEC_TEXT)
+            .env("REASON", REASON)
+            .env("CHROMIUM", chromium())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut stdin = browser.stdin.take().unwrap();
+        let steps = steps(browser.stdout.take().unwrap());
+        let next = |want: &str| -> Vec<String> {
+            let words = steps
+                .recv_timeout(Duration::from_secs(90))
+                .unwrap_or_else(|_| panic!("the browser never reached {want}"));
+            assert_eq!(words[0], want, "{words:?}");
+            words
+        };
+        let go = |stdin: &mut ChildStdin| stdin.write_all(b"GO\n").unwrap();
+
+        // The page is open; the bot's delete is held, shows up, is approved.
+        next("approvals-open");
+        let held = rig.delete("a");
+        let approved = next("approved");
+        assert!(
+            approved[2].contains("approved by kubernetes-admin"),
+            "{approved:?}"
+        );
+        let (ok, out) = finish(held);
+        assert!(ok, "{out}");
+        assert!(out.contains("pod \"a\" deleted"), "{out}");
+        let phase = rig
+            .server
+            .get("kgateapprovals", "", &approved[1])
+            .map(|a| a["spec"]["decidedBy"].clone());
+        assert_eq!(phase, Some(json!("kubernetes-admin")));
+        go(&mut stdin);
+
+        // The second is denied with a reason, which the bot sees too.
+        let held = rig.delete("b");
+        let denied = next("denied");
+        let (ok, out) = finish(held);
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains(&format!(
+                "kgate: request denied by kubernetes-admin (approval {}): {REASON}",
+                denied[1]
+            )),
+            "{out}"
+        );
+        assert!(rig.server.get("pods", "demo", "b").is_some());
+        go(&mut stdin);
+
+        next("player-ok");
+        let status = browser.wait().unwrap();
+        assert!(status.success(), "the browser script failed: {status}");
+        for page in [
+            "nodes",
+            "approvals-pending",
+            "approvals",
+            "sessions",
+            "session",
+        ] {
+            let png = shots.join(format!("{page}.png"));
+            assert!(
+                std::fs::metadata(&png).is_ok_and(|m| m.len() > 1000),
+                "no screenshot {}",
+                png.display()
+            );
+        }
+        drop(console);
+        drop(rig.agent);
+    })
+    .await
+    .unwrap();
+}
+
+/// The browser script's `STEP …` lines, as words; its other lines are echoed.
+fn steps(stdout: std::process::ChildStdout) -> mpsc::Receiver<Vec<String>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            eprintln!("browser: {line}");
+            if let Some(rest) = line.strip_prefix("STEP ") {
+                let mut words: Vec<String> = rest.splitn(3, ' ').map(str::to_owned).collect();
+                if words.len() == 3 {
+                    words[2] = serde_json::from_str(&words[2]).unwrap_or_else(|_| words[2].clone());
+                }
+                let _ = tx.send(words);
+            }
+        }
+    });
+    rx
+}
