@@ -56,7 +56,9 @@ try {
   // Nodes: the heartbeat table, served at a deep link.
   const t0 = Date.now();
   await page.goto(`${url}/nodes`);
-  await page.locator('main table, main .empty, main .error').first().waitFor();
+  // node-1 has a fresh heartbeat (the test wrote its Lease); node-2 has none.
+  await page.locator('tr[data-node=node-1] .badge.ok').first().waitFor();
+  await page.locator('tr[data-node=node-2]', { hasText: 'no kgate heartbeat' }).waitFor();
   console.log(`TIMING nodes-page-ms ${Date.now() - t0}`);
   await shot('nodes');
 

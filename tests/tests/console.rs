@@ -157,6 +157,37 @@ impl Rig {
     }
 }
 
+impl Rig {
+    /// A fresh heartbeat Lease for `node`, as an enforcing agent writes it
+    /// (admin/heartbeat.rs): the Nodes page shows it beside the nodes without one.
+    fn heartbeat(&self, node: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let status = json!({"node": node, "version": "0.1.0", "enforcing": true,
+            "targets": ["10.96.0.1:443"], "targetsSynced": true, "policyGeneration": 3,
+            "policiesLoaded": true, "podIndexSynced": true, "approvalsHeld": 0,
+            "certNotAfter": now + 90 * 86400, "recorderWritable": true, "ready": true});
+        let renewed = Command::new("date")
+            .args(["-u", "+%Y-%m-%dT%H:%M:%S.000000Z"])
+            .output()
+            .unwrap();
+        self.server
+            .create(
+                "leases",
+                "kgate-system",
+                json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": format!("kgate-{node}"),
+                    "labels": {"app.kubernetes.io/name": "kgate", "kgate.io/node": node},
+                    "annotations": {"kgate.io/status": status.to_string()}},
+                "spec": {"holderIdentity": node, "leaseDurationSeconds": 300,
+                    "renewTime": String::from_utf8_lossy(&renewed.stdout).trim()}}),
+            )
+            .unwrap();
+    }
+}
+
 fn finish(child: Child) -> (bool, String) {
     let out = child.wait_with_output().unwrap();
     (
@@ -412,6 +443,7 @@ async fn approvals_and_sessions_work_in_a_real_browser() {
             return;
         }
         let session = rig.exec_session();
+        rig.heartbeat("node-1");
         let shots = root.join("target/console-screenshots");
         let mut browser = Command::new("node")
             .arg(root.join("tests/browser/console.mjs"))
