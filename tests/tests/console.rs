@@ -543,3 +543,152 @@ fn steps(stdout: std::process::ChildStdout) -> mpsc::Receiver<Vec<String>> {
     });
     rx
 }
+
+/// A measurement, not a check: `KGATE_CONSOLE_SESSIONS` (default 10,000) sessions of
+/// five requests each written to a log, then the console's sessions API and its
+/// Sessions page timed and its memory read. Run with
+/// `cargo test -p kgate-tests --test console -- --ignored --nocapture measure`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement (docs/console.md), not a check"]
+async fn measure_the_console_with_many_sessions() {
+    use kgate::record::log::{self, Limits, Log};
+
+    let count: usize = std::env::var("KGATE_CONSOLE_SESSIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let rig = Rig::start("console-measure").await;
+    let records = scratch_dir("console-measure-log");
+    let started = Instant::now();
+    {
+        let limits = Limits {
+            segment_bytes: 64 << 20,
+            max_bytes: 1 << 34,
+            max_age: Duration::from_secs(30 * 86400),
+        };
+        let (mut log, _) = Log::open(&records, limits).unwrap();
+        let mut buf = Vec::new();
+        let base = 1_780_000_000u64;
+        for s in 0..count {
+            let conn = format!("{s:012x}{}", "0".repeat(20));
+            for r in 0..5 {
+                let t = base + (s * 5 + r) as u64;
+                let event = json!({"kind": "Event", "apiVersion": "audit.k8s.io/v1",
+                    "level": "Metadata", "auditID": format!("{s:08x}-0000-4000-8000-{r:012x}"),
+                    "stage": "ResponseComplete",
+                    "requestURI": format!("/api/v1/namespaces/demo/pods/web-{r}"), "verb": "get",
+                    "user": {"username": format!("system:serviceaccount:demo:bot-{}", s % 50),
+                             "groups": ["system:serviceaccounts", "system:authenticated"]},
+                    "sourceIPs": ["10.213.0.2"],
+                    "objectRef": {"resource": "pods", "namespace": "demo", "name": format!("web-{r}"), "apiVersion": "v1"},
+                    "responseStatus": {"code": 200},
+                    "requestReceivedTimestamp": micro(t), "stageTimestamp": micro(t),
+                    "annotations": {"kgate.io/connection": conn, "kgate.io/decision": "allow",
+                        "kgate.io/pod": format!("demo/bot-{}", s % 50),
+                        "kgate.io/workload": format!("pod demo/bot-{}/app", s % 50),
+                        "kgate.io/latency-us": "850"}});
+                buf.clear();
+                log::frame(&serde_json::to_vec(&event).unwrap(), &mut buf);
+                log.append(&buf, 1).unwrap();
+            }
+        }
+        log.sync().unwrap();
+    }
+    let size: u64 = std::fs::read_dir(&*records)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    eprintln!(
+        "MEASURE wrote {count} sessions ({} requests, {} MB of log) in {:?}",
+        count * 5,
+        size >> 20,
+        started.elapsed()
+    );
+    let records: PathBuf = records.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let console = Console::start(&rig.admin, &records, &["--listen", "127.0.0.1:0"]);
+        let host = format!("localhost:{}", console.port());
+        let rss = |what: &str| {
+            let status =
+                std::fs::read_to_string(format!("/proc/{}/status", console.child.id())).unwrap();
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_owned())
+                    .unwrap_or_default()
+            };
+            eprintln!(
+                "MEASURE rss {what}: VmRSS {} VmHWM {}",
+                field("VmRSS:"),
+                field("VmHWM:")
+            );
+        };
+        rss("idle");
+        for run in ["first (reads the log)", "again (cached)", "again (cached)"] {
+            let t = Instant::now();
+            let (code, body) = get(console.port(), &host, "/api/sessions?limit=100");
+            assert_eq!(code, 200, "{body}");
+            let page: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(page["total"], count);
+            eprintln!(
+                "MEASURE GET /api/sessions {run}: {:?}, {} KB",
+                t.elapsed(),
+                body.len() >> 10
+            );
+        }
+        let t = Instant::now();
+        let (code, body) = get(console.port(), &host, "/api/sessions?user=*bot-7&limit=100");
+        assert_eq!(code, 200, "{body}");
+        eprintln!("MEASURE GET /api/sessions?user=*bot-7: {:?}", t.elapsed());
+        let t = Instant::now();
+        let (code, body) = get(console.port(), &host, "/api/sessions/000000000abc");
+        assert_eq!(code, 200, "{body}");
+        eprintln!("MEASURE GET /api/sessions/ID: {:?}", t.elapsed());
+        rss("after the API calls");
+        if browser_missing(&workspace_root()).is_none() {
+            let out = Command::new("node")
+                .arg(workspace_root().join("tests/browser/measure.mjs"))
+                .env("CONSOLE_URL", &console.url)
+                .env("CHROMIUM", chromium())
+                .output()
+                .unwrap();
+            eprintln!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            rss("after the browser");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// `MicroTime` (RFC 3339 in UTC, microseconds) of `secs` since the epoch.
+fn micro(secs: u64) -> String {
+    // Days to civil date: Howard Hinnant's algorithm.
+    let (days, rem) = (secs / 86400, secs % 86400);
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000000Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[test]
+fn micro_times() {
+    assert_eq!(micro(0), "1970-01-01T00:00:00.000000Z");
+    assert_eq!(micro(1_780_000_000), "2026-05-28T20:26:40.000000Z");
+}
