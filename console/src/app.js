@@ -39,7 +39,7 @@ async function api(path, { method = 'GET', body } = {}) {
     data = { message: text };
   }
   if (!res.ok) {
-    if (res.status === 401 && mode === 'remote') showSignIn();
+    if (res.status === 401 && mode === 'viewer-token') showSignIn();
     throw new ApiError(res.status, (data && data.message) || res.statusText);
   }
   return data;
@@ -169,7 +169,7 @@ async function whoami() {
     const me = await api('/api/whoami');
     el.replaceChildren(
       me.user ? h('span', {}, 'signed in as ', h('b', {}, me.user)) : '',
-      mode === 'remote'
+      mode === 'viewer-token'
         ? h('button', { class: 'link', onclick: async () => { await api('/api/signout', { method: 'POST' }); location.reload(); } }, 'sign out')
         : '',
     );

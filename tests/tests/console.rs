@@ -52,6 +52,7 @@ struct Rig {
     bot: Kubectl,
     records: PathBuf,
     admin: PathBuf,
+    bot_token: String,
     _dir: ScratchDir,
 }
 
@@ -113,6 +114,7 @@ impl Rig {
             bot,
             records,
             admin,
+            bot_token: token,
             _dir: dir,
         }
     }
@@ -243,6 +245,12 @@ impl Drop for Console {
 
 /// One raw HTTP/1.1 request to 127.0.0.1:`port`: (status, body).
 fn http(port: u16, request: &str) -> (u16, String) {
+    let (status, _, body) = http_full(port, request);
+    (status, body)
+}
+
+/// One raw HTTP/1.1 request to 127.0.0.1:`port`: (status, head, body).
+fn http_full(port: u16, request: &str) -> (u16, String, String) {
     use std::io::Read as _;
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     tcp.write_all(request.as_bytes()).unwrap();
@@ -253,8 +261,8 @@ fn http(port: u16, request: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    (status, body)
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, head.to_owned(), body.to_owned())
 }
 
 fn get(port: u16, host: &str, path: &str) -> (u16, String) {
@@ -377,6 +385,98 @@ async fn the_console_refuses_foreign_hosts_cross_site_changes_and_exposure_witho
             "/api/sessions?since=soon",
         );
         assert_eq!(code, 400, "{body}");
+        drop(rig.agent);
+    })
+    .await
+    .unwrap();
+}
+
+/// With `--sign-in` (implied off loopback), nothing is served before a viewer signs in
+/// with a token the API server accepts, and the viewer's decision is recorded as the
+/// viewer's, not the kubeconfig's user.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_in_viewer_decides_with_their_own_token() {
+    let rig = Rig::start("console-viewer").await;
+    let bot_token = rig.bot_token.clone();
+    tokio::task::spawn_blocking(move || {
+        let console = Console::start(
+            &rig.admin,
+            &rig.records,
+            &["--listen", "127.0.0.1:0", "--sign-in"],
+        );
+        let port = console.port();
+        let host = format!("localhost:{port}");
+        let (code, body) = get(port, &host, "/api/approvals");
+        assert_eq!(code, 401, "{body}");
+        assert!(message(&body).contains("sign in"), "{body}");
+
+        let change = format!(
+            "Origin: http://localhost:{port}\r\nX-Kgate-Csrf: {}\r\n",
+            csrf(&console)
+        );
+        let (code, body) = post(port, "/api/signin", &change, r#"{"token": "not-a-token"}"#);
+        assert_eq!(code, 401, "{body}");
+        assert!(message(&body).contains("did not accept this token"), "{body}");
+
+        let (code, head, body) = http_full(
+            port,
+            &format!(
+                "POST /api/signin HTTP/1.1\r\nHost: {host}\r\n{change}Content-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+                json!({ "token": bot_token }).to_string().len(),
+                json!({ "token": bot_token })
+            ),
+        );
+        assert_eq!(code, 200, "{body}");
+        let viewer = "system:serviceaccount:demo:bot";
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["user"], viewer);
+        let cookie = head
+            .lines()
+            .find_map(|l| l.strip_prefix("set-cookie: "))
+            .expect("a cookie")
+            .to_owned();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("Secure") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
+        assert!(!cookie.contains(&bot_token), "the token must not come back");
+        let cookie = format!("Cookie: {}\r\n", cookie.split(';').next().unwrap());
+
+        // Held: the viewer approves it, and the approval says the viewer decided.
+        let held = rig.delete("a");
+        let name = loop {
+            let (code, body) = http(
+                port,
+                &format!("GET /api/approvals HTTP/1.1\r\nHost: {host}\r\n{cookie}Connection: close\r\n\r\n"),
+            );
+            assert_eq!(code, 200, "{body}");
+            let items: Vec<Value> = serde_json::from_str(&body).unwrap();
+            if let Some(a) = items.iter().find(|a| a["status"]["phase"] == "Pending") {
+                break a["metadata"]["name"].as_str().unwrap().to_owned();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let (code, body) = post(
+            port,
+            &format!("/api/approvals/{name}/approve"),
+            &format!("{change}{cookie}"),
+            "{}",
+        );
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["decidedBy"], viewer);
+        let (ok, out) = finish(held);
+        assert!(ok, "{out}");
+        let decided = rig.server.get("kgateapprovals", "", &name).unwrap();
+        assert_eq!(decided["spec"]["decidedBy"], viewer);
+
+        // Signed out: the cookie names no one any more.
+        let (code, _) = post(port, "/api/signout", &format!("{change}{cookie}"), "");
+        assert_eq!(code, 200);
+        let (code, body) = http(
+            port,
+            &format!("GET /api/approvals HTTP/1.1\r\nHost: {host}\r\n{cookie}Connection: close\r\n\r\n"),
+        );
+        assert_eq!(code, 401, "{body}");
         drop(rig.agent);
     })
     .await

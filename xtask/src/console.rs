@@ -19,7 +19,10 @@ pub(crate) fn build() -> anyhow::Result<()> {
     npm_ci(&dir)?;
     let dist = std::env::var_os("KGATE_CONSOLE_DIST")
         .map_or_else(|| root.join("target/console/dist"), Into::into);
-    step(&format!("building the console's assets into {}", dist.display()));
+    step(&format!(
+        "building the console's assets into {}",
+        dist.display()
+    ));
     run_cmd(
         Command::new("npm")
             .args(["run", "--silent", "build"])
@@ -30,11 +33,7 @@ pub(crate) fn build() -> anyhow::Result<()> {
 
 /// What tests/tests/console.rs drives: Chromium and playwright-core.
 pub(crate) fn browser_test_deps() -> anyhow::Result<()> {
-    toolchain::commands(&[
-        ("node", "nodejs"),
-        ("npm", "npm"),
-        ("chromium", "chromium"),
-    ])?;
+    toolchain::commands(&[("node", "nodejs"), ("npm", "npm"), ("chromium", "chromium")])?;
     npm_ci(&workspace_root().join("tests/browser"))
 }
 

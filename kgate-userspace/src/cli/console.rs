@@ -26,6 +26,10 @@ pub(super) struct Args {
     /// The serving certificate's private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Each viewer signs in with their own bearer token, even on loopback (a shared
+    /// machine); implied by a non-loopback --listen.
+    #[arg(long)]
+    sign_in: bool,
     /// Namespace of the agents' heartbeat Leases (the DaemonSet's).
     #[arg(long, short = 'n', default_value = "kgate-system")]
     namespace: String,
@@ -42,10 +46,12 @@ pub(super) fn run(args: Args) -> anyhow::Result<()> {
         tls_key,
         namespace,
         node,
+        sign_in,
     } = args;
     let settings = Settings {
         listen,
         tls: tls_cert.zip(tls_key),
+        sign_in,
         namespace,
         sessions: Arc::new(LocalDir::new(dir, node)),
     };

@@ -21,9 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::{
-    Console, error, events,
-    guard::Exposure,
-    json_response,
+    Console, error, events, json_response,
     source::{Query, SourceError},
     viewer::ViewerError,
 };
@@ -67,10 +65,7 @@ pub(super) async fn handle(console: &Console, req: Request<Incoming>) -> Respons
                 Some(u) => Some(u),
                 None => decisions::whoami(&client).await,
             };
-            let mode = match console.rules_exposure {
-                Exposure::Loopback => "loopback",
-                Exposure::Remote => "remote",
-            };
+            let mode = console.viewers.credentials.name();
             json_response(StatusCode::OK, &json!({"user": user, "mode": mode}))
         }
         (&Method::GET, ["nodes"]) => {

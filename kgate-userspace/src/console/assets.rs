@@ -7,7 +7,7 @@
 
 use http::{Response, StatusCode, header};
 
-use super::{error, guard::Exposure};
+use super::{error, viewer::Credentials};
 use crate::body::{self, Body};
 
 /// What the console says when its assets were not built.
@@ -19,14 +19,11 @@ pub(super) const NOT_BUILT: &str = "this kgate was built without the console's a
 include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
 
 /// The app's page for any of its routes, with this process's CSRF token and mode.
-pub(super) fn page(csrf: &str, exposure: Exposure) -> Response<Body> {
+pub(super) fn page(csrf: &str, credentials: Credentials) -> Response<Body> {
     let Some(html) = file("index.html") else {
         return error(StatusCode::SERVICE_UNAVAILABLE, NOT_BUILT);
     };
-    let mode = match exposure {
-        Exposure::Loopback => "loopback",
-        Exposure::Remote => "remote",
-    };
+    let mode = credentials.name();
     let html = String::from_utf8_lossy(html)
         .replace("{{CSRF}}", csrf)
         .replace("{{MODE}}", mode);

@@ -35,7 +35,7 @@ use tracing::{info, warn};
 use self::{
     guard::{Exposure, GuardError, Rules},
     source::SessionSource,
-    viewer::Viewers,
+    viewer::{Credentials, Viewers},
 };
 use crate::body::{self, Body};
 
@@ -44,6 +44,8 @@ pub(crate) struct Settings {
     pub listen: SocketAddr,
     /// `--tls-cert` and `--tls-key`.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Each viewer signs in with their own token even on loopback (a shared machine).
+    pub sign_in: bool,
     /// Where the agents' heartbeat Leases are.
     pub namespace: String,
     pub sessions: Arc<dyn SessionSource>,
@@ -91,7 +93,12 @@ pub(crate) async fn serve(
     let kube_config = kube::Config::infer()
         .await
         .map_err(|e| ConsoleError::KubeconfigFailed(e.to_string()))?;
-    let viewers = Viewers::new(exposure, kube_config)
+    let credentials = if exposure == Exposure::Remote || settings.sign_in {
+        Credentials::ViewerToken
+    } else {
+        Credentials::Kubeconfig
+    };
+    let viewers = Viewers::new(credentials, kube_config)
         .map_err(|e| ConsoleError::KubeconfigFailed(e.to_string()))?;
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -110,7 +117,7 @@ pub(crate) async fn serve(
         viewers,
     });
     let url = format!("{scheme}://{}", display_host(addr));
-    info!(%url, ?exposure, "console listening");
+    info!(%url, ?exposure, ?credentials, "console listening");
     bound(addr, &url);
     if !assets::BUILT {
         // The API still serves (scripts, tests); the page says the same.
@@ -195,7 +202,7 @@ impl Console {
         } else if let Some(name) = path.strip_prefix("/assets/") {
             assets::asset(name)
         } else if is_page(&path) {
-            assets::page(&self.csrf, self.rules_exposure)
+            assets::page(&self.csrf, self.viewers.credentials)
         } else {
             error(StatusCode::NOT_FOUND, &format!("no page {path}"))
         };

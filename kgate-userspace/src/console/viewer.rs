@@ -1,5 +1,5 @@
 //! Whose credentials a request uses. On loopback, the kubeconfig's (the console is as
-//! private as the kubeconfig). Elsewhere, each viewer signs in with a bearer token of
+//! private as the kubeconfig). Elsewhere (or with `--sign-in`), each viewer signs in with a bearer token of
 //! their own; the API server must accept it (a SelfSubjectReview), and the viewer
 //! gets an opaque cookie (HttpOnly, Secure, SameSite=Strict) that names it here, so
 //! the token never returns to the page. Every API call for that viewer then uses
@@ -16,8 +16,6 @@ use std::{
 use http::{HeaderMap, header};
 use ring::rand::{SecureRandom as _, SystemRandom};
 
-use super::guard::Exposure;
-
 /// The cookie naming a signed-in viewer.
 const COOKIE: &str = "kgate_console";
 /// How long a sign-in lasts.
@@ -30,8 +28,27 @@ struct Viewer {
     since: Instant,
 }
 
+/// Whose credentials the console's API calls use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Credentials {
+    /// The kubeconfig's, for every request (a loopback console).
+    Kubeconfig,
+    /// Each signed-in viewer's own bearer token.
+    ViewerToken,
+}
+
+impl Credentials {
+    /// How the page names it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Kubeconfig => "kubeconfig",
+            Self::ViewerToken => "viewer-token",
+        }
+    }
+}
+
 pub(crate) struct Viewers {
-    exposure: Exposure,
+    pub(crate) credentials: Credentials,
     /// The kubeconfig's cluster (and, on loopback, its credentials).
     base: kube::Config,
     /// On loopback: the client every request uses.
@@ -45,20 +62,20 @@ pub(crate) enum ViewerError {
     SignInRequired,
     #[error("the API server did not accept this token: {0}")]
     TokenRefused(String),
-    #[error("sign-in is only for a console on a non-loopback address")]
+    #[error("this console uses the kubeconfig's credentials: there is nothing to sign in to")]
     NotRemote,
     #[error("building a client: {0}")]
     ClientFailed(String),
 }
 
 impl Viewers {
-    pub(crate) fn new(exposure: Exposure, base: kube::Config) -> Result<Self, kube::Error> {
-        let admin = match exposure {
-            Exposure::Loopback => Some(kube::Client::try_from(base.clone())?),
-            Exposure::Remote => None,
+    pub(crate) fn new(credentials: Credentials, base: kube::Config) -> Result<Self, kube::Error> {
+        let admin = match credentials {
+            Credentials::Kubeconfig => Some(kube::Client::try_from(base.clone())?),
+            Credentials::ViewerToken => None,
         };
         Ok(Self {
-            exposure,
+            credentials,
             base,
             admin,
             signed_in: Mutex::new(HashMap::new()),
@@ -85,7 +102,7 @@ impl Viewers {
 
     /// Checks `token` with the API server and remembers it; the cookie to set.
     pub(crate) async fn sign_in(&self, token: &str) -> Result<(String, String), ViewerError> {
-        if self.exposure != Exposure::Remote {
+        if self.credentials != Credentials::ViewerToken {
             return Err(ViewerError::NotRemote);
         }
         let mut config = self.base.clone();
