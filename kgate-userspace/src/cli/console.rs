@@ -48,12 +48,15 @@ pub(super) fn run(args: Args) -> anyhow::Result<()> {
         node,
         sign_in,
     } = args;
+    let dir = Arc::new(LocalDir::new(dir, node));
+    let warming = dir.clone();
+    std::thread::spawn(move || warming.warm());
     let settings = Settings {
         listen,
         tls: tls_cert.zip(tls_key),
         sign_in,
         namespace,
-        sessions: Arc::new(LocalDir::new(dir, node)),
+        sessions: dir,
     };
     super::runtime()?.block_on(console::serve(settings, |_, url| {
         // On stdout, for whoever started it (a script, a test) to open.

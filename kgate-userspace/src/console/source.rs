@@ -1,8 +1,8 @@
 //! Where the console's sessions come from: the [`SessionSource`] trait (list with a
 //! filter and a page, one session with its events, one stream as asciicast v2), and
 //! its implementation over one local record directory ([`LocalDir`], `kgate console
-//! --dir`), which reads the log with [`crate::record::sessions`] and keeps the last
-//! listing until the log changes.
+//! --dir`), which reads the log with [`crate::record::sessions`], keeps the last
+//! listing until the log changes, and reads one session in one pass.
 //!
 //! Not here: turning a session into the page's timeline ([`super::api`]).
 
@@ -18,9 +18,14 @@ use jiff::Timestamp;
 use serde::Serialize;
 use wildmatch::WildMatch;
 
+use memchr::memmem;
+
 use crate::record::{
-    replay,
-    sessions::{self, Filter, Session, SessionsError},
+    event::{self, Event},
+    log,
+    replay::{self, Recording},
+    sessions::{self, Filter, Grouper, Session, SessionsError},
+    stream::{self, StreamChunk},
 };
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -100,24 +105,80 @@ impl LocalDir {
         }
     }
 
+    /// Reads the listing ahead of the first page (a node's log takes seconds).
+    pub(crate) fn warm(&self) {
+        if let Err(error) = self.all() {
+            tracing::warn!(%error, "reading the record log for the console's sessions");
+        }
+    }
+
     /// Every session in the directory, oldest first, read again only when it changed.
+    /// The lock is held while reading, so that concurrent callers (the warm-up and a
+    /// first page) wait for one read instead of each reading the log.
     fn all(&self) -> Result<Arc<Vec<Session>>, SourceError> {
         let print = fingerprint(&self.dir);
-        if let Some((seen, all)) = &*self
+        let mut cache = self
             .cache
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((seen, all)) = &*cache
             && *seen == print
         {
             return Ok(all.clone());
         }
         let (all, _damage) = sessions::load_summaries(&self.dir).map_err(unavailable)?;
         let all = Arc::new(all);
-        *self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((print, all.clone()));
+        *cache = Some((print, all.clone()));
         Ok(all)
+    }
+
+    /// The session `id` (or the one it is a unique prefix of) with its events and
+    /// recordings, as [`sessions::load_session`] gives them, in one pass over the log
+    /// instead of three: the cached listing resolves the ID and names the session's
+    /// streams, and only records that mention its connection or one of its streams
+    /// are parsed (measured with 10,000 sessions: docs/console.md).
+    fn load(&self, id: &str) -> Result<(Session, Vec<Recording>), SourceError> {
+        let found = sessions::find(self.all()?.as_ref().clone(), id).map_err(classify)?;
+        let connection = memmem::Finder::new(found.connection.as_bytes());
+        let streams: Vec<memmem::Finder<'_>> = found
+            .streams
+            .iter()
+            .map(|s| memmem::Finder::new(s.audit_id.as_bytes()))
+            .collect();
+        let mut grouper = Grouper::new(true);
+        let mut chunks = Vec::new();
+        log::each_record(&self.dir, |record| {
+            if connection.find(record).is_some() {
+                if let Ok(e) = serde_json::from_slice::<Event>(record)
+                    && e.kind == "Event"
+                    && e.annotation(event::CONNECTION) == Some(found.connection.as_str())
+                    && e.user.username == found.user
+                {
+                    grouper.push(e);
+                }
+            } else if streams.iter().any(|f| f.find(record).is_some())
+                && let Ok(chunk) = serde_json::from_slice::<StreamChunk>(record)
+                && chunk.kind == stream::KIND
+                && found.streams.iter().any(|s| s.audit_id == chunk.audit_id)
+            {
+                chunks.push(chunk);
+            }
+        })
+        .map_err(|e| {
+            unavailable(format!(
+                "reading the record log in {}: {e}",
+                self.dir.display()
+            ))
+        })?;
+        let mut session = grouper
+            .finish()
+            .pop()
+            .ok_or_else(|| SourceError::NotFound(SessionsError::NotFound(id.to_owned())))?;
+        // Grouped alone, it would be numbered as its connection's first user.
+        session.id = found.id;
+        let recordings = replay::assemble(chunks);
+        sessions::attach_streams(std::slice::from_mut(&mut session), &recordings);
+        Ok((session, recordings))
     }
 
     fn page(&self, query: &Query) -> Result<Page, SourceError> {
@@ -156,9 +217,7 @@ impl SessionSource for LocalDir {
 
     fn session(&self, id: String) -> BoxFuture<'_, Result<(String, Session), SourceError>> {
         Box::pin(async move {
-            let (session, _, _) =
-                tokio::task::block_in_place(|| sessions::load_session(&self.dir, &id))
-                    .map_err(classify)?;
+            let (session, _) = tokio::task::block_in_place(|| self.load(&id))?;
             Ok((self.node.clone(), session))
         })
     }
@@ -166,8 +225,7 @@ impl SessionSource for LocalDir {
     fn asciicast(&self, id: String, stream: String) -> BoxFuture<'_, Result<Vec<u8>, SourceError>> {
         Box::pin(async move {
             tokio::task::block_in_place(|| {
-                let (session, recordings, _) =
-                    sessions::load_session(&self.dir, &id).map_err(classify)?;
+                let (session, recordings) = self.load(&id)?;
                 let rec = sessions::pick_stream(&session, &recordings, Some(&stream))
                     .map_err(classify)?;
                 let mut out = Vec::new();
