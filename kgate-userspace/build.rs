@@ -41,6 +41,7 @@ fn console_assets(out: &Path) {
     // Watched even while absent (created empty): a path that does not exist would rerun
     // this script on every build; a directory is scanned for changes.
     let _ = std::fs::create_dir_all(&dist);
+    let dist = dist.canonicalize().unwrap_or(dist);
     println!("cargo:rerun-if-changed={}", dist.display());
     let mut files = Vec::new();
     collect(&dist, &dist, &mut files);
@@ -48,7 +49,7 @@ fn console_assets(out: &Path) {
     let built = files.iter().any(|(name, _)| name == "index.html");
     if !built {
         println!(
-            "cargo:warning=kgate is built without the console's assets ({}): `kgate console` will not start; `cargo xtask console` builds them",
+            "cargo:warning=kgate is built without the console's assets ({}): `kgate console` will serve its API but no page; `cargo xtask console` builds them",
             dist.display()
         );
     }
