@@ -7,7 +7,8 @@
 //   the held delete appears (no reload), approve -> STEP approved NAME
 //   a second held delete appears, deny with a reason, the reason shows -> STEP denied NAME
 //   the deep link /approvals/NAME shows the decision
-//   Sessions page, the exec session: its player shows EXEC_TEXT -> STEP player-ok
+//   Sessions page, the exec session: its player shows EXEC_TEXT, and again by its
+//   deep link /sessions/ID -> STEP player-ok
 //
 // Environment: CONSOLE_URL, SCREENSHOTS (a directory), SESSION_ID, EXEC_TEXT, REASON,
 // CHROMIUM (default /usr/bin/chromium).
@@ -106,6 +107,9 @@ try {
   await page.locator('.ap-term-text', { hasText: execText }).first().waitFor({ timeout: 20000 });
   await page.locator('tr[data-audit]').first().waitFor();
   await shot('session');
+  // The same session by its deep link, loaded afresh.
+  await page.goto(`${url}/sessions/${sessionId}`);
+  await page.locator('.ap-term-text', { hasText: execText }).first().waitFor({ timeout: 20000 });
   step('player-ok');
 
   if (pageErrors.length) throw new Error(`errors in the page: ${pageErrors.join('; ')}`);

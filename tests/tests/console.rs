@@ -483,6 +483,73 @@ async fn a_signed_in_viewer_decides_with_their_own_token() {
     .unwrap();
 }
 
+/// With `--tls-cert` and `--tls-key` the console speaks HTTPS with that certificate,
+/// and a change's Origin must name the https origin.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_console_with_a_certificate_serves_https() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use kgate_tests::{harness::https_client, pki::Ca};
+
+    let rig = Rig::start("console-tls").await;
+    let ca = Ca::new("console test CA").unwrap();
+    let pair = ca
+        .issue(&["localhost"], &["127.0.0.1".parse().unwrap()])
+        .unwrap();
+    let certs = scratch_dir("console-tls-certs");
+    pair.write(&certs, "console").unwrap();
+    let console = Console::start(
+        &rig.admin,
+        &rig.records,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            certs.join("console.crt").to_str().unwrap(),
+            "--tls-key",
+            certs.join("console.key").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        console.url.starts_with("https://localhost:"),
+        "{}",
+        console.url
+    );
+    let client = https_client(&ca.cert_pem(), false);
+    let send = |req: http::Request<Full<Bytes>>| {
+        let client = client.clone();
+        async move {
+            let resp = client.request(req).await.unwrap();
+            let code = resp.status().as_u16();
+            (code, kgate_tests::harness::text(resp.into_body()).await)
+        }
+    };
+    let (code, page) = send(
+        http::Request::get(format!("{}/approvals", console.url))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, 200, "{page}");
+    let at = page.find("name=\"kgate-csrf\" content=\"").unwrap();
+    let token = page[at + 27..].split('"').next().unwrap().to_owned();
+    let post = |origin: String| {
+        http::Request::post(format!("{}/api/approvals/nope/deny", console.url))
+            .header("origin", origin)
+            .header("x-kgate-csrf", &token)
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap()
+    };
+    let port = console.port();
+    // The plain-http origin is another origin.
+    let (code, body) = send(post(format!("http://localhost:{port}"))).await;
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = send(post(format!("https://localhost:{port}"))).await;
+    assert_eq!(code, 404, "{body}");
+    drop(console);
+    drop(rig);
+}
+
 /// Why the browser test cannot run here, if it cannot.
 fn browser_missing(root: &Path) -> Option<String> {
     let chromium = chromium();

@@ -65,7 +65,7 @@ pub(crate) enum ConsoleError {
 
 /// The running console's state, shared by every request.
 pub(crate) struct Console {
-    rules_exposure: Exposure,
+    exposure: Exposure,
     bound: SocketAddr,
     scheme: &'static str,
     /// Per process: embedded in the page, required on every change.
@@ -108,7 +108,7 @@ pub(crate) async fn serve(
         .map_err(|e| ConsoleError::BindFailed(settings.listen, e))?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let console = Arc::new(Console {
-        rules_exposure: exposure,
+        exposure,
         bound: addr,
         scheme,
         csrf: viewer::random_hex(32),
@@ -188,7 +188,7 @@ fn acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor
 impl Console {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
         let rules = Rules {
-            exposure: self.rules_exposure,
+            exposure: self.exposure,
             bound: self.bound,
             scheme: self.scheme,
             csrf: &self.csrf,
