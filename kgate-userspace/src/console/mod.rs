@@ -79,7 +79,8 @@ pub(crate) struct Console {
 ///
 /// # Errors
 ///
-/// A console that must not start (a non-loopback address without TLS), or cannot (kubeconfig, certificate, address in use).
+/// A console that must not start (a non-loopback address without TLS), or cannot
+/// (kubeconfig, certificate, address in use).
 pub(crate) async fn serve(
     settings: Settings,
     bound: impl FnOnce(SocketAddr, &str),
@@ -123,6 +124,11 @@ pub(crate) async fn serve(
         // The API still serves (scripts, tests); the page says the same.
         warn!("{}", assets::NOT_BUILT);
     }
+    accept(&listener, &console, tls.as_ref()).await
+}
+
+/// Serves every connection `listener` accepts, over TLS when given.
+async fn accept(listener: &TcpListener, console: &Arc<Console>, tls: Option<&TlsAcceptor>) -> ! {
     loop {
         let (tcp, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -131,7 +137,7 @@ pub(crate) async fn serve(
                 continue;
             }
         };
-        let (console, tls) = (console.clone(), tls.clone());
+        let (console, tls) = (console.clone(), tls.cloned());
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let console = console.clone();
