@@ -260,3 +260,6 @@ fn classify(error: SessionsError) -> SourceError {
 fn unavailable(error: impl std::fmt::Display) -> SourceError {
     SourceError::Unavailable(error.to_string())
 }
+
+#[cfg(test)]
+mod tests;
