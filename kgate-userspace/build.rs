@@ -2,7 +2,7 @@
 //! the object to the agent through `KGATE_EBPF_OBJ`. `cargo xtask setup` installs what
 //! this needs (rust-src, bpf-linker); set `KGATE_EBPF_OBJ=/path` to use a prebuilt object.
 //!
-//! Also names the commit the binary is built from (`KGATE_GIT_COMMIT`, for `kgate
+//! Also embeds the console's assets (`console_assets`), and names the commit the binary is built from (`KGATE_GIT_COMMIT`, for `kgate
 //! version` and the image's labels): the env var of that name when set (a build from a
 //! source tarball), else `git rev-parse HEAD`, else `unknown`.
 
@@ -22,6 +22,66 @@ fn main() {
     };
     println!("cargo:rustc-env=KGATE_EBPF_OBJ={}", obj.display());
     println!("cargo:rustc-env=KGATE_GIT_COMMIT={}", git_commit());
+    console_assets(&out);
+}
+
+/// Embeds the console's built assets (`KGATE_CONSOLE_DIST`, else
+/// `<workspace>/target/console/dist`, which `cargo xtask console` writes) as
+/// `console_assets.rs` in OUT_DIR: `BUILT` and `FILES`, each file by `include_bytes!`.
+/// Without them kgate still builds; `kgate console` then says how to build them.
+fn console_assets(out: &Path) {
+    println!("cargo:rerun-if-env-changed=KGATE_CONSOLE_DIST");
+    let dist = env::var_os("KGATE_CONSOLE_DIST").map_or_else(
+        || {
+            PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+                .join("../target/console/dist")
+        },
+        PathBuf::from,
+    );
+    // Watched even while absent (created empty): a path that does not exist would rerun
+    // this script on every build; a directory is scanned for changes.
+    let _ = std::fs::create_dir_all(&dist);
+    let dist = dist.canonicalize().unwrap_or(dist);
+    println!("cargo:rerun-if-changed={}", dist.display());
+    let mut files = Vec::new();
+    collect(&dist, &dist, &mut files);
+    files.sort();
+    let built = files.iter().any(|(name, _)| name == "index.html");
+    if !built {
+        println!(
+            "cargo:warning=kgate is built without the console's assets ({}): `kgate console` will serve its API but no page; `cargo xtask console` builds them",
+            dist.display()
+        );
+    }
+    let mut code =
+        format!("/// The console's assets were built.\npub(super) const BUILT: bool = {built};\n");
+    code.push_str("/// Every asset, by its path in the dist directory.\npub(super) static FILES: &[(&str, &[u8])] = &[\n");
+    for (name, path) in &files {
+        code.push_str(&format!(
+            "    ({name:?}, include_bytes!({:?})),\n",
+            path.display().to_string()
+        ));
+    }
+    code.push_str("];\n");
+    std::fs::write(out.join("console_assets.rs"), code).expect("OUT_DIR is writable");
+}
+
+/// Every file under `dir`, by its path relative to `root`.
+fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, PathBuf)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect(root, &path, files);
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            files.push((
+                rel.to_string_lossy().into_owned(),
+                path.canonicalize().unwrap_or(path),
+            ));
+        }
+    }
 }
 
 /// The commit being built, or `unknown` outside a git checkout.

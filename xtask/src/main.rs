@@ -1,9 +1,10 @@
 //! `cargo xtask …`: kgate's project commands. `setup` installs the toolchain pieces,
-//! `test` runs every test (the kernel tests too, as root), `demo` shows the main job,
-//! `fuzz` and `chaos` run the long hostile-input and kill -9 campaigns, `image` builds
-//! the agent's container image.
+//! `console` builds the web console's assets, `test` runs every test (the kernel tests
+//! too, as root), `demo` shows the main job, `fuzz` and `chaos` run the long
+//! hostile-input and kill -9 campaigns, `image` builds the agent's container image.
 
 mod bench;
+mod console;
 mod demo;
 mod fuzz;
 mod image;
@@ -25,7 +26,7 @@ struct Cli {
 enum Cmd {
     /// Install rust-src, bpf-linker and Debian packages (idempotent).
     Setup,
-    /// Build everything, including the kernel programs.
+    /// Build everything, including the kernel programs and the console's assets.
     Build,
     /// Run all tests; the kernel tests run when root (CI is root).
     Test {
@@ -52,6 +53,9 @@ enum Cmd {
     },
     /// Regenerate deploy/crds.yaml from the Rust types (a test fails when it drifts).
     Crds,
+    /// Build the console's front end (console/, npm and esbuild) into
+    /// target/console/dist, which the kgate binary embeds.
+    Console,
     /// Build the agent's OCI image archive (no engine, no registry; docs/image.md).
     Image(image::Args),
 }
@@ -61,12 +65,16 @@ fn main() -> anyhow::Result<()> {
         Cmd::Setup => toolchain::setup(),
         Cmd::Build => {
             toolchain::setup()?;
+            console::build()?;
             build()
         }
         Cmd::Test { args } => {
             toolchain::setup()?;
+            console::build()?;
+            console::browser_test_deps()?;
             test(&args)
         }
+        Cmd::Console => console::build(),
         Cmd::Bench(args) => {
             toolchain::setup()?;
             bench::run(&args)
@@ -95,10 +103,12 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Image(args) => {
             toolchain::setup()?;
+            console::build()?;
             image::run(&args)
         }
         Cmd::Demo => {
             toolchain::setup()?;
+            console::build()?;
             build()?;
             demo::run()
         }
@@ -124,6 +134,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     let root = kgate_tests::topology::is_root();
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--"]);
+    // The console's browser test must run, not skip (its packages are installed above).
+    cmd.env("KGATE_REQUIRE_BROWSER", "1");
     if root {
         // The container test (tests/tests/container.rs) runs the image under podman.
         toolchain::commands(&[("podman", "podman"), ("runc", "runc")])?;

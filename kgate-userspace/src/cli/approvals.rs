@@ -6,16 +6,9 @@
 
 use std::future::Future;
 
-use clap::Subcommand;
-use http::Request;
-use kube::{
-    Api,
-    api::{ListParams, Patch, PatchParams},
-};
-use serde_json::{Value, json};
-
 use super::table::Table;
-use crate::approval::{parse_duration, types::KgateApproval};
+use crate::decisions::{self, DecideError, Decided, Verdict};
+use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub(super) enum ApprovalsCommand {
@@ -84,23 +77,13 @@ where
 
 #[derive(Debug, thiserror::Error)]
 enum CliError {
-    #[error("{0}")]
-    Kube(#[from] kube::Error),
-    #[error("--for {0:?}: a duration such as 90s, 10m or 2h (at most 7 days)")]
-    BadDuration(String),
-    #[error("approval {name} is {phase}: only a pending request can be decided")]
-    NotPending { name: String, phase: String },
+    #[error(transparent)]
+    Decide(#[from] DecideError),
 }
 
 /// The table `kgate approvals list` prints.
 async fn table(client: kube::Client, json_output: bool) -> Result<String, CliError> {
-    let api: Api<KgateApproval> = Api::all(client);
-    let mut items = api.list(&ListParams::default()).await?.items;
-    items.sort_by(|a, b| {
-        a.metadata
-            .creation_timestamp
-            .cmp(&b.metadata.creation_timestamp)
-    });
+    let items = decisions::list(client).await?;
     if json_output {
         return Ok(serde_json::to_string_pretty(&items).unwrap_or_default());
     }
@@ -138,48 +121,15 @@ async fn decide(
     grant_for: Option<&str>,
     reason: Option<&str>,
 ) -> Result<String, CliError> {
-    if let Some(window) = grant_for
-        && parse_duration(window).is_none()
-    {
-        return Err(CliError::BadDuration(window.to_owned()));
-    }
-    let by = whoami(&client).await.unwrap_or_else(|| "unknown".into());
-    let api: Api<KgateApproval> = Api::all(client);
-    let current = api.get(name).await?;
-    let phase = current
-        .status
-        .as_ref()
-        .map_or("Pending", |s| s.phase.as_str());
-    if phase != "Pending" {
-        return Err(CliError::NotPending {
-            name: name.to_owned(),
-            phase: phase.to_owned(),
-        });
-    }
-    let patch = json!({"spec": {
-        "decision": if approve { "approve" } else { "deny" },
-        "grantFor": grant_for,
-        "reason": reason,
-        "decidedBy": by,
-    }});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    let verdict = if approve {
+        Verdict::Approve { grant_for }
+    } else {
+        Verdict::Deny
+    };
+    let Decided { by } = decisions::decide(client, name, verdict, reason).await?;
     Ok(match (approve, grant_for) {
         (true, Some(window)) => format!("{name} approved by {by}; repeats pass for {window}"),
         (true, None) => format!("{name} approved by {by}"),
         (false, _) => format!("{name} denied by {by}"),
     })
-}
-
-/// The admin's username, from a SelfSubjectReview.
-async fn whoami(client: &kube::Client) -> Option<String> {
-    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
-    let req = Request::post("/apis/authentication.k8s.io/v1/selfsubjectreviews")
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(&body).ok()?)
-        .ok()?;
-    let review: Value = client.request(req).await.ok()?;
-    review["status"]["userInfo"]["username"]
-        .as_str()
-        .map(str::to_owned)
 }

@@ -1,6 +1,6 @@
 //! The `kgate` command line: the subcommands' clap types and the dispatch to the code
 //! that serves each, one file per command group (`agent` and `detach`, `status`,
-//! `check`, `approvals`, `cert`, `kubeconfig`, `policy`, `sessions`). A command here parses its arguments,
+//! `check`, `approvals`, `cert`, `kubeconfig`, `policy`, `sessions`, `console`). A command here parses its arguments,
 //! calls into the module that does the work, and prints what it returns; its errors
 //! are `anyhow` chains that `main` prints after `kgate: ` and turns into exit code 1.
 //!
@@ -13,11 +13,13 @@ mod approvals;
 mod bench;
 mod cert;
 mod check;
+mod console;
 mod kubeconfig;
 mod policy;
 // The record log's tests check the tables it prints.
 pub(crate) mod sessions;
-mod status;
+// The console serves the status rows.
+pub(crate) mod status;
 mod table;
 mod version;
 
@@ -81,6 +83,10 @@ enum Command {
     /// Recorded sessions (one client connection's requests by one user).
     #[command(subcommand)]
     Sessions(sessions::SessionsCommand),
+    /// A local web console: nodes, approvals (live; approve and deny as you), and
+    /// recorded sessions with their exec/attach streams. Loopback only unless given
+    /// TLS; with the admin's kubeconfig (KUBECONFIG or ~/.kube/config).
+    Console(console::Args),
     /// Print the CustomResourceDefinitions (KgatePolicy, KgateApproval) as YAML.
     Crds,
     /// Measure the identity check (cache hit and miss), for `cargo xtask bench`.
@@ -118,6 +124,7 @@ impl Cli {
             Command::Policy(command) => policy::run(command),
             Command::Kubeconfig(args) => kubeconfig::run(&args),
             Command::Sessions(command) => sessions::run(command),
+            Command::Console(args) => console::run(args),
             Command::Crds => {
                 print!("{}", crate::crds::yaml()?);
                 Ok(())

@@ -370,7 +370,7 @@ fn show_streams(session: &Session) -> String {
 }
 
 /// `pods/web -n demo`, `secrets -n demo`, `/version`.
-fn what(e: &Event) -> String {
+pub(crate) fn what(e: &Event) -> String {
     let Some(o) = &e.object_ref else {
         return e.request_uri.split('?').next().unwrap_or("").to_owned();
     };

@@ -235,7 +235,7 @@ fn yes(v: &Value) -> &'static str {
 
 /// One node as its heartbeat Lease tells it.
 #[derive(Debug)]
-struct NodeRow {
+pub(crate) struct NodeRow {
     node: String,
     /// The agent's last status, if its Lease is fresh; otherwise why not.
     status: Result<Value, String>,
@@ -253,7 +253,10 @@ impl NodeRow {
 
 /// Every node, with its agent's Lease in `namespace`. Without permission to list
 /// nodes, the nodes that have a Lease.
-async fn from_leases(client: kube::Client, namespace: &str) -> anyhow::Result<Vec<NodeRow>> {
+pub(crate) async fn from_leases(
+    client: kube::Client,
+    namespace: &str,
+) -> anyhow::Result<Vec<NodeRow>> {
     use k8s_openapi::api::{coordination::v1::Lease, core::v1::Node};
     use kube::{Api, api::ListParams};
 
@@ -381,7 +384,7 @@ fn node_table(rows: &[NodeRow]) -> String {
 }
 
 /// The rows of [`from_leases`] as JSON.
-fn node_json(rows: &[NodeRow]) -> Value {
+pub(crate) fn node_json(rows: &[NodeRow]) -> Value {
     Value::Array(
         rows.iter()
             .map(|r| match &r.status {

@@ -9,7 +9,8 @@
 //! - [`policies`]: `KgatePolicy` objects, compiled, for the policy store
 //!   ([`crate::policy::store`]);
 //! - [`endpoint_discovery`]: the `kubernetes` Service and its EndpointSlices, for the
-//!   API server's endpoint set ([`crate::api_endpoints`]).
+//!   API server's endpoint set ([`crate::api_endpoints`]);
+//! - [`approvals`]: `KgateApproval` objects, for `kgate console`'s live page.
 //!
 //! Not here: what the data means (pod binding, policy evaluation, which endpoints to
 //! intercept or dial stay pure code in those modules), and one-off API calls that are
@@ -17,6 +18,7 @@
 //! ([`crate::approval`]), the heartbeat Lease ([`crate::admin::heartbeat`]).
 
 pub(crate) mod apiclient;
+pub(crate) mod approvals;
 pub mod endpoint_discovery;
 pub mod pods;
 pub(crate) mod policies;
