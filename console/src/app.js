@@ -430,7 +430,12 @@ function sessionsPage() {
         h('span', {}, page.total ? `${offset + 1}–${offset + page.sessions.length} of ${page.total}` : ''),
         offset + PAGE < page.total ? pageLink(offset + PAGE, 'Older →') : '',
       );
+      // Nodes whose agent did not answer: their sessions are missing from the list.
+      const missing = (page.unreachable || []).map((u) =>
+        h('div', { class: 'error', role: 'alert', 'data-unreachable': u.node }, `node ${u.node} did not answer: ${u.error}`),
+      );
       body.replaceChildren(
+        ...missing,
         table(
           ['Session', 'Node', 'User', 'Workload', 'Start', 'End', 'Requests', 'Refused', 'Streams'],
           page.sessions.map((s) =>

@@ -161,6 +161,27 @@ impl Cluster {
         })
     }
 
+    /// The cluster as `client` reaches it, with `token` for the agents (a web console's
+    /// signed-in viewer: their client and token, never the console's kubeconfig).
+    pub(crate) fn with_credentials(
+        client: kube::Client,
+        token: &str,
+        options: Options,
+    ) -> Result<Self, ClusterError> {
+        let ca = options
+            .ca_file
+            .as_deref()
+            .map(connect::roots)
+            .transpose()?
+            .map(Arc::new);
+        Ok(Self {
+            client,
+            token: token.into(),
+            ca,
+            options,
+        })
+    }
+
     /// The agents the heartbeat Leases name (only `options.node`'s, with one), and the
     /// nodes whose Lease is stale or names no pod.
     pub(crate) async fn agents(&self) -> Result<(Vec<Agent>, Vec<Unreachable>), ClusterError> {

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::{
     Console, error, events, json_response,
-    source::{Query, SourceError},
+    source::{Caller, Query, SourceError},
     viewer::ViewerError,
 };
 use crate::{
@@ -55,9 +55,17 @@ pub(super) async fn handle(console: &Console, req: Request<Incoming>) -> Respons
         }
         _ => {}
     }
-    let (client, user) = match console.viewers.client(req.headers()) {
+    let super::viewer::Acting {
+        client,
+        user,
+        token,
+    } = match console.viewers.client(req.headers()) {
         Ok(c) => c,
         Err(e) => return error(StatusCode::UNAUTHORIZED, &e.to_string()),
+    };
+    let caller = Caller {
+        client: client.clone(),
+        token,
     };
     match (&method, parts.as_slice()) {
         (&Method::GET, ["whoami"]) => {
@@ -84,12 +92,12 @@ pub(super) async fn handle(console: &Console, req: Request<Incoming>) -> Respons
             let approve = *verb == "approve";
             decide(req, client, &name, approve).await
         }
-        (&Method::GET, ["sessions"]) => sessions(console, &query).await,
-        (&Method::GET, ["sessions", id]) => session(console, id).await,
+        (&Method::GET, ["sessions"]) => sessions(console, caller, &query).await,
+        (&Method::GET, ["sessions", id]) => session(console, caller, id).await,
         (&Method::GET, ["sessions", id, "streams", stream, "asciicast"]) => {
             match console
                 .sessions
-                .asciicast((*id).to_owned(), (*stream).to_owned())
+                .asciicast(caller, (*id).to_owned(), (*stream).to_owned())
                 .await
             {
                 Ok(cast) => Response::builder()
@@ -208,7 +216,7 @@ fn source_error(e: &SourceError) -> Response<Body> {
 }
 
 /// `GET /api/sessions`: one page, newest first.
-async fn sessions(console: &Console, query: &str) -> Response<Body> {
+async fn sessions(console: &Console, caller: Caller, query: &str) -> Response<Body> {
     let mut q = Query {
         limit: DEFAULT_PAGE,
         ..Query::default()
@@ -249,7 +257,7 @@ async fn sessions(console: &Console, query: &str) -> Response<Body> {
             _ => {}
         }
     }
-    match console.sessions.list(q).await {
+    match console.sessions.list(caller, q).await {
         Ok(page) => json_response(StatusCode::OK, &page),
         Err(e) => source_error(&e),
     }
@@ -276,8 +284,8 @@ struct Row {
     response_object: Option<Value>,
 }
 
-async fn session(console: &Console, id: &str) -> Response<Body> {
-    match console.sessions.session(id.to_owned()).await {
+async fn session(console: &Console, caller: Caller, id: &str) -> Response<Body> {
+    match console.sessions.session(caller, id.to_owned()).await {
         Ok((node, s)) => {
             let rows: Vec<Row> = s.events.iter().map(row).collect();
             json_response(

@@ -4,6 +4,9 @@
 //! --dir`), which reads the log with [`crate::record::sessions`], keeps the last
 //! listing until the log changes, and reads one session in one pass.
 //!
+//! [`cluster::ClusterSessions`] reads every node's agent through the API server instead
+//! ([`crate::cluster_sessions`]), as the viewer.
+//!
 //! Not here: turning a session into the page's timeline ([`super::api`]).
 
 use std::{
@@ -19,6 +22,8 @@ use serde::Serialize;
 use wildmatch::WildMatch;
 
 use memchr::memmem;
+
+pub(crate) mod cluster;
 
 use crate::record::{
     event::{self, Event},
@@ -52,6 +57,20 @@ pub(crate) struct Page {
     /// How many sessions match, on all pages.
     pub total: usize,
     pub sessions: Vec<Listed>,
+    /// Nodes whose sessions could not be read (cluster-wide), and why: named, so
+    /// that a missing node is never mistaken for one without sessions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<crate::cluster_sessions::Unreachable>,
+}
+
+/// Whose credentials a source acts with: the console's kubeconfig, or the signed-in
+/// viewer's client and bearer token (the agents authorize the viewer, not the
+/// console).
+#[derive(Clone)]
+pub(crate) struct Caller {
+    pub client: kube::Client,
+    /// The viewer's bearer token; `None` on a console using its kubeconfig.
+    pub token: Option<Arc<str>>,
 }
 
 /// A session and the node that recorded it.
@@ -77,11 +96,20 @@ pub(crate) enum SourceError {
 /// later.
 pub(crate) trait SessionSource: Send + Sync {
     /// The sessions matching `query` (user, pod, since, node), newest first, one page.
-    fn list(&self, query: Query) -> BoxFuture<'_, Result<Page, SourceError>>;
+    fn list(&self, caller: Caller, query: Query) -> BoxFuture<'_, Result<Page, SourceError>>;
     /// One session (an ID or a unique prefix) with its events, and the node.
-    fn session(&self, id: String) -> BoxFuture<'_, Result<(String, Session), SourceError>>;
+    fn session(
+        &self,
+        caller: Caller,
+        id: String,
+    ) -> BoxFuture<'_, Result<(String, Session), SourceError>>;
     /// A session's exec/attach stream (its audit ID, or a unique prefix) as asciicast v2.
-    fn asciicast(&self, id: String, stream: String) -> BoxFuture<'_, Result<Vec<u8>, SourceError>>;
+    fn asciicast(
+        &self,
+        caller: Caller,
+        id: String,
+        stream: String,
+    ) -> BoxFuture<'_, Result<Vec<u8>, SourceError>>;
 }
 
 /// One record directory, as `kgate sessions` reads it, labelled with a node name.
@@ -206,23 +234,37 @@ impl LocalDir {
                 session,
             })
             .collect();
-        Ok(Page { total, sessions })
+        Ok(Page {
+            total,
+            sessions,
+            unreachable: Vec::new(),
+        })
     }
 }
 
+/// A local directory is read with the console's own file access, whoever asks.
 impl SessionSource for LocalDir {
-    fn list(&self, query: Query) -> BoxFuture<'_, Result<Page, SourceError>> {
+    fn list(&self, _: Caller, query: Query) -> BoxFuture<'_, Result<Page, SourceError>> {
         Box::pin(async move { tokio::task::block_in_place(|| self.page(&query)) })
     }
 
-    fn session(&self, id: String) -> BoxFuture<'_, Result<(String, Session), SourceError>> {
+    fn session(
+        &self,
+        _: Caller,
+        id: String,
+    ) -> BoxFuture<'_, Result<(String, Session), SourceError>> {
         Box::pin(async move {
             let (session, _) = tokio::task::block_in_place(|| self.load(&id))?;
             Ok((self.node.clone(), session))
         })
     }
 
-    fn asciicast(&self, id: String, stream: String) -> BoxFuture<'_, Result<Vec<u8>, SourceError>> {
+    fn asciicast(
+        &self,
+        _: Caller,
+        id: String,
+        stream: String,
+    ) -> BoxFuture<'_, Result<Vec<u8>, SourceError>> {
         Box::pin(async move {
             tokio::task::block_in_place(|| {
                 let (session, recordings) = self.load(&id)?;

@@ -24,6 +24,8 @@ const SIGN_IN_TTL: Duration = Duration::from_secs(12 * 3600);
 /// A signed-in viewer.
 struct Viewer {
     client: kube::Client,
+    /// The bearer token, for the agents' admin endpoints (cluster-wide sessions).
+    token: std::sync::Arc<str>,
     user: String,
     since: Instant,
 }
@@ -45,6 +47,14 @@ impl Credentials {
             Self::ViewerToken => "viewer-token",
         }
     }
+}
+
+/// Whom a request acts as: the client, and the signed-in viewer's user and token
+/// (none on a console using its kubeconfig).
+pub(crate) struct Acting {
+    pub client: kube::Client,
+    pub user: Option<String>,
+    pub token: Option<std::sync::Arc<str>>,
 }
 
 pub(crate) struct Viewers {
@@ -82,13 +92,14 @@ impl Viewers {
         })
     }
 
-    /// The client this request acts with, and its user when signed in.
-    pub(crate) fn client(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<(kube::Client, Option<String>), ViewerError> {
+    /// The client this request acts with, and its user and token when signed in.
+    pub(crate) fn client(&self, headers: &HeaderMap) -> Result<Acting, ViewerError> {
         if let Some(admin) = &self.admin {
-            return Ok((admin.clone(), None));
+            return Ok(Acting {
+                client: admin.clone(),
+                user: None,
+                token: None,
+            });
         }
         let id = cookie(headers).ok_or(ViewerError::SignInRequired)?;
         let mut signed_in = self
@@ -97,7 +108,11 @@ impl Viewers {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         signed_in.retain(|_, v| v.since.elapsed() < SIGN_IN_TTL);
         let viewer = signed_in.get(id).ok_or(ViewerError::SignInRequired)?;
-        Ok((viewer.client.clone(), Some(viewer.user.clone())))
+        Ok(Acting {
+            client: viewer.client.clone(),
+            user: Some(viewer.user.clone()),
+            token: Some(viewer.token.clone()),
+        })
     }
 
     /// Checks `token` with the API server and remembers it; the cookie to set.
@@ -123,6 +138,7 @@ impl Viewers {
                 id.clone(),
                 Viewer {
                     client,
+                    token: token.trim().into(),
                     user: user.clone(),
                     since: Instant::now(),
                 },
