@@ -207,7 +207,7 @@ impl Cluster {
             if self.options.node.as_ref().is_some_and(|n| n != node) {
                 continue;
             }
-            let (status, _) = crate::cli::lease_status(lease, now);
+            let (status, _) = crate::nodes::lease_status(lease, now);
             match status.and_then(|s| agent_of(node, namespace, &s)) {
                 Ok(agent) => agents.push(agent),
                 Err(error) => unreachable.push(Unreachable {

@@ -35,6 +35,7 @@ mod kube;
 pub mod logging;
 pub mod mask;
 mod metrics;
+mod nodes;
 mod policy;
 mod proxy;
 pub mod record;

@@ -274,6 +274,9 @@ impl Podman {
                 EnvValue::Literal(v) => v.clone(),
                 EnvValue::Field(f) if f == "status.hostIP" => NODE_IP4.to_string(),
                 EnvValue::Field(f) if f == "spec.nodeName" => "node-1".into(),
+                // The pod's names: the container stands for the pod.
+                EnvValue::Field(f) if f == "metadata.name" => name.to_owned(),
+                EnvValue::Field(f) if f == "metadata.namespace" => "kgate-system".into(),
                 EnvValue::Field(f) => bail!("env {var}: no test value for fieldRef {f}"),
             };
             cmd.arg(format!("--env={var}={value}"));

@@ -24,7 +24,6 @@ mod table;
 mod version;
 
 // Cluster-wide `kgate sessions` finds the agents by their Leases as `kgate status` does.
-pub(crate) use status::lease_status;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};

@@ -18,7 +18,7 @@ use clap::Subcommand;
 use jiff::{Timestamp, tz::TimeZone};
 
 use crate::record::{
-    event::{self, Event},
+    event,
     log::Damage,
     replay,
     sessions::{self, Filter, Session},
@@ -315,7 +315,7 @@ pub(crate) fn show_timeline(session: &Session) -> String {
             "{:<15} {:<16} {:<48} {:>4}  {decision}",
             clock(&e.request_received_timestamp),
             e.verb,
-            what(e),
+            e.what(),
             code,
         );
     }
@@ -367,27 +367,6 @@ fn show_streams(session: &Session) -> String {
         );
     }
     out
-}
-
-/// `pods/web -n demo`, `secrets -n demo`, `/version`.
-pub(crate) fn what(e: &Event) -> String {
-    let Some(o) = &e.object_ref else {
-        return e.request_uri.split('?').next().unwrap_or("").to_owned();
-    };
-    let mut s = o.resource.clone();
-    if !o.api_group.is_empty() {
-        let _ = write!(s, ".{}", o.api_group);
-    }
-    if !o.name.is_empty() {
-        let _ = write!(s, "/{}", o.name);
-    }
-    if !o.subresource.is_empty() {
-        let _ = write!(s, "/{}", o.subresource);
-    }
-    if !o.namespace.is_empty() {
-        let _ = write!(s, " -n {}", o.namespace);
-    }
-    s
 }
 
 fn or_dash(s: &str) -> &str {

@@ -77,8 +77,8 @@ pub(super) async fn handle(console: &Console, req: Request<Incoming>) -> Respons
             json_response(StatusCode::OK, &json!({"user": user, "mode": mode}))
         }
         (&Method::GET, ["nodes"]) => {
-            match crate::cli::status::from_leases(client, &console.namespace).await {
-                Ok(rows) => json_response(StatusCode::OK, &crate::cli::status::node_json(&rows)),
+            match crate::nodes::from_leases(client, &console.namespace).await {
+                Ok(rows) => json_response(StatusCode::OK, &crate::nodes::node_json(&rows)),
                 Err(e) => error(StatusCode::BAD_GATEWAY, &format!("{e:#}")),
             }
         }
@@ -302,7 +302,7 @@ fn row(e: &event::Event) -> Row {
         audit_id: e.audit_id.clone(),
         time: e.request_received_timestamp.clone(),
         verb: e.verb.clone(),
-        resource: crate::cli::sessions::what(e),
+        resource: e.what(),
         decision: e.annotation(event::DECISION).unwrap_or("-").to_owned(),
         rule: e.annotation(event::RULE).map(str::to_owned),
         approval: e.annotation(event::APPROVAL).map(str::to_owned),

@@ -145,6 +145,29 @@ impl Event {
         self.request_received_timestamp.parse().ok()
     }
 
+    /// What the request was about, as a timeline shows it: `pods/web -n demo`,
+    /// `secrets -n demo`, `deployments.apps/web/scale -n demo`, `/version`.
+    pub fn what(&self) -> String {
+        use std::fmt::Write as _;
+        let Some(o) = &self.object_ref else {
+            return self.request_uri.split('?').next().unwrap_or("").to_owned();
+        };
+        let mut s = o.resource.clone();
+        if !o.api_group.is_empty() {
+            let _ = write!(s, ".{}", o.api_group);
+        }
+        if !o.name.is_empty() {
+            let _ = write!(s, "/{}", o.name);
+        }
+        if !o.subresource.is_empty() {
+            let _ = write!(s, "/{}", o.subresource);
+        }
+        if !o.namespace.is_empty() {
+            let _ = write!(s, " -n {}", o.namespace);
+        }
+        s
+    }
+
     pub fn code(&self) -> Option<u16> {
         self.response_status.as_ref().map(|s| s.code)
     }

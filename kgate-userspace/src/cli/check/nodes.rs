@@ -236,7 +236,7 @@ pub(super) async fn post(
             per_node.push((name, vec![no_agent(name, namespace)]));
             continue;
         };
-        match super::super::status::lease_status(lease, now) {
+        match crate::nodes::lease_status(lease, now) {
             (Ok(status), seen) => {
                 let mut checks = vec![Check::ok(
                     "node.agent",
