@@ -140,7 +140,10 @@ pub fn start(
         &own.join("records"),
         durability,
     );
-    fs::write(own.join("agent.yaml"), serde_json::to_string_pretty(&config)?)?;
+    fs::write(
+        own.join("agent.yaml"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
     let wrapper = std::env::var("KGATE_BENCH_WRAPPER").unwrap_or_default();
     let mut words = wrapper.split_whitespace();
     let (mut cmd, spawn): (_, fn(&mut Command, &Path) -> anyhow::Result<Child>) = match words.next()
@@ -163,9 +166,7 @@ pub fn start(
         std::net::TcpStream::connect(addr).is_ok()
     })
     .with_context(|| format!("kgate did not start listening: {}", tail(&log)))?;
-    child
-        .check_running("kgate")
-        .with_context(|| tail(&log))?;
+    child.check_running("kgate").with_context(|| tail(&log))?;
     Ok((child, addr))
 }
 
@@ -198,7 +199,10 @@ mod tests {
         };
         for (audiences, want) in [
             (vec![], Value::Null),
-            (vec!["https://kubernetes.default.svc".to_owned()], json!(["https://kubernetes.default.svc"])),
+            (
+                vec!["https://kubernetes.default.svc".to_owned()],
+                json!(["https://kubernetes.default.svc"]),
+            ),
         ] {
             let caller = Caller {
                 user: "system:serviceaccount:ci:bot".into(),
@@ -217,7 +221,10 @@ mod tests {
             assert_eq!(c["directClients"], "allow");
             assert_eq!(c["upstream"]["server"], "https://api.example:6443");
             assert_eq!(c["upstream"]["tokenFile"], "/t/token");
-            assert_eq!(c["identity"]["unboundSubjects"], json!(["system:serviceaccount:ci:bot"]));
+            assert_eq!(
+                c["identity"]["unboundSubjects"],
+                json!(["system:serviceaccount:ci:bot"])
+            );
             assert_eq!(c["identity"]["audiences"], want);
             assert_eq!(c["record"]["durability"], "batch");
         }
@@ -226,7 +233,10 @@ mod tests {
     #[test]
     fn the_policy_allows_the_user_reads_and_nothing_else() {
         let p = policy("system:serviceaccount:ci:bot");
-        assert_eq!(p["spec"]["subjects"], json!({"users": ["system:serviceaccount:ci:bot"]}));
+        assert_eq!(
+            p["spec"]["subjects"],
+            json!({"users": ["system:serviceaccount:ci:bot"]})
+        );
         assert_eq!(p["spec"]["defaultAction"], "deny");
         let verbs: Vec<&Value> = p["spec"]["rules"]
             .as_array()
@@ -234,6 +244,10 @@ mod tests {
             .iter()
             .flat_map(|r| r["match"]["verbs"].as_array().unwrap())
             .collect();
-        assert!(verbs.iter().all(|v| ["get", "list", "watch"].contains(&v.as_str().unwrap())));
+        assert!(
+            verbs
+                .iter()
+                .all(|v| ["get", "list", "watch"].contains(&v.as_str().unwrap()))
+        );
     }
 }

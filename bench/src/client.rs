@@ -122,9 +122,7 @@ pub async fn connect(target: &Target, proto: Proto) -> anyhow::Result<Conn> {
 }
 
 /// An HTTP/2 connection for requests with bodies (the scale rows' writes).
-pub async fn connect_writer(
-    target: &Target,
-) -> anyhow::Result<http2::SendRequest<Full<Bytes>>> {
+pub async fn connect_writer(target: &Target) -> anyhow::Result<http2::SendRequest<Full<Bytes>>> {
     let (send, conn) =
         http2::handshake(TokioExecutor::new(), tls(target, Proto::H2).await?).await?;
     tokio::spawn(conn);

@@ -51,7 +51,10 @@ pub async fn fixed_rate(setup: &Setup, findings: &mut Findings) -> anyhow::Resul
     let mut section = Section::new(
         "open_loop",
         "Latency at fixed rates (open loop)",
-        &format!("GETs of `{}` over warm connections at a fixed arrival rate; latency from each request's scheduled send time (no coordinated omission). \"+\" columns: added over direct at the same percentile. Proxy CPU: % of one core per 1k req/s.", setup.get.path),
+        &format!(
+            "GETs of `{}` over warm connections at a fixed arrival rate; latency from each request's scheduled send time (no coordinated omission). \"+\" columns: added over direct at the same percentile. Proxy CPU: % of one core per 1k req/s.",
+            setup.get.path
+        ),
         &[
             "protocol",
             "rate",

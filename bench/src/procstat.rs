@@ -139,7 +139,7 @@ impl Meter {
 
 #[cfg(test)]
 mod tests {
-    use crate::{parse_stat, ticks};
+    use super::{parse_stat, ticks};
 
     #[test]
     fn a_command_with_spaces_and_parentheses_does_not_shift_the_fields() {

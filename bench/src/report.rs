@@ -26,12 +26,7 @@ pub struct Section {
 }
 
 impl Section {
-    pub fn new(
-        key: &'static str,
-        title: &str,
-        note: &str,
-        columns: &[&'static str],
-    ) -> Self {
+    pub fn new(key: &'static str, title: &str, note: &str, columns: &[&'static str]) -> Self {
         Self {
             key,
             title: title.to_owned(),
@@ -104,32 +99,40 @@ pub fn machine(nginx_version: &str) -> Value {
     })
 }
 
-/// Prints the report and writes both files into `dir`; returns their paths.
+/// Prints the report and writes both files into `dir`; returns their paths. `preface`,
+/// when not empty, is a paragraph before the tables (how to read this run).
 pub fn write(
     dir: &Path,
     machine: &Value,
     settings: &Value,
+    preface: &str,
     sections: &[Section],
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     let now = jiff::Timestamp::now();
     let stamp = now.strftime("%Y%m%dT%H%M%SZ").to_string();
+    // Upstream mode runs outside a checkout: no commit.
+    let commit = machine["git_commit"].as_str().map_or(String::new(), |c| {
+        format!(
+            ", commit {}{}",
+            c.get(..12).unwrap_or(""),
+            if machine["git_dirty"] == json!(true) {
+                " (dirty)"
+            } else {
+                ""
+            }
+        )
+    });
     let mut md = format!(
-        "## kgate bench, {now}\n\n{} ({} cores), kernel {}, {}, commit {}{}; settings {settings}\n\n",
+        "## kgate bench, {now}\n\n{} ({} cores), kernel {}, {}{commit}; settings {settings}\n\n",
         machine["cpu"].as_str().unwrap_or(""),
         machine["cores"],
         machine["kernel"].as_str().unwrap_or(""),
         machine["rustc"].as_str().unwrap_or(""),
-        machine["git_commit"]
-            .as_str()
-            .unwrap_or("")
-            .get(..12)
-            .unwrap_or(""),
-        if machine["git_dirty"] == json!(true) {
-            " (dirty)"
-        } else {
-            ""
-        },
     );
+    if !preface.is_empty() {
+        md.push_str(preface);
+        md.push_str("\n\n");
+    }
     for section in sections {
         md.push_str(&section.markdown());
         md.push('\n');

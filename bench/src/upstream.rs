@@ -143,28 +143,53 @@ async fn measure(opts: &Options, dir: &Path) -> anyhow::Result<PathBuf> {
         audiences: caller::audiences(&token),
     };
     step("starting kgate (strict and batch recording)");
-    let (kgate, kgate_addr) =
-        agent::start(&opts.kgate, dir, &serving, &upstream, &who, Durability::Strict)?;
-    let (kgate_batch, kgate_batch_addr) =
-        agent::start(&opts.kgate, dir, &serving, &upstream, &who, Durability::Batch)?;
+    let (kgate, kgate_addr) = agent::start(
+        &opts.kgate,
+        dir,
+        &serving,
+        &upstream,
+        &who,
+        Durability::Strict,
+    )?;
+    let (kgate_batch, kgate_batch_addr) = agent::start(
+        &opts.kgate,
+        dir,
+        &serving,
+        &upstream,
+        &who,
+        Durability::Batch,
+    )?;
     let kgate_target = Target::new("kgate", kgate_addr, &serving.ca_pem)?;
     caller::check_path(&kgate_target, &opts.path, &token, &user)
         .await
         .with_context(|| agent::tail(&dir.join("kgate-strict/kgate.log")))?;
     let nginx_note;
     let nginx: Option<(Child, Target)> = if opts.nginx.exists() {
+        // nginx checks the upstream's certificate for DNS names only (OpenSSL's
+        // X509_check_host), never IP addresses: for an API server dialled by IP it
+        // checks `kubernetes`, a name kube-apiserver's serving certificate carries
+        // (kubeadm's and the self-signed one alike).
+        let server_name = if server.host.parse::<std::net::IpAddr>().is_ok() {
+            "kubernetes"
+        } else {
+            &server.host
+        };
         let (child, addr) = nginx::start(
             &opts.nginx,
             dir,
             &nginx::Upstream {
                 addr: &server.authority,
-                server_name: &server.host,
+                server_name,
                 ca_file: &ca_file,
             },
             &serving,
         )?;
+        let target = Target::new("nginx", addr, &serving.ca_pem)?;
+        caller::check_path(&target, &opts.path, &token, &user)
+            .await
+            .with_context(|| agent::tail(&dir.join("nginx/error.log")))?;
         nginx_note = nginx::version(&opts.nginx);
-        Some((child, Target::new("nginx", addr, &serving.ca_pem)?))
+        Some((child, target))
     } else {
         nginx_note = format!(
             "not installed at {}: its rows are left out (--nginx PATH names another)",
@@ -229,7 +254,11 @@ async fn measure(opts: &Options, dir: &Path) -> anyhow::Result<PathBuf> {
         sections.push(conns::handshakes(&setup).await);
         sections.push(conns::memory(&setup, &mut findings).await?);
     }
-    let (md, json) = report::write(&opts.out, &machine, &settings, &sections)?;
+    let preface = format!(
+        "Against {} as {user}. The network between this machine and the API server, and the API server itself, dominate the absolute figures (the direct rows); what kgate costs is the \"+\" columns and the proxy CPU and memory, next to nginx's. Proxy CPU is counted in 10 ms ticks: at low rates it is coarse.",
+        opts.server
+    );
+    let (md, json) = report::write(&opts.out, &machine, &settings, &preface, &sections)?;
     step(&format!("wrote {} and {}", md.display(), json.display()));
     drop((nginx, kgate, kgate_batch));
     Ok(json)

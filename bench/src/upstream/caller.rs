@@ -69,7 +69,11 @@ pub(super) fn audiences(token: &str) -> Vec<String> {
     let claims = token
         .split('.')
         .nth(1)
-        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
     match claims.as_ref().map(|c| &c["aud"]) {
         Some(Value::String(aud)) => vec![aud.clone()],
@@ -118,13 +122,22 @@ pub(super) async fn whoami(direct: &Target, token: &str) -> anyhow::Result<Strin
 }
 
 /// Fails, saying why, unless `target` answers a GET of `path` with 200.
-pub(super) async fn check_path(target: &Target, path: &str, token: &str, user: &str) -> anyhow::Result<()> {
+pub(super) async fn check_path(
+    target: &Target,
+    path: &str,
+    token: &str,
+    user: &str,
+) -> anyhow::Result<()> {
     let (status, body) = crate::client::once(target, Method::GET, path, token, None).await?;
     if status != StatusCode::OK {
         bail!(
             "GET {path} {} as {user} answered {status}: {}. --path must name something the token may GET \
              (the default, /version, is open to every authenticated user)",
-            if target.via == "direct" { "directly" } else { target.via },
+            if target.via == "direct" {
+                "directly"
+            } else {
+                target.via
+            },
             message(&body)
         );
     }
@@ -148,8 +161,18 @@ mod tests {
                 "{url}"
             );
         };
-        ok("https://api.example.com", "api.example.com", 443, "api.example.com:443");
-        ok("https://api.example.com:6443/", "api.example.com", 6443, "api.example.com:6443");
+        ok(
+            "https://api.example.com",
+            "api.example.com",
+            443,
+            "api.example.com:443",
+        );
+        ok(
+            "https://api.example.com:6443/",
+            "api.example.com",
+            6443,
+            "api.example.com:6443",
+        );
         ok("https://10.0.0.1:6443", "10.0.0.1", 6443, "10.0.0.1:6443");
         ok("https://[fd00::1]:6443", "fd00::1", 6443, "[fd00::1]:6443");
         ok("https://[fd00::1]", "fd00::1", 443, "[fd00::1]:443");
@@ -170,10 +193,17 @@ mod tests {
     fn audiences_of_a_token() {
         let jwt = |claims: Value| {
             let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
-            format!("{}.{}.sig", b64(br#"{"alg":"ES256"}"#), b64(claims.to_string().as_bytes()))
+            format!(
+                "{}.{}.sig",
+                b64(br#"{"alg":"ES256"}"#),
+                b64(claims.to_string().as_bytes())
+            )
         };
         let cases = [
-            (jwt(json!({"aud": "https://kubernetes.default.svc"})), vec!["https://kubernetes.default.svc"]),
+            (
+                jwt(json!({"aud": "https://kubernetes.default.svc"})),
+                vec!["https://kubernetes.default.svc"],
+            ),
             (jwt(json!({"aud": ["a", "b"]})), vec!["a", "b"]),
             (jwt(json!({"sub": "x"})), vec![]),
             ("not-a-jwt".to_owned(), vec![]),

@@ -9,7 +9,6 @@
 
 mod agent;
 mod approvals;
-#[cfg(feature = "bench")]
 mod bench;
 mod cert;
 mod check;
@@ -83,6 +82,22 @@ enum Command {
     Sessions(sessions::SessionsCommand),
     /// Print the CustomResourceDefinitions (KgatePolicy, KgateApproval) as YAML.
     Crds,
+    /// Benchmark kgate in front of your API server: direct vs nginx vs kgate.
+    ///
+    /// The same GET direct, through nginx (when installed) and through kgate (this
+    /// binary as a standalone agent on loopback, strict and batch recording), at
+    /// fixed rates: latency percentiles, what each proxy adds, and the proxies' CPU
+    /// and memory, as markdown on stdout and JSON (docs/bench.md).
+    ///
+    /// What it does to the cluster: with the token of `--token-file` (a bot's
+    /// service-account token), one SelfSubjectReview (who the token is), reads of the
+    /// OIDC discovery document and JWKS (by the agents), and GETs of `--path` only,
+    /// direct and through the proxies: by default 20 (and 100) per second for 10 s a
+    /// point, per protocol and way. Nothing is written. With `--yes` also saturation
+    /// (8 workers as fast as the API server answers) and new connections (8 workers,
+    /// a TLS handshake per GET): that loads the API server; run it where that is fine.
+    #[command(verbatim_doc_comment)]
+    Bench(bench::Args),
     /// Measure the identity check (cache hit and miss), for `cargo xtask bench`.
     #[cfg(feature = "bench")]
     #[command(hide = true)]
@@ -118,6 +133,7 @@ impl Cli {
             Command::Policy(command) => policy::run(command),
             Command::Kubeconfig(args) => kubeconfig::run(&args),
             Command::Sessions(command) => sessions::run(command),
+            Command::Bench(args) => bench::run(args),
             Command::Crds => {
                 print!("{}", crate::crds::yaml()?);
                 Ok(())

@@ -157,10 +157,22 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
         audiences: Vec::new(),
     };
     let kgate_bin = release_bin("kgate");
-    let (kgate, kgate_addr) =
-        agent::start(&kgate_bin, dir, &serving, &upstream, &bot, Durability::Strict)?;
-    let (kgate_batch, kgate_batch_addr) =
-        agent::start(&kgate_bin, dir, &serving, &upstream, &bot, Durability::Batch)?;
+    let (kgate, kgate_addr) = agent::start(
+        &kgate_bin,
+        dir,
+        &serving,
+        &upstream,
+        &bot,
+        Durability::Strict,
+    )?;
+    let (kgate_batch, kgate_batch_addr) = agent::start(
+        &kgate_bin,
+        dir,
+        &serving,
+        &upstream,
+        &bot,
+        Durability::Batch,
+    )?;
     let (nginx, nginx_addr) = nginx::start(
         Path::new(nginx::DEFAULT_PATH),
         dir,
@@ -191,7 +203,11 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
         bulk,
         idle,
         busy: 100,
-        rates: if args.quick { vec![1000] } else { vec![1000, 5000] },
+        rates: if args.quick {
+            vec![1000]
+        } else {
+            vec![1000, 5000]
+        },
         // Enough to saturate two cores.
         saturation_concurrency: 32,
     };
@@ -226,7 +242,7 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
         sections.push(identity()?);
     }
     sections.push(targets::section(&findings));
-    let (md, json) = report::write(&report_dir(), &machine, &settings, &sections)?;
+    let (md, json) = report::write(&report_dir(), &machine, &settings, "", &sections)?;
     step(&format!("wrote {} and {}", md.display(), json.display()));
     drop((nginx, kgate, kgate_batch, double));
     Ok(())

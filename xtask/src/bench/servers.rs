@@ -88,4 +88,3 @@ pub(super) fn bot_token(double: &Double, dir: &Path) -> anyhow::Result<String> {
     )?;
     Ok(token.trim().to_owned())
 }
-
