@@ -1,8 +1,9 @@
 //! The `kgate` command line: the subcommands' clap types and the dispatch to the code
 //! that serves each, one file per command group (`agent` and `detach`, `status`,
-//! `check`, `approvals`, `cert`, `kubeconfig`, `policy`, `sessions`). A command here parses its arguments,
-//! calls into the module that does the work, and prints what it returns; its errors
-//! are `anyhow` chains that `main` prints after `kgate: ` and turns into exit code 1.
+//! `check`, `approvals`, `cert`, `kubeconfig`, `policy`, `sessions`, `bench`). A
+//! command here parses its arguments, calls into the module that does the work, and
+//! prints what it returns; its errors are `anyhow` chains that `main` prints after
+//! `kgate: ` and turns into exit code 1.
 //!
 //! Not here: what the commands do. The agent is [`crate::agent`], policy evaluation
 //! [`crate::policy`], the record log [`crate::record`], approvals [`crate::approval`].
