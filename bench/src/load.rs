@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use crate::client::{Conn, Get, Proto, Target, connect};
 
 /// Warm HTTP/1.1 connections of the open loop.
-const H1_POOL: usize = 32;
+pub const H1_POOL: usize = 32;
 
 /// Latencies in nanoseconds, 3 significant digits, up to 60 s.
 pub fn histogram() -> Histogram<u64> {

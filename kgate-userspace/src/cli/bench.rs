@@ -6,7 +6,8 @@
 //! And `kgate bench-identity` (hidden, only with the `bench` feature that `cargo xtask
 //! bench` builds with): the identity check's cost as one JSON line of nanoseconds.
 //!
-//! Not here: the measurements ([`kgate_bench`], [`crate::identity::bench`]).
+//! Not here: the measurements ([`kgate_bench`]; the identity check's, in
+//! `identity::bench`, built with the feature).
 
 use std::path::PathBuf;
 
