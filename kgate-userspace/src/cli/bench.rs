@@ -1,9 +1,84 @@
-//! `kgate bench-identity` (hidden, only with the `bench` feature that `cargo xtask
+//! `kgate bench`: what kgate costs in front of the user's own API server, measured
+//! direct vs nginx vs kgate (strict and batch recording) with a bot's token; the
+//! harness is the `kgate-bench` crate's upstream mode, which `cargo xtask bench
+//! --upstream` runs too. docs/bench.md ("On your own cluster") says how to read it.
+//!
+//! And `kgate bench-identity` (hidden, only with the `bench` feature that `cargo xtask
 //! bench` builds with): the identity check's cost as one JSON line of nanoseconds.
 //!
-//! Not here: the measurement ([`crate::identity::bench`]).
+//! Not here: the measurements ([`kgate_bench`]; the identity check's, in
+//! `identity::bench`, built with the feature).
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use kgate_bench::{Part, upstream};
+
+#[derive(clap::Args)]
+pub(super) struct Args {
+    /// The API server: `https://HOST[:PORT]` (port 443 when left out).
+    #[arg(long, value_name = "URL")]
+    upstream: String,
+    /// CA bundle (PEM) that signs the API server's certificate.
+    #[arg(long, value_name = "FILE")]
+    ca_file: PathBuf,
+    /// A file holding the token the requests are sent with: a bot's service-account
+    /// token (`kubectl create token NAME -n NAMESPACE`), which must be allowed to GET
+    /// `--path`.
+    #[arg(long, value_name = "FILE")]
+    token_file: PathBuf,
+    /// The GET every row sends; it must answer 200 directly.
+    #[arg(long, default_value = upstream::DEFAULT_PATH)]
+    path: String,
+    /// Seconds per load point. Default 10 (1 with --quick).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// A short run: 1 s per point, one rate, fewer idle connections.
+    #[arg(long)]
+    quick: bool,
+    /// Only these parts, comma-separated (latency, saturation, connections). Default:
+    /// latency, and saturation and connections with --yes.
+    #[arg(long, value_enum, value_delimiter = ',', hide_possible_values = true)]
+    only: Vec<Part>,
+    /// Run saturation and connections too: they send requests as fast as the API
+    /// server answers them.
+    #[arg(long)]
+    yes: bool,
+    /// The nginx binary; without it, nginx's rows are left out (nothing is
+    /// installed).
+    #[arg(long, value_name = "PATH", default_value = kgate_bench::nginx::DEFAULT_PATH)]
+    nginx: PathBuf,
+    /// Directory for the report (`bench-<time>.md` and `.json`).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    out: PathBuf,
+}
+
+/// Runs the bench with this binary as the agent.
+pub(super) fn run(args: Args) -> anyhow::Result<()> {
+    let options = upstream::Options {
+        server: args.upstream,
+        ca_file: args.ca_file,
+        token_file: args.token_file,
+        path: args.path,
+        seconds: args.seconds,
+        quick: args.quick,
+        only: args.only,
+        nginx: args.nginx,
+        yes: args.yes,
+        kgate: std::env::current_exe().context("the kgate binary's path")?,
+        out: args.out,
+        build: format!(
+            "kgate {} (commit {})",
+            env!("CARGO_PKG_VERSION"),
+            super::version::COMMIT
+        ),
+    };
+    upstream::run(&options)?;
+    Ok(())
+}
 
 /// Prints `{"hit_ns": …, "miss_ns": …, "oidc_hit_ns": …, "oidc_miss_ns": …}`.
+#[cfg(feature = "bench")]
 pub(super) fn identity() -> anyhow::Result<()> {
     let costs = super::runtime()?.block_on(crate::identity::bench::measure(2000, 200_000))?;
     let (hit, miss) = costs.service_account;
@@ -16,4 +91,118 @@ pub(super) fn identity() -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeMap, path::Path, sync::Arc};
+
+    use http::{Method, Uri};
+    use kgate_bench::{
+        agent::{self, Caller, Durability, Upstream},
+        pki::Serving,
+    };
+
+    use crate::{
+        config::Config,
+        identity::UserInfo,
+        policy::{self, PolicySet, file, types::Action},
+        request_info::RequestInfo,
+    };
+
+    /// What `kgate bench` hands the agent is a config the agent accepts, standalone,
+    /// and a policy that allows the caller's reads and nothing else.
+    #[test]
+    fn bench_config_and_policy_are_what_the_agent_accepts() {
+        let serving = Serving {
+            ca_pem: String::new(),
+            cert: "/b/tls.crt".into(),
+            key: "/b/tls.key".into(),
+        };
+        let upstream = Upstream {
+            server: "https://api.example.com:443".into(),
+            ca_file: "/etc/k/ca.crt".into(),
+            token_file: "/etc/k/token".into(),
+        };
+        let caller = Caller {
+            user: "system:serviceaccount:ci:bot".into(),
+            audiences: vec!["https://kubernetes.default.svc".into()],
+        };
+        let json = agent::config(
+            "127.0.0.1:7443".parse().unwrap(),
+            &serving,
+            &upstream,
+            &caller,
+            Path::new("/b/policy.json"),
+            Path::new("/b/records"),
+            Durability::Strict,
+        );
+        let config = Config::parse(&json.to_string()).expect("the agent accepts the config");
+        assert!(!config.kernel);
+        assert_eq!(
+            config.identity.unbound_subjects,
+            ["system:serviceaccount:ci:bot"]
+        );
+        assert_eq!(
+            config.identity.audiences,
+            ["https://kubernetes.default.svc"]
+        );
+        assert_eq!(
+            config.upstream.token_file.as_deref(),
+            Some(Path::new("/etc/k/token"))
+        );
+        assert_eq!(config.policy.files, [Path::new("/b/policy.json")]);
+
+        let policies = file::parse(&agent::policy(&caller.user).to_string(), "policy.json")
+            .expect("the agent accepts the policy");
+        let set = PolicySet::new(
+            policies.into_iter().map(Arc::new).collect(),
+            config.policy.default_action,
+            false,
+            1,
+        );
+        let user = |name: &str| UserInfo {
+            username: name.to_owned(),
+            uid: String::new(),
+            groups: vec!["system:authenticated".into()],
+            extra: BTreeMap::new(),
+        };
+        let (bot, other) = (user(&caller.user), user("system:serviceaccount:ci:other"));
+        let cases = [
+            (&bot, "GET", "/version", Action::Allow),
+            (
+                &bot,
+                "GET",
+                "/api/v1/namespaces/default/configmaps/kube-root-ca.crt",
+                Action::Allow,
+            ),
+            (&bot, "GET", "/api/v1/pods?watch=true", Action::Allow),
+            (
+                &bot,
+                "POST",
+                "/api/v1/namespaces/default/configmaps",
+                Action::Deny,
+            ),
+            (
+                &bot,
+                "DELETE",
+                "/api/v1/namespaces/default/pods/x",
+                Action::Deny,
+            ),
+            (&other, "GET", "/version", Action::Deny),
+        ];
+        for (who, method, uri, want) in cases {
+            let req = RequestInfo::parse(
+                &Method::from_bytes(method.as_bytes()).unwrap(),
+                &uri.parse::<Uri>().unwrap(),
+            )
+            .unwrap();
+            let caller = policy::Caller {
+                user: Some(who),
+                ..policy::Caller::default()
+            };
+            let decision = set.evaluate(&caller, &req);
+            assert_eq!(decision.action, want, "{} {method} {uri}", who.username);
+        }
+    }
 }

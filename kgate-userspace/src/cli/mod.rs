@@ -1,15 +1,15 @@
 //! The `kgate` command line: the subcommands' clap types and the dispatch to the code
 //! that serves each, one file per command group (`agent` and `detach`, `status`,
-//! `check`, `approvals`, `cert`, `kubeconfig`, `policy`, `sessions`, `console`). A command here parses its arguments,
-//! calls into the module that does the work, and prints what it returns; its errors
-//! are `anyhow` chains that `main` prints after `kgate: ` and turns into exit code 1.
+//! `check`, `approvals`, `cert`, `kubeconfig`, `policy`, `sessions`, `console`,
+//! `bench`). A command here parses its arguments, calls into the module that does the
+//! work, and prints what it returns; its errors are `anyhow` chains that `main` prints
+//! after `kgate: ` and turns into exit code 1.
 //!
 //! Not here: what the commands do. The agent is [`crate::agent`], policy evaluation
 //! [`crate::policy`], the record log [`crate::record`], approvals [`crate::approval`].
 
 mod agent;
 mod approvals;
-#[cfg(feature = "bench")]
 mod bench;
 mod cert;
 mod check;
@@ -19,7 +19,7 @@ mod policy;
 // The record log's tests check the tables it prints.
 pub(crate) mod sessions;
 // The console serves the status rows.
-pub(crate) mod status;
+mod status;
 mod table;
 mod version;
 
@@ -88,6 +88,22 @@ enum Command {
     Console(console::Args),
     /// Print the CustomResourceDefinitions (KgatePolicy, KgateApproval) as YAML.
     Crds,
+    /// Benchmark kgate in front of your API server: direct vs nginx vs kgate.
+    ///
+    /// The same GET direct, through nginx (when installed) and through kgate (this
+    /// binary as a standalone agent on loopback, strict and batch recording), at
+    /// fixed rates: latency percentiles, what each proxy adds, and the proxies' CPU
+    /// and memory, as markdown on stdout and JSON (docs/bench.md).
+    ///
+    /// What it does to the cluster: with the token of `--token-file` (a bot's
+    /// service-account token), one SelfSubjectReview (who the token is), reads of the
+    /// OIDC discovery document and JWKS (by the agents), and GETs of `--path` only,
+    /// direct and through the proxies: by default 20 (and 100) per second for 10 s a
+    /// point, per protocol and way. Nothing is written. With `--yes` also saturation
+    /// (8 workers as fast as the API server answers) and new connections (8 workers,
+    /// a TLS handshake per GET): that loads the API server; run it where that is fine.
+    #[command(verbatim_doc_comment)]
+    Bench(bench::Args),
     /// Measure the identity check (cache hit and miss), for `cargo xtask bench`.
     #[cfg(feature = "bench")]
     #[command(hide = true)]
@@ -124,6 +140,7 @@ impl Cli {
             Command::Kubeconfig(args) => kubeconfig::run(&args),
             Command::Sessions(command) => sessions::run(command),
             Command::Console(args) => console::run(args),
+            Command::Bench(args) => bench::run(args),
             Command::Crds => {
                 print!("{}", crate::crds::yaml()?);
                 Ok(())

@@ -12,7 +12,7 @@ use std::time::Instant;
 use http_body_util::BodyExt as _;
 use serde_json::json;
 
-use super::{
+use kgate_bench::{
     Setup,
     client::{Get, Proto, Target, connect},
     procstat::Meter,
@@ -74,7 +74,7 @@ pub(super) async fn rows(setup: &Setup, findings: &mut Findings) -> anyhow::Resu
         };
         let mut upstream = None;
         // Recording writes one record per list or watch: kgate-batch would repeat kgate.
-        for target in [&setup.direct, &setup.nginx, &setup.kgate] {
+        for target in setup.ways() {
             crate::step(&format!("masking: {kind} via {}", target.via));
             let meter = setup.pid(target).map(Meter::start);
             let started = Instant::now();

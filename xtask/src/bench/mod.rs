@@ -1,6 +1,9 @@
 //! `cargo xtask bench`: kgate side by side with direct access to the same API server
 //! (the project's double) and with nginx as a plain TLS reverse proxy, in one run on
-//! loopback. See docs/bench.md for what each row means and how to read it.
+//! loopback. See docs/bench.md for what each row means and how to read it. The
+//! harness (load generator, rows, report, kgate and nginx as children) is the
+//! `kgate-bench` crate, which `kgate bench` uses too; with `--upstream` this runs its
+//! upstream mode against a real API server instead of the double.
 //!
 //! The debug xtask that cargo runs only builds: the release binaries (kgate, the
 //! double and this xtask) and then the release xtask measures, so that the load
@@ -12,39 +15,30 @@
 //! Not here: timed assertions (the targets are reported, never enforced), kubectl's
 //! own cost, anything off loopback.
 
-mod client;
-mod conns;
-mod latency;
-mod load;
 mod masking;
-mod nginx;
-mod procstat;
-mod report;
 mod scale;
 mod servers;
-mod targets;
 
-use std::{fs, path::Path, process::Command, time::Duration};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::Context as _;
+use kgate_bench::{
+    Part, Setup,
+    agent::{self, Caller, Durability},
+    client::{Get, Target},
+    conns, latency, nginx,
+    pki::Serving,
+    report, targets,
+};
 use serde_json::json;
 
-use client::{Get, Target};
-use servers::{Durability, release_bin};
+use servers::release_bin;
 
 use crate::{run_cmd, step};
-
-/// The parts of a run, for `--only`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Part {
-    Latency,
-    Saturation,
-    Connections,
-    Masking,
-    Identity,
-    /// 1,000 watches through one agent; 20 concurrent 20 MB LISTs.
-    Scale,
-}
 
 #[derive(clap::Args, Clone, Debug)]
 pub(crate) struct Args {
@@ -65,50 +59,24 @@ pub(crate) struct Args {
     /// Only these parts, comma-separated. Default: all.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Part>,
-}
-
-/// What every scenario needs: the ways to the API server and the request.
-pub(crate) struct Setup {
-    pub direct: Target,
-    pub nginx: Target,
-    /// kgate as deployed by default: strict recording.
-    pub kgate: Target,
-    /// kgate with batch recording: the difference is what fsync-before-forward costs.
-    pub kgate_batch: Target,
-    pub nginx_pid: u32,
-    pub kgate_pid: u32,
-    pub kgate_batch_pid: u32,
-    /// GET of a ConfigMap of about 1 KiB, as the bot.
-    pub get: Get,
-    pub bot_token: String,
-    /// The API server's admin token (the scale rows write with it, directly).
-    pub admin_token: String,
-    pub seconds: u64,
-    pub quick: bool,
-    /// (count, bytes each) of the bulk Secrets.
-    pub bulk: (usize, usize),
-    pub idle: usize,
-}
-
-impl Setup {
-    /// Every way to the API server, direct first (the baseline of each comparison).
-    pub(crate) fn targets(&self) -> [&Target; 4] {
-        [&self.direct, &self.nginx, &self.kgate, &self.kgate_batch]
-    }
-
-    /// The proxy process behind a target (none for direct).
-    pub(crate) fn pid(&self, target: &Target) -> Option<u32> {
-        match target.via {
-            "nginx" => Some(self.nginx_pid),
-            "kgate" => Some(self.kgate_pid),
-            "kgate-batch" => Some(self.kgate_batch_pid),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn duration(&self) -> Duration {
-        Duration::from_secs(self.seconds)
-    }
+    /// Measure in front of this API server (`https://HOST[:PORT]`) instead of the
+    /// double, with `--ca-file` and `--token-file` (docs/bench.md, "On your own
+    /// cluster").
+    #[arg(long, requires_all = ["ca_file", "token_file"])]
+    pub upstream: Option<String>,
+    /// With `--upstream`: the CA bundle of the API server's certificate.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// With `--upstream`: a file holding the bot's token (`kubectl create token`).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// With `--upstream`: the GET every row sends.
+    #[arg(long, default_value = kgate_bench::upstream::DEFAULT_PATH)]
+    pub path: String,
+    /// With `--upstream`: run the rows that load the API server as fast as it answers
+    /// (saturation, connections).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
@@ -135,7 +103,24 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<()> {
         // The measuring is done by the release build of this same command.
         return run_cmd(Command::new(release_bin("xtask")).args(std::env::args_os().skip(1)));
     }
-    nginx::ensure_installed()?;
+    ensure_nginx()?;
+    if let Some(server) = &args.upstream {
+        let options = kgate_bench::upstream::Options {
+            server: server.clone(),
+            ca_file: args.ca_file.clone().unwrap_or_default(),
+            token_file: args.token_file.clone().unwrap_or_default(),
+            path: args.path.clone(),
+            seconds: args.seconds,
+            quick: args.quick,
+            only: args.only.clone(),
+            nginx: nginx::DEFAULT_PATH.into(),
+            yes: args.yes,
+            kgate: release_bin("kgate"),
+            out: report_dir(),
+            build: "release build of this checkout".into(),
+        };
+        return kgate_bench::upstream::run(&options).map(drop);
+    }
     let dir = std::env::temp_dir().join(format!("kgate-bench-{}", std::process::id()));
     fs::create_dir_all(&dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -160,18 +145,51 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
         list_bytes >> 20
     ));
     let double = servers::Double::start(dir, bulk)?;
-    let serving = servers::Serving::issue(dir)?;
-    let (kgate, kgate_addr) = servers::start_kgate(dir, &double, &serving, Durability::Strict)?;
-    let (kgate_batch, kgate_batch_addr) =
-        servers::start_kgate(dir, &double, &serving, Durability::Batch)?;
-    let (nginx, nginx_addr) = nginx::start(dir, &double, &serving)?;
+    let serving = Serving::issue(dir)?;
+    let upstream = agent::Upstream {
+        server: format!("https://{}", double.addr),
+        ca_file: dir.join("api/ca.crt"),
+        token_file: dir.join("api/token"),
+    };
+    // The bot's projected token, verified locally against the double's JWKS.
+    let bot = Caller {
+        user: "system:serviceaccount:demo:bot".into(),
+        audiences: Vec::new(),
+    };
+    let kgate_bin = release_bin("kgate");
+    let (kgate, kgate_addr) = agent::start(
+        &kgate_bin,
+        dir,
+        &serving,
+        &upstream,
+        &bot,
+        Durability::Strict,
+    )?;
+    let (kgate_batch, kgate_batch_addr) = agent::start(
+        &kgate_bin,
+        dir,
+        &serving,
+        &upstream,
+        &bot,
+        Durability::Batch,
+    )?;
+    let (nginx, nginx_addr) = nginx::start(
+        Path::new(nginx::DEFAULT_PATH),
+        dir,
+        &nginx::Upstream {
+            addr: &double.addr.to_string(),
+            server_name: "localhost",
+            ca_file: &upstream.ca_file,
+        },
+        &serving,
+    )?;
     let bot_token = servers::bot_token(&double, dir)?;
     let setup = Setup {
         direct: Target::new("direct", double.addr, &double.ca_pem)?,
-        nginx: Target::new("nginx", nginx_addr, &serving.ca_pem)?,
+        nginx: Some(Target::new("nginx", nginx_addr, &serving.ca_pem)?),
         kgate: Target::new("kgate", kgate_addr, &serving.ca_pem)?,
         kgate_batch: Target::new("kgate-batch", kgate_batch_addr, &serving.ca_pem)?,
-        nginx_pid: nginx.pid(),
+        nginx_pid: Some(nginx.pid()),
         kgate_pid: kgate.pid(),
         kgate_batch_pid: kgate_batch.pid(),
         get: Get {
@@ -184,8 +202,16 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
         quick: args.quick,
         bulk,
         idle,
+        busy: 100,
+        rates: if args.quick {
+            vec![1000]
+        } else {
+            vec![1000, 5000]
+        },
+        // Enough to saturate two cores.
+        saturation_concurrency: 32,
     };
-    let machine = report::machine(&nginx::version());
+    let machine = report::machine(&nginx::version(Path::new(nginx::DEFAULT_PATH)));
     let settings = json!({
         "quick": args.quick,
         "seconds_per_point": seconds,
@@ -216,10 +242,31 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
         sections.push(identity()?);
     }
     sections.push(targets::section(&findings));
-    let (md, json) = report::write(&machine, &settings, &sections)?;
+    let (md, json) = report::write(&report_dir(), &machine, &settings, "", &sections)?;
     step(&format!("wrote {} and {}", md.display(), json.display()));
     drop((nginx, kgate, kgate_batch, double));
     Ok(())
+}
+
+/// `target/bench` (or under `CARGO_TARGET_DIR`).
+fn report_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+        .join("bench")
+}
+
+/// Installs nginx from Debian when it is missing (`apt-get install nginx`).
+fn ensure_nginx() -> anyhow::Result<()> {
+    if Path::new(nginx::DEFAULT_PATH).exists() {
+        return Ok(());
+    }
+    step("installing nginx from Debian");
+    run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends", "nginx"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 /// The identity check alone, in-process (`kgate bench-identity`, built with the `bench`

@@ -30,7 +30,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use serde_json::{Value, json};
 
-use super::{
+use kgate_bench::{
     Setup,
     client::{Conn, Get, Proto, Target, connect, connect_writer},
     load::histogram,
@@ -248,10 +248,10 @@ async fn watches(setup: &Setup, api: &Api, findings: &mut Findings) -> anyhow::R
     )
     .await?;
 
-    let ways = [&setup.direct, &setup.nginx, &setup.kgate];
+    let ways = setup.ways();
     let mut seen = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
-    for target in ways {
+    for &target in &ways {
         crate::step(&format!("scale: {WATCHES} watches via {}", target.via));
         let way = Seen::new();
         for first in (0..WATCHES).step_by(PER_CONN) {
@@ -436,7 +436,7 @@ async fn lists(setup: &Setup, api: &Api, findings: &mut Findings) -> anyhow::Res
             "peak extra RSS MiB",
         ],
     );
-    for target in [&setup.direct, &setup.nginx, &setup.kgate] {
+    for target in setup.ways() {
         crate::step(&format!("scale: {LISTS} LISTs via {}", target.via));
         let meter = setup.pid(target).map(Meter::start);
         let started = Instant::now();

@@ -19,13 +19,13 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Proto {
+pub enum Proto {
     H1,
     H2,
 }
 
 impl Proto {
-    pub(super) fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Self::H1 => "HTTP/1.1",
             Self::H2 => "HTTP/2",
@@ -35,19 +35,39 @@ impl Proto {
 
 /// One server to measure: where it listens and how to trust it.
 #[derive(Clone)]
-pub(crate) struct Target {
-    /// `direct`, `nginx` or `kgate`.
+pub struct Target {
+    /// `direct`, `nginx`, `kgate` or `kgate-batch`.
     pub via: &'static str,
     pub addr: SocketAddr,
+    /// The name its certificate is verified against (and sent as SNI).
+    server_name: ServerName<'static>,
+    /// `host:port` for the `Host` header and HTTP/2's `:authority`.
+    authority: String,
     h1: Arc<rustls::ClientConfig>,
     h2: Arc<rustls::ClientConfig>,
 }
 
 impl Target {
-    pub(crate) fn new(via: &'static str, addr: SocketAddr, ca_pem: &str) -> anyhow::Result<Self> {
+    /// A server on loopback whose certificate is for `localhost`.
+    pub fn new(via: &'static str, addr: SocketAddr, ca_pem: &str) -> anyhow::Result<Self> {
+        Self::named(via, addr, "localhost", &addr.to_string(), ca_pem)
+    }
+
+    /// A server at `addr` whose certificate is for `server_name` (a DNS name or an
+    /// IP address), addressed as `authority`.
+    pub fn named(
+        via: &'static str,
+        addr: SocketAddr,
+        server_name: &str,
+        authority: &str,
+        ca_pem: &str,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             via,
             addr,
+            server_name: ServerName::try_from(server_name.to_owned())
+                .with_context(|| format!("server name {server_name:?}"))?,
+            authority: authority.to_owned(),
             h1: Arc::new(tls_config(ca_pem, b"http/1.1")?),
             h2: Arc::new(tls_config(ca_pem, b"h2")?),
         })
@@ -72,20 +92,20 @@ fn tls_config(ca_pem: &str, alpn: &[u8]) -> anyhow::Result<rustls::ClientConfig>
 
 /// A GET as the benchmark sends it: one path, a bearer token.
 #[derive(Clone)]
-pub(crate) struct Get {
+pub struct Get {
     pub path: String,
     pub token: String,
 }
 
 /// One open client connection.
-pub(super) enum Conn {
+pub enum Conn {
     H1(http1::SendRequest<Empty<Bytes>>),
     H2(http2::SendRequest<Empty<Bytes>>),
 }
 
 /// Opens a TCP + TLS connection and starts HTTP on it (the connection's driver runs
 /// as a task until either side closes).
-pub(super) async fn connect(target: &Target, proto: Proto) -> anyhow::Result<Conn> {
+pub async fn connect(target: &Target, proto: Proto) -> anyhow::Result<Conn> {
     let io = tls(target, proto).await?;
     Ok(match proto {
         Proto::H1 => {
@@ -102,13 +122,36 @@ pub(super) async fn connect(target: &Target, proto: Proto) -> anyhow::Result<Con
 }
 
 /// An HTTP/2 connection for requests with bodies (the scale rows' writes).
-pub(super) async fn connect_writer(
-    target: &Target,
-) -> anyhow::Result<http2::SendRequest<Full<Bytes>>> {
+pub async fn connect_writer(target: &Target) -> anyhow::Result<http2::SendRequest<Full<Bytes>>> {
     let (send, conn) =
         http2::handshake(TokioExecutor::new(), tls(target, Proto::H2).await?).await?;
     tokio::spawn(conn);
     Ok(send)
+}
+
+/// One request on a new HTTP/2 connection, whatever the answer: its status and body
+/// (the upstream mode's checks before the load: who the token is, whether the path
+/// answers).
+pub async fn once(
+    target: &Target,
+    method: http::Method,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<(StatusCode, Bytes)> {
+    let mut send = connect_writer(target).await?;
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("https://{}{path}", target.authority))
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept", "application/json");
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let response = send.send_request(req.body(Full::new(body))?).await?;
+    let status = response.status();
+    Ok((status, response.into_body().collect().await?.to_bytes()))
 }
 
 /// TCP + TLS to the target, with `proto` negotiated by ALPN (an error when the server
@@ -126,7 +169,7 @@ async fn tls(
         Proto::H2 => target.h2.clone(),
     };
     let tls = TlsConnector::from(config)
-        .connect(ServerName::try_from("localhost")?, tcp)
+        .connect(target.server_name.clone(), tcp)
         .await
         .with_context(|| format!("TLS handshake with {}", target.via))?;
     if proto == Proto::H2 && tls.get_ref().1.alpn_protocol() != Some(b"h2") {
@@ -138,7 +181,7 @@ async fn tls(
 impl Conn {
     /// Sends the GET and reads the whole response; returns the body's length. A
     /// status other than 200 is an error: a refused request must not count as served.
-    pub(super) async fn get(&mut self, target: &Target, get: &Get) -> anyhow::Result<u64> {
+    pub async fn get(&mut self, target: &Target, get: &Get) -> anyhow::Result<u64> {
         let mut body = self.send(target, get).await?;
         let mut bytes = 0;
         while let Some(frame) = body.frame().await {
@@ -150,7 +193,7 @@ impl Conn {
     }
 
     /// Sends the GET and returns the response body once the status is 200.
-    pub(super) async fn send(
+    pub async fn send(
         &mut self,
         target: &Target,
         get: &Get,
@@ -158,14 +201,14 @@ impl Conn {
         let response = match self {
             Self::H1(send) => {
                 let req = Request::get(&get.path)
-                    .header("host", target.addr.to_string())
+                    .header("host", &target.authority)
                     .header("authorization", format!("Bearer {}", get.token))
                     .body(Empty::new())?;
                 send.ready().await?;
                 send.send_request(req).await?
             }
             Self::H2(send) => {
-                let req = Request::get(format!("https://{}{}", target.addr, get.path))
+                let req = Request::get(format!("https://{}{}", target.authority, get.path))
                     .header("authorization", format!("Bearer {}", get.token))
                     .body(Empty::new())?;
                 send.ready().await?;
@@ -185,7 +228,7 @@ impl Conn {
     }
 
     /// An HTTP/2 connection serves many requests at once: a handle for one more.
-    pub(super) fn share(&self) -> Option<Self> {
+    pub fn share(&self) -> Option<Self> {
         match self {
             Self::H2(send) => Some(Self::H2(send.clone())),
             Self::H1(_) => None,

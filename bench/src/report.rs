@@ -1,16 +1,21 @@
-//! The bench's output: markdown tables (stdout and `target/bench/bench-<time>.md`) and
-//! the same figures as JSON (`target/bench/bench-<time>.json`) with a description of
-//! the machine, so that runs on different machines or commits can be compared.
+//! The bench's output: markdown tables (stdout and `<dir>/bench-<time>.md`; xtask's
+//! dir is `target/bench`) and the same figures as JSON (`<dir>/bench-<time>.json`)
+//! with a description of the machine, so that runs on different machines or commits
+//! can be compared.
 //!
 //! Sections are plain rows of strings for the table and a JSON value each; the report
 //! does no arithmetic of its own.
 
-use std::{fs, path::PathBuf, process::Command};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use serde_json::{Value, json};
 
 /// One table of the report.
-pub(super) struct Section {
+pub struct Section {
     /// The section's name in the JSON (`open_loop`, `saturation`, …).
     pub key: &'static str,
     pub title: String,
@@ -21,12 +26,7 @@ pub(super) struct Section {
 }
 
 impl Section {
-    pub(super) fn new(
-        key: &'static str,
-        title: &str,
-        note: &str,
-        columns: &[&'static str],
-    ) -> Self {
+    pub fn new(key: &'static str, title: &str, note: &str, columns: &[&'static str]) -> Self {
         Self {
             key,
             title: title.to_owned(),
@@ -37,12 +37,12 @@ impl Section {
         }
     }
 
-    pub(super) fn row(&mut self, cells: Vec<String>, json: Value) {
+    pub fn row(&mut self, cells: Vec<String>, json: Value) {
         self.rows.push(cells);
         self.json.push(json);
     }
 
-    pub(super) fn markdown(&self) -> String {
+    pub fn markdown(&self) -> String {
         let mut out = format!("### {}\n\n", self.title);
         if !self.note.is_empty() {
             out.push_str(&self.note);
@@ -61,7 +61,7 @@ impl Section {
 }
 
 /// What the numbers were measured on.
-pub(super) fn machine(nginx_version: &str) -> Value {
+pub fn machine(nginx_version: &str) -> Value {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -99,40 +99,46 @@ pub(super) fn machine(nginx_version: &str) -> Value {
     })
 }
 
-/// Prints the report and writes both files; returns their paths.
-pub(super) fn write(
+/// Prints the report and writes both files into `dir`; returns their paths. `preface`,
+/// when not empty, is a paragraph before the tables (how to read this run).
+pub fn write(
+    dir: &Path,
     machine: &Value,
     settings: &Value,
+    preface: &str,
     sections: &[Section],
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     let now = jiff::Timestamp::now();
     let stamp = now.strftime("%Y%m%dT%H%M%SZ").to_string();
+    // Upstream mode runs outside a checkout: no commit.
+    let commit = machine["git_commit"].as_str().map_or(String::new(), |c| {
+        format!(
+            ", commit {}{}",
+            c.get(..12).unwrap_or(""),
+            if machine["git_dirty"] == json!(true) {
+                " (dirty)"
+            } else {
+                ""
+            }
+        )
+    });
     let mut md = format!(
-        "## kgate bench, {now}\n\n{} ({} cores), kernel {}, {}, commit {}{}; settings {settings}\n\n",
+        "## kgate bench, {now}\n\n{} ({} cores), kernel {}, {}{commit}; settings {settings}\n\n",
         machine["cpu"].as_str().unwrap_or(""),
         machine["cores"],
         machine["kernel"].as_str().unwrap_or(""),
         machine["rustc"].as_str().unwrap_or(""),
-        machine["git_commit"]
-            .as_str()
-            .unwrap_or("")
-            .get(..12)
-            .unwrap_or(""),
-        if machine["git_dirty"] == json!(true) {
-            " (dirty)"
-        } else {
-            ""
-        },
     );
+    if !preface.is_empty() {
+        md.push_str(preface);
+        md.push_str("\n\n");
+    }
     for section in sections {
         md.push_str(&section.markdown());
         md.push('\n');
     }
     print!("\n{md}");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
-    let dir = target.join("bench");
-    fs::create_dir_all(&dir)?;
+    fs::create_dir_all(dir)?;
     let md_path = dir.join(format!("bench-{stamp}.md"));
     let json_path = dir.join(format!("bench-{stamp}.json"));
     fs::write(&md_path, md)?;

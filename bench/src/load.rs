@@ -26,18 +26,18 @@ use anyhow::Context as _;
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 
-use super::client::{Conn, Get, Proto, Target, connect};
+use crate::client::{Conn, Get, Proto, Target, connect};
 
 /// Warm HTTP/1.1 connections of the open loop.
-const H1_POOL: usize = 32;
+pub const H1_POOL: usize = 32;
 
 /// Latencies in nanoseconds, 3 significant digits, up to 60 s.
-pub(super) fn histogram() -> Histogram<u64> {
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
 /// What one load run measured.
-pub(super) struct Outcome {
+pub struct Outcome {
     pub latency: Histogram<u64>,
     pub ok: u64,
     pub errors: u64,
@@ -46,14 +46,14 @@ pub(super) struct Outcome {
 }
 
 impl Outcome {
-    pub(super) fn rps(&self) -> f64 {
+    pub fn rps(&self) -> f64 {
         #[allow(clippy::cast_precision_loss)] // request counts stay far below 2^52
         let ok = self.ok as f64;
         ok / self.elapsed.as_secs_f64().max(1e-9)
     }
 
     /// A percentile in µs.
-    pub(super) fn us(&self, percentile: f64) -> f64 {
+    pub fn us(&self, percentile: f64) -> f64 {
         #[allow(clippy::cast_precision_loss)]
         let ns = self.latency.value_at_quantile(percentile / 100.0) as f64;
         ns / 1000.0
@@ -118,7 +118,7 @@ async fn warm(target: &Target, proto: Proto, get: &Get, count: usize) -> anyhow:
 }
 
 /// Sends `rate` GETs per second for `duration`, on a schedule (see the module doc).
-pub(super) async fn open_loop(
+pub async fn open_loop(
     target: &Target,
     proto: Proto,
     get: &Get,
@@ -200,7 +200,7 @@ pub(super) async fn open_loop(
 /// `concurrency` workers, each sending its next GET when the last one is answered,
 /// for `duration`. HTTP/1.1: a connection per worker; HTTP/2: the workers share
 /// `concurrency / 8` connections (at least one).
-pub(super) async fn closed_loop(
+pub async fn closed_loop(
     target: &Target,
     proto: Proto,
     get: &Get,
@@ -247,7 +247,7 @@ pub(super) async fn closed_loop(
 
 /// `concurrency` workers, each opening a new TLS connection per request (HTTP/1.1,
 /// one GET, then closed), for `duration`: the cost of a new connection.
-pub(super) async fn handshake_loop(
+pub async fn handshake_loop(
     target: &Target,
     get: &Get,
     concurrency: usize,
@@ -277,7 +277,7 @@ pub(super) async fn handshake_loop(
 
 /// Opens `count` HTTP/2 connections, each after one GET, and returns them open and
 /// idle (64 handshakes at a time).
-pub(super) async fn idle_connections(
+pub async fn idle_connections(
     target: &Target,
     get: &Get,
     count: usize,

@@ -1,6 +1,8 @@
-//! nginx as the yardstick: a plain TLS reverse proxy in front of the same API-server
-//! double, with the same serving certificate as kgate, run as the bench's child from
-//! a generated config in the bench's temp dir.
+//! nginx as the yardstick: a plain TLS reverse proxy in front of the same API server
+//! (the double, or the user's), with the same serving certificate as kgate, run as
+//! the bench's child from a generated config in the bench's temp dir. Installing it
+//! is not done here (xtask installs it from Debian; `kgate bench` leaves its rows out
+//! when it is missing).
 //!
 //! Configured as one would front an API server: HTTP/2 and HTTP/1.1 to clients,
 //! HTTPS with a verified certificate and keep-alive connections upstream (nginx
@@ -12,27 +14,27 @@
 use std::{fs, net::SocketAddr, path::Path, process::Command, time::Duration};
 
 use anyhow::Context as _;
-use kgate_tests::harness::free_port;
 
-use super::servers::{Child, Double, Serving, wait_for};
+use crate::{
+    child::{Child, free_port, wait_for},
+    pki::Serving,
+};
 
-/// Installs nginx from Debian when it is missing (`apt-get install nginx`).
-pub(super) fn ensure_installed() -> anyhow::Result<()> {
-    if Path::new("/usr/sbin/nginx").exists() {
-        return Ok(());
-    }
-    crate::step("installing nginx from Debian");
-    crate::run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
-    crate::run_cmd(
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends", "nginx"])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+/// Where Debian installs nginx.
+pub const DEFAULT_PATH: &str = "/usr/sbin/nginx";
+
+/// The API server behind nginx.
+pub struct Upstream<'a> {
+    /// `host:port`.
+    pub addr: &'a str,
+    /// The name the API server's certificate is verified against, sent as SNI.
+    pub server_name: &'a str,
+    pub ca_file: &'a Path,
 }
 
 /// `nginx -v`, e.g. `nginx/1.22.1`.
-pub(super) fn version() -> String {
-    Command::new("/usr/sbin/nginx")
+pub fn version(nginx: &Path) -> String {
+    Command::new(nginx)
         .arg("-v")
         .output()
         .ok()
@@ -44,12 +46,13 @@ pub(super) fn version() -> String {
         .unwrap_or_default()
 }
 
-pub(super) fn start(
+pub fn start(
+    nginx: &Path,
     dir: &Path,
-    double: &Double,
+    upstream: &Upstream<'_>,
     serving: &Serving,
 ) -> anyhow::Result<(Child, SocketAddr)> {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let root = dir.join("nginx");
     fs::create_dir_all(root.join("tmp"))?;
     let conf = root.join("nginx.conf");
@@ -71,22 +74,23 @@ pub(super) fn start(
              \x20   location / {{\n\
              \x20     proxy_pass https://api;\n\
              \x20     proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
-             \x20     proxy_ssl_verify on;\n      proxy_ssl_name localhost;\n\
-             \x20     proxy_ssl_trusted_certificate {d}/api/ca.crt;\n      proxy_ssl_session_reuse on;\n\
+             \x20     proxy_ssl_verify on;\n      proxy_ssl_name {name};\n      proxy_ssl_server_name on;\n\
+             \x20     proxy_ssl_trusted_certificate {ca};\n      proxy_ssl_session_reuse on;\n\
              \x20     proxy_buffering off;\n      proxy_request_buffering off;\n\
              \x20     proxy_read_timeout 1h;\n\
              \x20   }}\n\
              \x20 }}\n\
              }}\n",
             r = root.display(),
-            d = dir.display(),
-            api = double.addr,
+            ca = upstream.ca_file.display(),
+            name = upstream.server_name,
+            api = upstream.addr,
             cert = serving.cert.display(),
             key = serving.key.display(),
         ),
     )?;
     let mut child = Child::spawn(
-        Command::new("/usr/sbin/nginx")
+        Command::new(nginx)
             .arg("-p")
             .arg(&root)
             .arg("-c")

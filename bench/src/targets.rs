@@ -4,11 +4,11 @@
 
 use serde_json::json;
 
-use super::report::Section;
+use crate::report::Section;
 
 /// What the scenarios found that a goal speaks about (absent: the part did not run).
 #[derive(Default)]
-pub(super) struct Findings {
+pub struct Findings {
     /// (protocol, kgate instance, added p50 µs, added p99 µs) at 1k req/s.
     pub added_1k: Vec<(&'static str, &'static str, f64, f64)>,
     /// The kgate instances' peak RSS over the 1k req/s rows, KiB.
@@ -24,7 +24,7 @@ pub(super) struct Findings {
     pub lists_extra_mib: Option<f64>,
 }
 
-pub(super) fn section(f: &Findings) -> Section {
+pub fn section(f: &Findings) -> Section {
     let mut s = Section::new(
         "targets",
         "Targets",

@@ -9,7 +9,7 @@
 use std::{fs, time::Instant};
 
 /// The pids of a process and its direct children (nginx: master and workers).
-pub(super) fn family(pid: u32) -> Vec<u32> {
+pub fn family(pid: u32) -> Vec<u32> {
     let mut pids = vec![pid];
     if let Ok(entries) = fs::read_dir("/proc") {
         for entry in entries.flatten() {
@@ -67,7 +67,7 @@ fn status_kib(pid: u32, key: &str) -> u64 {
 
 /// Current resident memory of a process family, in KiB (shared pages count once per
 /// process, so nginx's figure is an upper bound).
-pub(super) fn rss_kib(pid: u32) -> u64 {
+pub fn rss_kib(pid: u32) -> u64 {
     family(pid)
         .into_iter()
         .map(|p| status_kib(p, "VmRSS:"))
@@ -86,7 +86,7 @@ fn clock_ticks() -> f64 {
 }
 
 /// CPU and peak memory of one process family over one scenario.
-pub(super) struct Meter {
+pub struct Meter {
     pid: u32,
     ticks: u64,
     rss_kib: u64,
@@ -95,7 +95,7 @@ pub(super) struct Meter {
 
 /// What a [`Meter`] saw.
 #[derive(Clone, Copy, Debug, Default)]
-pub(super) struct Usage {
+pub struct Usage {
     /// CPU seconds (user + system) spent during the scenario.
     pub cpu_seconds: f64,
     /// Wall-clock seconds of the scenario.
@@ -107,7 +107,7 @@ pub(super) struct Usage {
 }
 
 impl Meter {
-    pub(super) fn start(pid: u32) -> Self {
+    pub fn start(pid: u32) -> Self {
         let pids = family(pid);
         for p in &pids {
             // Resetting the peak needs the same user or CAP_SYS_PTRACE; if it fails the
@@ -123,7 +123,7 @@ impl Meter {
         }
     }
 
-    pub(super) fn stop(self) -> Usage {
+    pub fn stop(self) -> Usage {
         let pids = family(self.pid);
         let ticks: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
         #[allow(clippy::cast_precision_loss)] // ticks stay far below 2^52

@@ -1,13 +1,13 @@
 //! Connection rows: what a new connection costs (full TLS handshakes per second, a
-//! GET on each) and what connections cost in memory (100 busy, many idle).
+//! GET on each) and what connections cost in memory (busy, many idle).
 
 use std::time::Duration;
 
 use serde_json::json;
 
-use super::{
+use crate::{
     Setup,
-    client::Proto,
+    client::{Proto, Target},
     latency::cpu_per_krps,
     load,
     procstat::{self, Meter},
@@ -17,12 +17,11 @@ use super::{
 
 /// Handshaking workers: a few, so the row measures handshake cost, not queueing.
 const HANDSHAKE_CONCURRENCY: usize = 8;
-const BUSY: usize = 100;
 
 /// How many idle connections this process can hold: `wanted`, or fewer when the
 /// open-files limit (`ulimit -n`, inherited by kgate and nginx) is lower, leaving
 /// room for everything else.
-pub(super) fn idle_limit(wanted: usize) -> usize {
+pub fn idle_limit(wanted: usize) -> usize {
     let soft = std::fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|l| {
@@ -41,13 +40,13 @@ pub(super) fn idle_limit(wanted: usize) -> usize {
     wanted.min(limit)
 }
 
-pub(super) async fn handshakes(setup: &Setup) -> Section {
+pub async fn handshakes(setup: &Setup) -> Section {
     crate::step("new connections (TLS handshakes)");
     let mut section = Section::new(
         "handshakes",
         "New connections",
         &format!(
-            "{HANDSHAKE_CONCURRENCY} workers, each opening a new TLS connection (full handshake, no resumption, as client-go) for every 1 KiB GET over HTTP/1.1. Proxy CPU: % of one core per 1k connections/s."
+            "{HANDSHAKE_CONCURRENCY} workers, each opening a new TLS connection (full handshake, no resumption, as client-go) for every GET over HTTP/1.1. Proxy CPU: % of one core per 1k connections/s."
         ),
         &[
             "via",
@@ -90,24 +89,25 @@ fn kib_to_mib(kib: u64) -> f64 {
     kib / 1024.0
 }
 
-pub(super) async fn memory(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
+pub async fn memory(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
     let mut section = Section::new(
         "connection_memory",
         "Connection memory",
         &format!(
-            "Proxy resident memory (nginx: master and workers summed): at rest; peak with {BUSY} busy HTTP/1.1 connections (closed loop); with {} idle HTTP/2 TLS connections (each after one GET).",
-            setup.idle
+            "Proxy resident memory (nginx: master and workers summed): at rest; peak with {} busy HTTP/1.1 connections (closed loop); with {} idle HTTP/2 TLS connections (each after one GET).",
+            setup.busy, setup.idle
         ),
         &[
             "via",
             "at rest MiB",
-            "100 busy peak MiB",
+            "busy peak MiB",
             "idle conns",
             "idle RSS MiB",
             "KiB per idle conn",
         ],
     );
-    for target in [&setup.nginx, &setup.kgate] {
+    let proxies: Vec<&Target> = setup.nginx.iter().chain([&setup.kgate]).collect();
+    for target in proxies {
         let Some(pid) = setup.pid(target) else {
             continue;
         };
@@ -118,7 +118,7 @@ pub(super) async fn memory(setup: &Setup, findings: &mut Findings) -> anyhow::Re
             target,
             Proto::H1,
             &setup.get,
-            BUSY,
+            setup.busy,
             setup.duration().min(Duration::from_secs(5)),
         )
         .await?;
@@ -145,7 +145,7 @@ pub(super) async fn memory(setup: &Setup, findings: &mut Findings) -> anyhow::Re
                 format!("{per_conn:.1}"),
             ],
             json!({
-                "via": target.via, "rest_rss_kib": rest, "busy": BUSY, "busy_peak_rss_kib": busy_peak,
+                "via": target.via, "rest_rss_kib": rest, "busy": setup.busy, "busy_peak_rss_kib": busy_peak,
                 "idle": idle.len(), "before_idle_rss_kib": before, "idle_rss_kib": with_idle,
                 "kib_per_idle_connection": per_conn,
             }),

@@ -1,10 +1,10 @@
-//! The 1 KiB GET rows: latency at fixed arrival rates (open loop, below saturation)
+//! The GET rows (loopback: a ConfigMap of about 1 KiB; upstream: `--path`): latency at fixed arrival rates (open loop, below saturation)
 //! and requests/s at saturation (closed loop), each direct, via nginx and via kgate,
 //! with the proxy's CPU and peak memory over the same run.
 
 use serde_json::json;
 
-use super::{
+use crate::{
     Setup,
     client::Proto,
     load::{self, Outcome},
@@ -13,9 +13,6 @@ use super::{
     targets::Findings,
 };
 
-/// Concurrency of the closed loop: enough to saturate two cores.
-const SATURATION_CONCURRENCY: usize = 32;
-
 fn mib(kib: u64) -> String {
     #[allow(clippy::cast_precision_loss)]
     let mib = kib as f64 / 1024.0;
@@ -23,7 +20,7 @@ fn mib(kib: u64) -> String {
 }
 
 /// CPU as % of one core per 1,000 requests/s (CPU seconds per request × 10⁵).
-pub(super) fn cpu_per_krps(usage: &Usage, requests: u64) -> f64 {
+pub fn cpu_per_krps(usage: &Usage, requests: u64) -> f64 {
     #[allow(clippy::cast_precision_loss)]
     let requests = requests.max(1) as f64;
     usage.cpu_seconds / requests * 1e5
@@ -50,12 +47,14 @@ fn check(outcome: &Outcome, what: &str) {
     }
 }
 
-pub(super) async fn fixed_rate(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
-    let rates: &[u32] = if setup.quick { &[1000] } else { &[1000, 5000] };
+pub async fn fixed_rate(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
     let mut section = Section::new(
         "open_loop",
         "Latency at fixed rates (open loop)",
-        "1 KiB GETs over warm connections at a fixed arrival rate; latency from each request's scheduled send time (no coordinated omission). \"+\" columns: added over direct at the same percentile. Proxy CPU: % of one core per 1k req/s.",
+        &format!(
+            "GETs of `{}` over warm connections at a fixed arrival rate; latency from each request's scheduled send time (no coordinated omission). \"+\" columns: added over direct at the same percentile. Proxy CPU: % of one core per 1k req/s.",
+            setup.get.path
+        ),
         &[
             "protocol",
             "rate",
@@ -73,7 +72,7 @@ pub(super) async fn fixed_rate(setup: &Setup, findings: &mut Findings) -> anyhow
         ],
     );
     for proto in [Proto::H2, Proto::H1] {
-        for &rate in rates {
+        for &rate in &setup.rates {
             crate::step(&format!("{} at {rate} req/s", proto.label()));
             let mut direct = None;
             for target in setup.targets() {
@@ -136,12 +135,13 @@ pub(super) async fn fixed_rate(setup: &Setup, findings: &mut Findings) -> anyhow
     Ok(section)
 }
 
-pub(super) async fn saturation(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
+pub async fn saturation(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
     let mut section = Section::new(
         "saturation",
         "Saturation (closed loop)",
         &format!(
-            "{SATURATION_CONCURRENCY} workers each sending the next 1 KiB GET when the last is answered (HTTP/1.1: a connection each; HTTP/2: 8 streams per connection). Client, proxy and API server share the cores. Proxy CPU: cores used, and % of one core per 1k req/s."
+            "{} workers each sending the next GET of `{}` when the last is answered (HTTP/1.1: a connection each; HTTP/2: 8 streams per connection). Client and proxies share the cores. Proxy CPU: cores used, and % of one core per 1k req/s.",
+            setup.saturation_concurrency, setup.get.path
         ),
         &[
             "protocol",
@@ -169,7 +169,7 @@ pub(super) async fn saturation(setup: &Setup, findings: &mut Findings) -> anyhow
                 target,
                 proto,
                 &setup.get,
-                SATURATION_CONCURRENCY,
+                setup.saturation_concurrency,
                 setup.duration(),
             )
             .await?;
@@ -180,13 +180,13 @@ pub(super) async fn saturation(setup: &Setup, findings: &mut Findings) -> anyhow
             );
             runs.push((target.via, outcome, usage));
         }
-        let nginx_rps = runs
-            .iter()
-            .find(|r| r.0 == "nginx")
-            .map_or(0.0, |r| r.1.rps());
+        // Without nginx (upstream mode, not installed) there is no ratio.
+        let nginx_rps = runs.iter().find(|r| r.0 == "nginx").map(|r| r.1.rps());
         for (via, outcome, usage) in &runs {
-            let ratio = outcome.rps() / nginx_rps.max(1.0);
-            if via.starts_with("kgate") {
+            let ratio = nginx_rps.map(|n| outcome.rps() / n.max(1.0));
+            if via.starts_with("kgate")
+                && let Some(ratio) = ratio
+            {
                 findings.rps_vs_nginx.push((proto.label(), via, ratio));
             }
             let (cpu, rss) = proxy_cells(usage.as_ref(), outcome);
@@ -198,7 +198,7 @@ pub(super) async fn saturation(setup: &Setup, findings: &mut Findings) -> anyhow
                     proto.label().into(),
                     (*via).into(),
                     format!("{:.0}", outcome.rps()),
-                    format!("{ratio:.2}×"),
+                    ratio.map_or("-".to_owned(), |r| format!("{r:.2}×")),
                     format!("{:.0}", outcome.us(50.0)),
                     format!("{:.0}", outcome.us(99.0)),
                     outcome.errors.to_string(),
@@ -207,7 +207,7 @@ pub(super) async fn saturation(setup: &Setup, findings: &mut Findings) -> anyhow
                     rss,
                 ],
                 json!({
-                    "protocol": proto.label(), "via": via, "concurrency": SATURATION_CONCURRENCY,
+                    "protocol": proto.label(), "via": via, "concurrency": setup.saturation_concurrency,
                     "rps": outcome.rps(), "vs_nginx": ratio, "ok": outcome.ok, "errors": outcome.errors,
                     "p50_us": outcome.us(50.0), "p99_us": outcome.us(99.0),
                     "proxy_cpu_seconds": usage.map(|u| u.cpu_seconds),
