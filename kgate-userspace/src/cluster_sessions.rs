@@ -145,20 +145,9 @@ impl Cluster {
                 .to_owned(),
             None => bearer_token(&config).await?,
         };
-        let ca = options
-            .ca_file
-            .as_deref()
-            .map(connect::roots)
-            .transpose()?
-            .map(Arc::new);
         let client = kube::Client::try_from(config)
             .map_err(|e| ClusterError::KubeconfigFailed(e.to_string()))?;
-        Ok(Self {
-            client,
-            token: token.into(),
-            ca,
-            options,
-        })
+        Self::with_credentials(client, &token, options)
     }
 
     /// The cluster as `client` reaches it, with `token` for the agents (a web console's

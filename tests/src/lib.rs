@@ -2,6 +2,8 @@
 //! and a faithful Kubernetes API-server double (its own crate, re-exported here).
 pub use kgate_apiserver_double as apiserver;
 pub use kgate_apiserver_double::pki;
+pub mod background;
+pub mod console;
 pub mod container;
 pub mod fault_proxy;
 pub mod harness;

@@ -7,12 +7,13 @@
 
 use std::{
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use kgate_tests::{
     apiserver::{ApiServer, Config, DEFAULT_ISSUER, Handle, Subject},
+    background::{blocking, delete, finish},
     harness::{Agent, Kubectl, ScratchDir, kgate_bin, kubeconfig, scratch_dir},
 };
 use serde_json::{Value, json};
@@ -162,32 +163,6 @@ impl Setup {
             .map(|a| a["status"].clone())
             .unwrap_or(Value::Null)
     }
-}
-
-/// `kubectl delete KIND NAME -n demo` in the background.
-fn delete(k: &Kubectl, kind: &str, name: &str) -> Child {
-    k.command()
-        .args(["delete", kind, name, "-n", "demo", "--wait=false"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn finish(child: Child) -> (bool, String) {
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

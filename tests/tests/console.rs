@@ -23,6 +23,8 @@ use std::{
 use kgate::record::sessions;
 use kgate_tests::{
     apiserver::{ApiServer, Config, DEFAULT_ISSUER, Handle, Subject},
+    background::finish,
+    console::{Console, get, http, http_full},
     harness::{Agent, Kubectl, ScratchDir, kgate_bin, kubeconfig, scratch_dir},
 };
 use serde_json::{Value, json};
@@ -121,7 +123,11 @@ impl Rig {
 
     /// `kgate console --listen 127.0.0.1:0 --dir RECORDS` with the admin's kubeconfig.
     fn console(&self) -> Console {
-        Console::start(&self.admin, &self.records, &["--listen", "127.0.0.1:0"])
+        Console::start(
+            &self.admin,
+            Some(&self.records),
+            &["--listen", "127.0.0.1:0"],
+        )
     }
 
     /// `kubectl delete pod NAME -n demo` as the bot, in the background.
@@ -188,88 +194,6 @@ impl Rig {
             )
             .unwrap();
     }
-}
-
-fn finish(child: Child) -> (bool, String) {
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// A running `kgate console`; killed on drop.
-struct Console {
-    child: Child,
-    url: String,
-}
-
-impl Console {
-    fn start(kubeconfig: &Path, records: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(kgate_bin())
-            .env("KUBECONFIG", kubeconfig)
-            .arg("console")
-            .arg("--dir")
-            .arg(records)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("kgate console: ")
-            .unwrap_or_else(|| panic!("kgate console printed {line:?}"))
-            .to_owned();
-        Self { child, url }
-    }
-
-    fn port(&self) -> u16 {
-        self.url.rsplit(':').next().unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One raw HTTP/1.1 request to 127.0.0.1:`port`: (status, body).
-fn http(port: u16, request: &str) -> (u16, String) {
-    let (status, _, body) = http_full(port, request);
-    (status, body)
-}
-
-/// One raw HTTP/1.1 request to 127.0.0.1:`port`: (status, head, body).
-fn http_full(port: u16, request: &str) -> (u16, String, String) {
-    use std::io::Read as _;
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    tcp.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).unwrap();
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    (status, head.to_owned(), body.to_owned())
-}
-
-fn get(port: u16, host: &str, path: &str) -> (u16, String) {
-    http(
-        port,
-        &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
-    )
 }
 
 fn post(port: u16, path: &str, headers: &str, body: &str) -> (u16, String) {
@@ -401,7 +325,7 @@ async fn a_signed_in_viewer_decides_with_their_own_token() {
     tokio::task::spawn_blocking(move || {
         let console = Console::start(
             &rig.admin,
-            &rig.records,
+            Some(&rig.records),
             &["--listen", "127.0.0.1:0", "--sign-in"],
         );
         let port = console.port();
@@ -500,7 +424,7 @@ async fn a_console_with_a_certificate_serves_https() {
     pair.write(&certs, "console").unwrap();
     let console = Console::start(
         &rig.admin,
-        &rig.records,
+        Some(&rig.records),
         &[
             "--listen",
             "127.0.0.1:0",
@@ -774,11 +698,11 @@ async fn measure_the_console_with_many_sessions() {
     );
     let records: PathBuf = records.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let console = Console::start(&rig.admin, &records, &["--listen", "127.0.0.1:0"]);
+        let console = Console::start(&rig.admin, Some(&records), &["--listen", "127.0.0.1:0"]);
         let host = format!("localhost:{}", console.port());
         let rss = |what: &str| {
             let status =
-                std::fs::read_to_string(format!("/proc/{}/status", console.child.id())).unwrap();
+                std::fs::read_to_string(format!("/proc/{}/status", console.pid())).unwrap();
             let field = |name: &str| {
                 status
                     .lines()

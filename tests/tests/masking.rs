@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full};
 use kgate::mask::{MASKED_BASE64, MASKED_TEXT};
 use kgate_tests::{
     apiserver::{ApiServer, Config, Handle},
+    background::blocking,
     harness::{Agent, Kubectl, https_client, scratch_dir},
 };
 use serde_json::{Value, json};
@@ -59,10 +60,6 @@ impl Setup {
             .body(Full::new(Bytes::new()))
             .unwrap()
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
 }
 
 fn assert_no_values(text: &str) {

@@ -9,7 +9,7 @@
 use std::{
     convert::Infallible,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -26,6 +26,7 @@ use hyper_util::{
 };
 use kgate_tests::{
     apiserver::{ApiServer, Config, DEFAULT_ISSUER, Handle, Subject},
+    background::{blocking, delete, finish},
     harness::{Agent, Kubectl, ScratchDir, free_port, kgate_bin, kubeconfig, scratch_dir},
     pki::{Ca, Pair},
     recorder::{admin, eventually},
@@ -356,32 +357,6 @@ impl Setup {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-/// `kubectl delete KIND NAME -n demo` in the background.
-fn delete(k: &Kubectl, kind: &str, name: &str) -> Child {
-    k.command()
-        .args(["delete", kind, name, "-n", "demo", "--wait=false"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn finish(child: Child) -> (bool, String) {
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
 }
 
 /// Every text of a Slack message, joined.

@@ -10,6 +10,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use kgate_tests::{
     apiserver::{ApiServer, Config, DEFAULT_ISSUER, Handle, Subject},
+    background::blocking,
     harness::{Agent, Kubectl, https_client, kgate_bin, kubectl_as_service_account, scratch_dir},
 };
 
@@ -80,10 +81,6 @@ impl Setup {
     fn kubectl_as(&self, sa: &str) -> Kubectl {
         kubectl_as_service_account(&self.server, &self.agent, sa)
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,6 +10,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use kgate_tests::{
     apiserver::{ApiServer, Config, Handle},
+    background::blocking,
     harness::{Agent, Kubectl, echo_round_trip, https_client, port_forward, scratch_dir, text},
 };
 use serde_json::{Value, json};
@@ -44,10 +45,6 @@ impl Setup {
                 format!("Bearer {}", self.server.admin_token()),
             )
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,6 +8,7 @@ use std::{fs, time::Duration};
 
 use kgate_tests::{
     apiserver::{ApiServer, Config, Handle},
+    background::blocking,
     harness::{Agent, Kubectl, ScratchDir, kubectl_as_service_account, scratch_dir},
 };
 use serde_json::{Value, json};
@@ -97,10 +98,6 @@ impl Setup {
             })
             .collect()
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
 }
 
 /// `kubectl auth can-i ARGS`: (exit code, stdout).

@@ -20,6 +20,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use kgate_tests::{
     apiserver::{ApiServer, Config, Handle},
+    console::Console,
     harness::{Agent, Kubectl, free_port, https_client, kgate_bin, scratch_dir, text},
 };
 use serde_json::{Value, json};
@@ -268,8 +269,8 @@ async fn sessions_of_every_node_through_the_api_server() {
             "{err}"
         );
         // The web console without --dir: the same sessions, through the same agents.
-        let console = Console::start(&kubeconfig);
-        let page = console.json("/api/sessions?limit=100");
+        let console = Console::start(&kubeconfig, None, &["--listen", "127.0.0.1:0", "-n", NAMESPACE]);
+        let page = json(&console, "/api/sessions?limit=100");
         let mut nodes: Vec<&str> = page["sessions"]
             .as_array()
             .unwrap()
@@ -281,7 +282,7 @@ async fn sessions_of_every_node_through_the_api_server() {
         nodes.dedup();
         assert_eq!(nodes, ["node-1", "node-2"], "{page:#}");
         assert!(page.get("unreachable").is_none(), "{page:#}");
-        let shown = console.json(&format!("/api/sessions/{prefix}"));
+        let shown = json(&console, &format!("/api/sessions/{prefix}"));
         assert_eq!(shown["node"], "node-2", "{shown:#}");
         assert!(
             shown["timeline"]
@@ -353,7 +354,7 @@ async fn sessions_of_every_node_through_the_api_server() {
     let config = kubeconfig.clone();
     let (code, table, err, page) = tokio::task::spawn_blocking(move || {
         let (code, table, err) = kgate(&config, &["list"]);
-        (code, table, err, console.json("/api/sessions"))
+        (code, table, err, json(&console, "/api/sessions"))
     })
     .await
     .unwrap();
@@ -412,88 +413,9 @@ async fn sessions_of_every_node_through_the_api_server() {
     drop(first);
 }
 
-/// `kgate console` without `--dir` (every node's agent), with the admin's kubeconfig;
-/// killed on drop.
-struct Console {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Console {
-    fn start(kubeconfig: &Path) -> Self {
-        use std::io::BufRead as _;
-        let mut child = Command::new(kgate_bin())
-            .env("KUBECONFIG", kubeconfig)
-            .env_remove("KGATE_RECORD_DIR")
-            .args(["console", "--listen", "127.0.0.1:0", "-n", NAMESPACE])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.trim_end_matches('/').parse().ok())
-            .unwrap_or_else(|| panic!("kgate console printed {line:?}"));
-        Self { child, port }
-    }
-
-    /// A GET as a browser on this machine sends it: status and body.
-    fn get(&self, path: &str) -> (u16, String) {
-        use std::io::{Read as _, Write as _};
-        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        write!(
-            tcp,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
-            self.port
-        )
-        .unwrap();
-        let mut answer = String::new();
-        tcp.read_to_string(&mut answer).unwrap();
-        let status = answer[9..12].parse().unwrap();
-        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-        let chunked = head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked");
-        (
-            status,
-            if chunked {
-                dechunk(body)
-            } else {
-                body.to_owned()
-            },
-        )
-    }
-
-    fn json(&self, path: &str) -> Value {
-        let (status, body) = self.get(path);
-        assert_eq!(status, 200, "{path}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
-    }
-}
-
-/// An HTTP/1.1 chunked body's data.
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
-        if n == 0 {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = &after[n + 2..];
-    }
-    out
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A console answer that must be 200 with JSON.
+fn json(console: &Console, path: &str) -> Value {
+    let (status, body) = console.get(path);
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }

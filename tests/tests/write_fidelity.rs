@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Full};
 use kgate::mask::{MASKED_BASE64, MASKED_TEXT};
 use kgate_tests::{
     apiserver::{ApiServer, Config, Handle},
+    background::blocking,
     harness::{Agent, Kubectl, https_client, scratch_dir},
 };
 use serde_json::{Value, json};
@@ -64,10 +65,6 @@ impl Setup {
             .filter(|e| !e["annotations"][annotation].is_null())
             .collect()
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
 }
 
 fn write_file(k: &Kubectl, name: &str, text: &str) -> String {

@@ -63,6 +63,7 @@ pub(super) async fn rows(setup: &Setup, findings: &mut Findings) -> anyhow::Resu
 }
 
 /// Writes to the API server directly, as its admin.
+#[derive(Clone)]
 struct Api {
     send: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
     target: Target,
@@ -126,12 +127,7 @@ impl Api {
     async fn create_all(&self, collection: &str, objects: Vec<Value>) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         for chunk in objects.chunks(objects.len().div_ceil(32).max(1)) {
-            let chunk = chunk.to_vec();
-            let api = Self {
-                send: self.send.clone(),
-                target: self.target.clone(),
-                token: self.token.clone(),
-            };
+            let (chunk, api) = (chunk.to_vec(), self.clone());
             let collection = collection.to_owned();
             tasks.spawn(async move {
                 for object in &chunk {
