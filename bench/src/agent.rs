@@ -60,6 +60,9 @@ pub struct Caller {
     pub user: String,
     /// Audiences kgate accepts; empty: kgate's default (the issuer).
     pub audiences: Vec<String>,
+    /// A ConfigMap (namespace, name) the caller may also PATCH: the loopback write
+    /// rows. `None` in front of a user's cluster, where the bench writes nothing.
+    pub writable: Option<(String, String)>,
 }
 
 /// The agent's config: listen on `listen` with the bench's serving certificate,
@@ -94,20 +97,32 @@ pub fn config(
     })
 }
 
-/// A KgatePolicy allowing `user` to read: get, list and watch of every resource, and
-/// GET of every non-resource path (`/version`, discovery); everything else denied.
-pub fn policy(user: &str) -> Value {
+/// A KgatePolicy allowing the caller to read: get, list and watch of every resource,
+/// and GET of every non-resource path (`/version`, discovery); and to patch its
+/// writable ConfigMap, if it has one. Everything else denied.
+pub fn policy(caller: &Caller) -> Value {
+    let mut rules = vec![
+        json!({"name": "read", "match": {"verbs": ["get", "list", "watch"]}, "action": "allow"}),
+        json!({"name": "read-paths", "match": {"verbs": ["get"], "nonResourceURLs": ["*"]}, "action": "allow"}),
+    ];
+    if let Some((namespace, name)) = &caller.writable {
+        rules.push(json!({
+            "name": "write",
+            "match": {
+                "verbs": ["patch"], "resources": ["configmaps"],
+                "namespaces": [namespace], "resourceNames": [name],
+            },
+            "action": "allow",
+        }));
+    }
     json!({
         "apiVersion": "kgate.io/v1alpha1",
         "kind": "KgatePolicy",
         "metadata": {"name": "bench"},
         "spec": {
-            "subjects": {"users": [user]},
+            "subjects": {"users": [caller.user]},
             "defaultAction": "deny",
-            "rules": [
-                {"name": "read", "match": {"verbs": ["get", "list", "watch"]}, "action": "allow"},
-                {"name": "read-paths", "match": {"verbs": ["get"], "nonResourceURLs": ["*"]}, "action": "allow"},
-            ],
+            "rules": rules,
         },
     })
 }
@@ -130,7 +145,7 @@ pub fn start(
     let own = dir.join(format!("kgate-{}", durability.name()));
     fs::create_dir_all(&own)?;
     let policy_file = dir.join("policy.json");
-    fs::write(&policy_file, policy(&caller.user).to_string())?;
+    fs::write(&policy_file, policy(caller).to_string())?;
     let config = config(
         addr,
         serving,
@@ -207,6 +222,7 @@ mod tests {
             let caller = Caller {
                 user: "system:serviceaccount:ci:bot".into(),
                 audiences,
+                writable: None,
             };
             let c = config(
                 "127.0.0.1:1".parse().unwrap(),
@@ -232,7 +248,11 @@ mod tests {
 
     #[test]
     fn the_policy_allows_the_user_reads_and_nothing_else() {
-        let p = policy("system:serviceaccount:ci:bot");
+        let p = policy(&Caller {
+            user: "system:serviceaccount:ci:bot".into(),
+            audiences: Vec::new(),
+            writable: None,
+        });
         assert_eq!(
             p["spec"]["subjects"],
             json!({"users": ["system:serviceaccount:ci:bot"]})

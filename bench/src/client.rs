@@ -6,12 +6,18 @@
 //! latency rows, a new one per request for the handshake row. Session resumption is
 //! off: every handshake is a full one, as client-go's are (it keeps no session cache).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt as _, Empty, Full};
+use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject as _};
@@ -90,17 +96,54 @@ fn tls_config(ca_pem: &str, alpn: &[u8]) -> anyhow::Result<rustls::ClientConfig>
     Ok(config)
 }
 
-/// A GET as the benchmark sends it: one path, a bearer token.
+/// A request as the benchmark sends it: one path, a bearer token; a GET, or with
+/// `write`, a PATCH.
 #[derive(Clone)]
 pub struct Get {
     pub path: String,
     pub token: String,
+    /// A PATCH instead: a JSON merge patch setting this data key of the ConfigMap at
+    /// `path` to a new value each time (so that every request changes the object).
+    pub write: Option<&'static str>,
 }
+
+impl Get {
+    /// A GET of `path`.
+    pub fn new(path: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            token: token.into(),
+            write: None,
+        }
+    }
+
+    fn request(&self, uri: String) -> anyhow::Result<Request<Full<Bytes>>> {
+        let builder = Request::builder()
+            .uri(uri)
+            .header("authorization", format!("Bearer {}", self.token));
+        Ok(match self.write {
+            None => builder.method(http::Method::GET).body(Full::default())?,
+            Some(key) => {
+                let n = WRITES.fetch_add(1, Ordering::Relaxed);
+                builder
+                    .method(http::Method::PATCH)
+                    .header("content-type", "application/merge-patch+json")
+                    .header("accept", "application/json")
+                    .body(Full::new(Bytes::from(format!(
+                        r#"{{"data":{{"{key}":"{n}"}}}}"#
+                    ))))?
+            }
+        })
+    }
+}
+
+/// The value the next PATCH writes.
+static WRITES: AtomicU64 = AtomicU64::new(0);
 
 /// One open client connection.
 pub enum Conn {
-    H1(http1::SendRequest<Empty<Bytes>>),
-    H2(http2::SendRequest<Empty<Bytes>>),
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
 }
 
 /// Opens a TCP + TLS connection and starts HTTP on it (the connection's driver runs
@@ -179,7 +222,7 @@ async fn tls(
 }
 
 impl Conn {
-    /// Sends the GET and reads the whole response; returns the body's length. A
+    /// Sends the request and reads the whole response; returns the body's length. A
     /// status other than 200 is an error: a refused request must not count as served.
     pub async fn get(&mut self, target: &Target, get: &Get) -> anyhow::Result<u64> {
         let mut body = self.send(target, get).await?;
@@ -192,7 +235,7 @@ impl Conn {
         Ok(bytes)
     }
 
-    /// Sends the GET and returns the response body once the status is 200.
+    /// Sends the request and returns the response body once the status is 200.
     pub async fn send(
         &mut self,
         target: &Target,
@@ -200,17 +243,14 @@ impl Conn {
     ) -> anyhow::Result<hyper::body::Incoming> {
         let response = match self {
             Self::H1(send) => {
-                let req = Request::get(&get.path)
-                    .header("host", &target.authority)
-                    .header("authorization", format!("Bearer {}", get.token))
-                    .body(Empty::new())?;
+                let mut req = get.request(get.path.clone())?;
+                req.headers_mut()
+                    .insert(http::header::HOST, target.authority.parse()?);
                 send.ready().await?;
                 send.send_request(req).await?
             }
             Self::H2(send) => {
-                let req = Request::get(format!("https://{}{}", target.authority, get.path))
-                    .header("authorization", format!("Bearer {}", get.token))
-                    .body(Empty::new())?;
+                let req = get.request(format!("https://{}{}", target.authority, get.path))?;
                 send.ready().await?;
                 send.send_request(req).await?
             }

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::{
     Setup,
-    client::Proto,
+    client::{Get, Proto},
     load::{self, Outcome},
     procstat::{Meter, Usage},
     report::Section,
@@ -48,13 +48,54 @@ fn check(outcome: &Outcome, what: &str) {
 }
 
 pub async fn fixed_rate(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {
-    let mut section = Section::new(
+    let mut section = open_loop_section(
         "open_loop",
         "Latency at fixed rates (open loop)",
         &format!(
             "GETs of `{}` over warm connections at a fixed arrival rate; latency from each request's scheduled send time (no coordinated omission). \"+\" columns: added over direct at the same percentile. Proxy CPU: % of one core per 1k req/s.",
             setup.get.path
         ),
+    );
+    for point in open_loop_rows(setup, &setup.get, &setup.rates, &mut section).await? {
+        if point.via.starts_with("kgate") && point.rate == 1000 {
+            findings
+                .added_1k
+                .push((point.proto, point.via, point.added[0], point.added[1]));
+            findings.rss_at_1k_kib = findings.rss_at_1k_kib.max(point.peak_rss_kib);
+        }
+    }
+    Ok(section)
+}
+
+/// The write rows: PATCHes at 1k req/s, where strict recording syncs before
+/// forwarding (reads overlap the sync with the upstream).
+pub async fn writes(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Option<Section>> {
+    let Some(write) = &setup.write else {
+        return Ok(None);
+    };
+    let mut section = open_loop_section(
+        "writes",
+        "Writes at a fixed rate (open loop)",
+        &format!(
+            "JSON merge PATCHes of `{}` (one data key, a new value each time) at 1k req/s, as the open-loop GETs. kgate (strict) makes each request's record durable before forwarding it; kgate-batch does not wait.",
+            write.path
+        ),
+    );
+    for point in open_loop_rows(setup, write, &[1000], &mut section).await? {
+        if point.via.starts_with("kgate") {
+            findings
+                .writes_1k
+                .push((point.proto, point.via, point.added[0], point.added[1]));
+        }
+    }
+    Ok(Some(section))
+}
+
+fn open_loop_section(key: &'static str, title: &'static str, about: &str) -> Section {
+    Section::new(
+        key,
+        title,
+        about,
         &[
             "protocol",
             "rate",
@@ -70,15 +111,42 @@ pub async fn fixed_rate(setup: &Setup, findings: &mut Findings) -> anyhow::Resul
             "proxy CPU",
             "proxy peak RSS MiB",
         ],
-    );
+    )
+}
+
+/// One way at one rate, for the findings.
+struct Point {
+    proto: &'static str,
+    via: &'static str,
+    rate: u32,
+    /// Over direct at p50, p99, p99.9, µs.
+    added: [f64; 3],
+    peak_rss_kib: u64,
+}
+
+/// Every protocol, rate and way of the open loop, as rows of `section`.
+async fn open_loop_rows(
+    setup: &Setup,
+    get: &Get,
+    rates: &[u32],
+    section: &mut Section,
+) -> anyhow::Result<Vec<Point>> {
+    let mut points = Vec::new();
     for proto in [Proto::H2, Proto::H1] {
-        for &rate in &setup.rates {
-            crate::step(&format!("{} at {rate} req/s", proto.label()));
+        for &rate in rates {
+            crate::step(&format!(
+                "{} {} at {rate} req/s",
+                proto.label(),
+                if get.write.is_some() {
+                    "PATCHes"
+                } else {
+                    "GETs"
+                }
+            ));
             let mut direct = None;
             for target in setup.targets() {
                 let meter = setup.pid(target).map(Meter::start);
-                let outcome =
-                    load::open_loop(target, proto, &setup.get, rate, setup.duration()).await?;
+                let outcome = load::open_loop(target, proto, get, rate, setup.duration()).await?;
                 let usage = meter.map(Meter::stop);
                 check(
                     &outcome,
@@ -88,14 +156,13 @@ pub async fn fixed_rate(setup: &Setup, findings: &mut Findings) -> anyhow::Resul
                 let base = *direct.get_or_insert(p);
                 let added = [p[0] - base[0], p[1] - base[1], p[2] - base[2]];
                 let (cpu, rss) = proxy_cells(usage.as_ref(), &outcome);
-                if target.via.starts_with("kgate") && rate == 1000 {
-                    findings
-                        .added_1k
-                        .push((proto.label(), target.via, added[0], added[1]));
-                    if let Some(u) = &usage {
-                        findings.rss_at_1k_kib = findings.rss_at_1k_kib.max(u.peak_rss_kib);
-                    }
-                }
+                points.push(Point {
+                    proto: proto.label(),
+                    via: target.via,
+                    rate,
+                    added,
+                    peak_rss_kib: usage.map_or(0, |u| u.peak_rss_kib),
+                });
                 let plus = |v: f64| {
                     if target.via == "direct" {
                         "-".to_owned()
@@ -132,7 +199,7 @@ pub async fn fixed_rate(setup: &Setup, findings: &mut Findings) -> anyhow::Resul
             }
         }
     }
-    Ok(section)
+    Ok(points)
 }
 
 pub async fn saturation(setup: &Setup, findings: &mut Findings) -> anyhow::Result<Section> {

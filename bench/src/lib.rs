@@ -41,6 +41,8 @@ pub enum Part {
     Identity,
     /// 1,000 watches through one agent; 20 concurrent 20 MB LISTs.
     Scale,
+    /// Making one record durable: the disk, the log, the writer thread.
+    Record,
 }
 
 /// What every scenario needs: the ways to the API server, the request, the load.
@@ -57,6 +59,8 @@ pub struct Setup {
     pub kgate_batch_pid: u32,
     /// The GET every latency row sends, as the bot.
     pub get: Get,
+    /// The PATCH of the write rows, as the bot (loopback only).
+    pub write: Option<Get>,
     pub bot_token: String,
     /// The API server's admin token (the scale rows write with it, directly); empty
     /// in upstream mode.

@@ -76,7 +76,7 @@ fn parts(opts: &Options) -> anyhow::Result<(Vec<Part>, Vec<String>)> {
         .find(|p| !loud.contains(p) && **p != Part::Latency)
     {
         bail!(
-            "--only {p:?}: not against a real cluster (the masking, identity and scale rows need the API-server double's data: cargo xtask bench)"
+            "--only {p:?}: not against a real cluster (the masking, identity, scale and record rows need the API-server double's data or a bench build of kgate: cargo xtask bench)"
         );
     }
     let wanted = if opts.only.is_empty() {
@@ -141,6 +141,7 @@ async fn measure(opts: &Options, dir: &Path) -> anyhow::Result<PathBuf> {
     let who = Caller {
         user: user.clone(),
         audiences: caller::audiences(&token),
+        writable: None,
     };
     step("starting kgate (strict and batch recording)");
     let (kgate, kgate_addr) = agent::start(
@@ -210,10 +211,8 @@ async fn measure(opts: &Options, dir: &Path) -> anyhow::Result<PathBuf> {
         kgate_batch: Target::new("kgate-batch", kgate_batch_addr, &serving.ca_pem)?,
         kgate_pid: kgate.pid(),
         kgate_batch_pid: kgate_batch.pid(),
-        get: Get {
-            path: opts.path.clone(),
-            token: token.clone(),
-        },
+        get: Get::new(opts.path.clone(), token.clone()),
+        write: None,
         bot_token: token,
         admin_token: String::new(),
         seconds: opts.seconds.unwrap_or(if quick { 1 } else { 10 }),
@@ -300,7 +299,7 @@ mod tests {
             assert_eq!(run, want, "{only:?} yes={yes}");
             assert_eq!(why.len(), skipped, "{why:?}");
         }
-        for seeded in [Masking, Identity, Scale] {
+        for seeded in [Masking, Identity, Scale, Record] {
             assert!(parts(&options(&[Latency, seeded], true)).is_err());
         }
     }

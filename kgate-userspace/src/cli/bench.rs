@@ -3,8 +3,9 @@
 //! harness is the `kgate-bench` crate's upstream mode, which `cargo xtask bench
 //! --upstream` runs too. docs/bench.md ("On your own cluster") says how to read it.
 //!
-//! And `kgate bench-identity` (hidden, only with the `bench` feature that `cargo xtask
-//! bench` builds with): the identity check's cost as one JSON line of nanoseconds.
+//! And `kgate bench-identity` and `kgate bench-record` (hidden, only with the `bench`
+//! feature that `cargo xtask bench` builds with): the identity check's cost and what
+//! making a record durable costs, each as one JSON line.
 //!
 //! Not here: the measurements ([`kgate_bench`]; the identity check's, in
 //! `identity::bench`, built with the feature).
@@ -93,6 +94,24 @@ pub(super) fn identity() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints, per way (`disk`, `inline`, `writer`), `{"p50_us": …, "p99_us": …}` of
+/// making one record durable.
+#[cfg(feature = "bench")]
+pub(super) fn record(dir: &std::path::Path) -> anyhow::Result<()> {
+    let costs = crate::record::bench::measure(dir, 3000)?;
+    let way = |s: &crate::record::bench::Samples| serde_json::json!({"p50_us": s.us(50.0), "p90_us": s.us(90.0), "p99_us": s.us(99.0)});
+    println!(
+        "{}",
+        serde_json::json!({
+            "disk": way(&costs.disk), "inline": way(&costs.inline), "writer": way(&costs.writer),
+            "busy_records_per_s": {
+                "inline": costs.throughput.inline, "writer": costs.throughput.writer,
+            },
+        })
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::{collections::BTreeMap, path::Path, sync::Arc};
@@ -127,6 +146,7 @@ mod tests {
         let caller = Caller {
             user: "system:serviceaccount:ci:bot".into(),
             audiences: vec!["https://kubernetes.default.svc".into()],
+            writable: None,
         };
         let json = agent::config(
             "127.0.0.1:7443".parse().unwrap(),
@@ -153,7 +173,7 @@ mod tests {
         );
         assert_eq!(config.policy.files, [Path::new("/b/policy.json")]);
 
-        let policies = file::parse(&agent::policy(&caller.user).to_string(), "policy.json")
+        let policies = file::parse(&agent::policy(&caller).to_string(), "policy.json")
             .expect("the agent accepts the policy");
         let set = PolicySet::new(
             policies.into_iter().map(Arc::new).collect(),
@@ -203,6 +223,74 @@ mod tests {
             };
             let decision = set.evaluate(&caller, &req);
             assert_eq!(decision.action, want, "{} {method} {uri}", who.username);
+        }
+    }
+
+    /// The loopback bench's write rows: the bot may patch its one ConfigMap, and
+    /// nothing else is writable.
+    #[test]
+    fn a_writable_configmap_is_patchable_and_nothing_more() {
+        let caller = Caller {
+            user: "system:serviceaccount:demo:bot".into(),
+            audiences: Vec::new(),
+            writable: Some(("demo".into(), "bench-write".into())),
+        };
+        let policies = file::parse(&agent::policy(&caller).to_string(), "policy.json")
+            .expect("the agent accepts the policy");
+        let set = PolicySet::new(
+            policies.into_iter().map(Arc::new).collect(),
+            crate::policy::types::DefaultAction::Deny,
+            false,
+            1,
+        );
+        let bot = UserInfo {
+            username: caller.user.clone(),
+            uid: String::new(),
+            groups: vec!["system:authenticated".into()],
+            extra: BTreeMap::new(),
+        };
+        for (method, uri, want) in [
+            (
+                "PATCH",
+                "/api/v1/namespaces/demo/configmaps/bench-write",
+                Action::Allow,
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/demo/configmaps/bench-1k",
+                Action::Allow,
+            ),
+            (
+                "PATCH",
+                "/api/v1/namespaces/demo/configmaps/bench-1k",
+                Action::Deny,
+            ),
+            (
+                "PATCH",
+                "/api/v1/namespaces/other/configmaps/bench-write",
+                Action::Deny,
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/demo/configmaps/bench-write",
+                Action::Deny,
+            ),
+            (
+                "PUT",
+                "/api/v1/namespaces/demo/configmaps/bench-write",
+                Action::Deny,
+            ),
+        ] {
+            let req = RequestInfo::parse(
+                &Method::from_bytes(method.as_bytes()).unwrap(),
+                &uri.parse::<Uri>().unwrap(),
+            )
+            .unwrap();
+            let who = policy::Caller {
+                user: Some(&bot),
+                ..policy::Caller::default()
+            };
+            assert_eq!(set.evaluate(&who, &req).action, want, "{method} {uri}");
         }
     }
 }

@@ -108,6 +108,13 @@ enum Command {
     #[cfg(feature = "bench")]
     #[command(hide = true)]
     BenchIdentity,
+    /// Measure making a record durable (disk, inline, writer thread), for `cargo xtask bench`.
+    #[cfg(feature = "bench")]
+    #[command(hide = true)]
+    BenchRecord {
+        /// A directory on the disk the record log uses.
+        dir: std::path::PathBuf,
+    },
     /// Remove kgate's kernel programs and pins (uninstall). Stop the agent first.
     Detach(agent::DetachArgs),
     /// Print the version, the commit it was built from and the kernel programs' hash.
@@ -147,6 +154,8 @@ impl Cli {
             }
             #[cfg(feature = "bench")]
             Command::BenchIdentity => bench::identity(),
+            #[cfg(feature = "bench")]
+            Command::BenchRecord { dir } => bench::record(&dir),
             Command::Detach(args) => agent::detach(&args),
             Command::Version => {
                 print!("{}", version::text());

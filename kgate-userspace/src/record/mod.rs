@@ -11,6 +11,8 @@
 //!
 //! Not here: response bodies (levels `Metadata` and `Request` only).
 
+#[cfg(feature = "bench")]
+pub(crate) mod bench;
 pub(crate) mod cursor;
 pub mod event;
 pub(crate) mod lock;

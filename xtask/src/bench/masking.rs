@@ -68,10 +68,10 @@ pub(super) async fn rows(setup: &Setup, findings: &mut Findings) -> anyhow::Resu
         ("list", "", None),
         ("watch", "?watch=true", Some(setup.bulk.0)),
     ] {
-        let get = Get {
-            path: format!("/api/v1/namespaces/demo/secrets{query}"),
-            token: setup.bot_token.clone(),
-        };
+        let get = Get::new(
+            format!("/api/v1/namespaces/demo/secrets{query}"),
+            setup.bot_token.clone(),
+        );
         let mut upstream = None;
         // Recording writes one record per list or watch: kgate-batch would repeat kgate.
         for target in setup.ways() {

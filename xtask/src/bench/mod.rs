@@ -155,6 +155,7 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let bot = Caller {
         user: "system:serviceaccount:demo:bot".into(),
         audiences: Vec::new(),
+        writable: Some(("demo".into(), servers::WRITE_CONFIGMAP.into())),
     };
     let kgate_bin = release_bin("kgate");
     let (kgate, kgate_addr) = agent::start(
@@ -192,10 +193,20 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
         nginx_pid: Some(nginx.pid()),
         kgate_pid: kgate.pid(),
         kgate_batch_pid: kgate_batch.pid(),
-        get: Get {
-            path: "/api/v1/namespaces/demo/configmaps/bench-1k".to_owned(),
-            token: bot_token.clone(),
-        },
+        get: Get::new(
+            "/api/v1/namespaces/demo/configmaps/bench-1k",
+            bot_token.clone(),
+        ),
+        write: Some(Get {
+            write: Some("n"),
+            ..Get::new(
+                format!(
+                    "/api/v1/namespaces/demo/configmaps/{}",
+                    servers::WRITE_CONFIGMAP
+                ),
+                bot_token.clone(),
+            )
+        }),
         bot_token,
         admin_token: double.admin_token.clone(),
         seconds,
@@ -222,8 +233,12 @@ async fn measure(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let wants = |part: Part| args.only.is_empty() || args.only.contains(&part);
     let mut findings = targets::Findings::default();
     let mut sections = Vec::new();
+    if wants(Part::Record) {
+        sections.push(record(&dir.join("record-path"), &mut findings)?);
+    }
     if wants(Part::Latency) {
         sections.push(latency::fixed_rate(&setup, &mut findings).await?);
+        sections.extend(latency::writes(&setup, &mut findings).await?);
     }
     if wants(Part::Saturation) {
         sections.push(latency::saturation(&setup, &mut findings).await?);
@@ -267,6 +282,66 @@ fn ensure_nginx() -> anyhow::Result<()> {
             .args(["install", "-y", "-q", "--no-install-recommends", "nginx"])
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Making one record durable, in-process (`kgate bench-record`, built with the `bench`
+/// feature), in `dir` on the disk the agents' logs use: the disk's own write and
+/// sync, the log's append and sync on the caller's thread, and strict mode's path
+/// through the writer thread.
+fn record(dir: &Path, findings: &mut targets::Findings) -> anyhow::Result<report::Section> {
+    step("measuring the record path (3,000 records per way, 1k per second)");
+    let out = crate::cmd_output(
+        Command::new(release_bin("kgate"))
+            .arg("bench-record")
+            .arg(dir),
+    )?;
+    let cost: serde_json::Value = serde_json::from_str(out.trim()).context("bench-record")?;
+    let mut section = report::Section::new(
+        "record_path",
+        "Record path",
+        "One record made durable at a time, 1k per second, in-process on the disk the agents' logs use: the disk's own 600-byte write over zeros and fdatasync; the log's append and sync on the calling thread; strict mode's path (the request's task hands the record to the writer thread, which writes and syncs it and wakes the task). The last two differ by the two thread hand-offs. Saturated: 2 threads of 4 tasks each, every task waiting for its record before the next; on the same thread a task syncs under the log's lock (blocking its thread), unless another's sync covered its record.",
+        &["way", "p50 µs", "p90 µs", "p99 µs"],
+    );
+    let ways = [
+        ("disk", "disk: write + fdatasync"),
+        ("inline", "log append + sync, same thread"),
+        ("writer", "writer thread, acknowledged"),
+    ];
+    for (key, label) in ways {
+        let us = |p: &str| cost[key][p].as_f64().unwrap_or(0.0);
+        section.row(
+            vec![
+                label.into(),
+                format!("{:.0}", us("p50_us")),
+                format!("{:.0}", us("p90_us")),
+                format!("{:.0}", us("p99_us")),
+            ],
+            json!({"way": key, "p50_us": us("p50_us"), "p90_us": us("p90_us"), "p99_us": us("p99_us")}),
+        );
+    }
+    let p50 = |key: &str| cost[key]["p50_us"].as_f64().unwrap_or(0.0);
+    let handoffs = p50("writer") - p50("inline");
+    section.row(
+        vec![
+            "hand-offs (writer − same thread)".into(),
+            format!("{handoffs:+.0}"),
+            "-".into(),
+            "-".into(),
+        ],
+        json!({"way": "handoffs", "p50_us": handoffs}),
+    );
+    for (key, label) in [
+        ("inline", "saturated, same thread: records/s"),
+        ("writer", "saturated, writer thread: records/s"),
+    ] {
+        let rate = cost["busy_records_per_s"][key].as_f64().unwrap_or(0.0);
+        section.row(
+            vec![label.into(), format!("{rate:.0}"), "-".into(), "-".into()],
+            json!({"way": format!("busy_{key}"), "records_per_s": rate}),
+        );
+    }
+    findings.disk_sync_p50_us = Some(p50("disk"));
+    Ok(section)
 }
 
 /// The identity check alone, in-process (`kgate bench-identity`, built with the `bench`

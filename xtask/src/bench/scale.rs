@@ -253,12 +253,12 @@ async fn watches(setup: &Setup, api: &Api, findings: &mut Findings) -> anyhow::R
         for first in (0..WATCHES).step_by(PER_CONN) {
             let conn = connect(target, Proto::H2).await?;
             for i in first..(first + PER_CONN).min(WATCHES) {
-                let get = Get {
-                    path: format!(
+                let get = Get::new(
+                    format!(
                         "/api/v1/namespaces/{NAMESPACE}/configmaps?watch=true&fieldSelector=metadata.name%3Dw-{i}"
                     ),
-                    token: setup.bot_token.clone(),
-                };
+                    setup.bot_token.clone(),
+                );
                 let (conn, target, way) = (
                     conn.share().context("an HTTP/2 connection")?,
                     target.clone(),
@@ -413,10 +413,10 @@ async fn lists(setup: &Setup, api: &Api, findings: &mut Findings) -> anyhow::Res
         .collect();
     api.create_all(&format!("/api/v1/namespaces/{NAMESPACE}/secrets"), objects)
         .await?;
-    let get = Get {
-        path: format!("/api/v1/namespaces/{NAMESPACE}/secrets"),
-        token: setup.bot_token.clone(),
-    };
+    let get = Get::new(
+        format!("/api/v1/namespaces/{NAMESPACE}/secrets"),
+        setup.bot_token.clone(),
+    );
     let mut section = Section::new(
         "lists",
         "Concurrent LISTs",

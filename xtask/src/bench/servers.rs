@@ -55,6 +55,9 @@ impl Double {
     }
 }
 
+/// The ConfigMap in `demo` the write rows PATCH (the bot may, through kgate).
+pub(super) const WRITE_CONFIGMAP: &str = "bench-write";
+
 /// The bot's projected service-account token, as TokenRequest issues it.
 pub(super) fn bot_token(double: &Double, dir: &Path) -> anyhow::Result<String> {
     let kubeconfig = kgate_tests::harness::kubeconfig(
@@ -64,12 +67,20 @@ pub(super) fn bot_token(double: &Double, dir: &Path) -> anyhow::Result<String> {
         &double.admin_token,
     );
     let manifest = dir.join("cm.json");
-    // The latency rows' object: a ConfigMap whose GET answer is about 1 KiB.
+    // The latency rows' object: a ConfigMap whose GET answer is about 1 KiB; and the
+    // write rows', of the same size.
+    let configmap = |name: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}},"data":{{"blob":"{}"}}}}"#,
+            "x".repeat(800)
+        )
+    };
     fs::write(
         &manifest,
         format!(
-            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"bench-1k"}},"data":{{"blob":"{}"}}}}"#,
-            "x".repeat(800)
+            r#"{{"apiVersion":"v1","kind":"List","items":[{},{}]}}"#,
+            configmap("bench-1k"),
+            configmap(WRITE_CONFIGMAP)
         ),
     )?;
     crate::run_cmd(
