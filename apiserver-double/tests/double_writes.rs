@@ -3,8 +3,9 @@
 //! an update with a stale `resourceVersion` is a 409 Conflict (also when a patch
 //! carries it), an update or patch that changes nothing keeps the `resourceVersion`
 //! and sends no watch event (etcd3's GuaranteedUpdate compares before writing),
-//! `kubectl apply` stores its `last-applied-configuration` and prunes by it, and a
-//! JSON patch whose `test` fails is a 422.
+//! `kubectl apply` stores its `last-applied-configuration` and prunes by it, a
+//! JSON patch whose `test` fails is a 422, and concurrent patches that name no
+//! `resourceVersion` are re-applied to the stored object, never answered 409.
 
 use kgate_apiserver_double::{
     ApiServer, Config, Handle,
@@ -148,4 +149,78 @@ async fn apply_stores_its_annotation_and_prunes_by_it() {
         server.get("configmaps", "demo", "applied").unwrap()["data"],
         json!({"a": "1"})
     );
+}
+
+/// Concurrent patches that name no `resourceVersion` all land: kube-apiserver
+/// re-applies a patch to the object as stored when another write got in between
+/// (`GuaranteedUpdate` calls the patcher again), and answers 409 only to a patch that
+/// pins a version of its own. 16 writers × 60 merge patches, each setting its own key,
+/// over HTTP/2 so that they overlap in the server.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_patches_are_reapplied_not_conflicted() {
+    use kgate_apiserver_double::client::{https_client, text};
+
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let k = kubectl(&server, "double-patches");
+    ok(
+        &k,
+        &[
+            "create",
+            "-n",
+            "default",
+            "configmap",
+            "p",
+            "--from-literal=seed=0",
+        ],
+    );
+    let client = https_client(server.ca_pem(), true);
+    let (url, token) = (
+        format!("{}/api/v1/namespaces/default/configmaps/p", server.url()),
+        server.admin_token().to_owned(),
+    );
+    let patch = move |body: Value| {
+        let req = http::Request::builder()
+            .method("PATCH")
+            .uri(&url)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/merge-patch+json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_string(),
+            )))
+            .unwrap();
+        let fut = client.request(req);
+        async move {
+            let response = fut.await.unwrap();
+            (response.status().as_u16(), text(response.into_body()).await)
+        }
+    };
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let patch = patch.clone();
+            tokio::spawn(async move {
+                for i in 0..60 {
+                    let (code, body) =
+                        patch(json!({"data": {format!("w{w}"): i.to_string()}})).await;
+                    assert_eq!(code, 200, "writer {w}, patch {i}: {body}");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let read: Value =
+        serde_json::from_str(&ok(&k, &["get", "-n", "default", "cm", "p", "-o", "json"])).unwrap();
+    for w in 0..16 {
+        assert_eq!(read["data"][format!("w{w}")], "59", "{read}");
+    }
+
+    // A patch that pins a stale version conflicts.
+    let stale = json!({"metadata": {"resourceVersion": "1"}, "data": {"x": "y"}});
+    let (code, body) = patch(stale).await;
+    assert_eq!(code, 409, "{body}");
+    // One that pins the current version lands.
+    let current = json!({"metadata": {"resourceVersion": rv(&read)}, "data": {"x": "y"}});
+    let (code, body) = patch(current).await;
+    assert_eq!(code, 200, "{body}");
 }

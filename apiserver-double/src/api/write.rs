@@ -238,8 +238,17 @@ fn with_warnings(
 }
 
 fn store_update(state: &State, t: &Target, name: &str, obj: Value) -> hyper::Response<Body> {
+    updated(
+        t,
+        name,
+        state.store.update(t.resource.name, &t.namespace, obj),
+    )
+}
+
+/// The answer to an update of the store.
+fn updated(t: &Target, name: &str, result: Result<Value, StoreError>) -> hyper::Response<Body> {
     let r = t.resource;
-    match state.store.update(r.name, &t.namespace, obj) {
+    match result {
         Ok(obj) => json_response(StatusCode::OK, &obj),
         Err(StoreError::NotFound) => not_found(r, name),
         Err(StoreError::Conflict | StoreError::AlreadyExists) => {
@@ -258,23 +267,33 @@ fn store_update(state: &State, t: &Target, name: &str, obj: Value) -> hyper::Res
     }
 }
 
+/// A patch applies to the object as stored when it is written: as kube-apiserver's
+/// patcher, called again by `GuaranteedUpdate` with the fresh object whenever
+/// another write got in between, it is re-applied rather than answered 409. Only a
+/// patch that names a `resourceVersion` of its own (a precondition) conflicts.
 pub(super) fn patch(state: &State, t: &Target, name: &str, req: &Req) -> hyper::Response<Body> {
-    let Some(current) = state.store.get(t.resource.name, &t.namespace, name) else {
-        return not_found(t.resource, name);
-    };
-    let patched = match apply_patch(&current, req) {
-        Ok(v) => v,
-        Err(response) => return response,
-    };
-    let mut patched = patched;
-    if t.resource.name == "secrets" {
-        fold_string_data(&mut patched);
+    loop {
+        let Some(current) = state.store.get(t.resource.name, &t.namespace, name) else {
+            return not_found(t.resource, name);
+        };
+        let mut patched = match apply_patch(&current, req) {
+            Ok(v) => v,
+            Err(response) => return response,
+        };
+        if t.resource.name == "secrets" {
+            fold_string_data(&mut patched);
+        }
+        let patched = match admit(state, t.resource, patched, Some(&current)) {
+            Ok((admitted, _)) => admitted,
+            Err(response) => return response,
+        };
+        let pinned =
+            patched["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"];
+        match state.store.update(t.resource.name, &t.namespace, patched) {
+            Err(StoreError::Conflict) if !pinned => {}
+            result => return updated(t, name, result),
+        }
     }
-    let patched = match admit(state, t.resource, patched, Some(&current)) {
-        Ok((admitted, _)) => admitted,
-        Err(response) => return response,
-    };
-    store_update(state, t, name, patched)
 }
 
 pub(crate) fn apply_patch(current: &Value, req: &Req) -> Result<Value, hyper::Response<Body>> {
