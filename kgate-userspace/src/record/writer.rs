@@ -18,6 +18,9 @@
 //! after a group's acknowledgements when nothing else is queued, so that each
 //! request's sync overwrites zeros instead of growing the file.
 //!
+//! The thread runs under `SCHED_BATCH` ([`sched`]): it never preempts the request
+//! that wakes it.
+//!
 //! A full queue is never silent: the record is counted in [`Stats::dropped`] and a
 //! warning is logged (rate limited), and a strict request is refused.
 
@@ -38,6 +41,10 @@ use super::{
     log::{self, Log, Position},
     stats::Stats,
 };
+
+// The one system call std offers no wrapper for.
+#[allow(unsafe_code)]
+mod sched;
 
 /// The most records written as one group.
 const MAX_GROUP: usize = 4096;
@@ -96,7 +103,10 @@ impl Writer {
         let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("kgate-record".into())
-            .spawn(move || run(sinks, &rx, flush, &thread_stats))?;
+            .spawn(move || {
+                sched::batch();
+                run(sinks, &rx, flush, &thread_stats)
+            })?;
         Ok(Self {
             queue,
             stats,
