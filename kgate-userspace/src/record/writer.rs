@@ -105,7 +105,7 @@ impl Writer {
             .name("kgate-record".into())
             .spawn(move || {
                 sched::batch();
-                run(sinks, &rx, flush, &thread_stats)
+                run(sinks, &rx, flush, &thread_stats);
             })?;
         Ok(Self {
             queue,
