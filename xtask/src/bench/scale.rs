@@ -245,6 +245,8 @@ async fn watches(setup: &Setup, api: &Api, findings: &mut Findings) -> anyhow::R
     .await?;
 
     let ways = setup.ways();
+    // The proxies' memory before any watch: what the watches add is the difference.
+    let rss_before: Vec<_> = ways.iter().map(|t| setup.pid(t).map(rss_kib)).collect();
     let mut seen = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for &target in &ways {
@@ -339,11 +341,12 @@ async fn watches(setup: &Setup, api: &Api, findings: &mut Findings) -> anyhow::R
         "watches",
         "Watches",
         &format!(
-            "{WATCHES} watches per way, each on its own ConfigMap, {PER_CONN} per HTTP/2 connection, all open at once through direct, nginx and kgate. RSS and idle CPU: the proxy with every watch open and nothing happening. Then {EVENTS_PER_S} updates/s round-robin across the ConfigMaps: event latency from the update's send to the event's arrival; added is the way's percentile minus direct's, for the same events."
+            "{WATCHES} watches per way, each on its own ConfigMap, {PER_CONN} per HTTP/2 connection, all open at once through direct, nginx and kgate. RSS and idle CPU: the proxy with every watch open and nothing happening (before: its RSS before the watches opened). Then {EVENTS_PER_S} updates/s round-robin across the ConfigMaps: event latency from the update's send to the event's arrival; added is the way's percentile minus direct's, for the same events."
         ),
         &[
             "via",
             "watches",
+            "RSS before MiB",
             "RSS MiB",
             "idle CPU %",
             "CPU % at 100 events/s",
@@ -359,6 +362,8 @@ async fn watches(setup: &Setup, api: &Api, findings: &mut Findings) -> anyhow::R
         let way = &seen[k];
         #[allow(clippy::cast_precision_loss)]
         let rss_mib = rss[k].map(|kib| kib as f64 / 1024.0);
+        #[allow(clippy::cast_precision_loss)]
+        let before_mib = rss_before[k].map(|kib| kib as f64 / 1024.0);
         let idle_cpu = idle[k].map(|u| 100.0 * u.cpu_seconds / u.seconds);
         let busy_cpu = busy[k].map(|u| 100.0 * u.cpu_seconds / u.seconds);
         let (p50, p99) = (way.us(50.0), way.us(99.0));
@@ -372,6 +377,7 @@ async fn watches(setup: &Setup, api: &Api, findings: &mut Findings) -> anyhow::R
             vec![
                 target.via.into(),
                 WATCHES.to_string(),
+                opt(before_mib, 1),
                 opt(rss_mib, 1),
                 opt(idle_cpu, 2),
                 opt(busy_cpu, 1),
@@ -383,7 +389,7 @@ async fn watches(setup: &Setup, api: &Api, findings: &mut Findings) -> anyhow::R
             ],
             json!({
                 "via": target.via, "watches": WATCHES, "per_connection": PER_CONN,
-                "rss_mib": rss_mib, "idle_cpu_percent": idle_cpu, "busy_cpu_percent": busy_cpu,
+                "rss_before_mib": before_mib, "rss_mib": rss_mib, "idle_cpu_percent": idle_cpu, "busy_cpu_percent": busy_cpu,
                 "events": way.events(), "events_sent": total,
                 "p50_us": p50, "p99_us": p99,
                 "added_p50_us": added.map(|a| a.0), "added_p99_us": added.map(|a| a.1),
