@@ -114,9 +114,11 @@ fn disk(dir: &Path, payload: &[u8], count: usize) -> anyhow::Result<Samples> {
     file.sync_all()?;
     let mut at = 0;
     timed(count, || {
+        let start = Instant::now();
         file.write_all_at(&framed, at)?;
         at += framed.len() as u64;
-        file.sync_data()
+        file.sync_data()?;
+        Ok(start.elapsed())
     })
 }
 
@@ -135,20 +137,17 @@ fn open_log(dir: &Path) -> anyhow::Result<Log> {
 fn inline(dir: &Path, payload: &[u8], count: usize) -> anyhow::Result<Samples> {
     let mut log = open_log(dir)?;
     let mut framed = Vec::new();
-    let mut samples = Vec::with_capacity(count);
-    for _ in 0..count {
-        std::thread::sleep(GAP);
+    timed(count, || {
         let start = Instant::now();
         framed.clear();
         log::frame(payload, &mut framed);
         log.append(&framed, 1)?;
         log.sync()?;
-        samples.push(elapsed_ns(start));
+        let took = start.elapsed();
         // As the writer does between groups, off the timed path.
         log.reserve_ahead()?;
-    }
-    samples.sort_unstable();
-    Ok(Samples(samples))
+        Ok(took)
+    })
 }
 
 fn writer(dir: &Path, payload: &[u8], count: usize) -> anyhow::Result<Samples> {
@@ -162,11 +161,10 @@ fn writer(dir: &Path, payload: &[u8], count: usize) -> anyhow::Result<Samples> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        let mut samples = Vec::with_capacity(count);
-        for _ in 0..count {
-            // A blocking sleep: the runtime parks in epoll as an idle worker does.
-            std::thread::sleep(GAP);
+    timed(count, || {
+        // While the acknowledgement is pending, the runtime parks in epoll as an idle
+        // worker does.
+        runtime.block_on(async {
             let start = Instant::now();
             let ack = writer
                 .submit(payload.to_vec(), true)?
@@ -174,10 +172,8 @@ fn writer(dir: &Path, payload: &[u8], count: usize) -> anyhow::Result<Samples> {
             ack.await
                 .context("the writer stopped")?
                 .map_err(anyhow::Error::msg)?;
-            samples.push(elapsed_ns(start));
-        }
-        samples.sort_unstable();
-        Ok(Samples(samples))
+            Ok(start.elapsed())
+        })
     })
 }
 
@@ -284,18 +280,16 @@ fn busy_writer(dir: &Path, payload: &[u8]) -> anyhow::Result<f64> {
     })
 }
 
-fn timed(count: usize, mut f: impl FnMut() -> std::io::Result<()>) -> anyhow::Result<Samples> {
+/// Runs `one` `count` times, [`GAP`] apart; `one` times what it measures itself.
+fn timed(
+    count: usize,
+    mut one: impl FnMut() -> anyhow::Result<Duration>,
+) -> anyhow::Result<Samples> {
     let mut samples = Vec::with_capacity(count);
     for _ in 0..count {
         std::thread::sleep(GAP);
-        let start = Instant::now();
-        f()?;
-        samples.push(elapsed_ns(start));
+        samples.push(u64::try_from(one()?.as_nanos()).unwrap_or(u64::MAX));
     }
     samples.sort_unstable();
     Ok(Samples(samples))
-}
-
-fn elapsed_ns(start: Instant) -> u64 {
-    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
