@@ -125,7 +125,10 @@ mod tests {
     use crate::{
         config::Config,
         identity::UserInfo,
-        policy::{self, PolicySet, file, types::Action},
+        policy::{
+            self, PolicySet, file,
+            types::{Action, DefaultAction},
+        },
         request_info::RequestInfo,
     };
 
@@ -173,56 +176,74 @@ mod tests {
         );
         assert_eq!(config.policy.files, [Path::new("/b/policy.json")]);
 
-        let policies = file::parse(&agent::policy(&caller).to_string(), "policy.json")
+        let other = "system:serviceaccount:ci:other";
+        assert_decisions(
+            &caller,
+            config.policy.default_action,
+            &[
+                (&caller.user, "GET", "/version", Action::Allow),
+                (
+                    &caller.user,
+                    "GET",
+                    "/api/v1/namespaces/default/configmaps/kube-root-ca.crt",
+                    Action::Allow,
+                ),
+                (
+                    &caller.user,
+                    "GET",
+                    "/api/v1/pods?watch=true",
+                    Action::Allow,
+                ),
+                (
+                    &caller.user,
+                    "POST",
+                    "/api/v1/namespaces/default/configmaps",
+                    Action::Deny,
+                ),
+                (
+                    &caller.user,
+                    "DELETE",
+                    "/api/v1/namespaces/default/pods/x",
+                    Action::Deny,
+                ),
+                (other, "GET", "/version", Action::Deny),
+            ],
+        );
+    }
+
+    /// Evaluates each (user, method, URI) case against the bench's policy for
+    /// `caller`, as the agent would load it.
+    fn assert_decisions(
+        caller: &Caller,
+        default_action: DefaultAction,
+        cases: &[(&str, &str, &str, Action)],
+    ) {
+        let policies = file::parse(&agent::policy(caller).to_string(), "policy.json")
             .expect("the agent accepts the policy");
         let set = PolicySet::new(
             policies.into_iter().map(Arc::new).collect(),
-            config.policy.default_action,
+            default_action,
             false,
             1,
         );
-        let user = |name: &str| UserInfo {
-            username: name.to_owned(),
-            uid: String::new(),
-            groups: vec!["system:authenticated".into()],
-            extra: BTreeMap::new(),
-        };
-        let (bot, other) = (user(&caller.user), user("system:serviceaccount:ci:other"));
-        let cases = [
-            (&bot, "GET", "/version", Action::Allow),
-            (
-                &bot,
-                "GET",
-                "/api/v1/namespaces/default/configmaps/kube-root-ca.crt",
-                Action::Allow,
-            ),
-            (&bot, "GET", "/api/v1/pods?watch=true", Action::Allow),
-            (
-                &bot,
-                "POST",
-                "/api/v1/namespaces/default/configmaps",
-                Action::Deny,
-            ),
-            (
-                &bot,
-                "DELETE",
-                "/api/v1/namespaces/default/pods/x",
-                Action::Deny,
-            ),
-            (&other, "GET", "/version", Action::Deny),
-        ];
-        for (who, method, uri, want) in cases {
+        for &(name, method, uri, want) in cases {
+            let who = UserInfo {
+                username: name.to_owned(),
+                uid: String::new(),
+                groups: vec!["system:authenticated".into()],
+                extra: BTreeMap::new(),
+            };
             let req = RequestInfo::parse(
                 &Method::from_bytes(method.as_bytes()).unwrap(),
                 &uri.parse::<Uri>().unwrap(),
             )
             .unwrap();
             let caller = policy::Caller {
-                user: Some(who),
+                user: Some(&who),
                 ..policy::Caller::default()
             };
             let decision = set.evaluate(&caller, &req);
-            assert_eq!(decision.action, want, "{} {method} {uri}", who.username);
+            assert_eq!(decision.action, want, "{name} {method} {uri}");
         }
     }
 
@@ -235,62 +256,48 @@ mod tests {
             audiences: Vec::new(),
             writable: Some(("demo".into(), "bench-write".into())),
         };
-        let policies = file::parse(&agent::policy(&caller).to_string(), "policy.json")
-            .expect("the agent accepts the policy");
-        let set = PolicySet::new(
-            policies.into_iter().map(Arc::new).collect(),
-            crate::policy::types::DefaultAction::Deny,
-            false,
-            1,
+        let bot = caller.user.as_str();
+        assert_decisions(
+            &caller,
+            DefaultAction::Deny,
+            &[
+                (
+                    bot,
+                    "PATCH",
+                    "/api/v1/namespaces/demo/configmaps/bench-write",
+                    Action::Allow,
+                ),
+                (
+                    bot,
+                    "GET",
+                    "/api/v1/namespaces/demo/configmaps/bench-1k",
+                    Action::Allow,
+                ),
+                (
+                    bot,
+                    "PATCH",
+                    "/api/v1/namespaces/demo/configmaps/bench-1k",
+                    Action::Deny,
+                ),
+                (
+                    bot,
+                    "PATCH",
+                    "/api/v1/namespaces/other/configmaps/bench-write",
+                    Action::Deny,
+                ),
+                (
+                    bot,
+                    "DELETE",
+                    "/api/v1/namespaces/demo/configmaps/bench-write",
+                    Action::Deny,
+                ),
+                (
+                    bot,
+                    "PUT",
+                    "/api/v1/namespaces/demo/configmaps/bench-write",
+                    Action::Deny,
+                ),
+            ],
         );
-        let bot = UserInfo {
-            username: caller.user.clone(),
-            uid: String::new(),
-            groups: vec!["system:authenticated".into()],
-            extra: BTreeMap::new(),
-        };
-        for (method, uri, want) in [
-            (
-                "PATCH",
-                "/api/v1/namespaces/demo/configmaps/bench-write",
-                Action::Allow,
-            ),
-            (
-                "GET",
-                "/api/v1/namespaces/demo/configmaps/bench-1k",
-                Action::Allow,
-            ),
-            (
-                "PATCH",
-                "/api/v1/namespaces/demo/configmaps/bench-1k",
-                Action::Deny,
-            ),
-            (
-                "PATCH",
-                "/api/v1/namespaces/other/configmaps/bench-write",
-                Action::Deny,
-            ),
-            (
-                "DELETE",
-                "/api/v1/namespaces/demo/configmaps/bench-write",
-                Action::Deny,
-            ),
-            (
-                "PUT",
-                "/api/v1/namespaces/demo/configmaps/bench-write",
-                Action::Deny,
-            ),
-        ] {
-            let req = RequestInfo::parse(
-                &Method::from_bytes(method.as_bytes()).unwrap(),
-                &uri.parse::<Uri>().unwrap(),
-            )
-            .unwrap();
-            let who = policy::Caller {
-                user: Some(&bot),
-                ..policy::Caller::default()
-            };
-            assert_eq!(set.evaluate(&who, &req).action, want, "{method} {uri}");
-        }
     }
 }
