@@ -297,7 +297,8 @@ fn record(dir: &Path, findings: &mut targets::Findings) -> anyhow::Result<report
             .arg("bench-record")
             .arg(dir),
     )?;
-    let cost: serde_json::Value = serde_json::from_str(out.trim()).context("bench-record")?;
+    // Typed, so that a field the binary did not print is an error, not a 0 µs row.
+    let cost: RecordCosts = serde_json::from_str(out.trim()).context("bench-record's output")?;
     let mut section = report::Section::new(
         "record_path",
         "Record path",
@@ -305,24 +306,22 @@ fn record(dir: &Path, findings: &mut targets::Findings) -> anyhow::Result<report
         &["way", "p50 µs", "p90 µs", "p99 µs"],
     );
     let ways = [
-        ("disk", "disk: write + fdatasync"),
-        ("inline", "log append + sync, same thread"),
-        ("writer", "writer thread, acknowledged"),
+        ("disk", "disk: write + fdatasync", &cost.disk),
+        ("inline", "log append + sync, same thread", &cost.inline),
+        ("writer", "writer thread, acknowledged", &cost.writer),
     ];
-    for (key, label) in ways {
-        let us = |p: &str| cost[key][p].as_f64().unwrap_or(0.0);
+    for (key, label, way) in ways {
         section.row(
             vec![
                 label.into(),
-                format!("{:.0}", us("p50_us")),
-                format!("{:.0}", us("p90_us")),
-                format!("{:.0}", us("p99_us")),
+                format!("{:.0}", way.p50_us),
+                format!("{:.0}", way.p90_us),
+                format!("{:.0}", way.p99_us),
             ],
-            json!({"way": key, "p50_us": us("p50_us"), "p90_us": us("p90_us"), "p99_us": us("p99_us")}),
+            json!({"way": key, "p50_us": way.p50_us, "p90_us": way.p90_us, "p99_us": way.p99_us}),
         );
     }
-    let p50 = |key: &str| cost[key]["p50_us"].as_f64().unwrap_or(0.0);
-    let handoffs = p50("writer") - p50("inline");
+    let handoffs = cost.writer.p50_us - cost.inline.p50_us;
     section.row(
         vec![
             "hand-offs (writer − same thread)".into(),
@@ -332,18 +331,47 @@ fn record(dir: &Path, findings: &mut targets::Findings) -> anyhow::Result<report
         ],
         json!({"way": "handoffs", "p50_us": handoffs}),
     );
-    for (key, label) in [
-        ("inline", "saturated, same thread: records/s"),
-        ("writer", "saturated, writer thread: records/s"),
+    for (key, label, rate) in [
+        (
+            "inline",
+            "saturated, same thread: records/s",
+            cost.busy_records_per_s.inline,
+        ),
+        (
+            "writer",
+            "saturated, writer thread: records/s",
+            cost.busy_records_per_s.writer,
+        ),
     ] {
-        let rate = cost["busy_records_per_s"][key].as_f64().unwrap_or(0.0);
         section.row(
             vec![label.into(), format!("{rate:.0}"), "-".into(), "-".into()],
             json!({"way": format!("busy_{key}"), "records_per_s": rate}),
         );
     }
-    findings.disk_sync_p50_us = Some(p50("disk"));
+    findings.disk_sync_p50_us = Some(cost.disk.p50_us);
     Ok(section)
+}
+
+/// What `kgate bench-record` prints.
+#[derive(serde::Deserialize)]
+struct RecordCosts {
+    disk: RecordWay,
+    inline: RecordWay,
+    writer: RecordWay,
+    busy_records_per_s: RecordBusy,
+}
+
+#[derive(serde::Deserialize)]
+struct RecordWay {
+    p50_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+}
+
+#[derive(serde::Deserialize)]
+struct RecordBusy {
+    inline: f64,
+    writer: f64,
 }
 
 /// The identity check alone, in-process (`kgate bench-identity`, built with the `bench`
