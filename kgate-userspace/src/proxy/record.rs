@@ -14,6 +14,8 @@
 //! [`super::upgrade::StreamTap`].
 
 use std::{
+    borrow::Cow,
+    collections::BTreeMap,
     net::SocketAddr,
     sync::{Arc, OnceLock},
     time::Duration,
@@ -38,7 +40,7 @@ use crate::{
     policy::{Decision, types::Action},
     record::{
         Durable, RecordError, Recorder,
-        event::{self, Event, ObjectRef, ResponseStatus},
+        event::{self, Event, EventRef, MicroTime, ObjectRefRef, ResponseStatusRef},
         request_object::{self, Captured},
     },
     request_info::RequestInfo,
@@ -86,10 +88,10 @@ pub(crate) struct Subject<'a> {
     pub decision: Option<&'a Decision>,
 }
 
-impl Subject<'_> {
+impl<'a> Subject<'a> {
     /// The verified user and the connection's workload: the identity's, or what a
     /// refusal had established.
-    fn who(&self) -> (Option<&Arc<UserInfo>>, Option<&Workload>) {
+    fn who(self) -> (Option<&'a Arc<UserInfo>>, Option<&'a Workload>) {
         match (self.identity, self.refusal) {
             (Some(identity), _) => (Some(&identity.user), Some(&identity.workload)),
             (None, Some(refusal)) => (refusal.user(), refusal.workload()),
@@ -222,8 +224,7 @@ impl Pending {
         if !recorder.strict() {
             return Ok(None);
         }
-        let mut event = self.event(subject, event::STAGE_RECEIVED, None);
-        event.level = recorder.level().to_owned();
+        let event = self.event_ref(subject, event::STAGE_RECEIVED, None, recorder.level());
         let durable = recorder
             .durable_later(&event)
             .map_err(|error| self.unrecorded(&error, "it is not forwarded"))?;
@@ -254,7 +255,8 @@ impl Pending {
     }
 
     /// Records how the request ended (for a watch or stream: its response head);
-    /// returns the event recorded, if any.
+    /// for an upgraded stream (`101`), returns the event recorded, which its
+    /// completion record follows.
     pub(crate) fn finish(
         &self,
         recorder: &Recorder,
@@ -274,48 +276,59 @@ impl Pending {
             },
         };
         metrics.request(label, outcome.status, outcome.latency.as_secs_f64());
-        if recorder.enabled() {
-            let stage = if subject.info.verb == "watch"
-                || outcome.status == StatusCode::SWITCHING_PROTOCOLS
-            {
-                event::STAGE_STARTED
-            } else {
-                event::STAGE_COMPLETE
-            };
-            let mut event = self.event(subject, stage, Some(outcome));
-            event.level = recorder.level().to_owned();
-            if let Some(captured) = self.request_body.get() {
-                match captured.object() {
-                    Ok(object) => event.request_object = object,
-                    Err(why) => {
-                        event
-                            .annotations
-                            .insert(event::REQUEST_OBJECT.to_owned(), why);
-                    }
-                }
-            }
-            match self.response_body.get() {
-                Some(Ok(held)) => held.event(event.clone()),
-                Some(Err(why)) => {
-                    event
-                        .annotations
-                        .insert(event::RESPONSE_OBJECT.to_owned(), why.clone());
-                    recorder.submit(&event);
-                }
-                None => recorder.submit(&event),
-            }
-            return Some(event);
+        if !recorder.enabled() {
+            return None;
         }
-        None
+        let upgraded = outcome.status == StatusCode::SWITCHING_PROTOCOLS;
+        let stage = if subject.info.verb == "watch" || upgraded {
+            event::STAGE_STARTED
+        } else {
+            event::STAGE_COMPLETE
+        };
+        let mut event = self.event_ref(subject, stage, Some(outcome), recorder.level());
+        if let Some(captured) = self.request_body.get() {
+            match captured.object() {
+                Ok(object) => event.request_object = object,
+                Err(why) => {
+                    event.annotations.insert(event::REQUEST_OBJECT, why.into());
+                }
+            }
+        }
+        match self.response_body.get() {
+            Some(Ok(held)) => held.event(event.to_owned()),
+            Some(Err(why)) => {
+                event
+                    .annotations
+                    .insert(event::RESPONSE_OBJECT, why.as_str().into());
+                recorder.submit(&event);
+            }
+            None => recorder.submit(&event),
+        }
+        upgraded.then(|| event.to_owned())
     }
 
-    /// The audit event of the request at `stage`.
+    /// The audit event of the request at `stage`, at level Metadata (what the tests
+    /// read; the request path writes [`Pending::event_ref`]).
+    #[cfg(test)]
     pub(crate) fn event(
         &self,
         subject: Subject<'_>,
-        stage: &str,
+        stage: &'static str,
         outcome: Option<&Outcome<'_>>,
     ) -> Event {
+        self.event_ref(subject, stage, outcome, event::LEVEL_METADATA)
+            .to_owned()
+    }
+
+    /// The audit event of the request at `stage`, borrowing what the request path
+    /// holds.
+    pub(crate) fn event_ref<'a>(
+        &'a self,
+        subject: Subject<'a>,
+        stage: &'static str,
+        outcome: Option<&'a Outcome<'a>>,
+        level: &'static str,
+    ) -> EventRef<'a> {
         let (user, workload) = subject.who();
         let Subject {
             conn,
@@ -324,20 +337,23 @@ impl Pending {
             info,
             decision,
         } = subject;
-        let mut annotations = std::collections::BTreeMap::new();
-        let mut note = |key: &str, value: String| {
-            annotations.insert(key.to_owned(), value);
+        let mut annotations = BTreeMap::new();
+        let mut note = |key: &'static str, value: Cow<'a, str>| {
+            annotations.insert(key, value);
         };
-        note(event::CONNECTION, self.connection.to_string());
+        note(event::CONNECTION, Cow::Borrowed(&self.connection));
         if let Some(fields) = self.restored.get() {
-            note(event::RESTORED, fields.clone());
+            note(event::RESTORED, Cow::Borrowed(fields));
         }
         if let Some(workload) = workload {
-            note(event::WORKLOAD, workload.describe());
+            note(event::WORKLOAD, Cow::Owned(workload.describe()));
             if let Workload::Pod { pod, container } = workload {
-                note(event::POD, format!("{}/{}", pod.namespace, pod.name));
+                note(
+                    event::POD,
+                    Cow::Owned(format!("{}/{}", pod.namespace, pod.name)),
+                );
                 if let Some(container) = container {
-                    note(event::CONTAINER, container.clone());
+                    note(event::CONTAINER, Cow::Borrowed(container));
                 }
             }
         }
@@ -345,105 +361,113 @@ impl Pending {
         if let Some(Unidentified::StolenToken { token_pod, .. }) = refusal {
             note(
                 event::TOKEN_POD,
-                format!("{}/{}", token_pod.namespace, token_pod.name),
+                Cow::Owned(format!("{}/{}", token_pod.namespace, token_pod.name)),
             );
-            note(event::TOKEN_POD_UID, token_pod.uid.clone());
+            note(event::TOKEN_POD_UID, Cow::Borrowed(&token_pod.uid));
         }
         if let Some(issuer) = identity.and_then(|i| i.issuer.as_deref()) {
-            note(event::ISSUER, issuer.to_owned());
+            note(event::ISSUER, Cow::Borrowed(issuer));
         }
         if let Some(identity) = identity {
             let bound = identity.user.extra.contains_key(EXTRA_POD_UID);
             note(
                 event::BINDING,
-                if bound {
+                Cow::Borrowed(if bound {
                     "bound-to-this-pod"
                 } else {
                     "unbound"
-                }
-                .to_owned(),
+                }),
             );
         } else if outcome.is_some_and(|o| o.status == StatusCode::FORBIDDEN) {
             // identify refused a token used from the wrong place.
-            note(event::BINDING, "refused".to_owned());
+            note(event::BINDING, Cow::Borrowed("refused"));
         }
         if let Some(origin) = &conn.origin {
             note(
                 event::PROCESS,
-                format!("{} (pid {})", origin.comm(), origin.pid()),
+                Cow::Owned(format!("{} (pid {})", origin.comm(), origin.pid())),
             );
         }
         if let Some(exe) = &conn.exe {
-            note(event::EXE, exe.clone());
+            note(event::EXE, Cow::Borrowed(exe));
         }
         if let Some(decision) = decision {
-            note(event::DECISION, action_name(decision.action));
-            note(event::RULE, decision.source.clone());
+            note(event::DECISION, Cow::Borrowed(action_name(decision.action)));
+            note(event::RULE, Cow::Borrowed(&decision.source));
             if let Some(would) = decision.shadowed {
-                note(event::WOULD, action_name(would));
+                note(event::WOULD, Cow::Borrowed(action_name(would)));
             }
         }
         if let Some(review) = self.review.get() {
-            note(event::REVIEW, review.clone());
+            note(event::REVIEW, Cow::Borrowed(review));
         }
         let mut response_status = None;
         if let Some(outcome) = outcome {
             if let Some(approval) = outcome.approval {
-                note(event::APPROVAL, approval.to_owned());
+                note(event::APPROVAL, Cow::Borrowed(approval));
             }
-            note(event::LATENCY_US, outcome.latency.as_micros().to_string());
+            note(
+                event::LATENCY_US,
+                Cow::Owned(outcome.latency.as_micros().to_string()),
+            );
             response_status = Some(match outcome.refused {
-                Some(status) => ResponseStatus {
+                Some(status) => ResponseStatusRef {
                     code: outcome.status.as_u16(),
-                    status: status.status.clone(),
-                    reason: status.reason.clone(),
-                    message: status.message.clone(),
+                    status: &status.status,
+                    reason: &status.reason,
+                    message: &status.message,
                 },
-                None => ResponseStatus {
+                None => ResponseStatusRef {
                     code: outcome.status.as_u16(),
-                    ..ResponseStatus::default()
+                    status: "",
+                    reason: "",
+                    message: "",
                 },
             });
         }
-        Event {
-            kind: "Event".to_owned(),
-            api_version: event::API_VERSION.to_owned(),
-            level: event::LEVEL_METADATA.to_owned(),
-            audit_id: self.audit_id.clone(),
-            stage: stage.to_owned(),
-            request_uri: self.request_uri.clone(),
-            verb: info.verb.clone(),
+        EventRef {
+            kind: "Event",
+            api_version: event::API_VERSION,
+            level,
+            audit_id: &self.audit_id,
+            stage,
+            request_uri: &self.request_uri,
+            verb: &info.verb,
             // The caller; with impersonation, whom it acted as beside it.
-            user: identity
-                .and_then(|i| i.impersonation.as_ref())
-                .map_or(user, |i| Some(&i.by))
-                .map(|u| (**u).clone())
-                .unwrap_or_default(),
+            user: EventRef::user_or_nobody(
+                identity
+                    .and_then(|i| i.impersonation.as_ref())
+                    .map_or(user, |i| Some(&i.by))
+                    .map(|u| &**u),
+            ),
             impersonated_user: identity
                 .filter(|i| i.impersonation.is_some())
-                .map(|i| (*i.user).clone()),
-            source_ips: vec![self.peer.ip().to_string()],
-            user_agent: self.user_agent.clone(),
-            object_ref: info.is_resource_request.then(|| ObjectRef {
-                resource: info.resource.clone(),
-                namespace: info.namespace.clone(),
-                name: info.name.clone(),
-                api_group: info.api_group.clone(),
-                api_version: info.api_version.clone(),
-                subresource: info.subresource.clone(),
+                .map(|i| &*i.user),
+            source_ips: [self.peer.ip()],
+            user_agent: &self.user_agent,
+            object_ref: info.is_resource_request.then(|| ObjectRefRef {
+                resource: &info.resource,
+                namespace: &info.namespace,
+                name: &info.name,
+                api_group: &info.api_group,
+                api_version: &info.api_version,
+                subresource: &info.subresource,
             }),
             response_status,
             request_object: None,
-            response_object: None,
-            request_received_timestamp: event::micro_time(self.received),
-            stage_timestamp: event::micro_time(Timestamp::now()),
+            request_received_timestamp: MicroTime(self.received),
+            stage_timestamp: MicroTime(Timestamp::now()),
             annotations,
         }
     }
 }
 
-fn action_name(action: crate::policy::types::Action) -> String {
-    format!("{action:?}").to_lowercase()
+fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Allow => "allow",
+        Action::Deny => "deny",
+        Action::Approve => "approve",
+    }
 }
 
 /// The request as one structured log line.

@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use self::{
-    event::Event,
+    event::EventRef,
     log::{Limits, Log, OpenError},
     stats::Stats,
     webhook::Sink,
@@ -218,24 +218,24 @@ impl Recorder {
     }
 
     /// Records `event` and, in strict mode, waits until it is on disk.
-    pub async fn durable(&self, event: &Event) -> Result<(), RecordError> {
+    pub async fn durable(&self, event: &EventRef<'_>) -> Result<(), RecordError> {
         self.durable_later(event)?.wait().await
     }
 
     /// Records `event` and returns at once; in strict mode the [`Durable`] it returns
     /// resolves when the record is on disk (the request path forwards a read
     /// meanwhile, and waits before any of the answer goes out).
-    pub(crate) fn durable_later(&self, event: &Event) -> Result<Durable, RecordError> {
+    pub(crate) fn durable_later(&self, event: &EventRef<'_>) -> Result<Durable, RecordError> {
         let Some(writer) = &self.writer else {
             return Ok(Durable(None));
         };
-        Ok(Durable(writer.submit(to_json(event), self.strict())?))
+        Ok(Durable(writer.submit(event.to_json(), self.strict())?))
     }
 
     /// Records `event` without waiting. A lost record is counted by the writer.
-    pub fn submit(&self, event: &Event) {
+    pub fn submit(&self, event: &EventRef<'_>) {
         if let Some(writer) = &self.writer {
-            let _ = writer.submit(to_json(event), false);
+            let _ = writer.submit(event.to_json(), false);
         }
     }
 
@@ -257,10 +257,6 @@ impl Recorder {
     pub fn writable(&self) -> bool {
         !self.stats.failing.load(Ordering::Relaxed)
     }
-}
-
-fn to_json(event: &Event) -> Vec<u8> {
-    serde_json::to_vec(event).expect("an event always serializes")
 }
 
 fn limits(cfg: &config::Record) -> Limits {

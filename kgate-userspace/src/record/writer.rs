@@ -10,9 +10,11 @@
 //!   (a stream's backlog bound waits on it), so a group holding them is synced at
 //!   once.
 //! - `batch`: groups are written as they come and synced every `flush` interval;
-//!   nothing waits for the disk. After a group the writer pauses for 2 ms
-//!   and takes what queued up meanwhile as the next group, so a busy proxy's requests
-//!   hand over records without waking the writer thread one by one.
+//!   nothing waits for the disk.
+//!
+//! In both, after a group the writer naps for 2 ms ([`queue::HOLD`]): records no one
+//! waits for (response records) queue up meanwhile without waking it, and go with the
+//! next group. So a busy proxy hands them over without a wake-up each ([`queue`]).
 //!
 //! In strict mode the log keeps a reserve ([`Log::reserve`]): the writer tops it up
 //! after a group's acknowledgements when nothing else is queued, so that each
@@ -26,22 +28,20 @@
 
 use std::{
     io::{self, Write},
-    sync::{
-        Arc,
-        atomic::Ordering,
-        mpsc::{self, RecvTimeoutError, SyncSender, TrySendError},
-    },
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, warn};
 
+use self::queue::{PushError, Queue, Taken};
 use super::{
     log::{self, Log, Position},
     stats::Stats,
 };
 
+mod queue;
 // The one system call std offers no wrapper for.
 #[allow(unsafe_code)]
 mod sched;
@@ -50,8 +50,6 @@ mod sched;
 const MAX_GROUP: usize = 4096;
 /// In strict mode, how long a written record no request waits for may stay unsynced.
 const LAZY_SYNC: Duration = Duration::from_millis(100);
-/// In batch mode, the writer's pause between groups while records keep coming.
-const BATCH_PAUSE: Duration = Duration::from_millis(2);
 
 pub(crate) type Ack = oneshot::Receiver<Result<(), String>>;
 
@@ -73,9 +71,28 @@ pub struct Sinks {
 /// The request side of the writer thread.
 #[derive(Clone)]
 pub struct Writer {
-    queue: SyncSender<Item>,
+    queue: Arc<Senders>,
     stats: Arc<Stats>,
     last_drop_warning: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+/// The senders' hold on the queue: when the last goes, the writer drains it and ends.
+struct Senders(Arc<Queue<Item>>);
+
+impl Drop for Senders {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// Ends the queue when the writer thread ends, however it ends: later records are
+/// refused, and the waiters of queued ones learn that the writer stopped.
+struct Stopping(Arc<Queue<Item>>);
+
+impl Drop for Stopping {
+    fn drop(&mut self) {
+        drop(self.0.stop());
+    }
 }
 
 /// Why a record was not taken.
@@ -99,16 +116,18 @@ impl Writer {
         flush: Option<Duration>,
         stats: Arc<Stats>,
     ) -> io::Result<Self> {
-        let (queue, rx) = mpsc::sync_channel(capacity);
+        let queue = Arc::new(Queue::new(capacity));
         let thread_stats = stats.clone();
+        let stopping = Stopping(queue.clone());
         std::thread::Builder::new()
             .name("kgate-record".into())
             .spawn(move || {
                 sched::batch();
-                run(sinks, &rx, flush, &thread_stats);
+                run(sinks, &stopping.0, flush, &thread_stats);
+                drop(stopping);
             })?;
         Ok(Self {
-            queue,
+            queue: Arc::new(Senders(queue)),
             stats,
             last_drop_warning: Arc::default(),
         })
@@ -128,9 +147,9 @@ impl Writer {
         } else {
             (None, None)
         };
-        match self.queue.try_send(Item { payload, ack: tx }) {
+        match self.queue.0.push(Item { payload, ack: tx }, ack) {
             Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 let dropped = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 let mut last = self
                     .last_drop_warning
@@ -142,7 +161,7 @@ impl Writer {
                 }
                 Err(SubmitError::QueueFull)
             }
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::WriterStopped),
+            Err(PushError::Stopped) => Err(SubmitError::WriterStopped),
         }
     }
 
@@ -151,40 +170,25 @@ impl Writer {
     }
 }
 
-fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, stats: &Stats) {
+fn run(mut sinks: Sinks, queue: &Queue<Item>, flush: Option<Duration>, stats: &Stats) {
     let mut buf = Vec::new();
     let mut group: Vec<Item> = Vec::new();
     // When the oldest written but unsynced record was written.
     let mut dirty: Option<Instant> = None;
-    // A record taken off the queue to see whether it was empty: the next group's first.
-    let mut carried: Option<Item> = None;
+    // After a group: until when records no one waits for do not wake the writer.
+    let mut nap_until: Option<Instant> = None;
     let sync_every = flush.unwrap_or(LAZY_SYNC);
     let stdout = io::stdout();
     loop {
-        // Wait for a record; with unsynced records, no longer than the sync is due.
-        let first = if let Some(item) = carried.take() {
-            Ok(item)
-        } else if let Some(since) = dirty {
-            rx.recv_timeout(sync_every.saturating_sub(since.elapsed()))
-        } else {
-            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
-        };
-        match first {
-            Ok(item) => group.push(item),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                if dirty.is_some()
-                    && let Some(log) = &mut sinks.log
-                {
-                    let _ = log.sync();
-                }
-                return;
+        // Wait for records; with unsynced records, no longer than the sync is due.
+        let sync_at = dirty.map(|since| since + sync_every);
+        if let Taken::Closed = queue.take(&mut group, MAX_GROUP, nap_until, sync_at) {
+            if dirty.is_some()
+                && let Some(log) = &mut sinks.log
+            {
+                let _ = log.sync();
             }
-        }
-        while group.len() < MAX_GROUP
-            && let Ok(item) = rx.try_recv()
-        {
-            group.push(item);
+            return;
         }
         let mut result = Ok(());
         if !group.is_empty() {
@@ -258,20 +262,15 @@ fn run(mut sinks: Sinks, rx: &mpsc::Receiver<Item>, flush: Option<Duration>, sta
         // After the acknowledgements and only with nothing queued, so that no record
         // waits for the zeros: a stream going at the disk's pace, or a saturated
         // proxy, appends as without a reserve instead of writing twice.
-        if busy && let Some(log) = &mut sinks.log {
-            match rx.try_recv() {
-                Ok(item) => carried = Some(item),
-                Err(_) => {
-                    if let Err(error) = log.reserve_ahead() {
-                        // Records still go to the end of the segment; when they
-                        // cannot, that write fails and says so.
-                        debug!(%error, "cannot zero-fill the record log ahead");
-                    }
-                }
-            }
+        if busy
+            && queue.is_empty()
+            && let Some(log) = &mut sinks.log
+            && let Err(error) = log.reserve_ahead()
+        {
+            // Records still go to the end of the segment; when they cannot, that
+            // write fails and says so.
+            debug!(%error, "cannot zero-fill the record log ahead");
         }
-        if flush.is_some() && busy {
-            std::thread::sleep(BATCH_PAUSE);
-        }
+        nap_until = busy.then(|| Instant::now() + queue::HOLD);
     }
 }
