@@ -184,22 +184,32 @@ mod tests {
         Instant::now() + Duration::from_secs(3600)
     }
 
-    #[test]
-    fn a_record_no_one_waits_for_does_not_end_a_nap_and_an_urgent_one_does() {
-        let queue = Arc::new(Queue::new(16));
+    /// A writer thread taking one group (napping until `nap`, or asleep until
+    /// `deadline`), returned once it sleeps in `take`.
+    fn sleeping_writer<T: Send + 'static>(
+        queue: &Arc<Queue<T>>,
+        nap: Option<Instant>,
+        deadline: Option<Instant>,
+    ) -> thread::JoinHandle<Vec<T>> {
         let writer = {
             let queue = queue.clone();
             thread::spawn(move || {
                 let mut group = Vec::new();
-                let taken = queue.take(&mut group, 16, Some(far()), None);
+                let taken = queue.take(&mut group, 16, nap, deadline);
                 assert!(matches!(taken, Taken::Records));
                 group
             })
         };
-        // Let the writer fall asleep in its nap.
         while !queue.lock().asleep {
             thread::yield_now();
         }
+        writer
+    }
+
+    #[test]
+    fn a_record_no_one_waits_for_does_not_end_a_nap_and_an_urgent_one_does() {
+        let queue = Arc::new(Queue::new(16));
+        let writer = sleeping_writer(&queue, Some(far()), None);
         queue.push("response", false).ok().unwrap();
         thread::sleep(Duration::from_millis(50));
         assert!(queue.lock().asleep, "a lazy record woke a napping writer");
@@ -210,17 +220,7 @@ mod tests {
     #[test]
     fn a_writer_asleep_for_long_is_woken_by_any_record() {
         let queue = Arc::new(Queue::new(16));
-        let writer = {
-            let queue = queue.clone();
-            thread::spawn(move || {
-                let mut group = Vec::new();
-                let _ = queue.take(&mut group, 16, None, Some(far()));
-                group
-            })
-        };
-        while !queue.lock().asleep {
-            thread::yield_now();
-        }
+        let writer = sleeping_writer(&queue, None, Some(far()));
         queue.push("response", false).ok().unwrap();
         assert_eq!(writer.join().unwrap(), ["response"]);
     }
@@ -240,17 +240,7 @@ mod tests {
     #[test]
     fn a_half_full_queue_ends_a_nap() {
         let queue = Arc::new(Queue::new(4));
-        let writer = {
-            let queue = queue.clone();
-            thread::spawn(move || {
-                let mut group = Vec::new();
-                let _ = queue.take(&mut group, 16, Some(far()), None);
-                group
-            })
-        };
-        while !queue.lock().asleep {
-            thread::yield_now();
-        }
+        let writer = sleeping_writer(&queue, Some(far()), None);
         queue.push(1, false).ok().unwrap();
         queue.push(2, false).ok().unwrap();
         assert_eq!(writer.join().unwrap(), [1, 2]);
