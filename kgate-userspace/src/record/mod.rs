@@ -217,11 +217,6 @@ impl Recorder {
         self.writer.is_some()
     }
 
-    /// Records `event` and, in strict mode, waits until it is on disk.
-    pub async fn durable(&self, event: &EventRef<'_>) -> Result<(), RecordError> {
-        self.durable_later(event)?.wait().await
-    }
-
     /// Records `event` and returns at once; in strict mode the [`Durable`] it returns
     /// resolves when the record is on disk (the request path forwards a read
     /// meanwhile, and waits before any of the answer goes out).
