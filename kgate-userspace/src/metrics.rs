@@ -26,10 +26,15 @@ use crate::record::stats::Stats;
 pub(crate) struct RequestLabels {
     /// `allow`, `deny`, `approve`, `shadow-deny`, `shadow-approve`, or `refused`
     /// (kgate refused before policy: identity, parse errors).
-    pub decision: String,
+    pub decision: &'static str,
     /// HTTP status class: `2xx`, `4xx`, ...
-    pub code: String,
+    pub code: &'static str,
 }
+
+/// The label of each status class (`StatusCode` is 100 to 999).
+const STATUS_CLASSES: [&str; 9] = [
+    "1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "7xx", "8xx", "9xx",
+];
 
 /// A refusal kgate made itself: its kind (`StolenToken`, `PolicyDenied`, ...) and who
 /// caused it (`client`, `upstream`, `kgate`), from the typed refusal, never its message.
@@ -207,11 +212,11 @@ impl Metrics {
             .set(at_seconds);
     }
 
-    pub(crate) fn request(&self, decision: &str, status: http::StatusCode, seconds: f64) {
+    pub(crate) fn request(&self, decision: &'static str, status: http::StatusCode, seconds: f64) {
         self.requests
             .get_or_create(&RequestLabels {
-                decision: decision.to_owned(),
-                code: format!("{}xx", status.as_u16() / 100),
+                decision,
+                code: STATUS_CLASSES[usize::from(status.as_u16() / 100 - 1)],
             })
             .inc();
         self.latency.observe(seconds);

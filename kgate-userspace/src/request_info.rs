@@ -24,6 +24,7 @@
 //! Not here: deciding whether the attributes are allowed (policy), or whether the
 //! resource exists (the API server answers that after authorization).
 
+use compact_str::CompactString;
 use http::{Method, Uri};
 use serde::Serialize;
 
@@ -37,16 +38,16 @@ pub struct RequestInfo {
     /// The percent-decoded path.
     pub path: String,
     /// The Kubernetes verb of a resource request; the lowercased method otherwise.
-    pub verb: String,
-    pub api_prefix: String,
-    pub api_group: String,
-    pub api_version: String,
-    pub namespace: String,
-    pub resource: String,
-    pub subresource: String,
-    pub name: String,
+    pub verb: CompactString,
+    pub api_prefix: CompactString,
+    pub api_group: CompactString,
+    pub api_version: CompactString,
+    pub namespace: CompactString,
+    pub resource: CompactString,
+    pub subresource: CompactString,
+    pub name: CompactString,
     /// The path segments from the resource on (`pods`, `NAME`, `SUBRESOURCE`, …).
-    pub parts: Vec<String>,
+    pub parts: Vec<CompactString>,
     /// The raw `fieldSelector` of a list, watch or deletecollection, as the API server
     /// records it for selector authorization (`AuthorizeWithSelectors`); empty for
     /// other verbs and for verbs set by a `/watch/` path prefix.
@@ -119,9 +120,10 @@ impl RequestInfo {
             .ok_or_else(|| RequestInfoError::QueryNotDecodable(raw_query.to_owned()))?;
 
         let mut info = Self {
-            verb: method.as_str().to_ascii_lowercase(),
+            verb: method.as_str().into(),
             ..Self::default()
         };
+        info.verb.make_ascii_lowercase();
         let trimmed = path.trim_matches('/');
         let segments: Vec<&str> = if trimmed.is_empty() {
             Vec::new()
@@ -170,7 +172,7 @@ impl RequestInfo {
         if segments.len() < 3 || !API_PREFIXES.contains(prefix) {
             return Ok(());
         }
-        self.api_prefix = (*prefix).to_owned();
+        self.api_prefix = (*prefix).into();
         let mut rest = rest;
         if *prefix != GROUPLESS_API_PREFIX {
             // /apis/GROUP/VERSION alone is discovery: a resource must follow.
@@ -180,14 +182,14 @@ impl RequestInfo {
             if rest.len() < 3 {
                 return Ok(());
             }
-            self.api_group = (*group).to_owned();
+            self.api_group = (*group).into();
             rest = after;
         }
         let [version, after @ ..] = rest else {
             return Ok(());
         };
         self.is_resource_request = true;
-        self.api_version = (*version).to_owned();
+        self.api_version = (*version).into();
         rest = after;
 
         let verb_from_path = rest.first().is_some_and(|s| SPECIAL_VERBS.contains(s));
@@ -195,39 +197,39 @@ impl RequestInfo {
             if rest.len() < 2 {
                 return Err(());
             }
-            self.verb = rest[0].to_owned();
+            self.verb = rest[0].into();
             rest = &rest[1..];
         } else {
-            self.verb = crud_verb(method).to_owned();
+            self.verb = crud_verb(method).into();
         }
 
         if rest.first() == Some(&"namespaces") && rest.len() > 1 {
-            self.namespace = rest[1].to_owned();
+            self.namespace = rest[1].into();
             if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2]) {
                 rest = &rest[2..];
             }
         }
-        self.parts = rest.iter().map(|s| (*s).to_owned()).collect();
+        self.parts = rest.iter().map(|s| (*s).into()).collect();
         // proxy takes no subresource: what follows the name is the proxied path.
         if rest.len() >= 3 && self.verb != "proxy" {
-            self.subresource = rest[2].to_owned();
+            self.subresource = rest[2].into();
         }
         if rest.len() >= 2 {
-            self.name = rest[1].to_owned();
+            self.name = rest[1].into();
         }
         if let Some(resource) = rest.first() {
-            self.resource = (*resource).to_owned();
+            self.resource = (*resource).into();
         }
 
         if self.name.is_empty() && self.verb == "get" {
             let options = query.list_options();
-            self.verb = if options.watch { "watch" } else { "list" }.to_owned();
+            self.verb = if options.watch { "watch" } else { "list" }.into();
             if let Some(name) = options.name.filter(|n| is_valid_path_segment_name(n)) {
-                self.name = name;
+                self.name = name.into();
             }
         }
         if self.name.is_empty() && self.verb == "delete" {
-            self.verb = "deletecollection".to_owned();
+            self.verb = "deletecollection".into();
         }
         if !verb_from_path && VERBS_WITH_SELECTORS.contains(&self.verb.as_str()) {
             query

@@ -142,16 +142,16 @@ impl Approvals {
             process,
             node: self.node.clone(),
             request: HeldRequest {
-                verb: info.verb.clone(),
+                verb: info.verb.to_string(),
                 path: info.path.clone(),
-                api_group: info.api_group.clone(),
-                resource: info.resource.clone(),
-                subresource: info.subresource.clone(),
-                namespace: info.namespace.clone(),
-                name: info.name.clone(),
+                api_group: info.api_group.to_string(),
+                resource: info.resource.to_string(),
+                subresource: info.subresource.to_string(),
+                namespace: info.namespace.to_string(),
+                name: info.name.to_string(),
             },
             body,
-            rule: decision.source.clone(),
+            rule: decision.source.to_string(),
             approvers: decision.approvers.clone(),
             expires_at: (Timestamp::now() + Duration::from_secs(decision.approval_timeout_seconds))
                 .to_string(),
@@ -184,7 +184,7 @@ impl Approvals {
         self.announce(NotifyEvent::Held, &pending, decision);
         info!(
             approval = name,
-            rule = decision.source,
+            rule = &*decision.source,
             "request held for approval"
         );
         // If the client goes away, this future is dropped: the guard abandons it.

@@ -104,14 +104,14 @@ pub(crate) fn questions(requested: &UserInfo) -> Vec<RequestInfo> {
         |api_group: &str, resource: &str, namespace: &str, name: &str, sub: &str| RequestInfo {
             is_resource_request: true,
             path: String::new(),
-            verb: "impersonate".to_owned(),
-            api_prefix: if api_group.is_empty() { "api" } else { "apis" }.to_owned(),
-            api_group: api_group.to_owned(),
-            api_version: "v1".to_owned(),
-            namespace: namespace.to_owned(),
-            resource: resource.to_owned(),
-            subresource: sub.to_owned(),
-            name: name.to_owned(),
+            verb: "impersonate".into(),
+            api_prefix: if api_group.is_empty() { "api" } else { "apis" }.into(),
+            api_group: api_group.into(),
+            api_version: "v1".into(),
+            namespace: namespace.into(),
+            resource: resource.into(),
+            subresource: sub.into(),
+            name: name.into(),
             ..RequestInfo::default()
         };
     let mut out = vec![match service_account(&requested.username) {

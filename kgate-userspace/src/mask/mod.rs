@@ -172,7 +172,7 @@ impl Masker {
             rules: self.rules.clone(),
             target,
             watch: info.verb == "watch",
-            resource: info.resource.clone(),
+            resource: info.resource.to_string(),
             max_object_bytes: self.max_object_bytes,
         })
     }
@@ -188,7 +188,7 @@ impl Masker {
             rules: self.rules.clone(),
             target: self.target(info)?,
             watch: false,
-            resource: info.resource.clone(),
+            resource: info.resource.to_string(),
             max_object_bytes: self.max_object_bytes,
         })
     }

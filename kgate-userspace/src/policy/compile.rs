@@ -2,7 +2,10 @@
 //! (`policy "ci": spec.rules[2].match.verbs[0]: unknown verb "delet"`), so a bad
 //! policy can be fixed from the message alone.
 
-use std::collections::{BTreeMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+};
 
 use wildmatch::WildMatch;
 
@@ -47,6 +50,8 @@ pub(crate) struct PolicyError {
 #[derive(Debug)]
 pub(crate) struct CompiledPolicy {
     pub name: String,
+    /// `NAME (default)`: the source of the policy's default decisions.
+    pub default_source: Arc<str>,
     pub mode: Mode,
     pub subjects: SubjectMatcher,
     pub default_action: Option<DefaultAction>,
@@ -59,6 +64,8 @@ pub(crate) struct CompiledPolicy {
 #[derive(Debug)]
 pub(crate) struct CompiledRule {
     pub name: String,
+    /// `POLICY/RULE`: the source of the rule's decisions.
+    pub source: Arc<str>,
     pub subjects: SubjectMatcher,
     pub request: RequestMatcher,
     pub action: Action,
@@ -177,6 +184,7 @@ pub(crate) fn compile(name: &str, spec: &KgatePolicySpec) -> Result<CompiledPoli
         let specificity = policy_subjects.count() + rule_subjects.count() + request.count();
         rules.push(CompiledRule {
             name: rule.name.clone(),
+            source: format!("{name}/{}", rule.name).into(),
             subjects: rule_subjects,
             request,
             action: rule.action,
@@ -194,6 +202,7 @@ pub(crate) fn compile(name: &str, spec: &KgatePolicySpec) -> Result<CompiledPoli
     }
     Ok(CompiledPolicy {
         name: name.to_owned(),
+        default_source: format!("{name} (default)").into(),
         mode: spec.mode,
         subjects: policy_subjects,
         default_action: spec.default_action,

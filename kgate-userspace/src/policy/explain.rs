@@ -51,12 +51,12 @@ pub(crate) fn explain(set: &PolicySet, q: &Question) -> String {
     let info = RequestInfo {
         is_resource_request: q.non_resource_url.is_none(),
         path: q.non_resource_url.clone().unwrap_or_default(),
-        verb: q.verb.clone(),
-        api_group: q.api_group.clone(),
-        namespace: q.namespace.clone(),
-        resource,
-        subresource,
-        name: q.name.clone(),
+        verb: q.verb.as_str().into(),
+        api_group: q.api_group.as_str().into(),
+        namespace: q.namespace.as_str().into(),
+        resource: resource.into(),
+        subresource: subresource.into(),
+        name: q.name.as_str().into(),
         ..RequestInfo::default()
     };
     let caller = Caller {

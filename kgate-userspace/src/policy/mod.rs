@@ -29,7 +29,11 @@ pub(crate) mod store;
 mod tests;
 pub(crate) mod types;
 
-use std::{collections::BTreeMap, fmt::Write as _, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    sync::{Arc, LazyLock},
+};
 
 use self::{
     compile::{CompiledPolicy, CompiledRule, SubjectMatcher},
@@ -47,6 +51,9 @@ pub(crate) struct Caller<'a> {
     pub process: Option<&'a str>,
 }
 
+/// The source of decisions no policy made.
+static GLOBAL_DEFAULT: LazyLock<Arc<str>> = LazyLock::new(|| "global default".into());
+
 /// What policy decided, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Decision {
@@ -55,7 +62,7 @@ pub(crate) struct Decision {
     /// What an enforcing policy would have done, when shadow mode let it pass.
     pub shadowed: Option<Action>,
     /// `policy/rule`, `policy (default)` or `global default`.
-    pub source: String,
+    pub source: Arc<str>,
     pub message: Option<String>,
     pub approvers: Vec<String>,
     pub approval_timeout_seconds: u64,
@@ -135,20 +142,25 @@ impl PolicySet {
         mut why: Option<&mut String>,
     ) -> Decision {
         let mut best: Option<(&CompiledPolicy, &CompiledRule)> = None;
-        let mut defaults: Vec<(&CompiledPolicy, DefaultAction)> = Vec::new();
+        // The first matching policy's default, unless a later one's is deny.
+        let mut default: Option<(&CompiledPolicy, DefaultAction)> = None;
+        let sa = ServiceAccount::new();
         for policy in self.policies.iter().map(|p| &**p) {
-            if !subjects_match(&policy.subjects, caller) {
+            if !subjects_match(&policy.subjects, caller, &sa) {
                 note(
                     &mut why,
                     format_args!("policy {}: subjects do not match", policy.name),
                 );
                 continue;
             }
-            if let Some(default) = policy.default_action {
-                defaults.push((policy, default));
+            if let Some(action) = policy.default_action
+                && default
+                    .is_none_or(|(_, d)| d != DefaultAction::Deny && action == DefaultAction::Deny)
+            {
+                default = Some((policy, action));
             }
             for rule in &policy.rules {
-                if !subjects_match(&rule.subjects, caller) {
+                if !subjects_match(&rule.subjects, caller, &sa) {
                     note(
                         &mut why,
                         format_args!("  {}/{}: subjects do not match", policy.name, rule.name),
@@ -174,17 +186,11 @@ impl PolicySet {
                 }
             }
         }
-        let decision = match (
-            best,
-            defaults
-                .iter()
-                .find(|(_, d)| *d == DefaultAction::Deny)
-                .or(defaults.first()),
-        ) {
+        let decision = match (best, default) {
             (Some((policy, rule)), _) => Decision {
                 action: rule.action,
                 shadowed: None,
-                source: format!("{}/{}", policy.name, rule.name),
+                source: rule.source.clone(),
                 message: rule.message.clone(),
                 approvers: rule.approvers.clone(),
                 approval_timeout_seconds: rule.approval_timeout_seconds,
@@ -193,10 +199,10 @@ impl PolicySet {
             }
             .shadow_if(self.shadow || policy.mode == Mode::Shadow),
             (None, Some((policy, default))) => {
-                Decision::default_of(*default, format!("{} (default)", policy.name))
+                Decision::default_of(default, policy.default_source.clone())
                     .shadow_if(self.shadow || policy.mode == Mode::Shadow)
             }
-            (None, None) => Decision::default_of(self.default_action, "global default".into())
+            (None, None) => Decision::default_of(self.default_action, GLOBAL_DEFAULT.clone())
                 .shadow_if(self.shadow),
         };
         note(
@@ -231,15 +237,21 @@ fn any(globs: &[wildmatch::WildMatch], value: &str) -> bool {
     globs.is_empty() || globs.iter().any(|g| g.matches(value))
 }
 
-fn subjects_match(s: &SubjectMatcher, caller: &Caller<'_>) -> bool {
+/// The caller's service account as policies name it (`NAMESPACE/NAME`), worked out
+/// once per evaluation and only when a matcher names service accounts.
+pub(crate) type ServiceAccount = std::cell::OnceCell<Option<String>>;
+
+fn subjects_match(s: &SubjectMatcher, caller: &Caller<'_>, sa: &ServiceAccount) -> bool {
     let username = caller.user.map_or("", |u| u.username.as_str());
-    let service_account = username
-        .strip_prefix("system:serviceaccount:")
-        .map(|rest| rest.replacen(':', "/", 1));
     let groups: &[String] = caller.user.map_or(&[], |u| u.groups.as_slice());
     any(&s.users, username)
         && (s.service_accounts.is_empty()
-            || service_account
+            || sa
+                .get_or_init(|| {
+                    username
+                        .strip_prefix("system:serviceaccount:")
+                        .map(|rest| rest.replacen(':', "/", 1))
+                })
                 .as_deref()
                 .is_some_and(|sa| any(&s.service_accounts, sa)))
         && (s.groups.is_empty() || groups.iter().any(|g| any(&s.groups, g)))
@@ -289,7 +301,7 @@ fn request_mismatch(rule: &CompiledRule, req: &RequestInfo) -> Option<&'static s
 // === impl Decision ===
 
 impl Decision {
-    fn default_of(action: DefaultAction, source: String) -> Self {
+    fn default_of(action: DefaultAction, source: Arc<str>) -> Self {
         Self {
             action: match action {
                 DefaultAction::Allow => Action::Allow,

@@ -35,7 +35,7 @@ mod tests;
 use wildmatch::WildMatch;
 
 use super::{
-    Caller, Decision, PolicySet, any,
+    Caller, Decision, PolicySet, ServiceAccount, any,
     compile::CompiledRule,
     subjects_match,
     types::{Action, DefaultAction, Mode},
@@ -190,8 +190,9 @@ pub(crate) fn decide(set: &PolicySet, caller: &Caller<'_>, q: &Question) -> Deci
 pub(crate) fn restrictions(set: &PolicySet, caller: &Caller<'_>) -> Vec<String> {
     let mut out = Vec::new();
     let mut defaults = Vec::new();
+    let sa = ServiceAccount::new();
     for policy in set.policies.iter().map(|p| &**p) {
-        if !subjects_match(&policy.subjects, caller) {
+        if !subjects_match(&policy.subjects, caller, &sa) {
             continue;
         }
         let shadow = set.shadow || policy.mode == Mode::Shadow;
@@ -202,7 +203,7 @@ pub(crate) fn restrictions(set: &PolicySet, caller: &Caller<'_>) -> Vec<String> 
             continue;
         }
         for rule in &policy.rules {
-            if rule.action != Action::Allow && subjects_match(&rule.subjects, caller) {
+            if rule.action != Action::Allow && subjects_match(&rule.subjects, caller, &sa) {
                 let action = format!("{:?}", rule.action).to_lowercase();
                 out.push(format!("{}/{} ({action})", policy.name, rule.name));
             }

@@ -260,7 +260,7 @@ fn decisions_follow_specificity_then_strictness() {
     ];
     for (what, caller, method, uri, action, source) in cases {
         let d = set.evaluate(&caller, &request(method, uri));
-        assert_eq!((d.action, d.source.as_str()), (action, source), "{what}");
+        assert_eq!((d.action, &*d.source), (action, source), "{what}");
     }
     let d = set.evaluate(
         &caller(&trial),
@@ -323,7 +323,41 @@ spec:
         .collect();
     let set = PolicySet::new(policies, DefaultAction::Allow, false, 1);
     let d = set.evaluate(&Caller::default(), &request("GET", "/api/v1/pods"));
-    assert_eq!((d.action, d.source.as_str()), (Action::Deny, "b/deny-pods"));
+    assert_eq!((d.action, &*d.source), (Action::Deny, "b/deny-pods"));
+}
+
+#[test]
+fn a_policy_default_of_deny_wins_over_earlier_and_later_allows() {
+    let doc = |name: &str, default: &str| {
+        format!(
+            "apiVersion: kgate.io/v1alpha1\nkind: KgatePolicy\nmetadata: {{name: {name}}}\n\
+             spec:\n  defaultAction: {default}\n  \
+             rules:\n    - {{name: nodes, match: {{resources: [nodes]}}, action: allow}}\n"
+        )
+    };
+    let decide = |defaults: &[(&str, &str)]| {
+        let text: Vec<String> = defaults.iter().map(|(n, d)| doc(n, d)).collect();
+        let policies = file::parse(&text.join("---\n"), "t")
+            .unwrap()
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect();
+        let set = PolicySet::new(policies, DefaultAction::Allow, false, 1);
+        let d = set.evaluate(&Caller::default(), &request("GET", "/api/v1/pods"));
+        (d.action, d.source.to_string())
+    };
+    assert_eq!(
+        decide(&[("a", "allow"), ("b", "deny"), ("c", "deny"), ("d", "allow")]),
+        (Action::Deny, "b (default)".to_owned())
+    );
+    assert_eq!(
+        decide(&[("a", "allow"), ("b", "allow")]),
+        (Action::Allow, "a (default)".to_owned())
+    );
+    assert_eq!(
+        decide(&[("a", "deny"), ("b", "allow")]),
+        (Action::Deny, "a (default)".to_owned())
+    );
 }
 
 #[test]

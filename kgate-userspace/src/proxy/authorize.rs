@@ -75,7 +75,7 @@ pub(crate) fn impersonate(
     for question in impersonation::questions(&requested) {
         let decision = policy.evaluate(&caller, &question);
         if decision.action != Action::Allow {
-            let mut what = question.resource.clone();
+            let mut what = question.resource.to_string();
             if !question.subresource.is_empty() {
                 what = format!("{what}/{}", question.subresource);
             }
@@ -145,7 +145,7 @@ fn describe(info: &RequestInfo) -> String {
     if !info.is_resource_request {
         return format!("path {}", info.path);
     }
-    let mut out = info.resource.clone();
+    let mut out = info.resource.to_string();
     if !info.api_group.is_empty() {
         out = format!("{out}.{}", info.api_group);
     }

@@ -184,7 +184,7 @@ impl<'a> Context<'a> {
         )
         .await
         .map_err(|status| Refusal::new(Kind::NotApproved, status))?;
-        tracing::info!(approval, rule = decision.source, "held request approved");
+        tracing::info!(approval, rule = &*decision.source, "held request approved");
         self.approval = Some(approval);
         Ok(req)
     }
@@ -245,8 +245,13 @@ impl<'a> Context<'a> {
     /// aggregator would.
     pub(super) async fn forward(&mut self, req: Request<Body>) -> Response<Body> {
         let info = &self.info;
-        let mut tap = StreamTap::new(format!("{} {}", info.verb, info.path));
         let upgrade = upgrade_protocol(req.headers()).is_some();
+        // The name is for an upgraded stream's closing log line only.
+        let mut tap = StreamTap::new(if upgrade {
+            format!("{} {}", info.verb, info.path)
+        } else {
+            String::new()
+        });
         let sink = upgrade.then(|| self.proxy.recorder.stream_sink()).flatten();
         self.completion = sink.map(|sink| {
             let sink = sink.counting(self.proxy.metrics.stream_capture_failures.clone());

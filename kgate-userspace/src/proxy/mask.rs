@@ -167,7 +167,7 @@ fn invalid(info: &RequestInfo, body: &Value, error: &RestoreError) -> Status {
     let name = body["metadata"]["name"].as_str().unwrap_or(&info.name);
     status.details = Some(StatusDetails {
         name: name.to_owned(),
-        group: info.api_group.clone(),
+        group: info.api_group.to_string(),
         kind: body["kind"].as_str().unwrap_or(&info.resource).to_owned(),
         causes: vec![StatusCause {
             reason: "FieldValueInvalid".to_owned(),

@@ -509,7 +509,7 @@ fn log_line(audit_id: &str, subject: Subject<'_>, outcome: &Outcome<'_>) {
         name = %info.name,
         path = %info.path,
         decision = decision.map(|d| format!("{:?}", d.action)),
-        rule = decision.map(|d| d.source.as_str()),
+        rule = decision.map(|d| &*d.source),
         would = decision.and_then(|d| d.shadowed).map(|a| format!("{a:?}")),
         approval = outcome.approval,
         status = outcome.status.as_u16(),

@@ -168,7 +168,7 @@ fn questions_with_wildcards_are_answered_for_every_request_they_cover() {
             None => format!("{:?}", d.action),
         };
         assert_eq!(
-            (got.to_lowercase().as_str(), d.source.as_str()),
+            (got.to_lowercase().as_str(), &*d.source),
             (decision, source),
             "{why}: {attrs}"
         );
@@ -224,7 +224,7 @@ fn global_shadow_mode_reports_and_never_refuses() {
     };
     let d = decide(&set, &caller, &question("* - secrets - demo -"));
     assert_eq!(
-        (d.action, d.shadowed, d.source.as_str()),
+        (d.action, d.shadowed, &*d.source),
         (Action::Allow, Some(Action::Deny), "bots/no-secrets")
     );
     assert!(restrictions(&set, &caller).is_empty());

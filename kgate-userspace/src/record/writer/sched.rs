@@ -10,6 +10,12 @@
 //! nginx's req/s to 0.78–0.90×. A `SCHED_BATCH` thread keeps its normal share of the
 //! CPU; it only waits for the next scheduling point instead of preempting, and a
 //! request that waits for its record (a write) yields its CPU to it at once.
+//!
+//! The other way, a writer that takes a CPU as soon as a record or its sync's
+//! completion wakes it, measured no better for strict reads at 1k req/s: three
+//! alternating rounds each of `SCHED_FIFO` (priority 1), nice −10 and `SCHED_BATCH`
+//! put strict reads +34 to +124 µs, +48 to +93 µs and +34 to +136 µs behind batch at
+//! the median (docs/bench.md).
 
 use tracing::debug;
 
