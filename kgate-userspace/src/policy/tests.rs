@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use http::{Method, Uri};
 
 use super::{
-    Caller, PolicySet, file,
+    Caller, Decision, PolicySet, file,
     types::{Action, DefaultAction},
 };
 use crate::{identity::UserInfo, request_info::RequestInfo};
@@ -316,14 +316,20 @@ spec:
     - {name: deny-pods, match: {resources: [pods]}, action: deny}
     - {name: hold-pods, match: {resources: [pods]}, action: approve}
 "#;
+    let d = anonymous_get_of_pods(text);
+    assert_eq!((d.action, &*d.source), (Action::Deny, "b/deny-pods"));
+}
+
+/// What `text`'s policies, under a global default of allow, decide for an anonymous
+/// GET of `/api/v1/pods`.
+fn anonymous_get_of_pods(text: &str) -> Decision {
     let policies = file::parse(text, "t")
         .unwrap()
         .into_iter()
         .map(std::sync::Arc::new)
         .collect();
-    let set = PolicySet::new(policies, DefaultAction::Allow, false, 1);
-    let d = set.evaluate(&Caller::default(), &request("GET", "/api/v1/pods"));
-    assert_eq!((d.action, &*d.source), (Action::Deny, "b/deny-pods"));
+    PolicySet::new(policies, DefaultAction::Allow, false, 1)
+        .evaluate(&Caller::default(), &request("GET", "/api/v1/pods"))
 }
 
 #[test]
@@ -337,13 +343,7 @@ fn a_policy_default_of_deny_wins_over_earlier_and_later_allows() {
     };
     let decide = |defaults: &[(&str, &str)]| {
         let text: Vec<String> = defaults.iter().map(|(n, d)| doc(n, d)).collect();
-        let policies = file::parse(&text.join("---\n"), "t")
-            .unwrap()
-            .into_iter()
-            .map(std::sync::Arc::new)
-            .collect();
-        let set = PolicySet::new(policies, DefaultAction::Allow, false, 1);
-        let d = set.evaluate(&Caller::default(), &request("GET", "/api/v1/pods"));
+        let d = anonymous_get_of_pods(&text.join("---\n"));
         (d.action, d.source.to_string())
     };
     assert_eq!(
