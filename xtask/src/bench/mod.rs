@@ -374,13 +374,23 @@ struct RecordBusy {
     writer: f64,
 }
 
+/// What `kgate bench-identity` prints: nanoseconds per check.
+#[derive(serde::Deserialize)]
+struct IdentityCosts {
+    hit_ns: f64,
+    miss_ns: f64,
+    oidc_hit_ns: f64,
+    oidc_miss_ns: f64,
+}
+
 /// The identity check alone, in-process (`kgate bench-identity`, built with the `bench`
 /// feature): a cached token, and an ES256 token whose signature must be verified (each
 /// one new), for service-account tokens and for a gateway's OIDC ID tokens.
 fn identity() -> anyhow::Result<report::Section> {
     let out = crate::cmd_output(Command::new(release_bin("kgate")).arg("bench-identity"))?;
-    let cost: serde_json::Value = serde_json::from_str(out.trim()).context("bench-identity")?;
-    let us = |key: &str| cost[key].as_f64().unwrap_or(0.0) / 1000.0;
+    let cost: IdentityCosts =
+        serde_json::from_str(out.trim()).context("bench-identity's output")?;
+    let us = |ns: f64| ns / 1000.0;
     let mut section = report::Section::new(
         "token_check",
         "Token check",
@@ -388,20 +398,20 @@ fn identity() -> anyhow::Result<report::Section> {
         &["case", "µs per check"],
     );
     section.row(
-        vec!["hit".into(), format!("{:.2}", us("hit_ns"))],
-        json!({"case": "hit", "us": us("hit_ns")}),
+        vec!["hit".into(), format!("{:.2}", us(cost.hit_ns))],
+        json!({"case": "hit", "us": us(cost.hit_ns)}),
     );
     section.row(
-        vec!["miss".into(), format!("{:.1}", us("miss_ns"))],
-        json!({"case": "miss", "us": us("miss_ns")}),
+        vec!["miss".into(), format!("{:.1}", us(cost.miss_ns))],
+        json!({"case": "miss", "us": us(cost.miss_ns)}),
     );
     section.row(
-        vec!["oidc hit".into(), format!("{:.2}", us("oidc_hit_ns"))],
-        json!({"case": "oidc hit", "us": us("oidc_hit_ns")}),
+        vec!["oidc hit".into(), format!("{:.2}", us(cost.oidc_hit_ns))],
+        json!({"case": "oidc hit", "us": us(cost.oidc_hit_ns)}),
     );
     section.row(
-        vec!["oidc miss".into(), format!("{:.1}", us("oidc_miss_ns"))],
-        json!({"case": "oidc miss", "us": us("oidc_miss_ns")}),
+        vec!["oidc miss".into(), format!("{:.1}", us(cost.oidc_miss_ns))],
+        json!({"case": "oidc miss", "us": us(cost.oidc_miss_ns)}),
     );
     Ok(section)
 }
