@@ -21,7 +21,7 @@ use http_body_util::Full;
 use kgate_tests::{
     apiserver::{ApiServer, Config, Handle},
     console::Console,
-    harness::{Agent, Kubectl, free_port, https_client, kgate_bin, scratch_dir, text},
+    harness::{Agent, Kubectl, ScratchDir, free_port, https_client, kgate_bin, scratch_dir, text},
 };
 use serde_json::{Value, json};
 
@@ -31,6 +31,8 @@ const NAMESPACE: &str = "kgate-system";
 struct Node {
     agent: Agent,
     admin_port: u16,
+    /// The agent's record log; declared after the agent, so removed after it stops.
+    _records: ScratchDir,
 }
 
 fn start_node(server: &Handle, node: &str) -> Node {
@@ -52,8 +54,6 @@ fn start_node(server: &Handle, node: &str) -> Node {
         &[("POD_NAME", pod.as_str()), ("POD_NAMESPACE", NAMESPACE)],
     )
     .unwrap();
-    // The scratch directory lives as long as the agent's own.
-    std::mem::forget(records);
     server
         .create(
             "pods",
@@ -64,7 +64,11 @@ fn start_node(server: &Handle, node: &str) -> Node {
                    "status": {"phase": "Running"}}),
         )
         .unwrap();
-    Node { agent, admin_port }
+    Node {
+        agent,
+        admin_port,
+        _records: records,
+    }
 }
 
 /// `kgate sessions ARGS` with `kubeconfig`: (exit code, stdout, stderr).
