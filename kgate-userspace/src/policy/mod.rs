@@ -142,8 +142,7 @@ impl PolicySet {
         mut why: Option<&mut String>,
     ) -> Decision {
         let mut best: Option<(&CompiledPolicy, &CompiledRule)> = None;
-        // The first matching policy's default, unless a later one's is deny.
-        let mut default: Option<(&CompiledPolicy, DefaultAction)> = None;
+        let mut default = None;
         let sa = ServiceAccount::new();
         for policy in self.policies.iter().map(|p| &**p) {
             if !subjects_match(&policy.subjects, caller, &sa) {
@@ -153,12 +152,7 @@ impl PolicySet {
                 );
                 continue;
             }
-            if let Some(action) = policy.default_action
-                && default
-                    .is_none_or(|(_, d)| d != DefaultAction::Deny && action == DefaultAction::Deny)
-            {
-                default = Some((policy, action));
-            }
+            default = prevailing_default(default, policy);
             for rule in &policy.rules {
                 if !subjects_match(&rule.subjects, caller, &sa) {
                     note(
@@ -231,6 +225,20 @@ fn outranks(a: &CompiledRule, b: &CompiledRule) -> bool {
         Action::Allow => 0,
     };
     (a.specificity, strictness(a)) > (b.specificity, strictness(b))
+}
+
+/// The policies' default that decides a request no rule matches, given the one so
+/// far and the next policy whose subjects match: the first deny, else the first.
+fn prevailing_default<'p>(
+    so_far: Option<(&'p CompiledPolicy, DefaultAction)>,
+    policy: &'p CompiledPolicy,
+) -> Option<(&'p CompiledPolicy, DefaultAction)> {
+    match (so_far, policy.default_action) {
+        (_, None) | (Some((_, DefaultAction::Deny)), _) | (Some(_), Some(DefaultAction::Allow)) => {
+            so_far
+        }
+        (_, Some(action)) => Some((policy, action)),
+    }
 }
 
 fn any(globs: &[wildmatch::WildMatch], value: &str) -> bool {

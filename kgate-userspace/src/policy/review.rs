@@ -37,7 +37,7 @@ use wildmatch::WildMatch;
 use super::{
     Caller, Decision, PolicySet, ServiceAccount, any,
     compile::CompiledRule,
-    subjects_match,
+    prevailing_default, subjects_match,
     types::{Action, DefaultAction, Mode},
 };
 
@@ -189,34 +189,31 @@ pub(crate) fn decide(set: &PolicySet, caller: &Caller<'_>, q: &Question) -> Deci
 /// they change no outcome.
 pub(crate) fn restrictions(set: &PolicySet, caller: &Caller<'_>) -> Vec<String> {
     let mut out = Vec::new();
-    let mut defaults = Vec::new();
+    let mut default = None;
     let sa = ServiceAccount::new();
     for policy in set.policies.iter().map(|p| &**p) {
         if !subjects_match(&policy.subjects, caller, &sa) {
             continue;
         }
-        let shadow = set.shadow || policy.mode == Mode::Shadow;
-        if let Some(default) = policy.default_action {
-            defaults.push((policy, default, shadow));
-        }
-        if shadow {
+        default = prevailing_default(default, policy);
+        if set.shadow || policy.mode == Mode::Shadow {
             continue;
         }
         for rule in &policy.rules {
             if rule.action != Action::Allow && subjects_match(&rule.subjects, caller, &sa) {
-                let action = format!("{:?}", rule.action).to_lowercase();
-                out.push(format!("{}/{} ({action})", policy.name, rule.name));
+                out.push(format!(
+                    "{}/{} ({})",
+                    policy.name,
+                    rule.name,
+                    rule.action.name()
+                ));
             }
         }
     }
     // The same fallback as the evaluation: the policies' defaults (deny wins), then
     // the global default.
-    let fallback = defaults
-        .iter()
-        .find(|(_, d, _)| *d == DefaultAction::Deny)
-        .or(defaults.first());
-    match fallback {
-        Some((policy, DefaultAction::Deny, false)) => {
+    match default {
+        Some((policy, DefaultAction::Deny)) if !set.shadow && policy.mode != Mode::Shadow => {
             out.push(format!("{} (default): deny", policy.name));
         }
         None if set.default_action == DefaultAction::Deny && !set.shadow => {

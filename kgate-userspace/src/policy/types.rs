@@ -93,6 +93,17 @@ pub(crate) enum Action {
     Approve,
 }
 
+impl Action {
+    /// The action as policies spell it (`allow`, `deny`, `approve`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::Approve => "approve",
+        }
+    }
+}
+
 /// Who a policy or rule is about. Each non-empty field must match (AND); within a
 /// field any entry may (OR). Globs use `*` and `?`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]

@@ -270,9 +270,7 @@ impl Pending {
             Some(d) => match (d.action, d.shadowed) {
                 (_, Some(Action::Deny)) => "shadow-deny",
                 (_, Some(_)) => "shadow-approve",
-                (Action::Allow, None) => "allow",
-                (Action::Deny, None) => "deny",
-                (Action::Approve, None) => "approve",
+                (action, None) => action.name(),
             },
         };
         metrics.request(label, outcome.status, outcome.latency.as_secs_f64());
@@ -392,10 +390,10 @@ impl Pending {
             note(event::EXE, Cow::Borrowed(exe));
         }
         if let Some(decision) = decision {
-            note(event::DECISION, Cow::Borrowed(action_name(decision.action)));
+            note(event::DECISION, Cow::Borrowed(decision.action.name()));
             note(event::RULE, Cow::Borrowed(&decision.source));
             if let Some(would) = decision.shadowed {
-                note(event::WOULD, Cow::Borrowed(action_name(would)));
+                note(event::WOULD, Cow::Borrowed(would.name()));
             }
         }
         if let Some(review) = self.review.get() {
@@ -459,14 +457,6 @@ impl Pending {
             stage_timestamp: MicroTime(Timestamp::now()),
             annotations,
         }
-    }
-}
-
-fn action_name(action: Action) -> &'static str {
-    match action {
-        Action::Allow => "allow",
-        Action::Deny => "deny",
-        Action::Approve => "approve",
     }
 }
 

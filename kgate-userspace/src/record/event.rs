@@ -278,16 +278,26 @@ impl<'a> EventRef<'a> {
 
     /// The event as a log record.
     pub fn to_json(&self) -> Vec<u8> {
-        // The size of a typical event, so that the buffer grows once at most.
-        let mut out = Vec::with_capacity(1024);
-        serde_json::to_writer(&mut out, self).expect("an event always serializes");
-        out
+        to_json(self)
     }
+}
+
+/// An event (owned or borrowed) as a log record.
+fn to_json(event: &impl Serialize) -> Vec<u8> {
+    // The size of a typical event, so that the buffer grows once at most.
+    let mut out = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut out, event).expect("an event always serializes");
+    out
 }
 
 // === impl Event ===
 
 impl Event {
+    /// The event as a log record.
+    pub fn to_json(&self) -> Vec<u8> {
+        to_json(self)
+    }
+
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.annotations.get(key).map(String::as_str)
     }

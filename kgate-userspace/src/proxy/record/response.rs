@@ -126,9 +126,8 @@ impl Held {
         }
         event.stage_timestamp = event::micro_time(Timestamp::now());
         if let Some(writer) = slot.writer.take() {
-            let payload = serde_json::to_vec(&event).expect("an event always serializes");
             // A lost record is counted by the writer.
-            let _ = writer.submit(payload, false);
+            let _ = writer.submit(event.to_json(), false);
         }
     }
 }

@@ -72,8 +72,7 @@ impl Sink {
 
     /// Records an audit event (a stream's `ResponseComplete`) without waiting.
     pub fn submit_event(&self, event: &crate::record::event::Event) {
-        let payload = serde_json::to_vec(event).expect("an event always serializes");
-        let _ = self.writer.submit(payload, false);
+        let _ = self.writer.submit(event.to_json(), false);
     }
 
     /// Counts capture failures in `counter`.

@@ -126,11 +126,11 @@ impl<T> Queue<T> {
                 break;
             }
             // Sleep until the nap ends (with records to write then), or the deadline.
-            let wake_at = match (napping, deadline) {
-                (true, Some(at)) => Some(at.min(nap_until.expect("napping"))),
-                (true, None) => nap_until,
-                (false, at) => at,
-            };
+            let wake_at = nap_until
+                .filter(|_| napping)
+                .into_iter()
+                .chain(deadline)
+                .min();
             state.long_sleep = !napping;
             state.asleep = true;
             state = match wake_at {
