@@ -294,6 +294,133 @@ async fn a_200_mb_list_streams_with_bounded_agent_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn clients_that_stop_reading_large_lists_do_not_stall_the_others() {
+    // One worker, so that every client below shares its upstream connections. Each
+    // stalled client leaves its list's data unread in kgate's upstream stream: over a
+    // shared HTTP/2 connection, three of them (2 MiB stream windows each) would exhaust
+    // the connection's window (5 MiB) and hold back every other pod's request on it.
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let agent = Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        "workers: 1\nidentity: {unboundSubjects: [kubernetes-admin]}\npolicy: {defaultAction: allow}\n",
+    )
+    .unwrap();
+    let s = Setup { server, agent };
+    s.server.insert_configmaps("demo", 200, 100 * 1024);
+    let mut stalled = Vec::new();
+    for http2 in [true, true, true, true, true, true, false, false] {
+        let client = https_client(&s.agent.ca_pem, http2);
+        let req = s
+            .request(Method::GET, "/api/v1/namespaces/demo/configmaps")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+            .await
+            .unwrap_or_else(|_| panic!("stalled list {} held back", stalled.len() + 1))
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        // Held, never read: its connection stays open and its data unread.
+        stalled.push((client, response));
+    }
+    // Let the windows and buffers between the API server and the stalled clients fill.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for http2 in [true, false] {
+        let client = https_client(&s.agent.ca_pem, http2);
+        for path in [
+            "/api/v1/namespaces/demo/configmaps/app-config",
+            "/api/v1/namespaces/demo/configmaps?limit=2",
+        ] {
+            let req = s
+                .request(Method::GET, path)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let read = async {
+                let response = client.request(req).await.unwrap();
+                let status = response.status();
+                (
+                    status,
+                    response.into_body().collect().await.unwrap().to_bytes(),
+                )
+            };
+            let (status, body) = tokio::time::timeout(Duration::from_secs(10), read)
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("GET {path} (HTTP/2: {http2}) held back by the stalled clients")
+                });
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert!(!body.is_empty(), "{path}");
+        }
+    }
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watches_that_stop_being_read_do_not_stall_the_others() {
+    // Watches share upstream HTTP/2 connections (lanes of up to 100). Each watch below
+    // starts with 20 MB of initial events that its client never reads; the next watch on
+    // the same connection must still get its event.
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let agent = Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        "workers: 1\nidentity: {unboundSubjects: [kubernetes-admin]}\npolicy: {defaultAction: allow}\n",
+    )
+    .unwrap();
+    let s = Setup { server, agent };
+    s.server.insert_configmaps("demo", 200, 100 * 1024);
+    let mut stalled = Vec::new();
+    for _ in 0..6 {
+        let client = https_client(&s.agent.ca_pem, true);
+        let req = s
+            .request(
+                Method::GET,
+                "/api/v1/namespaces/demo/configmaps?watch=true&resourceVersion=0",
+            )
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+            .await
+            .unwrap_or_else(|_| panic!("stalled watch {} held back", stalled.len() + 1))
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        stalled.push((client, response));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let client = https_client(&s.agent.ca_pem, true);
+    let req = s
+        .request(
+            Method::GET,
+            "/api/v1/namespaces/demo/secrets?watch=1&fieldSelector=metadata.name%3Dafter-stall",
+        )
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .expect("a watch held back by the stalled ones")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    s.server
+        .create(
+            "secrets",
+            "demo",
+            json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "after-stall"}}),
+        )
+        .unwrap();
+    let mut body = response.into_body();
+    let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+        .await
+        .expect("the watch's event held back by the stalled watches")
+        .unwrap()
+        .unwrap();
+    let event: Value = serde_json::from_slice(frame.data_ref().unwrap()).unwrap();
+    assert_eq!(event["object"]["metadata"]["name"], "after-stall");
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_watch_survives_long_idle_gaps() {
     let s = setup().await;
     let client = https_client(&s.agent.ca_pem, true);

@@ -1,11 +1,21 @@
 //! The **forward** stage: sends a checked request to the real API server over a pooled
 //! rustls connection and streams the response back, bodies unbuffered both ways.
 //!
-//! - HTTP/2 upstream when the API server offers it: short requests share one
-//!   connection, long-running ones (watches, followed logs) go over connections of
-//!   their own, at most [`lanes::STREAMS_PER_LANE`] each, so that the API server's
-//!   limit on concurrent streams never holds a watch back; protocol upgrades (exec, attach, port-forward over SPDY/3.1 or
-//!   WebSocket) go over a separate HTTP/1.1 pool, since h2 cannot carry them.
+//! - Short requests (everything that finishes: gets, lists, writes) go over pooled
+//!   HTTP/1.1 connections, one request at a time on each, whatever the client spoke.
+//!   One agent speaks for every pod of its node, and a shared HTTP/2 connection would
+//!   let a few clients that stop reading large lists hold everyone back: each holds its
+//!   stream's flow-control window, and together they exhaust the connection's (or its
+//!   limit on concurrent streams). On a connection of its own, a stalled request stalls
+//!   only itself. nginx proxies the same way; at saturation the two measured alike
+//!   (docs/bench.md).
+//! - Long-running requests of HTTP/2 clients (watches, followed logs) go over HTTP/2
+//!   when the API server offers it, at most [`lanes::STREAMS_PER_LANE`] to a connection,
+//!   so that the API server's limit on concurrent streams never holds a watch back, and
+//!   with a connection window that covers every stream's full window, so that watches
+//!   whose clients stop reading cannot hold the others back either.
+//! - Protocol upgrades (exec, attach, port-forward over SPDY/3.1 or WebSocket) go over
+//!   HTTP/1.1 connections never reused, since h2 cannot carry them.
 //! - No proxy timeout on streams: watches, `logs -f` and exec streams last as long as
 //!   both ends want. Dead peers are found by TCP and HTTP/2 keep-alives, not by a
 //!   deadline. Only the response head of a request that is not long-running has a
@@ -105,12 +115,9 @@ pub(crate) enum ForwardError {
 /// Pooled clients to the real API server.
 pub(crate) struct Upstream {
     base: Uri,
-    /// HTTP/2 when the API server offers it: for HTTP/2 clients' short requests.
-    pooled: Client<HttpsConnector<Dialer>, Body>,
-    /// The same, for HTTP/2 clients' long-running requests.
+    /// HTTP/2 when the API server offers it: for HTTP/2 clients' long-running requests.
     long: Lanes<Client<HttpsConnector<Dialer>, Body>>,
-    /// HTTP/1.1, pooled: HTTP/1.1 clients keep their own connection-level
-    /// parallelism instead of queueing on one upstream h2 connection.
+    /// HTTP/1.1, pooled: every short request, and HTTP/1.1 clients' long-running ones.
     http1: Client<HttpsConnector<Dialer>, Body>,
     /// HTTP/1.1, never reused: each upgrade takes its connection over.
     upgrades: Client<HttpsConnector<Dialer>, Body>,
@@ -176,16 +183,17 @@ impl Upstream {
             }
         };
         let h2 = connector(tls.clone(), true);
-        let h2_client = move || {
+        let lane = move || {
             Client::builder(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .pool_timer(TokioTimer::new())
                 .pool_idle_timeout(Duration::from_secs(90))
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .http2_keep_alive_while_idle(true)
+                .http2_initial_stream_window_size(lanes::STREAM_WINDOW)
+                .http2_initial_connection_window_size(lanes::CONNECTION_WINDOW)
                 .build(h2.clone())
         };
-        let pooled = h2_client();
         let http1 = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
@@ -195,8 +203,7 @@ impl Upstream {
             .build(connector(tls, false));
         Ok(Self {
             base,
-            pooled,
-            long: Lanes::new(h2_client),
+            long: Lanes::new(lane),
             http1,
             upgrades,
             agent_token: cfg.token_file.clone().map(|path| AgentToken {
@@ -239,15 +246,14 @@ impl Upstream {
         }
 
         let mut slot = None;
-        let sent = match (upgrade, client_http1) {
-            (true, _) => self.upgrades.request(upstream_req),
-            (false, true) => self.http1.request(upstream_req),
-            (false, false) if long_running => {
-                let (lane, taken) = self.long.take();
-                slot = Some(taken);
-                lane.request(upstream_req)
-            }
-            (false, false) => self.pooled.request(upstream_req),
+        let sent = if upgrade {
+            self.upgrades.request(upstream_req)
+        } else if long_running && !client_http1 {
+            let (lane, taken) = self.long.take();
+            slot = Some(taken);
+            lane.request(upstream_req)
+        } else {
+            self.http1.request(upstream_req)
         };
         let mut response = if long_running {
             sent.await

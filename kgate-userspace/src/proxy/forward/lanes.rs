@@ -12,7 +12,16 @@
 //! lane with room, opening a lane when none has any. The slot is given back when the
 //! response body is dropped, that is when the watch ends either way.
 //!
-//! Not here: short requests (they share the one pooled connection, and finish), and
+//!
+//! A lane's connection window is [`STREAMS_PER_LANE`] stream windows
+//! ([`CONNECTION_WINDOW`]): what a watch's client leaves unread holds at most its own
+//! stream's window, so however many of a lane's clients stop reading, the others' data
+//! still flows. With hyper's defaults (2 MiB streams, a 5 MiB connection) three stalled
+//! watches with large initial events held back every other watch of their connection.
+//! The cost is the memory those windows may hold: 12.5 MiB per full lane of stalled
+//! watches, against 5 MiB before.
+//!
+//! Not here: short requests (pooled HTTP/1.1, a connection each while they run), and
 //! upgrades (HTTP/1.1, a connection each).
 
 use std::{
@@ -31,6 +40,16 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 /// that an API server configured lower still has room, and a lost connection takes
 /// few watches with it.
 pub(super) const STREAMS_PER_LANE: usize = 100;
+
+/// A long-running stream's HTTP/2 flow-control window: what the API server may send
+/// ahead of a watch's client. 128 KiB carries a watch at 128 MB/s over a 1 ms round
+/// trip.
+pub(super) const STREAM_WINDOW: u32 = 128 * 1024;
+
+/// A lane's connection window: every stream's window at once, so that no set of
+/// streams left unread can take it all ([`STREAMS_PER_LANE`] × [`STREAM_WINDOW`]).
+#[allow(clippy::cast_possible_truncation)]
+pub(super) const CONNECTION_WINDOW: u32 = STREAMS_PER_LANE as u32 * STREAM_WINDOW;
 
 /// A set of clients, each with its own connection, handed out by free slots.
 pub(super) struct Lanes<C> {
