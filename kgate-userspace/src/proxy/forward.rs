@@ -127,6 +127,12 @@ pub(crate) struct Upstream {
     response_timeout: Duration,
 }
 
+/// The most an HTTP/1.1 upstream connection reads ahead of the client: every request
+/// that finishes holds a connection while it runs, so this times the concurrent large
+/// answers is what they may buffer (hyper's default, about 400 KiB, took 10 MiB for 20
+/// concurrent 20 MB lists).
+const HTTP1_READ_BUFFER: usize = 64 * 1024;
+
 /// A bearer token file, re-read when it may have rotated.
 struct AgentToken {
     path: PathBuf,
@@ -197,6 +203,7 @@ impl Upstream {
         let http1 = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
+            .http1_max_buf_size(HTTP1_READ_BUFFER)
             .build(connector(tls.clone(), false));
         let upgrades = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
