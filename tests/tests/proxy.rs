@@ -296,9 +296,10 @@ async fn a_200_mb_list_streams_with_bounded_agent_memory() {
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_that_stop_reading_large_lists_do_not_stall_the_others() {
     // One worker, so that every client below shares its upstream connections. Each
-    // stalled client leaves its list's data unread in kgate's upstream stream: over a
-    // shared HTTP/2 connection, three of them (2 MiB stream windows each) would exhaust
-    // the connection's window (5 MiB) and hold back every other pod's request on it.
+    // stalled client leaves its list's data unread in kgate's upstream stream: over an
+    // HTTP/2 connection with hyper's default windows, three of them (2 MiB per stream)
+    // exhausted the connection's window (5 MiB) and held back every other pod's
+    // request on it.
     let server = ApiServer::start(Config::default()).await.unwrap();
     let agent = Agent::standalone_with(
         &server.url(),
@@ -358,9 +359,9 @@ async fn clients_that_stop_reading_large_lists_do_not_stall_the_others() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn watches_that_stop_being_read_do_not_stall_the_others() {
-    // Watches share upstream HTTP/2 connections (lanes of up to 100). Each watch below
-    // starts with 20 MB of initial events that its client never reads; the next watch on
-    // the same connection must still get its event.
+    // Watches share upstream HTTP/2 connections (lanes of up to 100 streams). Each
+    // watch below starts with 20 MB of initial events that its client never reads; the
+    // next watch on the same connection must still get its event.
     let server = ApiServer::start(Config::default()).await.unwrap();
     let agent = Agent::standalone_with(
         &server.url(),

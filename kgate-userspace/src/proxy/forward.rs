@@ -1,19 +1,14 @@
 //! The **forward** stage: sends a checked request to the real API server over a pooled
 //! rustls connection and streams the response back, bodies unbuffered both ways.
 //!
-//! - Short requests (everything that finishes: gets, lists, writes) go over pooled
-//!   HTTP/1.1 connections, one request at a time on each, whatever the client spoke.
-//!   One agent speaks for every pod of its node, and a shared HTTP/2 connection would
-//!   let a few clients that stop reading large lists hold everyone back: each holds its
-//!   stream's flow-control window, and together they exhaust the connection's (or its
-//!   limit on concurrent streams). On a connection of its own, a stalled request stalls
-//!   only itself. nginx proxies the same way; at saturation the two measured alike
-//!   (docs/bench.md).
-//! - Long-running requests of HTTP/2 clients (watches, followed logs) go over HTTP/2
-//!   when the API server offers it, at most [`lanes::STREAMS_PER_LANE`] to a connection,
-//!   so that the API server's limit on concurrent streams never holds a watch back, and
-//!   with a connection window that covers every stream's full window, so that watches
-//!   whose clients stop reading cannot hold the others back either.
+//! - HTTP/2 clients' requests go over HTTP/2 when the API server offers it, spread
+//!   over lanes ([`lanes`]): connections of at most [`lanes::STREAMS_PER_LANE`]
+//!   streams each, whose connection window covers every stream's window. One agent
+//!   speaks for every pod of its node, so neither the API server's limit on concurrent
+//!   streams nor clients that stop reading (large lists, watches) may hold the other
+//!   pods' requests back.
+//! - HTTP/1.1 clients' requests go over pooled HTTP/1.1 connections, one request at a
+//!   time on each, keeping the clients' own connection-level parallelism.
 //! - Protocol upgrades (exec, attach, port-forward over SPDY/3.1 or WebSocket) go over
 //!   HTTP/1.1 connections never reused, since h2 cannot carry them.
 //! - No proxy timeout on streams: watches, `logs -f` and exec streams last as long as
@@ -115,9 +110,9 @@ pub(crate) enum ForwardError {
 /// Pooled clients to the real API server.
 pub(crate) struct Upstream {
     base: Uri,
-    /// HTTP/2 when the API server offers it: for HTTP/2 clients' long-running requests.
-    long: Lanes<Client<HttpsConnector<Dialer>, Body>>,
-    /// HTTP/1.1, pooled: every short request, and HTTP/1.1 clients' long-running ones.
+    /// HTTP/2 when the API server offers it: for HTTP/2 clients' requests.
+    lanes: Lanes<Client<HttpsConnector<Dialer>, Body>>,
+    /// HTTP/1.1, pooled: for HTTP/1.1 clients' requests.
     http1: Client<HttpsConnector<Dialer>, Body>,
     /// HTTP/1.1, never reused: each upgrade takes its connection over.
     upgrades: Client<HttpsConnector<Dialer>, Body>,
@@ -127,10 +122,10 @@ pub(crate) struct Upstream {
     response_timeout: Duration,
 }
 
-/// The most an HTTP/1.1 upstream connection reads ahead of the client: every request
-/// that finishes holds a connection while it runs, so this times the concurrent large
-/// answers is what they may buffer (hyper's default, about 400 KiB, took 10 MiB for 20
-/// concurrent 20 MB lists).
+/// The most an HTTP/1.1 upstream connection reads ahead of its client: each request
+/// holds a connection while it runs, so this times the concurrent large answers is
+/// what they may buffer (hyper's default, about 400 KiB, took 10 MiB for 20 concurrent
+/// 20 MB lists).
 const HTTP1_READ_BUFFER: usize = 64 * 1024;
 
 /// A bearer token file, re-read when it may have rotated.
@@ -210,7 +205,7 @@ impl Upstream {
             .build(connector(tls, false));
         Ok(Self {
             base,
-            long: Lanes::new(lane),
+            lanes: Lanes::new(lane),
             http1,
             upgrades,
             agent_token: cfg.token_file.clone().map(|path| AgentToken {
@@ -255,12 +250,12 @@ impl Upstream {
         let mut slot = None;
         let sent = if upgrade {
             self.upgrades.request(upstream_req)
-        } else if long_running && !client_http1 {
-            let (lane, taken) = self.long.take();
+        } else if client_http1 {
+            self.http1.request(upstream_req)
+        } else {
+            let (lane, taken) = self.lanes.take();
             slot = Some(taken);
             lane.request(upstream_req)
-        } else {
-            self.http1.request(upstream_req)
         };
         let mut response = if long_running {
             sent.await

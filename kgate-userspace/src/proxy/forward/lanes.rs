@@ -1,28 +1,31 @@
-//! Upstream HTTP/2 connections for long-running requests (watches, followed logs),
-//! each carrying at most [`STREAMS_PER_LANE`] of them at once.
+//! Upstream HTTP/2 connections for HTTP/2 clients' requests, each carrying at most
+//! [`STREAMS_PER_LANE`] of them at once, with a connection window that covers every
+//! stream's window.
 //!
-//! Why: an HTTP/2 connection carries as many concurrent streams as the server's
-//! `SETTINGS_MAX_CONCURRENT_STREAMS` allows: 250 on kube-apiserver unless
-//! `--http2-max-streams-per-connection` says otherwise (the generic API server makes
-//! Go's default explicit, `secure_serving.go`). One agent speaks for every pod of its
-//! node, and a node's informers easily hold more watches than that. Over one pooled
-//! connection the stream after the limit would wait for a watch to end, which may be
-//! never: the client's watch hangs without an error. Each lane is a client with a
-//! pool of its own (so a connection of its own), and a watch takes a slot in the first
-//! lane with room, opening a lane when none has any. The slot is given back when the
-//! response body is dropped, that is when the watch ends either way.
+//! One agent speaks for every pod of its node, and over one shared connection two
+//! kinds of client could hold every other pod back:
+//! - Streams that never end. An HTTP/2 connection carries as many concurrent streams as
+//!   the server's `SETTINGS_MAX_CONCURRENT_STREAMS` allows: 250 on kube-apiserver unless
+//!   `--http2-max-streams-per-connection` says otherwise (the generic API server makes
+//!   Go's default explicit, `secure_serving.go`), and a node's informers easily hold
+//!   more watches than that. Over one connection the stream after the limit would wait
+//!   for a watch to end, which may be never: the request hangs without an error.
+//! - Clients that stop reading. What a stream's client leaves unread holds the
+//!   stream's flow-control window, and the connection's window is shared. With hyper's
+//!   defaults (2 MiB per stream, 5 MiB per connection) three clients that stopped
+//!   reading large lists or watches took the whole connection window, and every other
+//!   request on the connection hung.
 //!
+//! So each lane is a client with a pool of its own (so a connection of its own), and a
+//! request takes a slot in the first lane with room, opening a lane when none has any.
+//! The slot is given back when the response body is dropped, that is when the request
+//! ends either way. A lane's connection window is [`STREAMS_PER_LANE`] stream windows
+//! ([`CONNECTION_WINDOW`]), so however many of its clients stop reading, the others'
+//! data still flows. The cost is the memory stalled streams may hold: a stream window
+//! each (256 KiB), 25 MiB for a full lane of them.
 //!
-//! A lane's connection window is [`STREAMS_PER_LANE`] stream windows
-//! ([`CONNECTION_WINDOW`]): what a watch's client leaves unread holds at most its own
-//! stream's window, so however many of a lane's clients stop reading, the others' data
-//! still flows. With hyper's defaults (2 MiB streams, a 5 MiB connection) three stalled
-//! watches with large initial events held back every other watch of their connection.
-//! The cost is the memory those windows may hold: 12.5 MiB per full lane of stalled
-//! watches, against 5 MiB before.
-//!
-//! Not here: short requests (pooled HTTP/1.1, a connection each while they run), and
-//! upgrades (HTTP/1.1, a connection each).
+//! Not here: HTTP/1.1 clients' requests (pooled HTTP/1.1, a connection each while they
+//! run), and upgrades (HTTP/1.1, a connection each).
 
 use std::{
     pin::Pin,
@@ -36,15 +39,14 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-/// Long-running streams per upstream connection: well under kube-apiserver's 250, so
-/// that an API server configured lower still has room, and a lost connection takes
-/// few watches with it.
+/// Streams per upstream connection: well under kube-apiserver's 250, so that an API
+/// server configured lower still has room, and a lost connection takes few watches
+/// with it.
 pub(super) const STREAMS_PER_LANE: usize = 100;
 
-/// A long-running stream's HTTP/2 flow-control window: what the API server may send
-/// ahead of a watch's client. 128 KiB carries a watch at 128 MB/s over a 1 ms round
-/// trip.
-pub(super) const STREAM_WINDOW: u32 = 128 * 1024;
+/// A stream's HTTP/2 flow-control window: what the API server may send ahead of the
+/// client. 256 KiB carries a list at 256 MB/s over a 1 ms round trip.
+pub(super) const STREAM_WINDOW: u32 = 256 * 1024;
 
 /// A lane's connection window: every stream's window at once, so that no set of
 /// streams left unread can take it all ([`STREAMS_PER_LANE`] × [`STREAM_WINDOW`]).
