@@ -267,8 +267,11 @@ fn run(mut sinks: Sinks, queue: &Queue<Item>, flush: Option<Duration>, stats: &S
             && let Some(log) = &mut sinks.log
             && let Err(error) = log.reserve_ahead()
         {
-            // Records still go to the end of the segment; when they cannot, that
-            // write fails and says so.
+            // Records still go into what is left of the reserve, and fail when it is
+            // used up. The disk is full either way, so the recorder says so now: a
+            // small record that fits where a larger one just failed must not make it
+            // look writable while requests are refused.
+            stats.failing.store(true, Ordering::Relaxed);
             debug!(%error, "cannot zero-fill the record log ahead");
         }
         nap_until = busy.then(|| Instant::now() + queue::HOLD);
