@@ -11,7 +11,9 @@ use http_body_util::{BodyExt, Full};
 use kgate_tests::{
     apiserver::{ApiServer, Config, Handle},
     background::blocking,
-    harness::{Agent, Kubectl, echo_round_trip, https_client, port_forward, scratch_dir, text},
+    harness::{
+        Agent, HttpsClient, Kubectl, echo_round_trip, https_client, port_forward, scratch_dir, text,
+    },
 };
 use serde_json::{Value, json};
 
@@ -26,7 +28,43 @@ async fn setup() -> Setup {
     Setup { server, agent }
 }
 
+/// An agent with one worker thread, so that all its clients share that worker's
+/// upstream connections, before a double holding 200 ConfigMaps of 100 KiB in `demo`
+/// (a 20 MB list).
+async fn one_worker_with_large_list() -> Setup {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let agent = Agent::standalone_with(
+        &server.url(),
+        server.ca_pem(),
+        server.admin_token(),
+        "workers: 1\nidentity: {unboundSubjects: [kubernetes-admin]}\npolicy: {defaultAction: allow}\n",
+    )
+    .unwrap();
+    server.insert_configmaps("demo", 200, 100 * 1024);
+    Setup { server, agent }
+}
+
 impl Setup {
+    /// A GET of `path` on a connection of its own whose answer is never read: the
+    /// client and the response, to hold while the data stays unread.
+    async fn hold_unread(
+        &self,
+        path: &str,
+        http2: bool,
+    ) -> (HttpsClient, http::Response<hyper::body::Incoming>) {
+        let client = https_client(&self.agent.ca_pem, http2);
+        let req = self
+            .request(Method::GET, path)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+            .await
+            .unwrap_or_else(|_| panic!("GET {path} (HTTP/2: {http2}) held back"))
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        (client, response)
+    }
+
     fn kubectl(&self, tag: &str) -> Kubectl {
         Kubectl::new(
             scratch_dir(tag),
@@ -300,30 +338,13 @@ async fn clients_that_stop_reading_large_lists_do_not_stall_the_others() {
     // HTTP/2 connection with hyper's default windows, three of them (2 MiB per stream)
     // exhausted the connection's window (5 MiB) and held back every other pod's
     // request on it.
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let agent = Agent::standalone_with(
-        &server.url(),
-        server.ca_pem(),
-        server.admin_token(),
-        "workers: 1\nidentity: {unboundSubjects: [kubernetes-admin]}\npolicy: {defaultAction: allow}\n",
-    )
-    .unwrap();
-    let s = Setup { server, agent };
-    s.server.insert_configmaps("demo", 200, 100 * 1024);
+    let s = one_worker_with_large_list().await;
     let mut stalled = Vec::new();
     for http2 in [true, true, true, true, true, true, false, false] {
-        let client = https_client(&s.agent.ca_pem, http2);
-        let req = s
-            .request(Method::GET, "/api/v1/namespaces/demo/configmaps")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let response = tokio::time::timeout(Duration::from_secs(10), client.request(req))
-            .await
-            .unwrap_or_else(|_| panic!("stalled list {} held back", stalled.len() + 1))
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        // Held, never read: its connection stays open and its data unread.
-        stalled.push((client, response));
+        stalled.push(
+            s.hold_unread("/api/v1/namespaces/demo/configmaps", http2)
+                .await,
+        );
     }
     // Let the windows and buffers between the API server and the stalled clients fill.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -362,47 +383,24 @@ async fn watches_that_stop_being_read_do_not_stall_the_others() {
     // Watches share upstream HTTP/2 connections (lanes of up to 100 streams). Each
     // watch below starts with 20 MB of initial events that its client never reads; the
     // next watch on the same connection must still get its event.
-    let server = ApiServer::start(Config::default()).await.unwrap();
-    let agent = Agent::standalone_with(
-        &server.url(),
-        server.ca_pem(),
-        server.admin_token(),
-        "workers: 1\nidentity: {unboundSubjects: [kubernetes-admin]}\npolicy: {defaultAction: allow}\n",
-    )
-    .unwrap();
-    let s = Setup { server, agent };
-    s.server.insert_configmaps("demo", 200, 100 * 1024);
+    let s = one_worker_with_large_list().await;
     let mut stalled = Vec::new();
     for _ in 0..6 {
-        let client = https_client(&s.agent.ca_pem, true);
-        let req = s
-            .request(
-                Method::GET,
+        stalled.push(
+            s.hold_unread(
                 "/api/v1/namespaces/demo/configmaps?watch=true&resourceVersion=0",
+                true,
             )
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let response = tokio::time::timeout(Duration::from_secs(10), client.request(req))
-            .await
-            .unwrap_or_else(|_| panic!("stalled watch {} held back", stalled.len() + 1))
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        stalled.push((client, response));
+            .await,
+        );
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let client = https_client(&s.agent.ca_pem, true);
-    let req = s
-        .request(
-            Method::GET,
+    let (_client, response) = s
+        .hold_unread(
             "/api/v1/namespaces/demo/secrets?watch=1&fieldSelector=metadata.name%3Dafter-stall",
+            true,
         )
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(10), client.request(req))
-        .await
-        .expect("a watch held back by the stalled ones")
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+        .await;
     s.server
         .create(
             "secrets",
