@@ -5,7 +5,14 @@
 //! Not here: client certificates, OIDC issuers other than the double itself,
 //! webhook authentication.
 
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
 use http::StatusCode;
+use ring::digest::{Context, SHA256};
 use serde_json::{Value, json};
 
 use super::{Body, Req, State, api::not_found, json_response, resources, status, store, tokens};
@@ -23,11 +30,7 @@ pub(crate) fn authenticate(
     if let Some(user) = static_token_user(state, token) {
         return Ok(Some(user));
     }
-    match state
-        .signer
-        .verify(token)
-        .and_then(|c| still_bound(state, c))
-    {
+    match verified(state, token, &[]) {
         Ok(claims) => Ok(Some(tokens::review_user(&claims))),
         Err(_) => Err(status(
             StatusCode::UNAUTHORIZED,
@@ -49,6 +52,78 @@ fn static_token_user(state: &State, token: &str) -> Option<Value> {
         let name = format!("token:{}", &token[..token.len().min(12)]);
         json!({"username": name, "groups": ["system:authenticated"]})
     })
+}
+
+/// The claims of a service-account token that is valid, through kube-apiserver's
+/// token cache: a token that authenticated for these audiences (none: the API
+/// server's own) is taken again without a check until the cache's TTL passes, even if
+/// it has since expired, its key was retired or its pod deleted
+/// (`k8s.io/apiserver/pkg/authentication/token/cache`). Failures are not cached
+/// (`--token-failure-cache-ttl` is 0 by default).
+fn verified(state: &State, token: &str, audiences: &[&str]) -> Result<Value, &'static str> {
+    let key = TokenCache::key(token, audiences);
+    if let Some(claims) = state.token_cache.get(&key) {
+        return Ok(claims);
+    }
+    let claims = state
+        .signer
+        .verify(token)
+        .and_then(|c| still_bound(state, c))?;
+    state.token_cache.put(key, &claims);
+    Ok(claims)
+}
+
+/// kube-apiserver's cache of successful token authentications, keyed by a hash of
+/// the token and the audiences asked for.
+pub(crate) struct TokenCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<[u8; 32], (Instant, Value)>>,
+}
+
+impl TokenCache {
+    /// More entries than this and expired ones are dropped; the real cache is a
+    /// striped LRU of about 32,000.
+    const MAX_ENTRIES: usize = 4096;
+
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::default(),
+        }
+    }
+
+    fn key(token: &str, audiences: &[&str]) -> [u8; 32] {
+        // Length-prefixed, so that no two token and audience lists hash alike.
+        let mut hash = Context::new(&SHA256);
+        for part in std::iter::once(token).chain(audiences.iter().copied()) {
+            hash.update(&(part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        let mut key = [0; 32];
+        key.copy_from_slice(hash.finish().as_ref());
+        key
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<Value> {
+        let entries = self.entries.lock().unwrap();
+        let (until, claims) = entries.get(key)?;
+        (Instant::now() < *until).then(|| claims.clone())
+    }
+
+    fn put(&self, key: [u8; 32], claims: &Value) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut entries = self.entries.lock().unwrap();
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.retain(|_, (until, _)| now < *until);
+            if entries.len() >= Self::MAX_ENTRIES {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (now + self.ttl, claims.clone()));
+    }
 }
 
 /// A verified token is only valid while what it names exists: its service account
@@ -184,11 +259,7 @@ pub(crate) fn token_review(state: &State, req: &Req) -> hyper::Response<Body> {
             }),
         );
     }
-    let status_body = match state
-        .signer
-        .verify(token)
-        .and_then(|c| still_bound(state, c))
-    {
+    let status_body = match verified(state, token, &wanted) {
         Ok(claims) => {
             let token_aud: Vec<&str> = claims["aud"]
                 .as_array()

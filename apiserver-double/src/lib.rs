@@ -92,6 +92,9 @@ pub struct Config {
     pub jwks_uri: Option<String>,
     /// The release `/version` reports and CRD admission follows (default 1.32.4).
     pub version: ServerVersion,
+    /// `--token-success-cache-ttl`: how long a token that authenticated is taken
+    /// without checking it again (default 10 s, kube-apiserver's; zero: no cache).
+    pub token_success_cache_ttl: Duration,
 }
 
 impl Default for Config {
@@ -103,6 +106,7 @@ impl Default for Config {
             issuer: DEFAULT_ISSUER.to_owned(),
             jwks_uri: None,
             version: ServerVersion::default(),
+            token_success_cache_ttl: Duration::from_secs(10),
         }
     }
 }

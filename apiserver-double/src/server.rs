@@ -43,6 +43,8 @@ pub(crate) struct State {
     pub(crate) refused_access: Mutex<Vec<reviews::Refusal>>,
     /// The `jwks_uri` of OIDC discovery; `None`: discovery is not served.
     pub(crate) jwks_uri: Option<String>,
+    /// Tokens that authenticated, for `--token-success-cache-ttl`.
+    pub(crate) token_cache: crate::authn::TokenCache,
 }
 
 /// A running double; stops when dropped.
@@ -81,6 +83,7 @@ impl ApiServer {
                 config.jwks_uri.as_deref(),
                 &external_address(addr),
             ),
+            token_cache: crate::authn::TokenCache::new(config.token_success_cache_ttl),
         });
         seed(&state.store, addr, config.version);
         let serve_state = state.clone();

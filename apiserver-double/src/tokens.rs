@@ -6,8 +6,9 @@
 //! keys: the newest signs, every listed key verifies and is published in the JWKS,
 //! until the old ones are retired.
 //!
-//! Not here: legacy Secret-based tokens, RS256 keys, bound-object revocation (a token
-//! bound to a deleted pod still verifies here; the real server rejects it).
+//! Not here: legacy Secret-based tokens, RS256 keys. Whether the objects a token is
+//! bound to still exist, and the cache of tokens that authenticated, are
+//! `authn`'s.
 
 use std::{
     sync::RwLock,

@@ -301,6 +301,9 @@ async fn wide_output_and_categories() {
 async fn signing_keys_rotate_retire_and_bound_tokens_die_with_their_pod() {
     let server = ApiServer::start(Config {
         issuer: "https://issuer.test".into(),
+        // As `--token-success-cache-ttl=0`: every request checks its token (the
+        // cache has its own test below).
+        token_success_cache_ttl: Duration::ZERO,
         ..Config::default()
     })
     .await
@@ -378,6 +381,86 @@ async fn signing_keys_rotate_retire_and_bound_tokens_die_with_their_pod() {
         &["delete", "pod", "web-0", "--grace-period=0", "--force"],
     );
     assert_eq!(get(new, pods).await.0, 401);
+}
+
+/// kube-apiserver's token cache (`--token-success-cache-ttl`, 10 s by default): a
+/// token that authenticated is taken again without a check, even once its pod is gone,
+/// until the TTL passes; a token never seen before is checked. The same cache answers
+/// TokenReview. Shortened to 1 s here.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_that_authenticated_is_taken_unchecked_until_the_cache_ttl_passes() {
+    assert_eq!(
+        Config::default().token_success_cache_ttl,
+        Duration::from_secs(10)
+    );
+    let ttl = Duration::from_secs(1);
+    let server = ApiServer::start(Config {
+        token_success_cache_ttl: ttl,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let uid = |resource, name| {
+        server.get(resource, "demo", name).unwrap()["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let subject = Subject {
+        namespace: "demo".into(),
+        service_account: "bot".into(),
+        service_account_uid: uid("serviceaccounts", "bot"),
+        pod: Some(("web-0".into(), uid("pods", "web-0"), Some("node-1".into()))),
+    };
+    let aud = [kgate_apiserver_double::DEFAULT_ISSUER.to_owned()];
+    let used = server.mint_token(&subject, &aud, 3600);
+    let unused = server.mint_token(&subject, &aud, 3600);
+    let client = https_client(server.ca_pem(), false);
+    let code = |token: &str| {
+        let req = http::Request::get(format!("{}/api/v1/namespaces/demo/pods", server.url()))
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let fut = client.request(req);
+        async move { fut.await.unwrap().status().as_u16() }
+    };
+    let review = |token: &str| {
+        let body = json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+            "spec": {"token": token},
+        });
+        let req = http::Request::post(format!(
+            "{}/apis/authentication.k8s.io/v1/tokenreviews",
+            server.url()
+        ))
+        .header("authorization", format!("Bearer {}", server.admin_token()))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))
+        .unwrap();
+        let fut = client.request(req);
+        async move {
+            let body = text(fut.await.unwrap().into_body()).await;
+            serde_json::from_str::<Value>(&body).unwrap()["status"]["authenticated"] == true
+        }
+    };
+
+    assert_eq!(code(&used).await, 200);
+    let k = kubectl(&server, "fidelity-token-cache");
+    ok(
+        &k,
+        &["delete", "pod", "web-0", "--grace-period=0", "--force"],
+    );
+    assert_eq!(code(&used).await, 200, "authenticated before: cached");
+    assert!(
+        review(&used).await,
+        "TokenReview goes through the same cache"
+    );
+    assert_eq!(code(&unused).await, 401, "never authenticated: checked");
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert_eq!(code(&used).await, 401, "checked again once the TTL passed");
+    assert!(!review(&used).await);
 }
 
 /// The impersonation filter: the request is handled, and logged, as the impersonated
