@@ -9,7 +9,7 @@ use std::{fs, time::Duration};
 
 use kgate_apiserver_double::{
     ApiServer, Config, Handle, Subject,
-    client::{Kubectl, https_client, scratch_dir, text},
+    client::{HttpsClient, Kubectl, https_client, scratch_dir, text},
 };
 use serde_json::{Value, json};
 
@@ -25,6 +25,33 @@ fn kubectl(server: &Handle, tag: &str) -> Kubectl {
 /// Runs kubectl without stalling the double's runtime; stdout on success.
 fn ok(k: &Kubectl, args: &[&str]) -> String {
     tokio::task::block_in_place(|| k.ok(args))
+}
+
+/// Service account demo/bot, its token bound to the seeded pod web-0.
+fn bot_on_web_0(server: &Handle) -> Subject {
+    let uid = |resource, name| {
+        server.get(resource, "demo", name).unwrap()["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    Subject {
+        namespace: "demo".into(),
+        service_account: "bot".into(),
+        service_account_uid: uid("serviceaccounts", "bot"),
+        pod: Some(("web-0".into(), uid("pods", "web-0"), Some("node-1".into()))),
+    }
+}
+
+/// GET `path` with `token` as the bearer: the status and the body.
+async fn get_as(client: &HttpsClient, server: &Handle, token: &str, path: &str) -> (u16, String) {
+    let req = http::Request::get(format!("{}{path}", server.url()))
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    let code = response.status().as_u16();
+    (code, text(response.into_body()).await)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -308,33 +335,12 @@ async fn signing_keys_rotate_retire_and_bound_tokens_die_with_their_pod() {
     })
     .await
     .unwrap();
-    let pod_uid = server.get("pods", "demo", "web-0").unwrap()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let sa_uid = server.get("serviceaccounts", "demo", "bot").unwrap()["metadata"]["uid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let subject = Subject {
-        namespace: "demo".into(),
-        service_account: "bot".into(),
-        service_account_uid: sa_uid,
-        pod: Some(("web-0".into(), pod_uid, Some("node-1".into()))),
-    };
+    let subject = bot_on_web_0(&server);
     let aud = ["https://issuer.test".to_owned()];
     let client = https_client(server.ca_pem(), false);
     let get = |token: String, path: &'static str| {
-        let req = http::Request::get(format!("{}{path}", server.url()))
-            .header("authorization", format!("Bearer {token}"))
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap();
-        let fut = client.request(req);
-        async move {
-            let response = fut.await.unwrap();
-            let code = response.status().as_u16();
-            (code, text(response.into_body()).await)
-        }
+        let (client, server) = (&client, &server);
+        async move { get_as(client, server, &token, path).await }
     };
     let pods = "/api/v1/namespaces/demo/pods";
     let jwks = "/openid/v1/jwks";
@@ -400,30 +406,12 @@ async fn a_token_that_authenticated_is_taken_unchecked_until_the_cache_ttl_passe
     })
     .await
     .unwrap();
-    let uid = |resource, name| {
-        server.get(resource, "demo", name).unwrap()["metadata"]["uid"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    let subject = Subject {
-        namespace: "demo".into(),
-        service_account: "bot".into(),
-        service_account_uid: uid("serviceaccounts", "bot"),
-        pod: Some(("web-0".into(), uid("pods", "web-0"), Some("node-1".into()))),
-    };
+    let subject = bot_on_web_0(&server);
     let aud = [kgate_apiserver_double::DEFAULT_ISSUER.to_owned()];
     let used = server.mint_token(&subject, &aud, 3600);
     let unused = server.mint_token(&subject, &aud, 3600);
     let client = https_client(server.ca_pem(), false);
-    let code = |token: &str| {
-        let req = http::Request::get(format!("{}/api/v1/namespaces/demo/pods", server.url()))
-            .header("authorization", format!("Bearer {token}"))
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
-            .unwrap();
-        let fut = client.request(req);
-        async move { fut.await.unwrap().status().as_u16() }
-    };
+    let pods = "/api/v1/namespaces/demo/pods";
     let review = |token: &str| {
         let body = json!({
             "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
@@ -446,20 +434,32 @@ async fn a_token_that_authenticated_is_taken_unchecked_until_the_cache_ttl_passe
         }
     };
 
-    assert_eq!(code(&used).await, 200);
+    assert_eq!(get_as(&client, &server, &used, pods).await.0, 200);
     let k = kubectl(&server, "fidelity-token-cache");
     ok(
         &k,
         &["delete", "pod", "web-0", "--grace-period=0", "--force"],
     );
-    assert_eq!(code(&used).await, 200, "authenticated before: cached");
+    assert_eq!(
+        get_as(&client, &server, &used, pods).await.0,
+        200,
+        "authenticated before: cached"
+    );
     assert!(
         review(&used).await,
         "TokenReview goes through the same cache"
     );
-    assert_eq!(code(&unused).await, 401, "never authenticated: checked");
+    assert_eq!(
+        get_as(&client, &server, &unused, pods).await.0,
+        401,
+        "never authenticated: checked"
+    );
     tokio::time::sleep(ttl + Duration::from_millis(200)).await;
-    assert_eq!(code(&used).await, 401, "checked again once the TTL passed");
+    assert_eq!(
+        get_as(&client, &server, &used, pods).await.0,
+        401,
+        "checked again once the TTL passed"
+    );
     assert!(!review(&used).await);
 }
 
