@@ -9,7 +9,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::TcpListener,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, Output, Stdio},
     sync::Arc,
     time::Duration,
 };
@@ -79,6 +79,30 @@ pub fn kubeconfig(dir: &Path, server: &str, ca_pem: &str, token: &str) -> PathBu
     path
 }
 
+/// What kubectl up to 1.32 prints on stderr when its WebSocket exec or attach drops a
+/// message: it starts reading the connection before it has set up its streams, and
+/// discards what arrives for a stream not there yet, which may be the output or the
+/// exit status (kubernetes/kubernetes#131189, fixed in 1.33 by #131203). The run then
+/// ends with the output missing, and often with exit code 0. A program that answers
+/// at once, as the double's do, on a busy machine meets it about once in a few
+/// hundred runs; a real API server, a few milliseconds slower to answer, less often.
+pub const KUBECTL_EXEC_RACE: &str = "Unknown stream id";
+
+/// Runs `run` (a kubectl command that reads no stdin) again, three times in all at
+/// most, while kubectl reports [`KUBECTL_EXEC_RACE`]: the lost message is the
+/// client's doing, and a test is about what the server sent. Anything else lost,
+/// without that message, stays for the test to see.
+pub fn rerun_on_exec_race(mut run: impl FnMut() -> Output) -> Output {
+    let mut out = run();
+    for _ in 1..3 {
+        if !String::from_utf8_lossy(&out.stderr).contains(KUBECTL_EXEC_RACE) {
+            break;
+        }
+        out = run();
+    }
+    out
+}
+
 /// The real kubectl with a kubeconfig in a directory of its own.
 pub struct Kubectl {
     pub config: PathBuf,
@@ -105,19 +129,27 @@ impl Kubectl {
         cmd
     }
 
-    /// Runs to completion: (success, stdout, stderr).
+    /// Runs to completion: (success, stdout, stderr). A run that kubectl says lost
+    /// part of an exec stream to its own race runs again ([`KUBECTL_EXEC_RACE`]).
     pub fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = self
-            .command()
-            .args(["--request-timeout", "20s"])
-            .args(args)
-            .output()
-            .expect("kubectl runs");
+        let out = self.output(args);
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// Runs to completion, with stdin closed, as [`Kubectl::run`] does; the whole
+    /// output, for its exit code.
+    pub fn output(&self, args: &[&str]) -> Output {
+        rerun_on_exec_race(|| {
+            self.command()
+                .args(["--request-timeout", "20s"])
+                .args(args)
+                .output()
+                .expect("kubectl runs")
+        })
     }
 
     /// Runs and insists on success; returns stdout.

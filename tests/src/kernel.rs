@@ -272,26 +272,31 @@ impl Node {
             &fs::read_to_string(self.topo.dir.join("apiserver/ca.crt")).unwrap(),
             &self.token,
         );
-        let (ok, out, err) = Cluster::kubectl(self.topo.node_command("kubectl"), &kubeconfig, args);
+        let (ok, out, err) =
+            Cluster::kubectl(|| self.topo.node_command("kubectl"), &kubeconfig, args);
         assert!(ok, "admin kubectl {args:?}: {err}");
         out
     }
 }
 
 impl Cluster {
-    /// Runs `cmd` (kubectl in some cgroup of the pod netns) with `kubeconfig`.
+    /// Runs the command `cmd` makes (kubectl in some cgroup of the pod netns) with
+    /// `kubeconfig`; again if kubectl lost part of an exec stream to its own race
+    /// ([`crate::apiserver::client::KUBECTL_EXEC_RACE`]).
     pub fn kubectl(
-        mut cmd: std::process::Command,
+        cmd: impl Fn() -> std::process::Command,
         kubeconfig: &Path,
         args: &[&str],
     ) -> (bool, String, String) {
-        let out = cmd
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--request-timeout", "20s"])
-            .args(args)
-            .output()
-            .unwrap();
+        let out = crate::apiserver::client::rerun_on_exec_race(|| {
+            cmd()
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
+                .args(["--request-timeout", "20s"])
+                .args(args)
+                .output()
+                .unwrap()
+        });
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),

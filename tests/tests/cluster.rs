@@ -23,7 +23,8 @@ fn kubectl_in_a_pod_reaches_the_api_server_only_through_kgate() {
     );
     let endpoint = ENDPOINT;
     let kubeconfig = cluster.kubeconfig("pod", token);
-    let kubectl = |args: &[&str]| Cluster::kubectl(topo.pod_command("kubectl"), &kubeconfig, args);
+    let kubectl =
+        |args: &[&str]| Cluster::kubectl(|| topo.pod_command("kubectl"), &kubeconfig, args);
     let (ok, pods, err) = kubectl(&["get", "pods"]);
     assert!(ok && pods.contains("web-0"), "{pods} {err}");
     let (ok, out, err) = kubectl(&["exec", "web-0", "--", "echo", "from the pod"]);
@@ -121,7 +122,7 @@ fn a_pod_token_works_only_from_its_own_pod() {
     ]);
     let kubeconfig = cluster.kubeconfig("bot-a", token_a.trim());
     let from = |cgroup: &Path, args: &[&str]| {
-        Cluster::kubectl(topo.pod_command_in(cgroup, "kubectl"), &kubeconfig, args)
+        Cluster::kubectl(|| topo.pod_command_in(cgroup, "kubectl"), &kubeconfig, args)
     };
 
     // From its own pod: allowed, and recorded with the pod and container.
@@ -242,7 +243,7 @@ fn api_endpoint_changes_reach_the_kernel_and_the_upstream() {
     let kubeconfig = cluster.kubeconfig("pod", &cluster.token);
     for _ in 0..2 {
         let (ok, out, err) = Cluster::kubectl(
-            topo.pod_command("kubectl"),
+            || topo.pod_command("kubectl"),
             &kubeconfig,
             &["exec", "web-0", "--", "echo", "still here"],
         );

@@ -306,14 +306,17 @@ fn kubectl(node: &Node, cgroup: &Path, token: &str, args: &[&str]) -> (bool, Str
     let home = node.topo.dir.join("home");
     fs::create_dir_all(&home).unwrap();
     fs::set_permissions(&home, fs::Permissions::from_mode(0o777)).unwrap();
-    let mut cmd = node.topo.pod_command_in(cgroup, "setpriv");
-    cmd.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "kubectl",
-    ])
-    .env("HOME", &home);
+    let cmd = || {
+        let mut cmd = node.topo.pod_command_in(cgroup, "setpriv");
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "kubectl",
+        ])
+        .env("HOME", &home);
+        cmd
+    };
     let kubeconfig = node.kubeconfig("bot-a", token);
     Cluster::kubectl(cmd, &kubeconfig, args)
 }

@@ -207,11 +207,7 @@ async fn exec_and_logs_stream_through_kgate() {
             "hello over websocket\n"
         );
         // Exit codes come back through the error channel.
-        let out = k
-            .command()
-            .args(["exec", "web-0", "--", "sh", "-c", "exit 3"])
-            .output()
-            .unwrap();
+        let out = k.output(&["exec", "web-0", "--", "sh", "-c", "exit 3"]);
         assert_eq!(out.status.code(), Some(3), "{out:?}");
         // logs -f keeps streaming: more lines than the non-follow output has.
         let mut child = k
