@@ -11,15 +11,16 @@
 //! Request bodies are read as JSON, YAML or Kubernetes protobuf; answers are JSON.
 //! Validation is the server's (OpenAPI v3 says so, and `fieldValidation=Strict` is
 //! honoured for top-level and metadata fields); strategic merge patches merge by
-//! key; service-account tokens are issued, reviewed and published (OIDC, JWKS) with
-//! rotating keys.
+//! key; every write records its managed fields, and server-side apply owns, prunes
+//! and conflicts by them (`managed`); service-account tokens are issued, reviewed and
+//! published (OIDC, JWKS) with rotating keys.
 //!
 //! Impersonation is checked and applied as kube-apiserver's filter does it
 //! (`impersonation`); a test can refuse a user `impersonate` on a resource.
 //!
 //! Not here: authorization (every authenticated user may do anything), admission and
-//! defaulting (but for CRDs), protobuf answers,
-//! server-side apply, controllers (a Deployment never gets pods).
+//! defaulting (but for CRDs), protobuf answers, controllers (a Deployment never gets
+//! pods).
 //!
 //! The crate does not depend on kgate: its fidelity tests (`tests/`) check it against
 //! kubectl and kube-rs alone, and kgate-tests re-exports it as `kgate_tests::apiserver`.
@@ -37,6 +38,7 @@ mod control;
 pub mod crd;
 mod delete;
 mod impersonation;
+mod managed;
 mod openapi;
 pub mod pki;
 mod protobuf;

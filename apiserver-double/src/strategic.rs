@@ -13,7 +13,7 @@
 use serde_json::{Map, Value};
 
 /// The merge key of a list field, or `None` for a list that is replaced whole.
-fn merge_key(field: &str) -> Option<&'static str> {
+pub(crate) fn merge_key(field: &str) -> Option<&'static str> {
     Some(match field {
         "containers"
         | "initContainers"
@@ -36,7 +36,7 @@ fn merge_key(field: &str) -> Option<&'static str> {
 }
 
 /// Lists of scalars whose patch strategy is merge (a set union).
-fn merges_as_set(field: &str) -> bool {
+pub(crate) fn merges_as_set(field: &str) -> bool {
     field == "finalizers"
 }
 

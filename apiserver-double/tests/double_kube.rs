@@ -1,7 +1,8 @@
 //! The API-server double against the kube-rs client, directly (no kgate): paginated
 //! lists, raw watches (ADDED, MODIFIED, DELETED, BOOKMARK, 410 Gone), create and
-//! delete, and the service-account token round trip (TokenRequest, TokenReview,
-//! the signature checked against the published JWKS).
+//! delete, the service-account token round trip (TokenRequest, TokenReview, the
+//! signature checked against the published JWKS), and server-side apply as a
+//! controller sends it (and the apply patches the API server refuses).
 
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use kgate_apiserver_double::{
 };
 use kube::{
     Api, Client,
-    api::{DeleteParams, ListParams, PostParams, WatchEvent, WatchParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams},
 };
 use serde_json::{Value, json};
 
@@ -452,4 +453,68 @@ async fn oidc_discovery_depends_on_the_issuer() {
     assert_eq!(discovery["jwks_uri"], "https://oidc.example.test/keys");
     let jwks = get(&external, "/openid/v1/jwks").await.unwrap();
     assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(1));
+}
+
+/// What kube-rs sends for server-side apply (a JSON body as `apply-patch+yaml`), and
+/// what the API server refuses: no field manager, a version other than the
+/// resource's, managed fields in the configuration.
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_patches_that_the_api_server_refuses() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let client = client(&server, server.admin_token()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "demo");
+    let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube"}, "data": {"k": "v"}});
+    let applied = cms
+        .patch(
+            "kube",
+            &PatchParams::apply("my-controller"),
+            &Patch::Apply(&config),
+        )
+        .await
+        .unwrap();
+    let fields = applied.metadata.managed_fields.unwrap();
+    assert_eq!(fields[0].manager.as_deref(), Some("my-controller"));
+    assert_eq!(fields[0].operation.as_deref(), Some("Apply"));
+
+    let refused = |e: kube::Error| match e {
+        kube::Error::Api(s) => (s.code, s.message),
+        other => panic!("{other}"),
+    };
+    let no_manager = cms
+        .patch("kube", &PatchParams::default(), &Patch::Apply(&config))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused(no_manager),
+        (
+            422,
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into()
+        )
+    );
+    let mut wrong = config.clone();
+    wrong["apiVersion"] = json!("v2");
+    let (code, message) = refused(
+        cms.patch("kube", &PatchParams::apply("m"), &Patch::Apply(&wrong))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 400);
+    assert!(
+        message.contains("Incorrect version specified in apply patch"),
+        "{message}"
+    );
+    let mut with_fields = config.clone();
+    with_fields["metadata"]["managedFields"] = json!([{"manager": "x"}]);
+    assert_eq!(
+        refused(
+            cms.patch(
+                "kube",
+                &PatchParams::apply("m"),
+                &Patch::Apply(&with_fields)
+            )
+            .await
+            .unwrap_err()
+        ),
+        (400, "metadata.managedFields must be nil".into())
+    );
 }

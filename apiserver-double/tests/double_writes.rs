@@ -4,8 +4,9 @@
 //! carries it), an update or patch that changes nothing keeps the `resourceVersion`
 //! and sends no watch event (etcd3's GuaranteedUpdate compares before writing),
 //! `kubectl apply` stores its `last-applied-configuration` and prunes by it, a
-//! JSON patch whose `test` fails is a 422, and concurrent patches that name no
-//! `resourceVersion` are re-applied to the stored object, never answered 409.
+//! JSON patch whose `test` fails is a 422, concurrent patches that name no
+//! `resourceVersion` are re-applied to the stored object, never answered 409, and
+//! server-side apply owns, prunes and conflicts by managed fields.
 
 use kgate_apiserver_double::{
     ApiServer, Config, Handle,
@@ -223,4 +224,123 @@ async fn concurrent_patches_are_reapplied_not_conflicted() {
     let current = json!({"metadata": {"resourceVersion": rv(&read)}, "data": {"x": "y"}});
     let (code, body) = patch(current).await;
     assert_eq!(code, 200, "{body}");
+}
+
+/// Server-side apply with the real kubectl (`apply --server-side`): the object is
+/// created and owned by kubectl's `Apply` entry, a second apply removes what it no
+/// longer applies (and only that), the same configuration again is not written, a
+/// field `kubectl create` set and the apply would change is a 409 naming it, which
+/// `--force-conflicts` takes, and `--dry-run=server` stores nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_side_apply_owns_prunes_and_conflicts() {
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let k = kubectl(&server, "double-ssa");
+    let cm = |name: &str, data: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: demo, labels: {{app: web}}}}\ndata: {data}\n"
+        )
+    };
+    let apply = |text: &str, extra: &[&str]| {
+        let f = file(&k, "ssa.yaml", text);
+        let mut args = vec!["apply", "--server-side", "-f", f.as_str()];
+        args.extend_from_slice(extra);
+        run(&k, &args)
+    };
+    let stored = |name: &str| server.get("configmaps", "demo", name).unwrap();
+
+    let (done, out, err) = apply(&cm("ssa", "{a: '1', b: '2'}"), &[]);
+    assert!(
+        done && out.contains("configmap/ssa serverside-applied"),
+        "{out}{err}"
+    );
+    let first = stored("ssa");
+    let fields = &first["metadata"]["managedFields"];
+    assert_eq!(fields.as_array().unwrap().len(), 1, "{fields}");
+    assert_eq!(fields[0]["manager"], "kubectl");
+    assert_eq!(fields[0]["operation"], "Apply");
+    assert_eq!(fields[0]["fieldsType"], "FieldsV1");
+    assert_eq!(
+        fields[0]["fieldsV1"],
+        json!({"f:data": {"f:a": {}, "f:b": {}}, "f:metadata": {"f:labels": {"f:app": {}}}})
+    );
+    // kubectl shows them only when asked.
+    let yaml = ok(&k, &["get", "cm", "ssa", "-o", "yaml"]);
+    assert!(!yaml.contains("managedFields"), "{yaml}");
+    let yaml = ok(
+        &k,
+        &["get", "cm", "ssa", "-o", "yaml", "--show-managed-fields"],
+    );
+    assert!(yaml.contains("operation: Apply"), "{yaml}");
+
+    // Someone else adds a key; the next apply drops b, keeps theirs.
+    ok(
+        &k,
+        &[
+            "patch",
+            "cm",
+            "ssa",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"theirs":"x"}}"#,
+        ],
+    );
+    let (done, _, err) = apply(&cm("ssa", "{a: '1'}"), &[]);
+    assert!(done, "{err}");
+    assert_eq!(stored("ssa")["data"], json!({"a": "1", "theirs": "x"}));
+    let second = stored("ssa");
+    let (done, _, err) = apply(&cm("ssa", "{a: '1'}"), &[]);
+    assert!(done, "{err}");
+    assert_eq!(
+        rv(&stored("ssa")),
+        rv(&second),
+        "the same apply is not written"
+    );
+
+    // kubectl create owns what it set: applying another value is a conflict.
+    ok(
+        &k,
+        &["create", "configmap", "created", "--from-literal=a=1"],
+    );
+    let (done, _, err) = apply(&cm("created", "{a: '2'}"), &[]);
+    assert!(!done, "a conflicting apply passed");
+    assert!(
+        err.contains(
+            r#"Apply failed with 1 conflict: conflict with "kubectl-create" using v1: .data.a"#
+        ),
+        "{err}"
+    );
+    assert_eq!(stored("created")["data"], json!({"a": "1"}));
+    let (done, _, err) = apply(&cm("created", "{a: '2'}"), &["--force-conflicts"]);
+    assert!(done, "{err}");
+    let taken = stored("created");
+    assert_eq!(taken["data"], json!({"a": "2"}));
+    let managers: Vec<(&str, &str, &Value)> = taken["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let name = |k: &str| e[k].as_str().unwrap();
+            (name("manager"), name("operation"), &e["fieldsV1"])
+        })
+        .collect();
+    // The creator keeps the map it created, no longer its key.
+    assert_eq!(
+        managers,
+        [
+            (
+                "kubectl",
+                "Apply",
+                &json!({"f:data": {"f:a": {}}, "f:metadata": {"f:labels": {"f:app": {}}}})
+            ),
+            ("kubectl-create", "Update", &json!({"f:data": {}})),
+        ]
+    );
+
+    // A server-side dry run answers and stores nothing.
+    let (done, out, err) = apply(&cm("dry", "{a: '1'}"), &["--dry-run=server"]);
+    assert!(
+        done && out.contains("serverside-applied (server dry run)"),
+        "{out}{err}"
+    );
+    assert!(server.get("configmaps", "demo", "dry").is_none());
 }

@@ -1,8 +1,8 @@
 //! Writes through masking, with the real kubectl through a standalone kgate in front
 //! of the API-server double: what users and controllers do (read-modify-write,
-//! `kubectl apply` twice, `kubectl edit`, patches of every type) never stores kgate's
-//! placeholder, prunes as it does without kgate, and a concurrent change still meets
-//! the API server's own 409.
+//! `kubectl apply` twice, client- and server-side, `kubectl edit`, patches of every
+//! type) never stores kgate's placeholder, prunes as it does without kgate, and a
+//! concurrent change still meets the API server's own 409.
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -211,6 +211,76 @@ async fn kubectl_apply_twice_prunes_as_without_kgate() {
     for (resource, name) in [
         ("configmaps", "pruned"),
         ("secrets", "pruned"),
+        ("deployments", "webapp"),
+    ] {
+        no_placeholder(&s.stored(resource, name));
+    }
+}
+
+/// `kubectl apply --server-side` through kgate: applied twice, it prunes as without
+/// kgate (a Secret's key, a Deployment's env entry by name); and what kgate showed of
+/// a masked Secret, a label added, applies back without a conflict and without a
+/// placeholder stored. The Secret predates managed fields, so every value is held by
+/// `before-first-apply`: a placeholder kgate failed to restore would be a conflict.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_side_apply_prunes_and_keeps_the_values_it_could_not_read() {
+    let s = setup().await;
+    let k = s.kubectl("ssa");
+    let before = s.stored("secrets", "db-creds");
+    blocking(move || {
+        let apply = |name: &str, text: &str| {
+            let file = write_file(&k, name, text);
+            let (ok, out, err) = k.run(&["apply", "--server-side", "-f", &file]);
+            assert!(ok, "{err}");
+            out
+        };
+        let secret = |data: &str| {
+            format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: applied, namespace: demo}}\ndata: {data}\n")
+        };
+        apply("s1.yaml", &secret("{a: MQ==, b: Mg==}"));
+        apply("s2.yaml", &secret("{a: MQ==}"));
+        let deployment = |env: &str| {
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: webapp, namespace: demo}}\n\
+                 spec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n\
+                 \x20   spec:\n      containers:\n      - name: app\n        image: nginx\n        env: {env}\n"
+            )
+        };
+        apply("d1.yaml", &deployment("[{name: DB_PASSWORD, value: hunter2}, {name: MODE, value: m}]"));
+        apply("d2.yaml", &deployment("[{name: DB_PASSWORD, value: hunter2}]"));
+        let yaml = k.ok(&["get", "deployment", "webapp", "-n", "demo", "-o", "yaml"]);
+        assert!(!yaml.contains("hunter2"), "{yaml}");
+
+        let yaml = k.ok(&["get", "secret", "db-creds", "-n", "demo", "-o", "yaml"]);
+        assert!(yaml.contains(MASKED_BASE64), "{yaml}");
+        let edited = yaml.replace(
+            "namespace: demo",
+            "namespace: demo\n  labels: {applied: \"yes\"}",
+        );
+        let out = apply("db.yaml", &edited);
+        assert!(out.contains("secret/db-creds serverside-applied"), "{out}");
+    })
+    .await;
+    assert_eq!(s.stored("secrets", "applied")["data"], json!({"a": "MQ=="}));
+    assert_eq!(
+        s.stored("deployments", "webapp")["spec"]["template"]["spec"]["containers"][0]["env"],
+        json!([{"name": "DB_PASSWORD", "value": "hunter2"}])
+    );
+    let secret = s.stored("secrets", "db-creds");
+    assert_eq!(
+        secret["data"], before["data"],
+        "the Secret's values are kept"
+    );
+    assert_eq!(secret["metadata"]["labels"]["applied"], "yes");
+    let restored = s.records_with("kgate.io/restored");
+    assert!(
+        restored.iter().any(|e| e["verb"] == "patch"
+            && e["annotations"]["kgate.io/restored"] == "/data/password,/data/username"),
+        "{restored:?}"
+    );
+    for (resource, name) in [
+        ("secrets", "applied"),
+        ("secrets", "db-creds"),
         ("deployments", "webapp"),
     ] {
         no_placeholder(&s.stored(resource, name));

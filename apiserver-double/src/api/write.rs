@@ -1,8 +1,9 @@
 //! Writes: create (`generateName`, `dryRun`), update, patch (merge, strategic merge,
-//! JSON patch) and deletecollection, with the server's checks on the body (kind,
-//! `fieldValidation=Strict` for top-level and metadata fields), Secrets'
-//! write-only `stringData` folded into `data`, CRD admission, optimistic-lock
-//! conflicts and `Warning` headers.
+//! JSON patch), server-side apply (`application/apply-patch+yaml`, `force`, `dryRun`)
+//! and deletecollection, each recording its managed fields (managed.rs), with the
+//! server's checks on the body (kind, `fieldValidation=Strict` for top-level and
+//! metadata fields), Secrets' write-only `stringData` folded into `data`, CRD
+//! admission, optimistic-lock conflicts and `Warning` headers.
 //!
 //! Not here: single deletes (delete.rs) and the `scale` subresource (scale.rs).
 
@@ -13,10 +14,11 @@ use serde_json::{Value, json};
 use super::{Target, details, group_suffix, is_true, not_found, status_body};
 use crate::{
     Body, Req, State, crd, json_response,
+    managed::{self, Writer},
     resources::{self, Resource},
     selector::Selector,
     status,
-    store::StoreError,
+    store::{self, StoreError},
     strategic,
 };
 
@@ -147,10 +149,11 @@ pub(super) fn create(state: &State, t: &Target, req: &Req) -> hyper::Response<Bo
         let suffix = state.store.current_rv() % 100_000;
         obj["metadata"]["name"] = json!(format!("{prefix}{suffix:05x}"));
     }
-    let (obj, warnings) = match admit(state, r, obj, None) {
+    let (mut obj, warnings) = match admit(state, r, obj, None) {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
+    managed::track_update(None, &mut obj, &writer(t, req));
     if is_true(req.query("dryRun").map(|_| "true")) {
         return with_warnings(json_response(StatusCode::CREATED, &obj), &warnings);
     }
@@ -187,7 +190,10 @@ pub(super) fn update(state: &State, t: &Target, name: &str, req: &Req) -> hyper:
     // Without a stored object the update is a 404 (store_update), before admission.
     let obj = match state.store.get(t.resource.name, &t.namespace, name) {
         Some(old) => match admit(state, t.resource, obj, Some(&old)) {
-            Ok((admitted, _)) => admitted,
+            Ok((mut admitted, _)) => {
+                managed::track_update(Some(&old), &mut admitted, &writer(t, req));
+                admitted
+            }
             Err(response) => return response,
         },
         None => obj,
@@ -272,6 +278,9 @@ fn updated(t: &Target, name: &str, result: Result<Value, StoreError>) -> hyper::
 /// another write got in between, it is re-applied rather than answered 409. Only a
 /// patch that names a `resourceVersion` of its own (a precondition) conflicts.
 pub(super) fn patch(state: &State, t: &Target, name: &str, req: &Req) -> hyper::Response<Body> {
+    if is_apply(req) {
+        return apply(state, t, name, req);
+    }
     loop {
         let Some(current) = state.store.get(t.resource.name, &t.namespace, name) else {
             return not_found(t.resource, name);
@@ -284,7 +293,10 @@ pub(super) fn patch(state: &State, t: &Target, name: &str, req: &Req) -> hyper::
             fold_string_data(&mut patched);
         }
         let patched = match admit(state, t.resource, patched, Some(&current)) {
-            Ok((admitted, _)) => admitted,
+            Ok((mut admitted, _)) => {
+                managed::track_update(Some(&current), &mut admitted, &writer(t, req));
+                admitted
+            }
             Err(response) => return response,
         };
         let pinned =
@@ -326,12 +338,173 @@ pub(crate) fn apply_patch(current: &Value, req: &Req) -> Result<Value, hyper::Re
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "UnsupportedMediaType",
                 &format!(
-                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other:?})"
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"
                 ),
             ));
         }
     }
     Ok(doc)
+}
+
+/// Who a write's managed fields name: `?fieldManager=`, else the User-Agent up to its
+/// first `/` (at most 128 characters), as the API server derives it.
+fn manager_of(req: &Req) -> String {
+    match req.query("fieldManager").filter(|m| !m.is_empty()) {
+        Some(m) => m.to_owned(),
+        None => req
+            .header("user-agent")
+            .unwrap_or_default()
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(128)
+            .collect(),
+    }
+}
+
+fn writer(t: &Target, req: &Req) -> Writer {
+    Writer {
+        manager: manager_of(req),
+        api_version: t.resource.api_version(),
+        subresource: t.subresource.clone(),
+        time: store::now(),
+    }
+}
+
+fn is_apply(req: &Req) -> bool {
+    req.header("content-type")
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .eq_ignore_ascii_case("application/apply-patch+yaml")
+}
+
+/// Server-side apply: the configuration (YAML, or JSON, which is YAML) merged into
+/// the object, or the object created from it; see [`managed`].
+fn apply(state: &State, t: &Target, name: &str, req: &Req) -> hyper::Response<Body> {
+    let r = t.resource;
+    let bad = |message: &str| status(StatusCode::BAD_REQUEST, "BadRequest", message);
+    let Some(manager) = req.query("fieldManager").filter(|m| !m.is_empty()) else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        );
+    };
+    if manager.chars().count() > 128 {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Too long: may not be more than 128 bytes",
+        );
+    }
+    let force = is_true(req.query("force"));
+    let mut config: Value = match serde_yaml::from_slice(&req.body) {
+        Ok(Value::Object(map)) => Value::Object(map),
+        Ok(_) => return bad("error decoding YAML: the apply configuration is not an object"),
+        Err(e) => return bad(&format!("error decoding YAML: {e}")),
+    };
+    let api_version = r.api_version();
+    if config["apiVersion"].as_str() != Some(api_version.as_str()) {
+        return bad(&format!(
+            "Incorrect version specified in apply patch. Specified patch version: {}, expected: {api_version}",
+            config["apiVersion"].as_str().unwrap_or_default()
+        ));
+    }
+    if config["kind"].as_str() != Some(r.kind) {
+        return bad(&format!(
+            "the kind {:?} in the apply configuration is not {:?}",
+            config["kind"].as_str().unwrap_or_default(),
+            r.kind
+        ));
+    }
+    if !config["metadata"].is_object() {
+        config["metadata"] = json!({});
+    }
+    if !config["metadata"]["managedFields"].is_null() {
+        return bad("metadata.managedFields must be nil");
+    }
+    match config["metadata"]["name"].as_str() {
+        Some(n) if n != name => {
+            return bad("the name of the object does not match the name on the URL");
+        }
+        Some(_) => {}
+        None => config["metadata"]["name"] = json!(name),
+    }
+    if r.namespaced {
+        match config["metadata"]["namespace"].as_str() {
+            Some(ns) if ns != t.namespace => {
+                return bad(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                );
+            }
+            _ => config["metadata"]["namespace"] = json!(t.namespace),
+        }
+    }
+    let dry_run = req.query("dryRun").is_some();
+    let w = Writer {
+        manager: manager.to_owned(),
+        api_version,
+        subresource: t.subresource.clone(),
+        time: store::now(),
+    };
+    loop {
+        let current = state.store.get(r.name, &t.namespace, name);
+        if current.is_none()
+            && r.namespaced
+            && state.store.get("namespaces", "", &t.namespace).is_none()
+        {
+            return not_found(
+                resources::find("", "v1", "namespaces").expect("served"),
+                &t.namespace,
+            );
+        }
+        let mut applied = match managed::apply(current.as_ref(), &config, &w, force) {
+            Ok(applied) => applied,
+            Err(conflicts) => {
+                let (message, causes) = conflicts.message_and_causes();
+                let mut body = status_body(StatusCode::CONFLICT, "Conflict", &message);
+                body["details"] = json!({"causes": causes});
+                return json_response(StatusCode::CONFLICT, &body);
+            }
+        };
+        if r.name == "secrets" {
+            fold_string_data(&mut applied);
+        }
+        let Some(current) = current else {
+            let (obj, warnings) = match admit(state, r, applied, None) {
+                Ok(admitted) => admitted,
+                Err(response) => return response,
+            };
+            if dry_run {
+                return with_warnings(json_response(StatusCode::CREATED, &obj), &warnings);
+            }
+            match state.store.create(r.name, &t.namespace, obj) {
+                Ok(obj) => {
+                    return with_warnings(json_response(StatusCode::CREATED, &obj), &warnings);
+                }
+                // Created in between: apply to it.
+                Err(_) => continue,
+            }
+        };
+        let applied = match admit(state, r, applied, Some(&current)) {
+            Ok((admitted, _)) => admitted,
+            Err(response) => return response,
+        };
+        if dry_run {
+            return json_response(StatusCode::OK, &applied);
+        }
+        // A resourceVersion in the configuration is a precondition; otherwise the
+        // apply is made again on whatever another write left.
+        let pinned = config["metadata"]["resourceVersion"].is_string();
+        match state.store.update(r.name, &t.namespace, applied) {
+            Err(StoreError::Conflict) if !pinned => {}
+            result => return updated(t, name, result),
+        }
+    }
 }
 
 pub(super) fn delete_collection(state: &State, t: &Target, req: &Req) -> hyper::Response<Body> {
