@@ -17,8 +17,10 @@
 //! ([`crate::strategic::merge_key`], a single key: the real `ports` key is
 //! `containerPort` and `protocol`), `finalizers` is a set, every other list is atomic.
 //! Not here: version conversion of entries, the cap of ten `Update` entries, the
-//! `[{}]` reset, CRD schemas' `x-kubernetes-list-type`, and the `status` reset of
-//! objects with a status subresource.
+//! `[{}]` reset, CRD schemas' `x-kubernetes-list-type`, the `status` reset of
+//! objects with a status subresource, and the interplay with client-side apply's
+//! `last-applied-configuration` (the real server updates the annotation on apply, and
+//! lets an apply take fields the annotation shows `kubectl-client-side-apply` set).
 
 use std::collections::BTreeMap;
 
@@ -562,8 +564,10 @@ pub(crate) fn track_update(old: Option<&Value>, new: &mut Value, w: &Writer) {
         .find(|e| e.same_manager(&w.manager, "Update", w.subresource.as_deref()))
     {
         Some(mine) => {
+            // Any field the write changed renews the entry's time (the updater's
+            // "took any fields").
             let set = mine.set.union(&gained).difference(&c.removed);
-            if set != mine.set || mine.api_version != w.api_version {
+            if !gained.is_empty() || set != mine.set || mine.api_version != w.api_version {
                 mine.set = set;
                 mine.api_version = w.api_version.clone();
                 mine.time = Some(w.time.clone());
@@ -811,5 +815,17 @@ mod tests {
             },
         );
         assert_eq!(same["metadata"]["managedFields"], time_before);
+        // A change to a field it already holds renews the entry's time.
+        let mut again = edited.clone();
+        again["data"]["a"] = json!("4");
+        let later = Writer {
+            time: "2031-01-01T00:00:00Z".into(),
+            ..writer("kubectl-edit")
+        };
+        track_update(Some(&edited), &mut again, &later);
+        assert_eq!(
+            again["metadata"]["managedFields"][1]["time"],
+            "2031-01-01T00:00:00Z"
+        );
     }
 }
