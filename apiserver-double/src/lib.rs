@@ -2,8 +2,8 @@
 //! authentication, discovery, core/v1 namespaces, pods, secrets, configmaps,
 //! serviceaccounts and apps/v1 deployments (with `scale`), apiextensions.k8s.io/v1
 //! customresourcedefinitions (defaulted and validated as the real server does, for the
-//! release `Config::version` names: crd.rs), watches, `as=Table`, pod logs and exec
-//! over WebSocket. The real `kubectl` and kube-rs work against it.
+//! release `Config::version` names: crd.rs), watches (streaming lists included),
+//! `as=Table`, pod logs and exec over WebSocket. The real `kubectl` and kube-rs work against it.
 //!
 //! It records every request it receives (method, path, user, notable headers) so that
 //! proxy tests can assert what reached "the API server".

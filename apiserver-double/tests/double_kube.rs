@@ -518,3 +518,83 @@ async fn apply_patches_that_the_api_server_refuses() {
         (400, "metadata.managedFields must be nil".into())
     );
 }
+
+/// kube-rs's streaming list (`watcher::Config::streaming_lists`, the WatchList
+/// feature kube-apiserver serves by default since 1.32): every object as an initial
+/// event, then the `k8s.io/initial-events-end` bookmark ends the initial state, and
+/// changes follow. The options the API server refuses are a 422 naming them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streaming_list_sends_the_state_then_the_initial_events_end_bookmark() {
+    use kube::runtime::watcher;
+
+    let server = ApiServer::start(Config::default()).await.unwrap();
+    let client = client(&server, server.admin_token()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "demo");
+    for name in ["one", "two"] {
+        cms.create(&PostParams::default(), &configmap(name))
+            .await
+            .unwrap();
+    }
+    let mut events = watcher(cms.clone(), watcher::Config::default().streaming_lists()).boxed();
+    let mut initial = Vec::new();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.try_next())
+            .await
+            .expect("the initial state ends")
+            .unwrap()
+            .unwrap();
+        match event {
+            watcher::Event::Init => {}
+            watcher::Event::InitApply(cm) => initial.push(cm.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            other => panic!("{other:?} before the initial state ended"),
+        }
+    }
+    initial.sort();
+    assert_eq!(initial, ["app-config", "one", "two"]);
+    cms.create(&PostParams::default(), &configmap("three"))
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), events.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&event, watcher::Event::Apply(cm) if cm.metadata.name.as_deref() == Some("three")),
+        "{event:?}"
+    );
+    let streamed = server
+        .requests()
+        .into_iter()
+        .any(|r| r.path.ends_with("/configmaps") && r.query.contains("sendInitialEvents=true"));
+    assert!(streamed, "kube-rs did not ask for a streaming list");
+
+    // What the API server refuses, with the message it gives.
+    let raw = |query: &'static str| {
+        let req = http::Request::get(format!("/api/v1/namespaces/demo/configmaps?{query}"))
+            .body(Vec::new())
+            .unwrap();
+        let client = client.clone();
+        async move {
+            match client.request::<Value>(req).await {
+                Err(kube::Error::Api(s)) => (s.code, s.message),
+                other => panic!("{query}: {other:?}"),
+            }
+        }
+    };
+    assert_eq!(
+        raw("watch=true&sendInitialEvents=true&allowWatchBookmarks=true").await,
+        (
+            422,
+            "ListOptions.meta.k8s.io \"\" is invalid: resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan".into()
+        )
+    );
+    assert_eq!(
+        raw("sendInitialEvents=true").await,
+        (
+            422,
+            "ListOptions.meta.k8s.io \"\" is invalid: sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list".into()
+        )
+    );
+}

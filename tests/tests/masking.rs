@@ -4,7 +4,7 @@
 //! values; a 1 GiB Secret list and a long, busy watch are masked as they stream, with
 //! bounded agent memory.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -247,6 +247,85 @@ async fn kube_rs_decodes_the_placeholder() {
             assert_eq!(value.0, MASKED_TEXT.as_bytes());
         }
     }
+}
+
+/// kube-rs's streaming list (`sendInitialEvents`, what informers use where the
+/// WatchList feature is on) through kgate: each initial Secret masked, the
+/// `k8s.io/initial-events-end` bookmark passed on so the initial state ends, and a
+/// later Secret masked too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streaming_list_is_masked_and_ends_its_initial_state() {
+    use futures_util::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::{
+        Api, Client,
+        runtime::watcher::{self, Event},
+    };
+
+    let s = setup("").await;
+    let dir = scratch_dir("mask-streaming-list");
+    let kubeconfig = kgate_tests::harness::kubeconfig(
+        &dir,
+        &s.agent.url(),
+        &s.agent.ca_pem,
+        s.server.admin_token(),
+    );
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(Client::try_from(config).unwrap(), "demo");
+    let mut events =
+        watcher::watcher(secrets, watcher::Config::default().streaming_lists()).boxed();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), events.try_next())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .unwrap()
+    };
+    let masked = |secret: &Secret| {
+        let data = secret.data.as_ref().unwrap();
+        assert!(!data.is_empty());
+        assert!(
+            data.values().all(|v| v.0 == MASKED_TEXT.as_bytes()),
+            "{secret:?}"
+        );
+        secret.metadata.name.clone().unwrap()
+    };
+    let mut initial = Vec::new();
+    loop {
+        match next().await {
+            Event::Init => {}
+            Event::InitApply(secret) => initial.push(masked(&secret)),
+            Event::InitDone => break,
+            other => panic!("{other:?} before the initial state ended"),
+        }
+    }
+    assert!(initial.contains(&"db-creds".to_owned()), "{initial:?}");
+    s.server
+        .create(
+            "secrets",
+            "demo",
+            json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "late"}, "type": "Opaque", "data": {"password": PASSWORD}}),
+        )
+        .unwrap();
+    match next().await {
+        Event::Apply(secret) => assert_eq!(masked(&secret), "late"),
+        other => panic!("{other:?}"),
+    }
+    let streamed = s
+        .server
+        .requests()
+        .into_iter()
+        .any(|r| r.path.ends_with("/secrets") && r.query.contains("sendInitialEvents=true"));
+    assert!(
+        streamed,
+        "the streaming list did not reach the API server as one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,7 +1,11 @@
 //! Reads of a collection: list (label and field selectors, `limit` and `continue`,
 //! `as=Table`), written item by item so a huge list never exists as one string; and
 //! watch (from now, or resumed from a resourceVersion, with BOOKMARKs and
-//! `timeoutSeconds`; a resourceVersion the server no longer has ends in one 410 ERROR).
+//! `timeoutSeconds`; a resourceVersion the server no longer has ends in one 410 ERROR),
+//! including the streaming list (`sendInitialEvents=true`, the WatchList feature,
+//! on by default since 1.32: every object as ADDED, then a BOOKMARK annotated
+//! `k8s.io/initial-events-end`). Their options are validated as the API server's
+//! `ValidateListOptions` does (422 `ListOptions.meta.k8s.io`).
 //!
 //! Not here: getting one object (api.rs).
 
@@ -15,7 +19,107 @@ use serde_json::{Value, json};
 use super::{Target, is_true, status_body};
 use crate::{Body, Req, State, channel_body, json_response, response, selector::Selector, table};
 
+/// The API server's checks of a list's or watch's options (`ValidateListOptions`,
+/// the WatchList feature enabled): each error as `FIELD: TYPE: DETAIL`, with its
+/// cause reason.
+fn option_errors(req: &Req, watch: bool) -> Vec<(&'static str, &'static str, String)> {
+    let forbidden = |field, detail: &str| {
+        (
+            field,
+            "FieldValueForbidden",
+            format!("{field}: Forbidden: {detail}"),
+        )
+    };
+    let rv_match = req.query("resourceVersionMatch").filter(|m| !m.is_empty());
+    let send_initial = req.query("sendInitialEvents");
+    let mut errors = Vec::new();
+    if watch {
+        if send_initial.is_some() && rv_match != Some("NotOlderThan") {
+            errors.push(forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if let Some(m) = rv_match {
+            if send_initial.is_none() {
+                errors.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                ));
+            }
+            if m != "NotOlderThan" {
+                errors.push((
+                    "resourceVersionMatch",
+                    "FieldValueNotSupported",
+                    format!(
+                        "resourceVersionMatch: Unsupported value: {m:?}: supported values: \"NotOlderThan\""
+                    ),
+                ));
+            }
+        }
+        return errors;
+    }
+    if let Some(m) = rv_match {
+        if req.query("resourceVersion").is_none_or(str::is_empty) {
+            errors.push(forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            ));
+        }
+        if req.query("continue").is_some_and(|c| !c.is_empty()) {
+            errors.push(forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+        if m != "Exact" && m != "NotOlderThan" {
+            errors.push((
+                "resourceVersionMatch",
+                "FieldValueNotSupported",
+                format!(
+                    "resourceVersionMatch: Unsupported value: {m:?}: supported values: \"Exact\", \"NotOlderThan\", \"\""
+                ),
+            ));
+        }
+    }
+    if is_true(send_initial) {
+        errors.push(forbidden(
+            "sendInitialEvents",
+            "sendInitialEvents is forbidden for list",
+        ));
+    }
+    errors
+}
+
+/// The 422 for invalid list options, as `errors.NewInvalid` writes it.
+fn invalid_options(errors: &[(&str, &str, String)]) -> hyper::Response<Body> {
+    let listed: Vec<&str> = errors.iter().map(|(_, _, m)| m.as_str()).collect();
+    let joined = if let [one] = listed.as_slice() {
+        (*one).to_owned()
+    } else {
+        format!("[{}]", listed.join(", "))
+    };
+    let mut body = status_body(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        &format!("ListOptions.meta.k8s.io \"\" is invalid: {joined}"),
+    );
+    body["details"] = json!({
+        "group": "meta.k8s.io",
+        "kind": "ListOptions",
+        "causes": errors.iter().map(|(field, reason, message)| {
+            let detail = message.split_once(": ").map_or(message.as_str(), |(_, d)| d);
+            json!({"reason": reason, "message": detail, "field": field})
+        }).collect::<Vec<_>>(),
+    });
+    json_response(StatusCode::UNPROCESSABLE_ENTITY, &body)
+}
+
 pub(super) fn list(state: &State, t: &Target, req: &Req) -> hyper::Response<Body> {
+    let errors = option_errors(req, false);
+    if !errors.is_empty() {
+        return invalid_options(&errors);
+    }
     let r = t.resource;
     let (mut items, rv) = state.store.list(
         r.name,
@@ -93,7 +197,14 @@ fn stream_list(head: Value, items: Vec<Value>) -> hyper::Response<Body> {
 }
 
 pub(super) fn watch(state: &Arc<State>, t: &Target, req: &Req) -> hyper::Response<Body> {
+    let errors = option_errors(req, true);
+    if !errors.is_empty() {
+        return invalid_options(&errors);
+    }
     let r = t.resource;
+    // Some(true): a streaming list; Some(false): no synthetic events even without a
+    // resourceVersion; None: as before the WatchList feature.
+    let send_initial = req.query("sendInitialEvents").map(|v| is_true(Some(v)));
     let ns = (!t.namespace.is_empty()).then(|| t.namespace.clone());
     let selector = Selector::parse(req.query("labelSelector"), req.query("fieldSelector"));
     let as_table = table::wants_table(&req.accept());
@@ -109,15 +220,17 @@ pub(super) fn watch(state: &Arc<State>, t: &Target, req: &Req) -> hyper::Respons
 
     // Subscribe before reading the state, so no event falls between the two.
     let mut live = state.store.subscribe();
-    let (initial, from_rv) = match since {
-        None => {
+    let (initial, from_rv) = match (send_initial, since) {
+        (Some(false), None) => (Ok(Vec::new()), state.store.current_rv()),
+        // The state as it is now is never older than what was asked.
+        (Some(true), _) | (None, None) => {
             let (items, rv) = state.store.list(r.name, ns.as_deref());
             (
                 Ok(items.into_iter().map(|o| ("ADDED", o)).collect::<Vec<_>>()),
                 rv,
             )
         }
-        Some(rv) => match state.store.events_since(r.name, rv) {
+        (_, Some(rv)) => match state.store.events_since(r.name, rv) {
             Some(events) => {
                 let last = events.last().map_or(rv, |e| e.rv);
                 let events = events
@@ -161,6 +274,14 @@ pub(super) fn watch(state: &Arc<State>, t: &Target, req: &Req) -> hyper::Respons
         };
         for (kind, obj) in initial {
             if selector.matches(&obj) && send(kind, obj).await.is_err() {
+                return;
+            }
+        }
+        if send_initial == Some(true) && bookmarks {
+            let end = json!({"kind": r.kind, "apiVersion": r.api_version(), "metadata": {
+                "resourceVersion": from_rv.to_string(),
+                "annotations": {"k8s.io/initial-events-end": "true"}}});
+            if send("BOOKMARK", end).await.is_err() {
                 return;
             }
         }
