@@ -1,6 +1,8 @@
 //! Who is asking, and the APIs that issue and check identities: bearer tokens (the
 //! admin token, or a service-account token this double issued, still bound to live
-//! objects), TokenRequest (`serviceaccounts/NAME/token`) and TokenReview.
+//! objects and carrying one of the API audiences), TokenRequest
+//! (`serviceaccounts/NAME/token`) and TokenReview, both defaulting to the API
+//! audiences (`Config::api_audiences`, kube-apiserver's `--api-audiences`).
 //!
 //! Not here: client certificates, OIDC issuers other than the double itself,
 //! webhook authentication.
@@ -30,14 +32,40 @@ pub(crate) fn authenticate(
     if let Some(user) = static_token_user(state, token) {
         return Ok(Some(user));
     }
+    // A service-account token authenticates a request only for the API audiences.
     match verified(state, token, &[]) {
-        Ok(claims) => Ok(Some(tokens::review_user(&claims))),
-        Err(_) => Err(status(
+        Ok(claims) if !api_audiences_of(state, &claims).is_empty() => {
+            Ok(Some(tokens::review_user(&claims)))
+        }
+        _ => Err(status(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             "Unauthorized",
         )),
     }
+}
+
+/// Which of `wanted` (none: the API audiences) the token's `aud` claim carries.
+fn audiences_matched<'a>(state: &'a State, claims: &'a Value, wanted: &[&'a str]) -> Vec<&'a str> {
+    let token_aud: Vec<&str> = claims["aud"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let wanted: Vec<&str> = if wanted.is_empty() {
+        state.api_audiences.iter().map(String::as_str).collect()
+    } else {
+        wanted.to_vec()
+    };
+    wanted
+        .into_iter()
+        .filter(|a| token_aud.contains(a))
+        .collect()
+}
+
+fn api_audiences_of<'a>(state: &'a State, claims: &'a Value) -> Vec<&'a str> {
+    audiences_matched(state, claims, &[])
 }
 
 /// The user of a static token (the API server's `--token-auth-file`), if `token` is one.
@@ -180,7 +208,7 @@ pub(crate) fn token_request(
         .filter_map(|a| a.as_str().map(str::to_owned))
         .collect();
     if audiences.is_empty() {
-        audiences.push(state.signer.issuer.clone());
+        audiences.clone_from(&state.api_audiences);
     }
     let bound = &spec["boundObjectRef"];
     let pod = match bound["kind"].as_str() {
@@ -242,12 +270,17 @@ pub(crate) fn token_review(state: &State, req: &Req) -> hyper::Response<Body> {
         .flatten()
         .filter_map(Value::as_str)
         .collect();
-    // A static token is not audience-aware: it authenticates for the API server's own
-    // audience (the issuer), as the real server's authenticator wrapper decides.
+    // A static token is not audience-aware: it authenticates for the API audiences,
+    // as the real server's authenticator wrapper decides.
     if let Some(user) = static_token_user(state, token) {
-        let ours = state.signer.issuer.as_str();
-        let status_body = if wanted.is_empty() || wanted.contains(&ours) {
-            json!({"authenticated": true, "user": user, "audiences": [ours]})
+        let ours: Vec<&str> = state
+            .api_audiences
+            .iter()
+            .map(String::as_str)
+            .filter(|a| wanted.is_empty() || wanted.contains(a))
+            .collect();
+        let status_body = if !ours.is_empty() {
+            json!({"authenticated": true, "user": user, "audiences": ours})
         } else {
             json!({"authenticated": false, "error": "token audiences do not match the requested audiences"})
         };
@@ -261,21 +294,9 @@ pub(crate) fn token_review(state: &State, req: &Req) -> hyper::Response<Body> {
     }
     let status_body = match verified(state, token, &wanted) {
         Ok(claims) => {
-            let token_aud: Vec<&str> = claims["aud"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            let audiences: Vec<&str> = if wanted.is_empty() {
-                token_aud.clone()
-            } else {
-                wanted
-                    .iter()
-                    .copied()
-                    .filter(|a| token_aud.contains(a))
-                    .collect()
-            };
+            // No audiences asked for: the API audiences (kube-apiserver's
+            // TokenReview REST handler fills them in).
+            let audiences = audiences_matched(state, &claims, &wanted);
             if audiences.is_empty() {
                 json!({"authenticated": false, "error": "token audiences do not match the requested audiences"})
             } else {

@@ -97,6 +97,12 @@ pub struct Config {
     /// `--token-success-cache-ttl`: how long a token that authenticated is taken
     /// without checking it again (default 10 s, kube-apiserver's; zero: no cache).
     pub token_success_cache_ttl: Duration,
+    /// `--api-audiences`: a service-account token authenticates a request only if it
+    /// carries one of them, and a TokenRequest or TokenReview that names none gets
+    /// them. Empty (the default): the issuer, as kube-apiserver defaults it. Managed
+    /// clusters set others (EKS: `https://kubernetes.default.svc` under an
+    /// `oidc.eks` issuer).
+    pub api_audiences: Vec<String>,
 }
 
 impl Default for Config {
@@ -109,6 +115,7 @@ impl Default for Config {
             jwks_uri: None,
             version: ServerVersion::default(),
             token_success_cache_ttl: Duration::from_secs(10),
+            api_audiences: Vec::new(),
         }
     }
 }

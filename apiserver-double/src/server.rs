@@ -45,6 +45,8 @@ pub(crate) struct State {
     pub(crate) jwks_uri: Option<String>,
     /// Tokens that authenticated, for `--token-success-cache-ttl`.
     pub(crate) token_cache: crate::authn::TokenCache,
+    /// `--api-audiences` (the issuer when none were configured).
+    pub(crate) api_audiences: Vec<String>,
 }
 
 /// A running double; stops when dropped.
@@ -84,6 +86,11 @@ impl ApiServer {
                 &external_address(addr),
             ),
             token_cache: crate::authn::TokenCache::new(config.token_success_cache_ttl),
+            api_audiences: if config.api_audiences.is_empty() {
+                vec![config.issuer.clone()]
+            } else {
+                config.api_audiences.clone()
+            },
         });
         seed(&state.store, addr, config.version);
         let serve_state = state.clone();

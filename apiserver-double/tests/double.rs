@@ -122,7 +122,14 @@ async fn service_account_tokens_request_review_and_verify() {
     use http_body_util::{BodyExt, Full};
     use serde_json::{Value, json};
 
-    let server = ApiServer::start(Config::default()).await.unwrap();
+    // The token below is for this audience: as on a cluster whose `--api-audiences`
+    // names it, it is a credential for the API.
+    let server = ApiServer::start(Config {
+        api_audiences: vec!["https://kubernetes.default.svc".into()],
+        ..Config::default()
+    })
+    .await
+    .unwrap();
     let client = kgate_apiserver_double::client::https_client(server.ca_pem(), false);
     let call = |method: &str, path: &str, token: &str, body: Option<Value>| {
         let req = http::Request::builder()

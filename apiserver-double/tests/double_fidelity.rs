@@ -3,7 +3,8 @@
 //! `auth can-i`, `auth whoami`), validation left to the server through OpenAPI v3,
 //! strategic merge patches by merge key (`apply`, `set image`), delete answers and
 //! graceful pod deletion, `-o wide` and `get all`; and the service-account key life
-//! cycle (rotation, retirement, revocation when the bound pod goes).
+//! cycle (rotation, retirement, revocation when the bound pod goes), the token cache
+//! and the API audiences a token must carry.
 
 use std::{fs, time::Duration};
 
@@ -41,6 +42,26 @@ fn bot_on_web_0(server: &Handle) -> Subject {
         service_account_uid: uid("serviceaccounts", "bot"),
         pod: Some(("web-0".into(), uid("pods", "web-0"), Some("node-1".into()))),
     }
+}
+
+/// A TokenReview of `token` by the admin, no audiences named: its `status`.
+async fn review(client: &HttpsClient, server: &Handle, token: &str) -> Value {
+    let body = json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+        "spec": {"token": token},
+    });
+    let req = http::Request::post(format!(
+        "{}/apis/authentication.k8s.io/v1/tokenreviews",
+        server.url()
+    ))
+    .header("authorization", format!("Bearer {}", server.admin_token()))
+    .header("content-type", "application/json")
+    .body(http_body_util::Full::new(bytes::Bytes::from(
+        body.to_string(),
+    )))
+    .unwrap();
+    let body = text(client.request(req).await.unwrap().into_body()).await;
+    serde_json::from_str::<Value>(&body).unwrap()["status"].clone()
 }
 
 /// GET `path` with `token` as the bearer: the status and the body.
@@ -412,27 +433,7 @@ async fn a_token_that_authenticated_is_taken_unchecked_until_the_cache_ttl_passe
     let unused = server.mint_token(&subject, &aud, 3600);
     let client = https_client(server.ca_pem(), false);
     let pods = "/api/v1/namespaces/demo/pods";
-    let review = |token: &str| {
-        let body = json!({
-            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-            "spec": {"token": token},
-        });
-        let req = http::Request::post(format!(
-            "{}/apis/authentication.k8s.io/v1/tokenreviews",
-            server.url()
-        ))
-        .header("authorization", format!("Bearer {}", server.admin_token()))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            body.to_string(),
-        )))
-        .unwrap();
-        let fut = client.request(req);
-        async move {
-            let body = text(fut.await.unwrap().into_body()).await;
-            serde_json::from_str::<Value>(&body).unwrap()["status"]["authenticated"] == true
-        }
-    };
+    let review = async |token: &str| review(&client, &server, token).await["authenticated"] == true;
 
     assert_eq!(get_as(&client, &server, &used, pods).await.0, 200);
     let k = kubectl(&server, "fidelity-token-cache");
@@ -461,6 +462,47 @@ async fn a_token_that_authenticated_is_taken_unchecked_until_the_cache_ttl_passe
         "checked again once the TTL passed"
     );
     assert!(!review(&used).await);
+}
+
+/// `--api-audiences` as a managed cluster sets it (EKS: tokens carry
+/// `https://kubernetes.default.svc` under an `oidc.eks` issuer): `kubectl create
+/// token` without `--audience` issues a token for the API audience, which works; a
+/// token for the issuer alone is a 401; TokenReview without audiences answers for the
+/// API audiences.
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_authenticate_only_for_the_api_audiences() {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+
+    const ISSUER: &str = "https://oidc.eks.test/id/0123";
+    const API: &str = "https://kubernetes.default.svc";
+    let server = ApiServer::start(Config {
+        issuer: ISSUER.into(),
+        api_audiences: vec![API.into()],
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let k = kubectl(&server, "fidelity-api-audiences");
+    let issued = ok(&k, &["create", "token", "bot"]).trim().to_owned();
+    let payload = issued.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(
+        (claims["iss"].as_str(), &claims["aud"]),
+        (Some(ISSUER), &json!([API]))
+    );
+    let client = https_client(server.ca_pem(), false);
+    let pods = "/api/v1/namespaces/demo/pods";
+    assert_eq!(get_as(&client, &server, &issued, pods).await.0, 200);
+    let for_issuer = server.mint_token(&bot_on_web_0(&server), &[ISSUER.to_owned()], 3600);
+    assert_eq!(get_as(&client, &server, &for_issuer, pods).await.0, 401);
+
+    let reviewed = review(&client, &server, &issued).await;
+    assert_eq!(reviewed["authenticated"], true, "{reviewed}");
+    assert_eq!(reviewed["audiences"], json!([API]));
+    let reviewed = review(&client, &server, &for_issuer).await;
+    assert_eq!(reviewed["authenticated"], false, "{reviewed}");
+    let reviewed = review(&client, &server, server.admin_token()).await;
+    assert_eq!(reviewed["audiences"], json!([API]), "{reviewed}");
 }
 
 /// The impersonation filter: the request is handled, and logged, as the impersonated

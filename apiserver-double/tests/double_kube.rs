@@ -329,8 +329,23 @@ async fn token_request_review_and_jwks() {
     );
     assert!(nbf <= iat && exp - iat == 3600, "{claims}");
 
-    // The issued token is itself a credential, for the service account.
-    let bot = client(&server, &token).await;
+    // A token for another audience is no credential for the API; one issued without
+    // audiences is for the API's (the issuer here), and acts as the service account.
+    let for_kgate: Api<ConfigMap> = Api::namespaced(client(&server, &token).await, "demo");
+    let refused = for_kgate.list(&ListParams::default()).await.unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 401),
+        "{refused:?}"
+    );
+    let plain: TokenRequest = serde_json::from_value(json!({"spec": {}})).unwrap();
+    let api_token = sas
+        .create_token_request("bot", &PostParams::default(), &plain)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let bot = client(&server, &api_token).await;
     let as_bot: Api<ConfigMap> = Api::namespaced(bot, "demo");
     as_bot.list(&ListParams::default()).await.unwrap();
     assert_eq!(

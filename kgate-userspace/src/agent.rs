@@ -167,7 +167,26 @@ pub(crate) async fn run(config: Config, debug_logs: bool) -> Result<(), AgentErr
         .1
     };
     let admin_client = client.clone();
-    let identity = Identifier::new(&config.identity, Some(client), pods).with_oidc(oidc);
+    let mut identity = Identifier::new(&config.identity, Some(client), pods).with_oidc(oidc);
+    if config.identity.audiences.is_empty() {
+        let api = config
+            .upstream
+            .token_file
+            .as_deref()
+            .and_then(crate::identity::api_audiences_of_token_file);
+        match api {
+            Some(audiences) => {
+                info!(
+                    ?audiences,
+                    "service-account tokens must carry the API server's audiences, as the agent's own token names them"
+                );
+                identity = identity.with_api_audiences(audiences);
+            }
+            None => info!(
+                "the agent's token names no audiences: service-account tokens must carry the issuer as their audience"
+            ),
+        }
+    }
     policy.spawn_file_reloader(Duration::from_secs(config.policy.reload_seconds));
     let proxy = Arc::new(Proxy {
         origins,

@@ -127,6 +127,63 @@ impl Setup {
 const PODS: &str = "/api/v1/namespaces/demo/pods";
 const REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 
+/// On a cluster whose API audience is not its issuer (EKS: tokens for
+/// `https://kubernetes.default.svc` under an `oidc.eks` issuer), the pods' tokens are
+/// verified locally with no `identity.audiences` set: the agent's own projected token
+/// names the API server's audiences. A token for the issuer alone, which the API
+/// server refuses as well, is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_audiences_come_from_the_agents_own_token() {
+    const ISSUER: &str = "https://oidc.eks.test/id/0123";
+    const API: &str = "https://kubernetes.default.svc";
+    let server = ApiServer::start(Config {
+        issuer: ISSUER.into(),
+        api_audiences: vec![API.into()],
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    server
+        .create(
+            "serviceaccounts",
+            "demo",
+            json!({"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {"name": "kgate"}}),
+        )
+        .unwrap();
+    let agent_sa = server.get("serviceaccounts", "demo", "kgate").unwrap();
+    let agent_token = server.mint_token(
+        &Subject {
+            namespace: "demo".into(),
+            service_account: "kgate".into(),
+            service_account_uid: agent_sa["metadata"]["uid"].as_str().unwrap().into(),
+            pod: None,
+        },
+        &[API.to_owned()],
+        3600,
+    );
+    let agent =
+        Agent::standalone_with(&server.url(), server.ca_pem(), &agent_token, IDENTITY).unwrap();
+    agent
+        .wait_for(
+            "service-account JWKS loaded",
+            std::time::Duration::from_secs(20),
+        )
+        .unwrap();
+    let s = Setup { server, agent };
+    let bot = s.service_account("bot");
+    let for_api = s.server.mint_token(&bot, &[API.to_owned()], 3600);
+    let (status, body) = s.get(PODS, Some(&for_api)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(s.upstream_count(REVIEWS), 0, "verified locally");
+    let for_issuer = s.server.mint_token(&bot, &[ISSUER.to_owned()], 3600);
+    let (status, body) = s.get(PODS, Some(&for_issuer)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("audience"),
+        "{body}"
+    );
+}
+
 fn assert_status(got: &(StatusCode, Value), code: StatusCode, needle: &str) {
     assert_eq!(got.0, code, "{}", got.1);
     assert_eq!(got.1["kind"], "Status", "{}", got.1);

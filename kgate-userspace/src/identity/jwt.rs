@@ -225,14 +225,39 @@ pub fn peek_issuer(token: &str) -> Option<String> {
     struct Iss {
         iss: Option<String>,
     }
-    let mut parts = token.split('.');
+    peek::<Iss>(token)?.iss
+}
+
+/// The `aud` claim of a JWT (a string or a list), unverified: only for the agent's
+/// own token, whose audiences are the API server's. `None` without one.
+pub fn peek_audiences(token: &str) -> Option<Vec<String>> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Aud {
+        One(String),
+        Many(Vec<String>),
+    }
+    #[derive(Deserialize)]
+    struct Claims {
+        aud: Option<Aud>,
+    }
+    let audiences = match peek::<Claims>(token)?.aud? {
+        Aud::One(a) => vec![a],
+        Aud::Many(a) => a,
+    };
+    (!audiences.is_empty()).then_some(audiences)
+}
+
+/// A JWT's claims, unverified.
+fn peek<T: serde::de::DeserializeOwned>(token: &str) -> Option<T> {
+    let mut parts = token.trim().split('.');
     let (Some(_), Some(payload), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return None;
     };
     let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    serde_json::from_slice::<Iss>(&bytes).ok()?.iss
+    serde_json::from_slice(&bytes).ok()
 }
 
 fn family_of(jwk: &Jwk) -> Option<Family> {

@@ -172,6 +172,9 @@ pub(crate) struct Identifier {
     pods: Option<PodIndex>,
     issuer: Option<String>,
     audiences: Vec<String>,
+    /// The API server's audiences, from the agent's own token, for when
+    /// `identity.audiences` names none.
+    api_audiences: Option<Vec<String>>,
     skew_seconds: u64,
     review_ttl: Duration,
     unbound: Vec<WildMatch>,
@@ -208,6 +211,7 @@ impl Identifier {
             pods,
             issuer: cfg.issuer.clone(),
             audiences: cfg.audiences.clone(),
+            api_audiences: None,
             skew_seconds: cfg.clock_skew_seconds.unwrap_or(60),
             review_ttl: Duration::from_secs(cfg.token_review_cache_seconds.unwrap_or(10)),
             unbound: globs(&cfg.unbound_subjects),
@@ -225,6 +229,14 @@ impl Identifier {
     #[cfg(any(test, feature = "bench"))]
     pub(crate) fn with_keys(self, keys: Keys) -> Self {
         *self.keys.write().unwrap() = Some(Arc::new(keys));
+        self
+    }
+
+    /// Accepts tokens for `audiences` (the API server's, as the agent's own token
+    /// names them: [`api_audiences_of_token_file`]) when `identity.audiences` names
+    /// none, rather than for the issuer.
+    pub(crate) fn with_api_audiences(mut self, audiences: Vec<String>) -> Self {
+        self.api_audiences = Some(audiences);
         self
     }
 
@@ -405,11 +417,16 @@ impl Identifier {
         Some(result.and_then(|claims| Ok((claims.user()?, claims.exp))))
     }
 
+    /// The audiences a service-account token must carry one of: `identity.audiences`,
+    /// else the API server's (from the agent's own token), else the issuer (what
+    /// `--api-audiences` defaults to).
     fn audiences_for(&self, keys: &Keys) -> Vec<String> {
-        if self.audiences.is_empty() {
-            vec![keys.issuer.clone()]
-        } else {
+        if !self.audiences.is_empty() {
             self.audiences.clone()
+        } else if let Some(api) = &self.api_audiences {
+            api.clone()
+        } else {
+            vec![keys.issuer.clone()]
         }
     }
 
@@ -725,4 +742,15 @@ impl Workload {
             Self::Unattributed => "direct".to_owned(),
         }
     }
+}
+
+/// The API server's audiences as the agent's own token (`upstream.tokenFile`) carries
+/// them: a projected service-account token issued without an explicit audience, as
+/// the DaemonSet's is, names exactly the API server's `--api-audiences` (the issuer
+/// unless the cluster sets others: EKS's tokens are for `https://kubernetes.default.svc`
+/// under an `oidc.eks` issuer). `None` when the file cannot be read or holds no JWT
+/// with an `aud` (a static token).
+pub(crate) fn api_audiences_of_token_file(path: &std::path::Path) -> Option<Vec<String>> {
+    let token = std::fs::read_to_string(path).ok()?;
+    jwt::peek_audiences(&token)
 }

@@ -199,6 +199,49 @@ fn claims_must_be_a_service_accounts() {
     assert!(claims.user().unwrap_err().to_string().contains("sub"));
 }
 
+/// The agent's own token names the API server's audiences (one or several, a string
+/// or a list); a static token or a file of junk names none.
+#[test]
+fn the_api_audiences_are_read_from_the_agents_own_token() {
+    let s = Signer::new("k1");
+    let dir = std::env::temp_dir().join(format!("kgate-aud-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let mut c = claims(None);
+    c["aud"] = json!(["https://kubernetes.default.svc", "sts.amazonaws.com"]);
+    let many = file("many", &format!("{}\n", s.sign(&c)));
+    c["aud"] = json!("https://kubernetes.default.svc");
+    let one = file("one", &s.sign(&c));
+    assert_eq!(
+        api_audiences_of_token_file(&many),
+        Some(vec![
+            "https://kubernetes.default.svc".into(),
+            "sts.amazonaws.com".into()
+        ])
+    );
+    assert_eq!(
+        api_audiences_of_token_file(&one),
+        Some(vec!["https://kubernetes.default.svc".into()])
+    );
+    for (name, text) in [
+        ("static", "admin-0123456789abcdef"),
+        ("empty", ""),
+        ("dots", "a.b.c"),
+    ] {
+        assert_eq!(
+            api_audiences_of_token_file(&file(name, text)),
+            None,
+            "{name}"
+        );
+    }
+    assert_eq!(api_audiences_of_token_file(&dir.join("missing")), None);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 fn pod(uid: &str, name: &str) -> Arc<PodInfo> {
     Arc::new(PodInfo {
         namespace: "ci".into(),
