@@ -37,7 +37,10 @@ async fn request_level_records_request_bodies_masked() {
     .unwrap();
     // kube-rs writes JSON bodies; kubectl writes built-in kinds as protobuf.
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-    use kube::{Api, Client, api::PostParams};
+    use kube::{
+        Api, Client,
+        api::{Patch, PatchParams, PostParams},
+    };
     let kube_dir = scratch_dir("request-level-kube");
     let kubeconfig = kgate_tests::harness::kubeconfig(
         &kube_dir,
@@ -86,6 +89,18 @@ async fn request_level_records_request_bodies_masked() {
         .await
         .unwrap();
     assert_eq!(patched.status(), StatusCode::OK);
+    // Server-side apply, as a kube-rs controller writes: JSON sent as
+    // application/apply-patch+yaml.
+    let applied = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "applied"}, "data": {"token": "YXBwbGllZC12YWx1ZQ=="}});
+    secrets
+        .patch(
+            "applied",
+            &PatchParams::apply("ci"),
+            &Patch::Apply(&applied),
+        )
+        .await
+        .unwrap();
     maps.get("settings").await.unwrap();
     let kubectl = kgate_tests::harness::Kubectl::new(
         scratch_dir("request-level-kubectl"),
@@ -102,21 +117,24 @@ async fn request_level_records_request_bodies_masked() {
     .await
     .unwrap();
 
-    let complete = |events: &[Event], verb: &str, resource: &str| {
+    let complete_named = |events: &[Event], verb: &str, resource: &str, name: &str| {
         events
             .iter()
             .find(|e| {
                 e.stage == "ResponseComplete"
                     && e.verb == verb
-                    && e.object_ref
-                        .as_ref()
-                        .is_some_and(|o| o.resource == resource)
+                    && e.object_ref.as_ref().is_some_and(|o| {
+                        o.resource == resource && (name.is_empty() || o.name == name)
+                    })
             })
             .cloned()
     };
+    let complete =
+        |events: &[Event], verb: &str, resource: &str| complete_named(events, verb, resource, "");
     let events = eventually("the writes' records", Duration::from_secs(10), async || {
         let events = sessions::load(&records).unwrap().0;
         (complete(&events, "patch", "secrets").is_some()
+            && complete_named(&events, "patch", "secrets", "applied").is_some()
             && complete(&events, "get", "configmaps").is_some()
             && events
                 .iter()
@@ -173,7 +191,19 @@ async fn request_level_records_request_bodies_masked() {
         .filter(|e| e.stage == "ResponseComplete" && e.verb == "create")
         .find_map(|e| e.annotation(kgate::record::event::REQUEST_OBJECT))
         .expect("kubectl's protobuf create says why it has no requestObject");
-    assert_eq!(protobuf, "omitted: not JSON");
+    assert_eq!(protobuf, "omitted: not JSON or YAML");
+    let apply = complete_named(&events, "patch", "secrets", "applied").unwrap();
+    let object = apply
+        .request_object
+        .clone()
+        .unwrap_or_else(|| panic!("the apply's body is not recorded: {:?}", apply.annotations));
+    assert_eq!(
+        (&object["metadata"]["name"], &object["data"]["token"]),
+        (
+            &serde_json::json!("applied"),
+            &serde_json::json!(kgate::mask::MASKED_BASE64)
+        )
+    );
     let read = complete(&events, "get", "configmaps").unwrap();
     assert_eq!(
         (
@@ -205,6 +235,8 @@ async fn request_level_records_request_bodies_masked() {
         "bmV3LXNlY3JldA==".to_owned(),
         "a2V5LXZhbHVlLTEyMw==".to_owned(),
         "key-value-123".to_owned(),
+        "YXBwbGllZC12YWx1ZQ==".to_owned(),
+        "applied-value".to_owned(),
     ];
     for entry in fs::read_dir(&records).unwrap() {
         let bytes = fs::read(entry.unwrap().path()).unwrap();

@@ -159,10 +159,10 @@ impl Pending {
         if !has_body || !recorder.enabled() {
             return req;
         }
-        let json = request_object::is_json(req.headers());
+        let syntax = request_object::syntax(req.headers());
         let (parts, body) = req.into_parts();
         let (body, captured) =
-            request_object::tee(body, limit, length, json, masker.record_plan(info));
+            request_object::tee(body, limit, length, syntax, masker.record_plan(info));
         let _ = self.request_body.set(captured);
         http::Request::from_parts(parts, body)
     }

@@ -2,14 +2,15 @@
 //! streams to the API server (nothing waits for it, nothing is buffered ahead of the
 //! forward), parsed and masked when the response's event is written.
 //!
-//! A body is kept only when it is JSON, whole (the copy saw its end), at most the
-//! configured size and, where mask rules cover the resource, a JSON object (so that
-//! every masked field can be found). Otherwise the event gets no `requestObject`,
-//! and [`Captured::object`] says why.
+//! A body is kept only when it is JSON or YAML (server-side apply's
+//! `application/apply-patch+yaml`, which kubectl and kube-rs fill with JSON, itself
+//! YAML), whole (the copy saw its end), at most the configured size and, where mask
+//! rules cover the resource, an object (so that every masked field can be found).
+//! Otherwise the event gets no `requestObject`, and [`Captured::object`] says why.
 //!
 //! The same copy serves response bodies at `RequestResponse` ([`Captured::for_response`]).
 //!
-//! Not here: protobuf or YAML bodies.
+//! Not here: protobuf or CBOR bodies.
 
 use std::{
     pin::Pin,
@@ -42,7 +43,7 @@ pub(crate) struct Captured {
     /// `Content-Length`: a body that has all of it is whole even before its end is
     /// polled (the API server may answer first).
     expected: Option<u64>,
-    json: bool,
+    syntax: Option<Syntax>,
     mask: Option<Plan>,
     /// The config field that sets `limit`, for the reason a body is left out.
     limit_field: &'static str,
@@ -55,23 +56,43 @@ struct Tee {
     limit: usize,
 }
 
-/// Whether a body with these headers is JSON (the JSON patch types included); protobuf
-/// and YAML bodies are not kept.
-pub(crate) fn is_json(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().ends_with("json"))
+/// How a kept body is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Syntax {
+    /// JSON, the JSON patch types included.
+    Json,
+    /// YAML: `application/yaml` and server-side apply's `application/apply-patch+yaml`.
+    Yaml,
 }
 
-/// Wraps `body` so that a copy of up to `limit` bytes is kept. `json`: the body's
-/// content type is JSON; `mask`: the rules its object is masked by.
+/// How a body with these headers is read; `None` for what is not kept (protobuf,
+/// CBOR, anything else).
+pub(crate) fn syntax(headers: &http::HeaderMap) -> Option<Syntax> {
+    let media = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())?
+        .trim()
+        .to_ascii_lowercase();
+    if media.ends_with("json") {
+        Some(Syntax::Json)
+    } else if matches!(
+        media.as_str(),
+        "application/yaml" | "application/apply-patch+yaml"
+    ) {
+        Some(Syntax::Yaml)
+    } else {
+        None
+    }
+}
+
+/// Wraps `body` so that a copy of up to `limit` bytes is kept. `syntax`: how the
+/// body is read (`None`: it is not kept); `mask`: the rules its object is masked by.
 pub(crate) fn tee(
     body: Body,
     limit: usize,
     expected: Option<u64>,
-    json: bool,
+    syntax: Option<Syntax>,
     mask: Option<Plan>,
 ) -> (Body, Captured) {
     let state = Arc::new(Mutex::new(State::default()));
@@ -84,7 +105,7 @@ pub(crate) fn tee(
         state,
         limit,
         expected,
-        json,
+        syntax,
         mask,
         limit_field: "record.requestObjectMaxBytes",
     };
@@ -160,9 +181,9 @@ impl Captured {
     /// keeps none.
     pub(crate) fn object(&self) -> Result<Option<Value>, String> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if !self.json {
-            return Err("omitted: not JSON".into());
-        }
+        let Some(syntax) = self.syntax else {
+            return Err("omitted: not JSON or YAML".into());
+        };
         if state.over {
             return Err(format!(
                 "omitted: larger than {} ({} bytes)",
@@ -176,8 +197,12 @@ impl Captured {
         if state.bytes.is_empty() {
             return Ok(None);
         }
-        let mut value: Value = serde_json::from_slice(&state.bytes)
-            .map_err(|e| format!("omitted: not valid JSON ({e})"))?;
+        let mut value: Value = match syntax {
+            Syntax::Json => serde_json::from_slice(&state.bytes)
+                .map_err(|e| format!("omitted: not valid JSON ({e})"))?,
+            Syntax::Yaml => serde_yaml::from_slice(&state.bytes)
+                .map_err(|e| format!("omitted: not valid YAML ({e})"))?,
+        };
         if let Some(plan) = &self.mask
             && !plan.mask_object(&mut value)
         {
@@ -209,7 +234,8 @@ mod tests {
         json: bool,
         mask: Option<Plan>,
     ) -> Result<Value, String> {
-        through_maybe_empty(body, limit, json, mask)
+        let syntax = json.then_some(Syntax::Json);
+        through_maybe_empty(body, limit, syntax, mask)
             .await
             .map(|v| v.expect("a body"))
     }
@@ -217,10 +243,10 @@ mod tests {
     async fn through_maybe_empty(
         body: &[u8],
         limit: usize,
-        json: bool,
+        syntax: Option<Syntax>,
         mask: Option<Plan>,
     ) -> Result<Option<Value>, String> {
-        let (tee, captured) = tee(body::full(body.to_vec()), limit, None, json, mask);
+        let (tee, captured) = tee(body::full(body.to_vec()), limit, None, syntax, mask);
         let forwarded = tee.collect().await.unwrap().to_bytes();
         assert_eq!(forwarded, body, "the body passes unchanged");
         captured.object()
@@ -245,6 +271,48 @@ mod tests {
         assert_eq!(object["data"]["a"], "b");
     }
 
+    /// Server-side apply's bodies: JSON as kubectl and kube-rs send them, or YAML, both
+    /// as `application/apply-patch+yaml`; a Secret's values masked either way.
+    #[tokio::test]
+    async fn apply_patches_are_read_as_yaml_and_masked() {
+        let headers = |t: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(t),
+            );
+            h
+        };
+        assert_eq!(
+            syntax(&headers("application/apply-patch+yaml")),
+            Some(Syntax::Yaml)
+        );
+        assert_eq!(
+            syntax(&headers("application/merge-patch+json")),
+            Some(Syntax::Json)
+        );
+        assert_eq!(syntax(&headers("application/apply-patch+cbor")), None);
+        assert_eq!(
+            syntax(&headers("application/vnd.kubernetes.protobuf")),
+            None
+        );
+        for body in [
+            &br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s"},"data":{"password":"aHVudGVyMg=="}}"#[..],
+            b"apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata:\n  password: aHVudGVyMg==\n",
+        ] {
+            let object = through_maybe_empty(body, 1 << 20, Some(Syntax::Yaml), plan("secrets"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(object["metadata"]["name"], "s");
+            assert_eq!(object["data"]["password"], crate::mask::MASKED_BASE64);
+        }
+        let err = through_maybe_empty(b"a: [", 1 << 20, Some(Syntax::Yaml), None)
+            .await
+            .unwrap_err();
+        assert!(err.contains("not valid YAML"), "{err}");
+    }
+
     #[tokio::test]
     async fn what_cannot_be_kept_says_why() {
         let patch = br#"[{"op":"add","path":"/data/x","value":"c2VjcmV0"}]"#;
@@ -266,7 +334,7 @@ mod tests {
             .unwrap_err();
         assert!(err.contains("not JSON"), "{err}");
         assert_eq!(
-            through_maybe_empty(b"", 1 << 20, true, None).await,
+            through_maybe_empty(b"", 1 << 20, Some(Syntax::Json), None).await,
             Ok(None)
         );
         let err = through(b"{\"a\":", 1 << 20, true, None).await.unwrap_err();
@@ -275,7 +343,13 @@ mod tests {
 
     #[test]
     fn a_body_not_yet_read_is_not_recorded() {
-        let (_tee, captured) = tee(body::full(b"{}".to_vec()), 1024, Some(2), true, None);
+        let (_tee, captured) = tee(
+            body::full(b"{}".to_vec()),
+            1024,
+            Some(2),
+            Some(Syntax::Json),
+            None,
+        );
         let err = captured.object().unwrap_err();
         assert!(err.contains("not all arrived"), "{err}");
     }

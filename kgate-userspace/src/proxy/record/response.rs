@@ -60,14 +60,14 @@ pub(super) fn hold(
     limit: usize,
     response: http::Response<Body>,
 ) -> (http::Response<Body>, Held) {
-    let json = request_object::is_json(response.headers());
+    let syntax = request_object::syntax(response.headers());
     let length = response
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let (parts, body) = response.into_parts();
     // The body is already masked (or covered by no rule): no second masking.
-    let (body, captured) = request_object::tee(body, limit, length, json, None);
+    let (body, captured) = request_object::tee(body, limit, length, syntax, None);
     let slot = Arc::new(Mutex::new(Slot {
         writer: recorder.writer(),
         ..Slot::default()
