@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::JwkSet};
-use kgate::internal::identity::jwt::{Keys, peek_issuer};
+use kgate::internal::identity::jwt::{Keys, peek_audiences, peek_issuer};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 
@@ -75,6 +75,9 @@ fuzz_target!(|data: &[u8]| {
 
 fn check(fixture: &Fixture, token: &str) {
     let _ = peek_issuer(token);
+    // The agent reads its own token's audiences this way: never a panic, never an
+    // empty list.
+    assert_ne!(peek_audiences(token), Some(Vec::new()));
     let Ok(claims) = fixture.keys.verify(token, &[AUDIENCE.into()], 0) else {
         return;
     };
