@@ -249,6 +249,22 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// A kube-rs client for `server` with `token`, trusting `ca_pem`, built from a
+/// kubeconfig as a user's would be. The kubeconfig names its CA file; the client has
+/// read it once it is built, so the scratch directory may go.
+pub async fn kube_client(server: &str, ca_pem: &str, token: &str) -> kube::Client {
+    let dir = scratch_dir("kube-client");
+    let path = kubeconfig(&dir, server, ca_pem, token);
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("the kubeconfig reads");
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("the kubeconfig makes a client config");
+    kube::Client::try_from(config).expect("a kube client")
+}
+
 /// kubectl through `agent` as the service account `demo/NAME` (created in the double
 /// when missing), with a token the double issued for it.
 pub fn kubectl_as_service_account(

@@ -17,7 +17,7 @@ use kgate::internal::{
 use kgate_tests::{
     apiserver::{ApiServer, Config, Handle, KUBERNETES_SERVICE_IP},
     fault_proxy::{Fault, FaultProxy},
-    harness::{kubeconfig, scratch_dir},
+    harness::kube_client,
 };
 use kube::{
     Api, Client,
@@ -26,27 +26,13 @@ use kube::{
 use serde_json::json;
 use tokio::sync::watch;
 
-async fn client(server: &str, ca_pem: &str, token: &str) -> Client {
-    // The kubeconfig names its CA file; the client has read it once it is built.
-    let dir = scratch_dir("kube-watches");
-    let path = kubeconfig(&dir, server, ca_pem, token);
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    Client::try_from(config).unwrap()
-}
-
 /// A client to the double through `proxy` (what the watches use), and one straight to
 /// the double (what the test changes the cluster with while the proxy is down).
 async fn clients(server: &Handle, proxy: &FaultProxy) -> (Client, Client) {
     let token = server.admin_token();
     (
-        client(&proxy.url(), proxy.ca_pem(), token).await,
-        client(&server.url(), server.ca_pem(), token).await,
+        kube_client(&proxy.url(), proxy.ca_pem(), token).await,
+        kube_client(&server.url(), server.ca_pem(), token).await,
     )
 }
 

@@ -220,24 +220,13 @@ async fn watches_are_masked_event_by_event() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kube_rs_decodes_the_placeholder() {
     use k8s_openapi::api::core::v1::Secret;
-    use kube::{Api, Client, api::ListParams};
+    use kube::{Api, api::ListParams};
 
     let s = setup("").await;
-    let dir = scratch_dir("mask-kube-rs");
-    let kubeconfig = kgate_tests::harness::kubeconfig(
-        &dir,
-        &s.agent.url(),
-        &s.agent.ca_pem,
-        s.server.admin_token(),
-    );
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    let secrets: Api<Secret> = Api::namespaced(Client::try_from(config).unwrap(), "demo");
+    let client =
+        kgate_tests::harness::kube_client(&s.agent.url(), &s.agent.ca_pem, s.server.admin_token())
+            .await;
+    let secrets: Api<Secret> = Api::namespaced(client, "demo");
     let one = secrets.get("db-creds").await.unwrap();
     let listed = secrets.list(&ListParams::default()).await.unwrap();
     for secret in std::iter::once(&one).chain(&listed.items) {
@@ -258,26 +247,15 @@ async fn a_streaming_list_is_masked_and_ends_its_initial_state() {
     use futures_util::{StreamExt, TryStreamExt};
     use k8s_openapi::api::core::v1::Secret;
     use kube::{
-        Api, Client,
+        Api,
         runtime::watcher::{self, Event},
     };
 
     let s = setup("").await;
-    let dir = scratch_dir("mask-streaming-list");
-    let kubeconfig = kgate_tests::harness::kubeconfig(
-        &dir,
-        &s.agent.url(),
-        &s.agent.ca_pem,
-        s.server.admin_token(),
-    );
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    let secrets: Api<Secret> = Api::namespaced(Client::try_from(config).unwrap(), "demo");
+    let client =
+        kgate_tests::harness::kube_client(&s.agent.url(), &s.agent.ca_pem, s.server.admin_token())
+            .await;
+    let secrets: Api<Secret> = Api::namespaced(client, "demo");
     let mut events =
         watcher::watcher(secrets, watcher::Config::default().streaming_lists()).boxed();
     let mut next = async || {

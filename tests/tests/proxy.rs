@@ -631,24 +631,12 @@ async fn an_unreachable_upstream_is_a_503_status() {
 async fn kube_rs_lists_gets_and_watches_through_kgate() {
     use futures_util::StreamExt as _;
     use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-    use kube::{Api, Client, api::ListParams, runtime::watcher};
+    use kube::{Api, api::ListParams, runtime::watcher};
 
     let s = setup().await;
-    let dir = scratch_dir("kube-rs");
-    let kubeconfig = kgate_tests::harness::kubeconfig(
-        &dir,
-        &s.agent.url(),
-        &s.agent.ca_pem,
-        s.server.admin_token(),
-    );
-    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    let client = Client::try_from(config).unwrap();
+    let client =
+        kgate_tests::harness::kube_client(&s.agent.url(), &s.agent.ca_pem, s.server.admin_token())
+            .await;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "demo");
     let listed = pods.list(&ListParams::default()).await.unwrap();

@@ -38,23 +38,11 @@ async fn request_level_records_request_bodies_masked() {
     // kube-rs writes JSON bodies; kubectl writes built-in kinds as protobuf.
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
     use kube::{
-        Api, Client,
+        Api,
         api::{Patch, PatchParams, PostParams},
     };
-    let kube_dir = scratch_dir("request-level-kube");
-    let kubeconfig = kgate_tests::harness::kubeconfig(
-        &kube_dir,
-        &agent.url(),
-        &agent.ca_pem,
-        server.admin_token(),
-    );
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(kubeconfig).unwrap(),
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .unwrap();
-    let client = Client::try_from(config).unwrap();
+    let client =
+        kgate_tests::harness::kube_client(&agent.url(), &agent.ca_pem, server.admin_token()).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "demo");
     let maps: Api<ConfigMap> = Api::namespaced(client, "demo");
     let secret: Secret = serde_json::from_value(serde_json::json!({
