@@ -119,3 +119,15 @@ impl Default for Config {
         }
     }
 }
+
+impl Config {
+    /// A cluster whose API audience is not its issuer, shaped as EKS's: tokens for
+    /// `https://kubernetes.default.svc` under an `oidc.eks` issuer.
+    pub fn eks_shaped() -> Self {
+        Self {
+            issuer: "https://oidc.eks.test/id/0123".into(),
+            api_audiences: vec!["https://kubernetes.default.svc".into()],
+            ..Self::default()
+        }
+    }
+}

@@ -473,36 +473,31 @@ async fn a_token_that_authenticated_is_taken_unchecked_until_the_cache_ttl_passe
 async fn tokens_authenticate_only_for_the_api_audiences() {
     use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 
-    const ISSUER: &str = "https://oidc.eks.test/id/0123";
-    const API: &str = "https://kubernetes.default.svc";
-    let server = ApiServer::start(Config {
-        issuer: ISSUER.into(),
-        api_audiences: vec![API.into()],
-        ..Config::default()
-    })
-    .await
-    .unwrap();
+    let config = Config::eks_shaped();
+    // Tokens for the API audiences, or for the issuer alone.
+    let (api, issuer) = (config.api_audiences.clone(), [config.issuer.clone()]);
+    let server = ApiServer::start(config).await.unwrap();
     let k = kubectl(&server, "fidelity-api-audiences");
     let issued = ok(&k, &["create", "token", "bot"]).trim().to_owned();
     let payload = issued.split('.').nth(1).unwrap();
     let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
     assert_eq!(
         (claims["iss"].as_str(), &claims["aud"]),
-        (Some(ISSUER), &json!([API]))
+        (Some(issuer[0].as_str()), &json!(api))
     );
     let client = https_client(server.ca_pem(), false);
     let pods = "/api/v1/namespaces/demo/pods";
     assert_eq!(get_as(&client, &server, &issued, pods).await.0, 200);
-    let for_issuer = server.mint_token(&bot_on_web_0(&server), &[ISSUER.to_owned()], 3600);
+    let for_issuer = server.mint_token(&bot_on_web_0(&server), &issuer, 3600);
     assert_eq!(get_as(&client, &server, &for_issuer, pods).await.0, 401);
 
     let reviewed = review(&client, &server, &issued).await;
     assert_eq!(reviewed["authenticated"], true, "{reviewed}");
-    assert_eq!(reviewed["audiences"], json!([API]));
+    assert_eq!(reviewed["audiences"], json!(api));
     let reviewed = review(&client, &server, &for_issuer).await;
     assert_eq!(reviewed["authenticated"], false, "{reviewed}");
     let reviewed = review(&client, &server, server.admin_token()).await;
-    assert_eq!(reviewed["audiences"], json!([API]), "{reviewed}");
+    assert_eq!(reviewed["audiences"], json!(api), "{reviewed}");
 }
 
 /// The impersonation filter: the request is handled, and logged, as the impersonated

@@ -55,24 +55,30 @@ async fn setup_on(config: Config, extra: &str) -> Setup {
     Setup { server, agent }
 }
 
+/// The service account `demo/NAME` (created when missing), as a token subject bound to
+/// no pod.
+fn service_account(server: &Handle, name: &str) -> Subject {
+    if server.get("serviceaccounts", "demo", name).is_none() {
+        server
+            .create(
+                "serviceaccounts",
+                "demo",
+                json!({"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {"name": name}}),
+            )
+            .unwrap();
+    }
+    let sa = server.get("serviceaccounts", "demo", name).unwrap();
+    Subject {
+        namespace: "demo".into(),
+        service_account: name.into(),
+        service_account_uid: sa["metadata"]["uid"].as_str().unwrap().into(),
+        pod: None,
+    }
+}
+
 impl Setup {
     fn service_account(&self, name: &str) -> Subject {
-        if self.server.get("serviceaccounts", "demo", name).is_none() {
-            self.server
-                .create(
-                    "serviceaccounts",
-                    "demo",
-                    json!({"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {"name": name}}),
-                )
-                .unwrap();
-        }
-        let sa = self.server.get("serviceaccounts", "demo", name).unwrap();
-        Subject {
-            namespace: "demo".into(),
-            service_account: name.into(),
-            service_account_uid: sa["metadata"]["uid"].as_str().unwrap().into(),
-            pod: None,
-        }
+        service_account(&self.server, name)
     }
 
     fn token(&self, subject: &Subject) -> String {
@@ -134,33 +140,11 @@ const REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 /// server refuses as well, is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_audiences_come_from_the_agents_own_token() {
-    const ISSUER: &str = "https://oidc.eks.test/id/0123";
-    const API: &str = "https://kubernetes.default.svc";
-    let server = ApiServer::start(Config {
-        issuer: ISSUER.into(),
-        api_audiences: vec![API.into()],
-        ..Config::default()
-    })
-    .await
-    .unwrap();
-    server
-        .create(
-            "serviceaccounts",
-            "demo",
-            json!({"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {"name": "kgate"}}),
-        )
-        .unwrap();
-    let agent_sa = server.get("serviceaccounts", "demo", "kgate").unwrap();
-    let agent_token = server.mint_token(
-        &Subject {
-            namespace: "demo".into(),
-            service_account: "kgate".into(),
-            service_account_uid: agent_sa["metadata"]["uid"].as_str().unwrap().into(),
-            pod: None,
-        },
-        &[API.to_owned()],
-        3600,
-    );
+    let config = Config::eks_shaped();
+    // Tokens for the API audiences, or for the issuer alone.
+    let (api, issuer) = (config.api_audiences.clone(), [config.issuer.clone()]);
+    let server = ApiServer::start(config).await.unwrap();
+    let agent_token = server.mint_token(&service_account(&server, "kgate"), &api, 3600);
     let agent =
         Agent::standalone_with(&server.url(), server.ca_pem(), &agent_token, IDENTITY).unwrap();
     agent
@@ -171,11 +155,11 @@ async fn the_api_audiences_come_from_the_agents_own_token() {
         .unwrap();
     let s = Setup { server, agent };
     let bot = s.service_account("bot");
-    let for_api = s.server.mint_token(&bot, &[API.to_owned()], 3600);
+    let for_api = s.server.mint_token(&bot, &api, 3600);
     let (status, body) = s.get(PODS, Some(&for_api)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(s.upstream_count(REVIEWS), 0, "verified locally");
-    let for_issuer = s.server.mint_token(&bot, &[ISSUER.to_owned()], 3600);
+    let for_issuer = s.server.mint_token(&bot, &issuer, 3600);
     let (status, body) = s.get(PODS, Some(&for_issuer)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(
