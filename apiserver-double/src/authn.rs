@@ -34,7 +34,7 @@ pub(crate) fn authenticate(
     }
     // A service-account token authenticates a request only for the API audiences.
     match verified(state, token, &[]) {
-        Ok(claims) if !api_audiences_of(state, &claims).is_empty() => {
+        Ok(claims) if !audiences_matched(state, &claims, &[]).is_empty() => {
             Ok(Some(tokens::review_user(&claims)))
         }
         _ => Err(status(
@@ -47,12 +47,7 @@ pub(crate) fn authenticate(
 
 /// Which of `wanted` (none: the API audiences) the token's `aud` claim carries.
 fn audiences_matched<'a>(state: &'a State, claims: &'a Value, wanted: &[&'a str]) -> Vec<&'a str> {
-    let token_aud: Vec<&str> = claims["aud"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let token_aud = strings(&claims["aud"]);
     let wanted: Vec<&str> = if wanted.is_empty() {
         state.api_audiences.iter().map(String::as_str).collect()
     } else {
@@ -64,8 +59,14 @@ fn audiences_matched<'a>(state: &'a State, claims: &'a Value, wanted: &[&'a str]
         .collect()
 }
 
-fn api_audiences_of<'a>(state: &'a State, claims: &'a Value) -> Vec<&'a str> {
-    audiences_matched(state, claims, &[])
+/// The strings of a JSON list (an `aud` claim, a TokenReview's audiences); none for
+/// anything else.
+fn strings(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
 }
 
 /// The user of a static token (the API server's `--token-auth-file`), if `token` is one.
@@ -264,12 +265,7 @@ pub(crate) fn token_review(state: &State, req: &Req) -> hyper::Response<Body> {
         Err(response) => return response,
     };
     let token = body["spec"]["token"].as_str().unwrap_or_default();
-    let wanted: Vec<&str> = body["spec"]["audiences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let wanted = strings(&body["spec"]["audiences"]);
     // A static token is not audience-aware: it authenticates for the API audiences,
     // as the real server's authenticator wrapper decides.
     if let Some(user) = static_token_user(state, token) {

@@ -19,66 +19,58 @@ pub(super) struct Comparison {
 }
 
 pub(super) fn compare(old: &Value, new: &Value) -> Comparison {
-    let mut c = Comparison::default();
-    compare_into(
-        None,
-        old,
-        new,
-        &mut c.added,
-        &mut c.removed,
-        &mut c.modified,
-    );
-    c
+    compare_containers(None, old, new).unwrap_or_default()
 }
 
-fn compare_into(
-    field: Option<&str>,
-    old: &Value,
-    new: &Value,
-    added: &mut Set,
-    removed: &mut Set,
-    modified: &mut Set,
-) {
-    let (Some(old_elements), Some(new_elements)) = (elements(field, old), elements(field, new))
-    else {
-        return;
-    };
+/// The comparison of two containers of the same shape (objects, or keyed lists and
+/// sets) under `field`; `None` when either is a leaf or their shapes differ, which the
+/// caller compares as values.
+fn compare_containers(field: Option<&str>, old: &Value, new: &Value) -> Option<Comparison> {
+    if old.is_object() != new.is_object() {
+        return None;
+    }
+    let (old_elements, new_elements) = (elements(field, old)?, elements(field, new)?);
+    let mut c = Comparison::default();
     let parent = kind(field, new);
     let old_by: BTreeMap<&String, (Option<&str>, &Value)> =
         old_elements.iter().map(|(e, f, v)| (e, (*f, *v))).collect();
     let new_by: BTreeMap<&String, (Option<&str>, &Value)> =
         new_elements.iter().map(|(e, f, v)| (e, (*f, *v))).collect();
     for (element, (child_field, new_value)) in &new_by {
-        match old_by.get(element) {
-            None => added.add_added(element, parent, *child_field, new_value),
-            Some((_, old_value)) => {
-                let containers = elements(*child_field, old_value).is_some()
-                    && elements(*child_field, new_value).is_some()
-                    && old_value.is_object() == new_value.is_object();
-                if containers {
-                    let (mut a, mut r, mut m) = (Set::default(), Set::default(), Set::default());
-                    compare_into(*child_field, old_value, new_value, &mut a, &mut r, &mut m);
-                    for (set, sub) in [(&mut *added, a), (&mut *removed, r), (&mut *modified, m)] {
-                        if !sub.is_empty() {
-                            set.children.insert((*element).clone(), sub);
-                        }
+        let Some((_, old_value)) = old_by.get(element) else {
+            c.added.add_added(element, parent, *child_field, new_value);
+            continue;
+        };
+        match compare_containers(*child_field, old_value, new_value) {
+            Some(sub) => {
+                for (set, part) in [
+                    (&mut c.added, sub.added),
+                    (&mut c.removed, sub.removed),
+                    (&mut c.modified, sub.modified),
+                ] {
+                    if !part.is_empty() {
+                        set.children.insert((*element).clone(), part);
                     }
-                } else if old_value != new_value {
-                    modified
-                        .children
-                        .entry((*element).clone())
-                        .or_default()
-                        .member = true;
                 }
             }
+            None if old_value != new_value => {
+                c.modified
+                    .children
+                    .entry((*element).clone())
+                    .or_default()
+                    .member = true;
+            }
+            None => {}
         }
     }
     let old_parent = kind(field, old);
     for (element, (child_field, old_value)) in &old_by {
         if !new_by.contains_key(element) {
-            removed.add_added(element, old_parent, *child_field, old_value);
+            c.removed
+                .add_added(element, old_parent, *child_field, old_value);
         }
     }
+    Some(c)
 }
 
 /// `value` without the items `set` names (whole subtrees for member paths).
