@@ -73,6 +73,23 @@ fn write_file(k: &Kubectl, name: &str, text: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
+/// The Secret `demo/NAME` with `data` (a YAML flow map), as a manifest.
+fn secret_manifest(name: &str, data: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: demo}}\ndata: {data}\n"
+    )
+}
+
+/// The Deployment `demo/webapp` whose container `app` has `env` (a YAML flow list);
+/// `metadata` is added to its metadata's flow map (`, labels: {…}`, or nothing).
+fn deployment_manifest(metadata: &str, env: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: webapp, namespace: demo{metadata}}}\n\
+         spec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n\
+         \x20   spec:\n      containers:\n      - name: app\n        image: nginx\n        env: {env}\n"
+    )
+}
+
 fn no_placeholder(v: &Value) {
     let text = v.to_string();
     assert!(
@@ -173,25 +190,16 @@ async fn kubectl_apply_twice_prunes_as_without_kgate() {
         };
         apply("cm1.yaml", &cm("{secret-a: '1', secret-b: '2', plain: x}"));
         apply("cm2.yaml", &cm("{secret-a: '1'}"));
-        let secret = |data: &str| {
-            format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: pruned, namespace: demo}}\ndata: {data}\n")
-        };
+        let secret = |data: &str| secret_manifest("pruned", data);
         apply("s1.yaml", &secret("{a: MQ==, b: Mg==}"));
         apply("s2.yaml", &secret("{a: MQ==}"));
         // Twice the same: nothing left to change.
         apply("s3.yaml", &secret("{a: MQ==}"));
-        let deployment = |labels: &str, env: &str| {
-            format!(
-                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: webapp, namespace: demo, labels: {labels}}}\n\
-                 spec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n\
-                 \x20   spec:\n      containers:\n      - name: app\n        image: nginx\n        env: {env}\n"
-            )
-        };
         apply(
             "d1.yaml",
-            &deployment("{x: '1', y: '2'}", "[{name: DB_PASSWORD, value: hunter2}, {name: MODE, value: m}]"),
+            &deployment_manifest(", labels: {x: '1', y: '2'}", "[{name: DB_PASSWORD, value: hunter2}, {name: MODE, value: m}]"),
         );
-        apply("d2.yaml", &deployment("{x: '1'}", "[{name: DB_PASSWORD, value: hunter2}]"));
+        apply("d2.yaml", &deployment_manifest(", labels: {x: '1'}", "[{name: DB_PASSWORD, value: hunter2}]"));
         // What kgate shows keeps the annotation, its values masked.
         let yaml = k.ok(&["get", "deployment", "webapp", "-n", "demo", "-o", "yaml"]);
         assert!(yaml.contains("last-applied-configuration") && !yaml.contains("hunter2"), "{yaml}");
@@ -234,20 +242,19 @@ async fn server_side_apply_prunes_and_keeps_the_values_it_could_not_read() {
             assert!(ok, "{err}");
             out
         };
-        let secret = |data: &str| {
-            format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: applied, namespace: demo}}\ndata: {data}\n")
-        };
-        apply("s1.yaml", &secret("{a: MQ==, b: Mg==}"));
-        apply("s2.yaml", &secret("{a: MQ==}"));
-        let deployment = |env: &str| {
-            format!(
-                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: webapp, namespace: demo}}\n\
-                 spec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n\
-                 \x20   spec:\n      containers:\n      - name: app\n        image: nginx\n        env: {env}\n"
-            )
-        };
-        apply("d1.yaml", &deployment("[{name: DB_PASSWORD, value: hunter2}, {name: MODE, value: m}]"));
-        apply("d2.yaml", &deployment("[{name: DB_PASSWORD, value: hunter2}]"));
+        apply("s1.yaml", &secret_manifest("applied", "{a: MQ==, b: Mg==}"));
+        apply("s2.yaml", &secret_manifest("applied", "{a: MQ==}"));
+        apply(
+            "d1.yaml",
+            &deployment_manifest(
+                "",
+                "[{name: DB_PASSWORD, value: hunter2}, {name: MODE, value: m}]",
+            ),
+        );
+        apply(
+            "d2.yaml",
+            &deployment_manifest("", "[{name: DB_PASSWORD, value: hunter2}]"),
+        );
         let yaml = k.ok(&["get", "deployment", "webapp", "-n", "demo", "-o", "yaml"]);
         assert!(!yaml.contains("hunter2"), "{yaml}");
 
