@@ -265,13 +265,9 @@ pub async fn kube_client(server: &str, ca_pem: &str, token: &str) -> kube::Clien
     kube::Client::try_from(config).expect("a kube client")
 }
 
-/// kubectl through `agent` as the service account `demo/NAME` (created in the double
-/// when missing), with a token the double issued for it.
-pub fn kubectl_as_service_account(
-    server: &crate::apiserver::Handle,
-    agent: &Agent,
-    name: &str,
-) -> Kubectl {
+/// The service account `demo/NAME` (created in the double when missing), as the
+/// subject of a token bound to no pod.
+pub fn service_account(server: &crate::apiserver::Handle, name: &str) -> crate::apiserver::Subject {
     if server.get("serviceaccounts", "demo", name).is_none() {
         server
             .create(
@@ -281,19 +277,29 @@ pub fn kubectl_as_service_account(
             )
             .expect("the service account is created");
     }
-    let uid = server
+    let sa = server
         .get("serviceaccounts", "demo", name)
-        .expect("created")["metadata"]["uid"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+        .expect("created");
+    crate::apiserver::Subject {
+        namespace: "demo".into(),
+        service_account: name.into(),
+        service_account_uid: sa["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        pod: None,
+    }
+}
+
+/// kubectl through `agent` as the service account `demo/NAME` (created in the double
+/// when missing), with a token the double issued for it.
+pub fn kubectl_as_service_account(
+    server: &crate::apiserver::Handle,
+    agent: &Agent,
+    name: &str,
+) -> Kubectl {
     let token = server.mint_token(
-        &crate::apiserver::Subject {
-            namespace: "demo".into(),
-            service_account: name.into(),
-            service_account_uid: uid,
-            pod: None,
-        },
+        &service_account(server, name),
         &[crate::apiserver::DEFAULT_ISSUER.to_owned()],
         3600,
     );

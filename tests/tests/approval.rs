@@ -12,7 +12,7 @@ use std::{
 };
 
 use kgate_tests::{
-    apiserver::{ApiServer, Config, DEFAULT_ISSUER, Handle, Subject},
+    apiserver::{ApiServer, Config, DEFAULT_ISSUER, Handle},
     background::{blocking, delete, finish},
     harness::{Agent, Kubectl, ScratchDir, kgate_bin, kubeconfig, scratch_dir},
 };
@@ -64,14 +64,8 @@ async fn setup() -> (Setup, Agent) {
         server.ca_pem(),
         server.admin_token(),
     );
-    let sa = server.get("serviceaccounts", "demo", "bot").unwrap();
     let bot_token = server.mint_token(
-        &Subject {
-            namespace: "demo".into(),
-            service_account: "bot".into(),
-            service_account_uid: sa["metadata"]["uid"].as_str().unwrap().into(),
-            pod: None,
-        },
+        &kgate_tests::harness::service_account(&server, "bot"),
         &[DEFAULT_ISSUER.to_owned()],
         3600,
     );

@@ -16,7 +16,9 @@ use kgate::record::{
 };
 use kgate_tests::{
     apiserver::{ApiServer, Config, DEFAULT_ISSUER, Handle, Subject},
-    harness::{Agent, Kubectl, free_port, https_client, kgate_bin, scratch_dir, text},
+    harness::{
+        Agent, Kubectl, free_port, https_client, kgate_bin, scratch_dir, service_account, text,
+    },
 };
 use serde_json::{Value, json};
 
@@ -53,27 +55,6 @@ async fn setup_on(config: Config, extra: &str) -> Setup {
         )
         .unwrap();
     Setup { server, agent }
-}
-
-/// The service account `demo/NAME` (created when missing), as a token subject bound to
-/// no pod.
-fn service_account(server: &Handle, name: &str) -> Subject {
-    if server.get("serviceaccounts", "demo", name).is_none() {
-        server
-            .create(
-                "serviceaccounts",
-                "demo",
-                json!({"kind": "ServiceAccount", "apiVersion": "v1", "metadata": {"name": name}}),
-            )
-            .unwrap();
-    }
-    let sa = server.get("serviceaccounts", "demo", name).unwrap();
-    Subject {
-        namespace: "demo".into(),
-        service_account: name.into(),
-        service_account_uid: sa["metadata"]["uid"].as_str().unwrap().into(),
-        pod: None,
-    }
 }
 
 impl Setup {

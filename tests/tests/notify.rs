@@ -25,7 +25,7 @@ use hyper_util::{
     server::conn::auto,
 };
 use kgate_tests::{
-    apiserver::{ApiServer, Config, DEFAULT_ISSUER, Handle, Subject},
+    apiserver::{ApiServer, Config, DEFAULT_ISSUER, Handle},
     background::{blocking, delete, finish},
     harness::{Agent, Kubectl, ScratchDir, free_port, kgate_bin, kubeconfig, scratch_dir},
     pki::{Ca, Pair},
@@ -237,14 +237,8 @@ async fn setup(tag: &str) -> Setup {
         server.ca_pem(),
         server.admin_token(),
     );
-    let sa = server.get("serviceaccounts", "demo", "bot").unwrap();
     let bot_token = server.mint_token(
-        &Subject {
-            namespace: "demo".into(),
-            service_account: "bot".into(),
-            service_account_uid: sa["metadata"]["uid"].as_str().unwrap().into(),
-            pod: None,
-        },
+        &kgate_tests::harness::service_account(&server, "bot"),
         &[DEFAULT_ISSUER.to_owned()],
         3600,
     );

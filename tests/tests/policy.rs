@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use kgate_tests::{
-    apiserver::{ApiServer, Config, DEFAULT_ISSUER, Handle, Subject},
+    apiserver::{ApiServer, Config, DEFAULT_ISSUER, Handle},
     background::blocking,
     harness::{Agent, Kubectl, https_client, kgate_bin, kubectl_as_service_account, scratch_dir},
 };
@@ -179,25 +179,11 @@ async fn the_policy_file_reloads_and_a_bad_version_changes_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reloads_under_load_lose_no_request() {
     let s = setup().await;
-    let token = {
-        let uid = {
-            s.kubectl_as("bot");
-            s.server.get("serviceaccounts", "demo", "bot").unwrap()["metadata"]["uid"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        };
-        s.server.mint_token(
-            &Subject {
-                namespace: "demo".into(),
-                service_account: "bot".into(),
-                service_account_uid: uid,
-                pod: None,
-            },
-            &[DEFAULT_ISSUER.to_owned()],
-            3600,
-        )
-    };
+    let token = s.server.mint_token(
+        &kgate_tests::harness::service_account(&s.server, "bot"),
+        &[DEFAULT_ISSUER.to_owned()],
+        3600,
+    );
     let client = https_client(&s.agent.ca_pem, true);
     let url = format!("{}/api/v1/namespaces/demo/pods", s.agent.url());
     let load = tokio::spawn(async move {
