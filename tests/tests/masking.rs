@@ -60,6 +60,18 @@ impl Setup {
             .body(Full::new(Bytes::new()))
             .unwrap()
     }
+
+    /// A Secret `demo/late` with the double's password, created straight in the double
+    /// while a watch through kgate is open.
+    fn create_late_secret(&self) {
+        self.server
+            .create(
+                "secrets",
+                "demo",
+                json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "late"}, "type": "Opaque", "data": {"password": PASSWORD}}),
+            )
+            .unwrap();
+    }
 }
 
 fn assert_no_values(text: &str) {
@@ -175,13 +187,7 @@ async fn watches_are_masked_event_by_event() {
         ((json_out, first), (table_out, table))
     })
     .await;
-    s.server
-        .create(
-            "secrets",
-            "demo",
-            json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "late"}, "type": "Opaque", "data": {"password": PASSWORD}}),
-        )
-        .unwrap();
+    s.create_late_secret();
     let ((mut json_out, mut json_seen), (mut table_out, mut table_seen)) = (json_out, table_out);
     let (json_seen, table_seen) = blocking(move || {
         json_seen.push_str(&read_until(&mut json_out, "late="));
@@ -284,13 +290,7 @@ async fn a_streaming_list_is_masked_and_ends_its_initial_state() {
         }
     }
     assert!(initial.contains(&"db-creds".to_owned()), "{initial:?}");
-    s.server
-        .create(
-            "secrets",
-            "demo",
-            json!({"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "late"}, "type": "Opaque", "data": {"password": PASSWORD}}),
-        )
-        .unwrap();
+    s.create_late_secret();
     match next().await {
         Event::Apply(secret) => assert_eq!(masked(&secret), "late"),
         other => panic!("{other:?}"),
